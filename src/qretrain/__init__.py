@@ -1,0 +1,38 @@
+"""qretrain: make pretrained PyTorch classifiers small by weight clustering, and win
+their accuracy back without labels.
+
+    model = qretrain.build_model("torchvision:vgg16")
+    report = qretrain.cluster_(model, "examples/plans/vgg16-paper.yaml")
+    qretrain.save(model, "vgg16.h5")
+    same = qretrain.load("vgg16.h5")
+"""
+
+__version__ = "0.1.0"
+
+from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
+from qretrain.cluster.apply import cluster_
+from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
+from qretrain.plan import Plan, PlanError, Rule
+from qretrain.storage import Layout, QretrainFileError, load, save
+
+__all__ = [
+    "ArchSpec",
+    "ClusterReport",
+    "ClusteredTensor",
+    "Granularity",
+    "Layout",
+    "Method",
+    "ParamKind",
+    "Plan",
+    "PlanError",
+    "QretrainFileError",
+    "Rule",
+    "__version__",
+    "build_model",
+    "cluster_",
+    "cluster_tensor",
+    "describe_tensors",
+    "load",
+    "load_model",
+    "save",
+]

@@ -1,0 +1,29 @@
+"""The closed sets of choices a clustering takes: method and granularity."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Method(str, enum.Enum):
+    """How a tensor's values are grouped into k clusters."""
+
+    KMEANS = "kmeans"  # least squared error (exact or near-optimal 1-D k-means)
+    EQUAL_COUNT = "equal-count"  # the seed's Figure 2: equal populations
+    LINEAR = "linear"  # evenly spaced over [min, max], then moved to member means
+
+
+class Granularity(str, enum.Enum):
+    """Which weights share one codebook."""
+
+    TENSOR = "tensor"  # one codebook for the whole tensor
+    CHANNEL = "channel"  # one codebook per output channel (first dimension)
+
+
+def parse_enum(enum_cls: type[enum.Enum], value: object, what: str) -> enum.Enum:
+    """``enum_cls(value)`` with an error that lists the allowed values."""
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum_cls)
+        raise ValueError(f"{what} must be one of {allowed}; got {value!r}") from None

@@ -1,0 +1,270 @@
+"""Cluster one float tensor into a codebook and uint8 indices.
+
+``cluster_tensor`` is the public, validating entry point. The private ``_cluster_*``
+functions assume a finite, non-empty, contiguous float32 1-D tensor and ``1 <= k <=
+256``; they return the codebook sorted ascending with only values in use, the
+indices, and the squared error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qretrain.cluster.kmeans1d import kmeans_1d
+from qretrain.cluster.options import Granularity, Method, parse_enum
+
+MAX_K = 256
+# Tensors up to this size are reduced to their exact distinct values; larger ones to
+# a histogram of HIST_BINS bins (boundaries then fall on bin edges, 1/65536 of the
+# range apart, which costs a negligible share of the squared error).
+EXACT_POINTS_MAX = 1 << 16
+HIST_BINS = 1 << 16
+CHUNK = 1 << 22  # elements per pass chunk: keeps temporaries in cache
+
+
+@dataclass
+class ClusteredTensor:
+    """A tensor stored as codebook + indices.
+
+    codebook: (G, K) float32, G = 1 per tensor or the number of output channels;
+        row g holds ``sizes[g]`` used values ascending, then repeats its last one.
+    sizes: (G,) int64, values in use per row (<= k).
+    indices: uint8, the tensor's shape, each entry < sizes[its row].
+    """
+
+    codebook: torch.Tensor
+    sizes: torch.Tensor
+    indices: torch.Tensor
+    k: int
+    method: Method
+    granularity: Granularity
+    sq_error: float
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.indices.shape
+
+    @property
+    def bits(self) -> int:
+        """Bits per packed index: ceil(log2 K), 0 when every row holds one value."""
+        return index_bits(self.codebook.shape[1])
+
+    def decode(self) -> torch.Tensor:
+        """The clustered tensor itself: float32, ``self.shape``."""
+        groups = self.codebook.shape[0]
+        flat = self.indices.reshape(groups, -1).long()
+        return torch.gather(self.codebook, 1, flat).reshape(self.shape)
+
+    def packed_nbytes(self) -> int:
+        """Bytes of bit-packed indices plus codebook, before any gzip."""
+        n = self.indices.numel()
+        extra = self.sizes.numel() * 2 if self.granularity is Granularity.CHANNEL else 0
+        return math.ceil(n * self.bits / 8) + self.codebook.numel() * 4 + extra
+
+
+def index_bits(k: int) -> int:
+    """ceil(log2 k): bits an index into k values needs (0 for k = 1)."""
+    return max(0, (k - 1).bit_length())
+
+
+def cluster_tensor(
+    values: torch.Tensor,
+    k: int,
+    method: Method | str = Method.KMEANS,
+    granularity: Granularity | str = Granularity.TENSOR,
+    seed: int = 0,
+    name: str = "tensor",
+) -> ClusteredTensor:
+    """Cluster ``values`` (any shape, floating point) to at most ``k`` shared values.
+
+    With ``granularity="channel"`` each slice along dim 0 gets its own codebook;
+    tensors with fewer than two dimensions fall back to one codebook.
+    ``name`` only labels error messages.
+    """
+    return cluster_and_decode(values, k, method, granularity, seed, name)[0]
+
+
+def cluster_and_decode(
+    values: torch.Tensor,
+    k: int,
+    method: Method | str = Method.KMEANS,
+    granularity: Granularity | str = Granularity.TENSOR,
+    seed: int = 0,
+    name: str = "tensor",
+) -> tuple[ClusteredTensor, torch.Tensor]:
+    """``cluster_tensor`` plus the decoded float32 tensor, which it computes anyway."""
+    method = parse_enum(Method, method, "method")
+    granularity = parse_enum(Granularity, granularity, "granularity")
+    x = validate_clusterable(values, k, name).detach().to("cpu", torch.float32).contiguous()
+    if granularity is Granularity.CHANNEL and x.dim() < 2:
+        granularity = Granularity.TENSOR
+    rows = x.reshape(x.shape[0], -1) if granularity is Granularity.CHANNEL else x.reshape(1, -1)
+    codebooks, indices, decoded, sq_error = [], [], torch.empty_like(rows), 0.0
+    for row, out in zip(rows, decoded):
+        codebook, idx = _cluster_flat(row, k, method, seed)
+        sq_error += _decode_into(row, codebook, idx, out)
+        codebooks.append(codebook)
+        indices.append(idx)
+    width = max(len(cb) for cb in codebooks)
+    padded = torch.zeros(len(codebooks), width, dtype=torch.float32)
+    for g, cb in enumerate(codebooks):
+        padded[g, : len(cb)] = cb
+        padded[g, len(cb) :] = cb[-1]  # rows stay sorted, so searchsorted finds indices
+    clustered = ClusteredTensor(
+        codebook=padded,
+        sizes=torch.tensor([len(cb) for cb in codebooks], dtype=torch.int64),
+        indices=torch.stack(indices).reshape(x.shape),
+        k=k,
+        method=method,
+        granularity=granularity,
+        sq_error=sq_error,
+    )
+    return clustered, decoded.reshape(x.shape)
+
+
+def validate_clusterable(values: torch.Tensor, k: int, name: str) -> torch.Tensor:
+    """Raise ValueError naming ``name`` unless ``values`` can be clustered to ``k``."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k for {name} must be an int in [1, {MAX_K}]; got {k!r}")
+    if not values.is_floating_point():
+        raise ValueError(f"{name} has dtype {values.dtype}; only floating point tensors cluster")
+    if values.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(values.shape)}); nothing to cluster")
+    lo, hi = torch.aminmax(values.detach())  # NaN and inf propagate to min or max
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        bad = (~torch.isfinite(values)).sum().item()
+        raise ValueError(
+            f"{name} has {bad} NaN or infinite value(s); clustering needs finite weights"
+        )
+    return values
+
+
+def _decode_into(x: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, out: torch.Tensor):
+    """out = codebook[idx]; returns the squared error against x."""
+    total = 0.0
+    for start in range(0, x.numel(), CHUNK):
+        y = torch.index_select(codebook, 0, idx[start : start + CHUNK].int())
+        out[start : start + CHUNK] = y
+        # float32 sums of CHUNK terms use pairwise summation: accurate to ~1e-7.
+        total += (x[start : start + CHUNK] - y).square_().sum().item()
+    return total
+
+
+def _cluster_flat(
+    x: torch.Tensor, k: int, method: Method, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codebook (K,) float32 ascending, all in use, K <= k; indices (n,) uint8."""
+    if method is Method.KMEANS:
+        return _kmeans(x, k, seed)
+    exact = _exact_if_few_values(x, k)
+    if exact is not None:
+        return exact
+    if method is Method.EQUAL_COUNT:
+        return _member_means(x, *_equal_count_indices(x, k))
+    return _member_means(x, *_linear_indices(x, k))
+
+
+def _member_means(x: torch.Tensor, idx: torch.Tensor, k: int):
+    """Codebook = exact mean of each cluster's members; empty ones dropped, equal merged."""
+    sums = torch.zeros(k, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.float64)
+    for start in range(0, x.numel(), CHUNK):
+        i = idx[start : start + CHUNK].long()
+        sums += torch.bincount(i, weights=x[start : start + CHUNK].double(), minlength=k)
+        counts += torch.bincount(i, minlength=k)
+    return _compact(sums / counts.clamp(min=1), counts > 0, idx)
+
+
+def _compact(means: torch.Tensor, used: torch.Tensor, idx: torch.Tensor):
+    """Keep used entries, merge equal ones, sort ascending, and remap idx to match."""
+    codebook, remap = torch.unique(means[used].to(torch.float32), return_inverse=True)
+    if len(codebook) != len(means) or not torch.equal(remap, torch.arange(len(means))):
+        lut = torch.zeros(len(means), dtype=torch.uint8)
+        lut[used] = remap.to(torch.uint8)
+        idx = _lookup(lut, idx)
+    return codebook, idx
+
+
+def _lookup(lut: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(keys.numel(), dtype=lut.dtype)
+    for start in range(0, keys.numel(), CHUNK):
+        out[start : start + CHUNK] = torch.index_select(lut, 0, keys[start : start + CHUNK].int())
+    return out
+
+
+def _exact_if_few_values(x: torch.Tensor, k: int):
+    """(distinct values, indices) when x takes at most k distinct values, else None."""
+    if x.numel() > EXACT_POINTS_MAX:
+        lo, hi = torch.aminmax(x)
+        if lo < hi and torch.count_nonzero(torch.histc(x, HIST_BINS, lo, hi)) > k:
+            return None  # more non-empty bins than k: more than k distinct values
+    values, inverse = torch.unique(x, return_inverse=True)
+    return (values, inverse.to(torch.uint8)) if len(values) <= k else None
+
+
+def _kmeans(x: torch.Tensor, k: int, seed: int):
+    """1-D k-means on the distinct values (small x) or a fine histogram (large x)."""
+    if x.numel() <= EXACT_POINTS_MAX:
+        values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+        if len(values) <= k:
+            return values, inverse.to(torch.uint8)
+        edges, _ = kmeans_1d(values.double().numpy(), counts.double().numpy(), k, seed)
+        point_cluster = torch.from_numpy(np.repeat(np.arange(len(edges) - 1), np.diff(edges)))
+        return _member_means(x, point_cluster.to(torch.uint8)[inverse], len(edges) - 1)
+    lo, hi = (v.item() for v in torch.aminmax(x))
+    scale = HIST_BINS / (hi - lo)
+    counts = torch.zeros(HIST_BINS, dtype=torch.int64)
+    for start in range(0, x.numel(), CHUNK):
+        counts += torch.bincount(_bins(x[start : start + CHUNK], lo, scale), minlength=HIST_BINS)
+    nonempty = torch.nonzero(counts).squeeze(1)
+    if len(nonempty) <= k:
+        exact = _exact_if_few_values(x, k)
+        if exact is not None:
+            return exact
+    centres = lo + (nonempty.double() + 0.5) / scale
+    weights = counts[nonempty].double()
+    edges, _ = kmeans_1d(centres.numpy(), weights.numpy(), k, seed)
+    edges = torch.from_numpy(edges)
+    # Codebook from the histogram: member means to within half a bin (range / 2^17),
+    # which saves a weighted pass over every weight.
+    cum_w = torch.cat([torch.zeros(1, dtype=torch.float64), weights.cumsum(0)])
+    cum_s = torch.cat([torch.zeros(1, dtype=torch.float64), (weights * centres).cumsum(0)])
+    means = (cum_s[edges[1:]] - cum_s[edges[:-1]]) / (cum_w[edges[1:]] - cum_w[edges[:-1]])
+    # Every bin, empty ones too, maps to the cluster whose run of bins covers it.
+    first_bins = nonempty[edges[1:-1]]
+    bin_cluster = torch.bucketize(torch.arange(HIST_BINS), first_bins, right=True)
+    bin_cluster = bin_cluster.to(torch.uint8)
+    idx = torch.empty(x.numel(), dtype=torch.uint8)
+    for start in range(0, x.numel(), CHUNK):
+        bins = _bins(x[start : start + CHUNK], lo, scale)
+        idx[start : start + CHUNK] = torch.index_select(bin_cluster, 0, bins)
+    return _compact(means, torch.ones(len(means), dtype=torch.bool), idx)
+
+
+def _bins(chunk: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
+    """Histogram bin of each value: floor((x - lo) * scale), the maximum in the last bin."""
+    return ((chunk - lo) * scale).to(torch.int32).clamp_(max=HIST_BINS - 1)
+
+
+def _equal_count_indices(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """Sort, cut into k runs whose lengths differ by at most one (the seed's Figure 2)."""
+    n = x.numel()
+    order = torch.argsort(x, stable=True)
+    lengths = torch.full((k,), n // k, dtype=torch.int64)
+    lengths[: n % k] += 1
+    idx = torch.empty(n, dtype=torch.uint8)
+    idx[order] = torch.repeat_interleave(torch.arange(k, dtype=torch.uint8), lengths)
+    return idx, k
+
+
+def _linear_indices(x: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """Nearest of k centroids evenly spaced over [min, max]."""
+    if k == 1:
+        return torch.zeros(x.numel(), dtype=torch.uint8), 1
+    lo, hi = (v.item() for v in torch.aminmax(x))
+    step = (hi - lo) / (k - 1)
+    return ((x - lo) / step).round_().clamp_(0, k - 1).to(torch.uint8), k

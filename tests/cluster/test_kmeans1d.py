@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from qretrain.cluster import kmeans1d
+from qretrain.cluster.kmeans1d import kmeans_1d
+
+
+def reference_optimum(points: np.ndarray, weights: np.ndarray, k: int) -> float:
+    """Textbook O(k n^2) dynamic programme with explicit loops (independent code)."""
+    n = len(points)
+
+    def cost(i, j):  # cluster points[i:j]
+        w, x = weights[i:j], points[i:j]
+        mean = (w * x).sum() / w.sum()
+        return float((w * (x - mean) ** 2).sum())
+
+    best = [cost(0, j) if j else np.inf for j in range(n + 1)]
+    for _ in range(1, k):
+        best = [
+            min((best[i] + cost(i, j) for i in range(1, j)), default=np.inf) for j in range(n + 1)
+        ]
+    return best[n]
+
+
+def sse_of(points, weights, edges):
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        x, w = points[lo:hi], weights[lo:hi]
+        total += float((w * (x - (w * x).sum() / w.sum()) ** 2).sum())
+    return total
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_exact_dp_matches_reference(k):
+    rng = np.random.default_rng(k)
+    points = np.sort(rng.normal(size=30))
+    weights = rng.integers(1, 5, size=30).astype(float)
+    edges, sse = kmeans_1d(points, weights, k)
+    assert len(edges) == k + 1 and edges[0] == 0 and edges[-1] == 30
+    assert sse == pytest.approx(sse_of(points, weights, edges))
+    assert sse == pytest.approx(reference_optimum(points, weights, k), rel=1e-9)
+
+
+def test_k_at_least_points_gives_one_cluster_per_point():
+    points = np.array([-1.0, 0.0, 2.5])
+    edges, sse = kmeans_1d(points, np.ones(3), 8)
+    assert edges.tolist() == [0, 1, 2, 3] and sse == 0.0
+
+
+def test_lloyd_is_deterministic_for_a_seed(monkeypatch):
+    monkeypatch.setattr(kmeans1d, "EXACT_DP_MAX_POINTS", 0)
+    points = np.unique(np.random.default_rng(0).standard_t(3, size=3000))
+    weights = np.ones(len(points))
+    a = kmeans_1d(points, weights, 32, seed=7)
+    b = kmeans_1d(points, weights, 32, seed=7)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+
+
+@pytest.mark.parametrize("dist", ["normal", "laplace"])
+@pytest.mark.parametrize("k", [2, 4, 8, 16])
+def test_large_inputs_within_0_1_percent_of_exact(dist, k):
+    """Above the exact-DP size the result stays within 0.1% of the optimum."""
+    rng = np.random.default_rng(k)
+    points = np.unique(getattr(rng, dist)(size=2600))
+    weights = rng.integers(1, 4, size=len(points)).astype(float)
+    assert len(points) > kmeans1d.EXACT_DP_MAX_POINTS  # the near-optimal path runs
+    edges, sse = kmeans_1d(points, weights, k)
+    prefix = kmeans1d._Prefix.of(points, weights)
+    exact_edges = kmeans1d._exact_edges(prefix, len(points), k)
+    exact = sse_of(points, weights, exact_edges)
+    assert exact <= sse * (1 + 1e-12) and sse <= exact * 1.001

@@ -1,0 +1,203 @@
+"""What a model holds: its tensors, their kinds, and the numbering of its layers.
+
+The clusterable table below is the single place that says which tensors of which
+module types can be clustered, and under which *kind* plans select them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class ParamKind(str, enum.Enum):
+    """The role of a tensor, as plans select it."""
+
+    WEIGHT = "weight"  # conv / linear weight
+    BIAS = "bias"  # conv / linear bias
+    BN_WEIGHT = "bn_weight"  # batch-norm scale (gamma)
+    BN_BIAS = "bn_bias"  # batch-norm shift (beta)
+    BN_RUNNING_MEAN = "bn_running_mean"
+    BN_RUNNING_VAR = "bn_running_var"
+
+
+BN_KINDS = (
+    ParamKind.BN_WEIGHT,
+    ParamKind.BN_BIAS,
+    ParamKind.BN_RUNNING_MEAN,
+    ParamKind.BN_RUNNING_VAR,
+)
+
+# Layers are what the seed numbers 1..N: conv and linear modules, in forward order.
+LAYER_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+)
+_LAYER_TENSORS = {"weight": ParamKind.WEIGHT, "bias": ParamKind.BIAS}
+_BN_TENSORS = {
+    "weight": ParamKind.BN_WEIGHT,
+    "bias": ParamKind.BN_BIAS,
+    "running_mean": ParamKind.BN_RUNNING_MEAN,
+    "running_var": ParamKind.BN_RUNNING_VAR,
+    # num_batches_tracked is absent on purpose: an integer step counter, not a weight.
+}
+# Module type -> {tensor attribute -> kind}. Anything not listed stays float32, and
+# the report says why. Extend here to make another module type clusterable.
+CLUSTERABLE: dict[type[nn.Module], dict[str, ParamKind]] = {
+    **{t: _LAYER_TENSORS for t in LAYER_TYPES},
+    nn.BatchNorm1d: _BN_TENSORS,
+    nn.BatchNorm2d: _BN_TENSORS,
+    nn.BatchNorm3d: _BN_TENSORS,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One entry of a model's state dict, with where it lives and what it is."""
+
+    name: str  # state-dict key
+    module_name: str
+    module_type: str
+    attr: str  # attribute on the module: weight, bias, running_mean, ...
+    kind: ParamKind | None  # None: not clusterable
+    layer: int | None  # layer number of its module, if a conv / linear
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    is_parameter: bool
+    tied_to: str | None = None  # first state-dict name of the same tensor
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def unclusterable_reason(self) -> str | None:
+        """Why this tensor can never be clustered, or None when it can."""
+        if self.tied_to is not None:
+            return f"shares its storage with {self.tied_to}"
+        if not self.dtype.is_floating_point:
+            return f"{self.dtype} buffer, not a weight"
+        if self.kind is None:
+            return f"{self.module_type}.{self.attr} is not in the clusterable table"
+        return None
+
+
+def kind_of(module: nn.Module, attr: str) -> ParamKind | None:
+    """The kind of ``module.<attr>`` per the clusterable table (subclasses included)."""
+    for module_type in type(module).__mro__:
+        table = CLUSTERABLE.get(module_type)
+        if table is not None:
+            return table.get(attr)
+    return None
+
+
+def number_layers(
+    model: nn.Module, example_input: torch.Tensor | None = None
+) -> dict[str, int]:
+    """Module name -> 1-based layer number of every conv / linear module.
+
+    With an example input the numbering follows the order in which a forward pass
+    first calls each layer (layers it never calls come last, in registration order);
+    without one it is registration order, which is the same for torchvision models.
+    """
+    layers = [name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    if example_input is not None:
+        called: list[str] = []
+        param = next(model.parameters(), None)
+        if param is not None:
+            example_input = example_input.to(param.device, param.dtype)
+        was_training = model.training
+        model.eval()  # batch norm must neither update its statistics nor need a batch
+        try:
+            with _record_calls(model, called), torch.no_grad():
+                model(example_input)
+        finally:
+            model.train(was_training)
+        seen = set(called)
+        layers = called + [name for name in layers if name not in seen]
+    return {name: i + 1 for i, name in enumerate(layers)}
+
+
+class _record_calls:
+    """Context manager: forward pre-hooks that record layer names in call order."""
+
+    def __init__(self, model: nn.Module, called: list[str]):
+        self.model, self.called, self.handles = model, called, []
+
+    def _hook(self, name: str):
+        def hook(module, args):
+            if name not in self.called:
+                self.called.append(name)
+
+        return hook
+
+    def __enter__(self):
+        for name, m in self.model.named_modules():
+            if isinstance(m, LAYER_TYPES):
+                self.handles.append(m.register_forward_pre_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+
+def describe_tensors(
+    model: nn.Module, example_input: torch.Tensor | None = None
+) -> list[TensorInfo]:
+    """Every state-dict tensor of ``model``, in state-dict order."""
+    numbers = number_layers(model, example_input)
+    first_name: dict[int, str] = {}
+    infos = []
+    for module_name, module, attr, tensor, is_param in _module_tensors(model):
+        name = f"{module_name}.{attr}" if module_name else attr
+        tied = first_name.setdefault(id(tensor), name)
+        infos.append(
+            TensorInfo(
+                name=name,
+                module_name=module_name,
+                module_type=type(module).__name__,
+                attr=attr,
+                kind=kind_of(module, attr),
+                layer=numbers.get(module_name),
+                shape=tuple(tensor.shape),
+                dtype=tensor.dtype,
+                is_parameter=is_param,
+                tied_to=None if tied == name else tied,
+            )
+        )
+    return infos
+
+
+def _module_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, torch.Tensor, bool]]:
+    """(module name, module, attribute, tensor, is parameter) for state-dict tensors."""
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, p in module._parameters.items():
+            if p is not None:
+                yield module_name, module, attr, p, True
+        for attr, b in module._buffers.items():
+            if b is not None and attr not in module._non_persistent_buffers_set:
+                yield module_name, module, attr, b, False
+
+
+def get_tensor(model: nn.Module, name: str) -> torch.Tensor:
+    """The parameter or buffer behind a state-dict name."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    return getattr(module, attr)

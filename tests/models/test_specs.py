@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+import qretrain
+from qretrain.models import ArchSpec, get_arch, load_model
+
+
+def test_unknown_spec_lists_known_forms():
+    with pytest.raises(ValueError, match=r"unknown model spec 'vgg16'; known forms: torchvision:NAME"):
+        load_model("vgg16")
+
+
+def test_unknown_torchvision_name_lists_models():
+    with pytest.raises(ValueError, match=r"torchvision has no model 'vgg17'; known: .*vgg16"):
+        load_model("torchvision:vgg17")
+
+
+def test_importable_spec_records_its_arch():
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    arch = get_arch(model)
+    assert arch == ArchSpec("qretrain.zoo:vgg_small", {"width": 4, "hidden": 16}, (1, 28, 28))
+    assert ArchSpec.from_json(arch.to_json()) == arch
+    with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.mod'"):
+        load_model("no_such_pkg.mod:make")
+    with pytest.raises(ValueError, match="has no attribute 'nothing'"):
+        load_model("qretrain.zoo:nothing")
+
+
+def test_weights_file_loads_safely(tmp_path, tiny_vgg):
+    path = tmp_path / "w.pth"
+    torch.save(tiny_vgg.state_dict(), path)
+    model = load_model("qretrain.zoo:vgg_small", weights=path, width=4, hidden=32)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, tiny_vgg.state_dict()[name])
+
+
+def test_weights_that_do_not_fit_name_the_tensors(tmp_path, tiny_vgg):
+    path = tmp_path / "w.pth"
+    torch.save(tiny_vgg.state_dict(), path)
+    with pytest.raises(ValueError, match=r"does not fit the architecture: shape: features.0.weight"):
+        load_model("qretrain.zoo:vgg_small", weights=path, width=8, hidden=32)
+
+
+class NotAStateDict:
+    pass
+
+
+def test_pickled_objects_are_never_unpickled(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"x": NotAStateDict()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_model("qretrain.zoo:vgg_small", weights=path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model("qretrain.zoo:vgg_small", weights=tmp_path / "missing.pth")

@@ -1,0 +1,120 @@
+"""``cluster_(model, plan)``: cluster a model's tensors in place, as a plan says."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from qretrain.cluster.report import ClusterReport, TensorRecord
+from qretrain.cluster.state import clusters_of, plans_of
+from qretrain.cluster.tensor import ClusteredTensor, cluster_and_decode, validate_clusterable
+from qretrain.models.layers import get_tensor
+from qretrain.models.specs import get_arch
+from qretrain.plan import Decision, Plan
+
+logger = logging.getLogger(__name__)
+
+
+def cluster_(
+    model: nn.Module,
+    plan: Plan | dict | str | Path,
+    *,
+    example_input: torch.Tensor | None = None,
+    progress: bool = False,
+) -> ClusterReport:
+    """Replace the tensors ``plan`` selects by their centroid values, in place.
+
+    The model stays a plain ``nn.Module`` that runs as before; the codebooks and
+    indices ride along on it for ``qretrain.save``. Everything is validated before
+    the first tensor changes, so a bad plan or bad weights leave the model untouched.
+    ``example_input`` (N, C, H, W) numbers layers in forward order; by default it
+    comes from the model's recorded architecture when that knows its input shape.
+
+    Returns a report covering every state-dict tensor: clustered, or why not.
+    """
+    plan = Plan.coerce(plan)
+    if example_input is None:
+        arch = get_arch(model)
+        example_input = arch.example_input() if arch is not None else None
+    decisions = plan.resolve(model, example_input)
+    chosen = [d for d in decisions if d.choice is not None]
+    _validate(model, chosen)
+    clusters = clusters_of(model)
+    for d in tqdm(chosen, desc="Clustering", unit="tensor", disable=not progress):
+        tensor = get_tensor(model, d.info.name)
+        clustered, decoded = cluster_and_decode(
+            tensor, d.choice.k, d.choice.method, d.choice.granularity, plan.seed, d.info.name
+        )
+        with torch.no_grad():
+            tensor.copy_(decoded)
+        clusters[d.info.name] = clustered
+        logger.debug("clustered %s to %d values", d.info.name, clustered.sizes.max().item())
+    plans_of(model).append(plan.to_dict())
+    return _report(decisions, clusters)
+
+
+def _validate(model: nn.Module, chosen: list[Decision]) -> None:
+    errors = []
+    for d in chosen:
+        tensor = get_tensor(model, d.info.name)
+        if tensor.dtype != torch.float32:
+            errors.append(
+                f"{d.info.name} is {tensor.dtype}; qretrain clusters float32 models "
+                "(call model.float() first)"
+            )
+            continue
+        try:
+            validate_clusterable(tensor, d.choice.k, d.info.name)
+        except ValueError as e:
+            errors.append(str(e))
+    if errors:
+        raise ValueError("nothing was changed:\n" + "\n".join(errors))
+
+
+def _report(decisions: list[Decision], clusters: dict[str, ClusteredTensor]) -> ClusterReport:
+    """Records for every tensor; earlier clusterings of the model count as clustered."""
+    records = []
+    for d in decisions:
+        info = d.info
+        c = clusters.get(info.name)
+        if c is None:
+            records.append(
+                TensorRecord(
+                    name=info.name,
+                    kind=info.kind.value if info.kind else None,
+                    layer=info.layer,
+                    shape=info.shape,
+                    numel=info.numel,
+                    clustered=False,
+                    reason=d.reason,
+                    bits_per_weight=info.dtype.itemsize * 8,
+                    stored_bytes=info.nbytes,
+                    original_bytes=info.nbytes,
+                )
+            )
+            continue
+        stored = c.packed_nbytes()
+        records.append(
+            TensorRecord(
+                name=info.name,
+                kind=info.kind.value if info.kind else None,
+                layer=info.layer,
+                shape=info.shape,
+                numel=info.numel,
+                clustered=True,
+                reason=d.reason if d.choice is not None else "clustered earlier",
+                k=c.k,
+                k_used=int(c.sizes.max()),
+                method=c.method.value,
+                granularity=c.granularity.value,
+                sq_error=c.sq_error,
+                bits_per_weight=stored * 8 / info.numel,
+                stored_bytes=stored,
+                original_bytes=info.nbytes,
+            )
+        )
+    return ClusterReport(tuple(records))

@@ -1,0 +1,179 @@
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import qretrain
+from qretrain.cluster import cluster_tensor
+from qretrain.storage import QretrainFileError, h5 as h5_module
+
+PLAN = {
+    "rules": [
+        {"type": "Conv2d", "k": 16},
+        {"type": "Linear", "k": 5, "granularity": "channel"},
+        {"kinds": ["bias"], "k": 1},
+        {"name": "fc", "kinds": ["weight"], "k": None},
+    ]
+}
+RESNET_PLAN = {"rules": [{"layers": "2-12", "k": 32}, {"kinds": ["bn_running_mean"], "k": 4}]}
+
+
+@pytest.mark.parametrize("layout", ["packed", "paper"])
+@pytest.mark.parametrize("which", ["vgg", "resnet"])
+def test_round_trip_outputs_are_exactly_equal(tmp_path, layout, which, tiny_vgg, tiny_resnet,
+                                              images):  # fmt: skip
+    model = tiny_vgg if which == "vgg" else tiny_resnet
+    plan = {"rules": PLAN["rules"][:3]} if which == "vgg" else RESNET_PLAN
+    qretrain.cluster_(model, plan)
+    expected = model(images)
+    path = tmp_path / "m.h5"
+    result = qretrain.save(model, path, layout=layout)
+    assert result.file_bytes == path.stat().st_size
+    loaded = qretrain.load(path)
+    assert not loaded.training
+    assert torch.equal(loaded(images), expected)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
+    original, restored = qretrain.cluster.clusters_of(model), qretrain.cluster.clusters_of(loaded)
+    assert set(restored) == set(original)
+    for name, c in original.items():
+        assert torch.equal(restored[name].decode(), c.decode())
+        assert restored[name].k == c.k and restored[name].granularity == c.granularity
+    # A loaded model saves again to the same tensors.
+    qretrain.save(loaded, tmp_path / "again.h5", layout=layout)
+    assert torch.equal(qretrain.load(tmp_path / "again.h5")(images), expected)
+
+
+def test_file_records_arch_plan_version_and_checksums(tmp_path, tiny_vgg):
+    qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
+    qretrain.save(tiny_vgg, tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert f.attrs["format"] == "qretrain" and f.attrs["format_version"] == 1
+        assert '"spec": "qretrain.zoo:vgg_small"' in f.attrs["arch"]
+        assert '"k": 16' in f.attrs["plans"]
+        conv = f["tensors/features.0.weight"]
+        assert conv.attrs["encoding"] == "clustered" and conv.attrs["bits"] == 4
+        assert conv["indices"].compression == "gzip" and not conv["indices"].shuffle
+        assert len(conv.attrs["sha256"]) == 64
+
+
+def test_packed_sizes_within_one_percent_of_the_bound(tmp_path):
+    """n * ceil(log2 k) / 8 bytes of indices plus the codebook plus 1 KiB, within 1%."""
+    model = torch.nn.Linear(1000, 1000, bias=False)
+    u = torch.rand(1000, 1000, generator=torch.Generator().manual_seed(0)) - 0.5
+    with torch.no_grad():
+        model.weight.copy_(-torch.sign(u) * torch.log1p(-2 * u.abs()))  # Laplacian
+    for k in (2, 16, 32, 200, 256):
+        m = torch.nn.Sequential(model)
+        report = qretrain.cluster_(m, {"rules": [{"type": "Linear", "k": k}]})
+        saved = qretrain.save(m, tmp_path / f"k{k}.h5", arch="torch.nn:Identity")
+        c = qretrain.cluster.clusters_of(m)["0.weight"]
+        bound = 1_000_000 * c.bits / 8 + c.codebook.numel() * 4 + 1024
+        assert saved.tensor_bytes["0.weight"] <= 1.01 * bound
+        assert report.records[0].stored_bytes <= bound
+
+
+def test_truncated_file_is_refused(tmp_path, tiny_vgg):
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(QretrainFileError, match="cut.h5' is not a readable qretrain file"):
+        qretrain.load(tmp_path / "cut.h5")
+
+
+def test_corrupted_values_fail_the_checksum(tmp_path, tiny_vgg):
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    with h5py.File(path, "r+") as f:
+        f["tensors/classifier.1.weight"][0, 0] += 1.0
+    with pytest.raises(QretrainFileError, match="'classifier.1.weight' fails its checksum"):
+        qretrain.load(path)
+
+
+def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
+    qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    with h5py.File(path) as f:
+        info = f["tensors/classifier.1.weight/indices"].id.get_chunk_info(0)
+    raw = bytearray(path.read_bytes())
+    for i in range(info.byte_offset + 4, info.byte_offset + info.size - 4):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(QretrainFileError, match="(fails its checksum|truncated or corrupted)"):
+        qretrain.load(path)
+
+
+def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(QretrainFileError, match="format version 2; this qretrain .* reads version 1"):
+        qretrain.load(path)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(QretrainFileError, match="not a qretrain model file"):
+        qretrain.load(tmp_path / "other.h5")
+    with pytest.raises(FileNotFoundError):
+        qretrain.load(tmp_path / "missing.h5")
+
+
+def test_tensors_that_do_not_fit_the_architecture(tmp_path, tiny_vgg):
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["arch"] = f.attrs["arch"].replace('"width": 4', '"width": 8')
+    with pytest.raises(QretrainFileError, match="does not fit the architecture: shape: features"):
+        qretrain.load(path)
+
+
+def test_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, tiny_vgg, monkeypatch):
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    old = path.read_bytes()
+    qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5_module, "_write_packed", explode)
+    with pytest.raises(OSError, match="disk full"):
+        qretrain.save(tiny_vgg, path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.h5"]
+
+
+def test_tensor_changed_after_clustering_is_not_saved(tmp_path, tiny_vgg):
+    qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
+    with torch.no_grad():
+        tiny_vgg.features[0].weight.add_(0.001)
+    with pytest.raises(ValueError, match="features.0.weight no longer holds its codebook"):
+        qretrain.save(tiny_vgg, tmp_path / "m.h5")
+    assert not any(tmp_path.iterdir())
+
+
+def test_model_without_a_known_architecture_needs_arch(tmp_path):
+    class Local(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.fc = torch.nn.Linear(n, n)
+
+    with pytest.raises(ValueError, match="cannot record how to rebuild Local"):
+        qretrain.save(Local(3), tmp_path / "m.h5")
+    assert not any(tmp_path.iterdir())
+
+
+def test_paper_layout_stores_float32_and_a_codebook_companion(tmp_path):
+    c = cluster_tensor(torch.randn(64, 9), 6, granularity="channel")
+    model = torch.nn.Sequential(torch.nn.Linear(9, 64, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(c.decode())
+    qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": 6, "granularity": "channel"}]})
+    qretrain.save(model, tmp_path / "p.h5", layout="paper", arch="torch.nn:Identity")
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["tensors/0.weight"].dtype == np.float32
+        assert f["tensors/0.weight.codebook"].shape == (64, 6)

@@ -1,0 +1,54 @@
+"""``qretrain`` command line: one module per subcommand, errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from qretrain import __version__
+from qretrain.cli import compress_cmd, inspect_cmd
+
+SUBCOMMANDS = (inspect_cmd, compress_cmd)
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qretrain",
+        description="Compress pretrained PyTorch classifiers by weight clustering and "
+        "win their accuracy back without labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"qretrain {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in SUBCOMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, TypeError, CliError) as e:
+        message = str(e).strip().replace("\n", "\n  ")
+        print(f"qretrain {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"qretrain {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,6 +33,7 @@ KMEANSPP_BUDGET = 1 << 22
 COARSE_DP_BUDGET = 1 << 24
 COARSE_DP_MAX_K = 128
 LLOYD_MAX_ITER = 1000
+LLOYD_TRIAL_ITER = 40
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ def kmeans_1d(
 
     Returns ``edges`` (K+1,) int64 with ``edges[0] == 0`` and ``edges[-1] == n``,
     K = min(k, n) non-empty clusters, and the total weighted squared error.
-    Exact when ``k * n^2`` is small, otherwise the best of Lloyd runs from three
-    initialisations (a seeded k-means++ one among them when n * k is small enough).
+    Exact when ``k * n^2`` is small, otherwise Lloyd from the best of several starts
+    (cube-root density, linear, a coarse exact DP for k <= 128, and a seeded
+    k-means++ when n * k is small enough).
     """
     n = points.shape[0]
     prefix = _Prefix.of(points, weights)
@@ -81,17 +83,20 @@ def kmeans_1d(
     if n <= EXACT_DP_MAX_POINTS and k * n * n <= EXACT_DP_BUDGET:
         edges = _exact_edges(prefix, n, k)
         return edges, float(prefix.cluster_stats(edges)[2].sum())
-    best_edges, best_sse = None, np.inf
     inits = [_init_cube_root_density(points, weights, k), _init_linear(points, k)]
     if k <= COARSE_DP_MAX_K:
         inits.append(_init_coarse_dp(points, prefix, k))
     if k * n <= KMEANSPP_BUDGET:
         inits.append(_init_kmeanspp(points, weights, k, np.random.default_rng(seed)))
+    # Every start gets a short run; only the best one runs on to convergence (Lloyd
+    # from a poor start can take thousands of iterations to get nowhere).
+    trials = []
     for init in inits:
-        edges = _lloyd(points, prefix, init, k)
-        sse = float(prefix.cluster_stats(edges)[2].sum())
-        if sse < best_sse:
-            best_edges, best_sse = edges, sse
+        edges = _lloyd(points, prefix, init, k, LLOYD_TRIAL_ITER)
+        trials.append((float(prefix.cluster_stats(edges)[2].sum()), edges))
+    _, edges = min(trials, key=lambda t: t[0])
+    best_edges = _lloyd(points, prefix, np.diff(prefix.s[edges]) / np.diff(prefix.w[edges]), k)
+    best_sse = float(prefix.cluster_stats(best_edges)[2].sum())
     return best_edges, best_sse
 
 
@@ -118,7 +123,13 @@ def _exact_edges(prefix: _Prefix, n: int, k: int) -> np.ndarray:
     return np.array(edges[::-1], dtype=np.int64)
 
 
-def _lloyd(points: np.ndarray, prefix: _Prefix, centroids: np.ndarray, k: int) -> np.ndarray:
+def _lloyd(
+    points: np.ndarray,
+    prefix: _Prefix,
+    centroids: np.ndarray,
+    k: int,
+    max_iter: int = LLOYD_MAX_ITER,
+) -> np.ndarray:
     """Lloyd iterations to a fixed point, each O(k log n) thanks to the prefix sums.
 
     Clusters that empty out are refilled by splitting the cluster with the largest
@@ -127,17 +138,17 @@ def _lloyd(points: np.ndarray, prefix: _Prefix, centroids: np.ndarray, k: int) -
     n = points.shape[0]
     centroids = np.unique(centroids)
     edges = None
-    for _ in range(LLOYD_MAX_ITER):
+    for _ in range(max_iter):
         boundaries = (centroids[:-1] + centroids[1:]) / 2
         new_edges = np.concatenate([[0], np.searchsorted(points, boundaries, side="right"), [n]])
-        new_edges = np.unique(new_edges)  # drops empty clusters
-        if len(new_edges) - 1 < k and len(new_edges) - 1 < n:
-            new_edges = _split_worst(prefix, new_edges, k, n)
+        if np.any(new_edges[1:] == new_edges[:-1]):
+            new_edges = np.unique(new_edges)  # drops empty clusters
+            if len(new_edges) - 1 < k and len(new_edges) - 1 < n:
+                new_edges = _split_worst(prefix, new_edges, k, n)
         if edges is not None and np.array_equal(new_edges, edges):
             break
         edges = new_edges
-        w, s, _ = prefix.cluster_stats(edges)
-        centroids = s / w
+        centroids = np.diff(prefix.s[edges]) / np.diff(prefix.w[edges])
     return edges
 
 

@@ -217,9 +217,9 @@ def _kmeans(x: torch.Tensor, k: int, seed: int):
         return _member_means(x, point_cluster.to(torch.uint8)[inverse], len(edges) - 1)
     lo, hi = (v.item() for v in torch.aminmax(x))
     scale = HIST_BINS / (hi - lo)
-    counts = torch.zeros(HIST_BINS, dtype=torch.int64)
-    for start in range(0, x.numel(), CHUNK):
-        counts += torch.bincount(_bins(x[start : start + CHUNK], lo, scale), minlength=HIST_BINS)
+    # histc bins as _bins does up to rounding at bin edges; the lookup table below
+    # covers every bin, so a value rounded into a neighbouring bin still gets a cluster.
+    counts = torch.histc(x, HIST_BINS, lo, hi).to(torch.int64)
     nonempty = torch.nonzero(counts).squeeze(1)
     if len(nonempty) <= k:
         exact = _exact_if_few_values(x, k)

@@ -158,6 +158,9 @@ def _cluster_flat(
     x: torch.Tensor, k: int, method: Method, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codebook (K,) float32 ascending, all in use, K <= k; indices (n,) uint8."""
+    if k == 1:  # every method's single centroid is the mean
+        mean = x.sum(dtype=torch.float64) / x.numel()
+        return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
     if method is Method.KMEANS:
         return _kmeans(x, k, seed)
     exact = _exact_if_few_values(x, k)

@@ -8,7 +8,7 @@ retrain to completion:
 - ``resnet_small``: a stem, residual stages of basic blocks with batch norm, global
   pooling and one linear layer, as ResNet-50 has.
 
-Both are importable specs (``qretrain.zoo:vgg_small``) and record their input shape.
+Both are importable specs (``qretrain.zoo:vgg_small``) and carry their input contract.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-INPUT_SHAPE = (1, 28, 28)
+from qretrain.models.contract import InputContract
+
 
 
 class VGGSmall(nn.Module):
@@ -97,5 +98,5 @@ def resnet_small(num_classes: int = 10, width: int = 16, blocks: int = 2) -> Res
     return ResNetSmall(num_classes, width, blocks)
 
 
-vgg_small.input_shape = INPUT_SHAPE
-resnet_small.input_shape = INPUT_SHAPE
+# Fashion-MNIST's pixel mean and standard deviation.
+vgg_small.contract = resnet_small.contract = InputContract(1, 28, (0.2860,), (0.3530,))

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from qretrain.models.contract import InputContract, imagenet_contract
+
 ARCH_ATTR = "_qretrain_arch"
 
 
@@ -33,25 +35,33 @@ ARCH_ATTR = "_qretrain_arch"
 class ArchSpec:
     """How to rebuild an architecture: a spec string and JSON keyword arguments.
 
-    ``input_shape`` (C, H, W), when known, lets qretrain run an example forward
-    pass (layer numbering in forward order).
+    ``contract``, when known, says what input the model takes: datasets fit their
+    images to it, and an example forward pass numbers layers in forward order.
     """
 
     spec: str
     kwargs: dict[str, Any] = field(default_factory=dict)
-    input_shape: tuple[int, ...] | None = None
+    contract: InputContract | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        return self.contract.shape if self.contract is not None else None
 
     def to_json(self) -> str:
+        contract = self.contract.to_dict() if self.contract is not None else None
         return json.dumps(
-            {"spec": self.spec, "kwargs": self.kwargs, "input_shape": self.input_shape},
-            sort_keys=True,
+            {"spec": self.spec, "kwargs": self.kwargs, "contract": contract}, sort_keys=True
         )
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
         d = json.loads(text)
-        shape = d.get("input_shape")
-        return cls(d["spec"], dict(d.get("kwargs") or {}), tuple(shape) if shape else None)
+        contract = d.get("contract")
+        return cls(
+            d["spec"],
+            dict(d.get("kwargs") or {}),
+            InputContract.from_dict(contract) if contract else None,
+        )
 
     def build(self) -> nn.Module:
         """A fresh, randomly initialised instance of the architecture."""
@@ -65,14 +75,17 @@ class ArchSpec:
 
 Builder = Callable[..., nn.Module]
 # (pattern, builder factory, description): the factory gets the regex match.
-_REGISTRY: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[Builder, tuple | None]], str]] = []
+_REGISTRY: list[
+    tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[Builder, InputContract | None]], str]
+] = []
 
 
 def register_builder(pattern: str, description: str):
     """Decorator: make specs matching ``pattern`` (a regex) buildable.
 
-    The decorated function takes the regex match and returns (builder, input_shape),
-    builder being called with the spec's keyword arguments.
+    The decorated function takes the regex match and returns (builder, contract),
+    builder being called with the spec's keyword arguments and contract an
+    InputContract or None.
     """
 
     def decorate(factory):
@@ -96,8 +109,8 @@ def _torchvision(match: re.Match[str]):
     def build(**kwargs):
         return torchvision.models.get_model(name, weights=None, **kwargs)
 
-    shape = (3, 299, 299) if name.startswith("inception") else (3, 224, 224)
-    return build, shape
+    contract = imagenet_contract(299, 342) if name.startswith("inception") else imagenet_contract()
+    return build, contract
 
 
 @register_builder(
@@ -115,14 +128,14 @@ def _importable(match: re.Match[str]):
         target = getattr(target, part)
     if not callable(target):
         raise ValueError(f"{match.group(0)!r} is not callable")
-    return target, getattr(target, "input_shape", None)
+    return target, getattr(target, "contract", None)
 
 
 def known_specs() -> list[str]:
     return [description for _, _, description in _REGISTRY] + ["PATH.h5  (a qretrain file)"]
 
 
-def resolve_builder(spec: str) -> tuple[Builder, tuple | None]:
+def resolve_builder(spec: str) -> tuple[Builder, InputContract | None]:
     for pattern, factory, _ in _REGISTRY:
         match = pattern.fullmatch(spec)
         if match:
@@ -132,11 +145,11 @@ def resolve_builder(spec: str) -> tuple[Builder, tuple | None]:
 
 def build_model(spec: str, **kwargs: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random init) and record its ArchSpec."""
-    builder, input_shape = resolve_builder(spec)
+    builder, contract = resolve_builder(spec)
     model = builder(**kwargs)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    set_arch(model, ArchSpec(spec, dict(kwargs), input_shape))
+    set_arch(model, ArchSpec(spec, dict(kwargs), contract))
     return model
 
 

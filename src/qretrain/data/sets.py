@@ -1,0 +1,162 @@
+"""Datasets that yield images already fitted to a model's input contract.
+
+Two sources: images held in memory (IDX, .npz, CSV; Fashion-MNIST's 60k images are
+47 MB as uint8) and image files decoded on access (folders, ImageNet-sized photos).
+Either way ``ds[i]`` is ``(x, y)``: x (C, H, W) float as the model wants it, y the
+label or -1 when the set has none.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from qretrain.data.readers import read_image, to_float_images
+from qretrain.models.contract import InputContract
+
+logger = logging.getLogger(__name__)
+NO_LABEL = -1
+
+
+@dataclass
+class ImageSet(Dataset):
+    """Base: a name, optional labels (N,) int64, and a contract to fit images to."""
+
+    name: str
+    labels: torch.Tensor | None
+    contract: InputContract | None = None
+    skipped: int = 0  # unreadable files left out
+    class_names: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def labeled(self) -> bool:
+        return self.labels is not None
+
+    def raw(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.raw(i)
+        if self.contract is not None:
+            image = self.contract.fit(image)
+        return image, int(self.labels[i]) if self.labels is not None else NO_LABEL
+
+    def describe(self) -> str:
+        labels = "labeled" if self.labeled else "unlabeled"
+        skipped = f", {self.skipped} unreadable skipped" if self.skipped else ""
+        return f"{self.name}: {len(self)} images, {labels}{skipped}"
+
+
+@dataclass
+class TensorImageSet(ImageSet):
+    """Images in memory: uint8 (N, C, H, W), or float in [0, 1]."""
+
+    images: torch.Tensor = None
+
+    def __post_init__(self) -> None:
+        _check_labels(self.name, len(self.images), self.labels)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def raw(self, i: int) -> torch.Tensor:
+        image = self.images[i]
+        return image.float() / 255 if image.dtype == torch.uint8 else image
+
+    def subset(self, index: torch.Tensor) -> TensorImageSet:
+        labels = self.labels[index] if self.labels is not None else None
+        return TensorImageSet(self.name, labels, self.contract, self.skipped, self.class_names,
+                              images=self.images[index])  # fmt: skip
+
+
+@dataclass
+class FileImageSet(ImageSet):
+    """Image files decoded on access; unreadable ones were dropped when listing."""
+
+    paths: list[Path] = None
+
+    def __post_init__(self) -> None:
+        _check_labels(self.name, len(self.paths), self.labels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def raw(self, i: int) -> torch.Tensor:
+        image = read_image(self.paths[i])
+        if image is None:
+            raise ValueError(f"{self.paths[i]} became unreadable after it was listed")
+        return image
+
+    def subset(self, index: torch.Tensor) -> FileImageSet:
+        labels = self.labels[index] if self.labels is not None else None
+        return FileImageSet(self.name, labels, self.contract, self.skipped, self.class_names,
+                            paths=[self.paths[i] for i in index.tolist()])  # fmt: skip
+
+
+def tensor_set(name: str, images: np.ndarray, labels: np.ndarray | None) -> TensorImageSet:
+    """From an image array (uint8 kept as is, to save memory) and optional labels."""
+    if images.dtype == np.uint8:
+        t = torch.from_numpy(np.array(images, copy=True))  # readers may hand read-only arrays
+        t = t.unsqueeze(1) if t.dim() == 3 else t
+        if t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+            t = t.permute(0, 3, 1, 2).contiguous()
+    else:
+        t = to_float_images(images)
+    if len(t) == 0:
+        raise ValueError(f"{name} holds no images")
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
+    return TensorImageSet(name, y, images=t)
+
+
+def file_set(name: str, paths: list[Path], labels: list[int] | None,
+             class_names: list[str] | None = None) -> FileImageSet:  # fmt: skip
+    """From image files: each is opened once now, and unreadable ones are skipped."""
+    keep, keep_labels, skipped = [], [], 0
+    for i, path in enumerate(paths):
+        if _readable(path):
+            keep.append(path)
+            if labels is not None:
+                keep_labels.append(labels[i])
+        else:
+            skipped += 1
+    if skipped:
+        logger.warning("%s: skipped %d unreadable image file(s)", name, skipped)
+    if not keep:
+        raise ValueError(f"{name} holds no readable images ({skipped} unreadable)")
+    y = torch.tensor(keep_labels, dtype=torch.int64) if labels is not None else None
+    return FileImageSet(name, y, None, skipped, class_names, paths=keep)
+
+
+def _readable(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception as e:  # PIL raises many types for broken files
+        logger.warning("skipping unreadable image %s: %s", path, e)
+        return False
+
+
+def _check_labels(name: str, n: int, labels: torch.Tensor | None) -> None:
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{name}: {len(labels)} labels for {n} images; the counts must match")
+
+
+def fit_and_subset(ds: ImageSet, contract: InputContract | None, limit: int | None,
+                   seed: int) -> ImageSet:  # fmt: skip
+    """A deterministic random subset of ``limit`` images (all when None), fitted."""
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be a positive int; got {limit}")
+        if limit < len(ds):
+            order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+            ds = ds.subset(order[:limit].sort().values)
+    ds.contract = contract
+    return ds

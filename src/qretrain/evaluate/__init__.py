@@ -1,0 +1,12 @@
+"""Measuring: accuracy with labels, agreement and KL against a reference without."""
+
+from qretrain.evaluate.metrics import (
+    EvalResult,
+    agreement,
+    evaluate,
+    mean_kl,
+    predict,
+    topk_accuracy,
+)
+
+__all__ = ["EvalResult", "agreement", "evaluate", "mean_kl", "predict", "topk_accuracy"]

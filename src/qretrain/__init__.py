@@ -11,8 +11,10 @@ __version__ = "0.1.0"
 
 from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
 from qretrain.cluster.apply import cluster_
+from qretrain.evaluate import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
+from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import Layout, QretrainFileError, load, save
 
 __all__ = [
@@ -32,7 +34,11 @@ __all__ = [
     "cluster_",
     "cluster_tensor",
     "describe_tensors",
+    "EvalResult",
+    "evaluate",
     "load",
     "load_model",
+    "RetrainConfig",
+    "retrain",
     "save",
 ]

@@ -1,0 +1,96 @@
+"""``qretrain retrain STUDENT.h5 --teacher MODEL --data D -o OUT.h5``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qretrain.cli.common import add_data_arguments, data_from_args
+from qretrain.data import load_dataset
+from qretrain.models import get_arch, load_model
+from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
+from qretrain.storage import load, save, write_text_atomic
+
+EXAMPLE = (
+    "example: qretrain retrain small.h5 --teacher teacher:vgg --data fashion-mnist:train "
+    "--limit 10000 -o retrained.h5"
+)
+DEFAULTS = RetrainConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "retrain",
+        help="win a clustered model's quality back, label-free or with labels",
+        description="Retrain the unclustered parameters of STUDENT.h5 so that its outputs "
+        "match the teacher's on D (no labels needed), or with --labels by cross-entropy "
+        "on D's labels (conventional retraining). Clustered tensors stay on their "
+        "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
+        "run record and a checkpoint OUT.ckpt after every epoch. " + EXAMPLE,
+        epilog=EXAMPLE,
+    )
+    parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
+    parser.add_argument("--teacher", metavar="MODEL", help="the original model (label-free)")
+    add_data_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
+    parser.add_argument("--labels", action="store_true", help="conventional: cross-entropy on labels")
+    parser.add_argument("--trainable", default=DEFAULTS.trainable,
+                        help="unclustered (default), last, or a selector like 'name=classifier.*'")
+    parser.add_argument("--loss", choices=[x.value for x in Loss if x is not Loss.CE],
+                        default=DEFAULTS.loss.value, help="between output vectors (default kl)")
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    parser.add_argument("--bn-stats", choices=[x.value for x in BNStats],
+                        default=DEFAULTS.bn_stats.value,
+                        help="batch-norm running statistics: frozen (default) or update")
+    parser.add_argument("--tune-centroids", action="store_true",
+                        help="also train clustered tensors' codebook values (indices fixed)")
+    parser.add_argument("--val-data", metavar="V",
+                        help="guard: keep the best epoch on V, never worse than the start")
+    parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(run=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.suffix != ".h5":
+        raise ValueError(f"output {str(output)!r} must end in .h5")
+    if not args.labels and not args.teacher:
+        raise ValueError("label-free retraining needs --teacher MODEL (or --labels)")
+    student = load(args.student)
+    teacher = load_model(args.teacher) if args.teacher else None
+    contract = get_arch(student).contract if get_arch(student) else None
+    data = data_from_args(args, contract)
+    if not args.labels:
+        data.labels = None  # label-free: whatever labels D has are withheld
+    val = None
+    if args.val_data:
+        val = load_dataset(args.val_data, contract, limit=args.val_limit, seed=args.seed + 1)
+    config = RetrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+        temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
+        labels=args.labels, tune_centroids=args.tune_centroids, seed=args.seed,
+    )  # fmt: skip
+    result = retrain(student, teacher, data, config, val_data=val,
+                     checkpoint=output.with_suffix(".ckpt"), resume=args.resume,
+                     device=args.device, progress=not args.quiet)  # fmt: skip
+    saved = save(result.model.cpu(), output)
+    record = {"student": args.student, "teacher": args.teacher, "data": data.describe(),
+              "val_data": val.describe() if val else None, "file_bytes": saved.file_bytes,
+              **result.record}  # fmt: skip
+    write_text_atomic(output.with_suffix(".json"), json.dumps(record, indent=2))
+    before, after = record["quality_before"], record["quality_after"]
+    print(
+        f"{record['monitor_metric']} on {record['monitor']}: {before:.2%} -> {after:.2%}; "
+        f"{record['wall_seconds']:.1f} s"
+    )
+    if "guard" in record:
+        print(f"guard: {record['guard']} (val {record['val_before']:.2%} -> {record['val_best']:.2%})")
+    print(f"wrote {output} and {output.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,95 @@
+"""Codebook fine-tuning: train clustered tensors' centroid values, never their indices.
+
+Each clustered weight receives its usual gradient; the gradient of a centroid is
+the sum over the weights assigned to it (trained quantization, as in Deep
+Compression). After each step the weights are rewritten from their codebooks, so
+they keep at most k distinct values and the file keeps its size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qretrain.cluster.state import clusters_of
+from qretrain.cluster.tensor import ClusteredTensor
+from qretrain.models.layers import get_tensor
+
+
+class CentroidTuner:
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.clusters = {
+            n: c for n, c in clusters_of(model).items() if isinstance(get_tensor(model, n), nn.Parameter)
+        }
+        self.names = list(self.clusters)
+        self.codebooks = {
+            n: nn.Parameter(c.codebook.clone().to(get_tensor(model, n).device))
+            for n, c in self.clusters.items()
+        }
+        self.flat_indices = {
+            n: c.indices.reshape(c.codebook.shape[0], -1).long().to(get_tensor(model, n).device)
+            for n, c in self.clusters.items()
+        }
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.codebooks.values())
+
+    def collect_grads(self) -> None:
+        """Centroid gradient = sum of its members' weight gradients (G, K)."""
+        for name, codebook in self.codebooks.items():
+            weight = get_tensor(self.model, name)
+            if weight.grad is None:
+                codebook.grad = None
+                continue
+            grad = torch.zeros_like(codebook)
+            index = self.flat_indices[name]
+            grad.scatter_add_(1, index, weight.grad.reshape(index.shape))
+            codebook.grad = grad
+            weight.grad = None
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Rewrite every clustered weight from its (updated) codebook."""
+        for name, codebook in self.codebooks.items():
+            weight = get_tensor(self.model, name)
+            index = self.flat_indices[name]
+            weight.copy_(torch.gather(codebook, 1, index).reshape(weight.shape))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"{n}::codebook": c.detach().clone() for n, c in self.codebooks.items()}
+
+    @torch.no_grad()
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name, codebook in self.codebooks.items():
+            if f"{name}::codebook" in state:
+                codebook.copy_(state[f"{name}::codebook"])
+        self.apply()
+
+    def write_back(self) -> None:
+        """Store the tuned codebooks in the model's clustering, sorted again."""
+        clusters = clusters_of(self.model)
+        for name, codebook in self.codebooks.items():
+            clusters[name] = _resorted(self.clusters[name], codebook.detach().cpu())
+
+
+def _resorted(old: ClusteredTensor, codebook: torch.Tensor) -> ClusteredTensor:
+    """Rows sorted ascending (used entries only, padding repeats the last), indices remapped."""
+    codebook = codebook.clone()
+    indices = old.indices.reshape(codebook.shape[0], -1).long().clone()
+    for g, size in enumerate(old.sizes.tolist()):
+        values, order = codebook[g, :size].sort()
+        remap = torch.empty(size, dtype=torch.long)
+        remap[order] = torch.arange(size)
+        codebook[g, :size] = values
+        codebook[g, size:] = values[-1]
+        indices[g] = remap[indices[g]]
+    return ClusteredTensor(
+        codebook=codebook,
+        sizes=old.sizes.clone(),
+        indices=indices.to(torch.uint8).reshape(old.shape),
+        k=old.k,
+        method=old.method,
+        granularity=old.granularity,
+        sq_error=old.sq_error,
+    )

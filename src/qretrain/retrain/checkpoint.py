@@ -1,0 +1,52 @@
+"""Per-epoch checkpoints of a retraining run, written atomically, read safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qretrain.retrain.config import RetrainConfig
+from qretrain.storage.atomic import atomic_path
+
+
+def save_checkpoint(path, epoch, student: nn.Module, names, tuner, optimizer, history, best,
+                    config: RetrainConfig) -> None:  # fmt: skip
+    state = student.state_dict()
+    payload = {
+        "epoch": epoch,
+        "config": config.to_dict(),
+        "params": {n: state[n].detach().cpu() for n in names},
+        "buffers": {n: b.detach().cpu() for n, b in student.named_buffers()},
+        "codebooks": tuner.state() if tuner is not None else {},
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_score": best["score"],
+        "best_state": best["state"],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path, student: nn.Module, names, tuner, optimizer, config: RetrainConfig):
+    """Restore the run; returns (next epoch, history, best). Refuses other settings."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if payload["config"] != config.to_dict():
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written with other settings "
+            f"({payload['config']}); resume with the same ones or remove it"
+        )
+    state = student.state_dict()
+    with torch.no_grad():
+        for name in names:
+            state[name].copy_(payload["params"][name])
+        for name, buffer in student.named_buffers():
+            buffer.copy_(payload["buffers"][name])
+    if tuner is not None:
+        tuner.load_state(payload["codebooks"])
+    optimizer.load_state_dict(payload["optimizer"])
+    best = {"epoch": payload["best_epoch"], "score": payload["best_score"],
+            "state": payload["best_state"]}  # fmt: skip
+    return payload["epoch"], payload["history"], best

@@ -1,0 +1,308 @@
+"""``retrain``: win back a clustered model's quality, with or without labels.
+
+Label-free (the seed's method): the student (clustered model) learns to reproduce
+the teacher's (original model's) output vectors on unlabeled data. Conventional
+(``labels=True``): cross-entropy on the data's labels. Either way clustered tensors
+stay on their codebooks, and the teacher's outputs and the student's frozen-prefix
+features are computed once and reused every epoch, so an epoch costs only the
+trainable tail.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from qretrain.cluster.state import clusters_of
+from qretrain.models.specs import get_arch
+from qretrain.retrain.centroids import CentroidTuner
+from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
+from qretrain.retrain.config import BNStats, Loss, RetrainConfig
+from qretrain.retrain.losses import output_loss
+from qretrain.retrain.split import split_before_trainable
+from qretrain.retrain.trainable import trainable_names
+
+logger = logging.getLogger(__name__)
+MONITOR_MAX = 500  # images held out to monitor agreement when no val_data is given
+
+
+@dataclass
+class RetrainResult:
+    model: nn.Module  # the student, at its best epoch
+    record: dict  # settings, per-epoch history, times, quality before and after
+
+
+@dataclass
+class _Cached:
+    """Per input: what the trainable part consumes, the teacher's logits, the label."""
+
+    inputs: tuple[torch.Tensor, ...]
+    targets: torch.Tensor | None
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: torch.Tensor) -> _Cached:
+        targets = self.targets[index] if self.targets is not None else None
+        return _Cached(tuple(t[index] for t in self.inputs), targets, self.labels[index])
+
+
+def retrain(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: Dataset,
+    config: RetrainConfig = RetrainConfig(),
+    *,
+    val_data: Dataset | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> RetrainResult:
+    """Retrain ``student`` in place; returns it (best epoch) and the run record.
+
+    ``val_data`` (labeled or not) guards the run: it is scored before training and
+    after every epoch (accuracy with labels, agreement with the teacher without), and
+    the best epoch is kept, never worse than the clustered start. ``checkpoint``
+    saves after every epoch; ``resume`` continues from it and ends where an
+    uninterrupted run with the same seed would. ``rank``/``world_size`` shard the
+    epochs' batches (for DistributedDataParallel; caches are per process).
+    """
+    start = time.perf_counter()
+    _check_inputs(student, teacher, data, config)
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+    arch = get_arch(student)
+    example = arch.example_input() if arch is not None else None
+    names = trainable_names(student, config.trainable, example)
+    tuner = CentroidTuner(student) if config.tune_centroids else None
+    grad_names = set(names) | (set(tuner.names) if tuner else set())
+    for name, p in student.named_parameters():
+        p.requires_grad_(name in grad_names)
+    split = None
+    if config.cache and config.bn_stats is BNStats.FROZEN and not config.tune_centroids:
+        split = split_before_trainable(student, grad_names)
+    head = split.suffix if split is not None else student
+
+    cache_start = time.perf_counter()
+    cached = _cache(student, teacher, data, split, config, device, progress)
+    monitor, train = _monitor_split(cached, val_data, config.seed)
+    val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
+    cache_seconds = time.perf_counter() - cache_start
+
+    params = [p for n, p in student.named_parameters() if n in names]
+    optimizer = torch.optim.Adam(
+        params + (tuner.parameters() if tuner else []), config.lr, weight_decay=config.weight_decay
+    )
+    history: list[dict] = []
+    guard = val
+    before = _quality(head, monitor, device)
+    val_before = _quality(head, guard, device)
+    best = {"epoch": 0, "score": val_before, "state": _snapshot(student, names, tuner)}
+    first_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        first_epoch, history, best = load_checkpoint(
+            checkpoint, student, names, tuner, optimizer, config
+        )
+    for epoch in range(first_epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        loss = _train_epoch(head, student, train, optimizer, tuner, config, epoch, device,
+                            progress, rank, world_size)  # fmt: skip
+        seconds = time.perf_counter() - epoch_start
+        entry = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "monitor": _quality(head, monitor, device),
+            "seconds": seconds,
+            "samples_per_second": len(train) / world_size / seconds,
+        }
+        if guard is not None:
+            entry["val"] = _quality(head, guard, device)
+            if entry["val"] > best["score"]:
+                best = {"epoch": epoch + 1, "score": entry["val"],
+                        "state": _snapshot(student, names, tuner)}  # fmt: skip
+        history.append(entry)
+        if progress:
+            print(_describe(entry))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, epoch + 1, student, names, tuner, optimizer, history,
+                            best, config)  # fmt: skip
+    if guard is not None:
+        _restore(student, best["state"], tuner)
+    if tuner is not None:
+        tuner.write_back()
+    student.eval()
+    after = _quality(head, monitor, device)
+    record = {
+        "config": config.to_dict(),
+        "trainable": names,
+        "train_images": len(train),
+        "monitor": "val_data" if val_data is not None else f"{len(monitor)} held-out images",
+        "monitor_metric": _metric_name(monitor),
+        "quality_before": before,
+        "quality_after": after,
+        "history": history,
+        "cached_prefix": split is not None,
+        "cache_seconds": cache_seconds,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    if guard is not None:
+        record["val_before"] = val_before
+        record["best_epoch"] = best["epoch"]
+        record["val_best"] = best["score"]
+        record["guard"] = (
+            "retraining never beat the clustered start on val_data; the start is kept"
+            if best["epoch"] == 0
+            else f"epoch {best['epoch']} kept"
+        )
+    return RetrainResult(student, record)
+
+
+def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
+    if len(data) == 0:
+        raise ValueError("the retraining data holds no images")
+    if config.labels:
+        labels = getattr(data, "labels", None)
+        if labels is None or (labels < 0).any():
+            raise ValueError("labels=True (conventional retraining) needs labeled data; D has none")
+    elif teacher is None:
+        raise ValueError("label-free retraining needs a teacher (the original model)")
+    if teacher is not None:
+        s, t = student.state_dict(), teacher.state_dict()
+        if s.keys() != t.keys() or any(s[k].shape != t[k].shape for k in s):
+            raise ValueError(
+                "teacher and student have different architectures: the student must be a "
+                "clustered copy of the teacher"
+            )
+
+
+@torch.no_grad()
+def _cache(student, teacher, data, split, config, device, progress) -> _Cached:
+    """One pass over the data: prefix features (or inputs), teacher logits, labels."""
+    inputs: list[list[torch.Tensor]] = []
+    targets, labels = [], []
+    if split is not None:
+        split.prefix.eval()
+    loader = DataLoader(data, batch_size=256, shuffle=False)
+    for x, y in tqdm(loader, desc="Caching", unit="batch", disable=not progress, leave=False):
+        x = x.to(device)
+        features = split.prefix(x) if split is not None else (x,)
+        inputs.append([f.cpu() for f in features])
+        if teacher is not None:
+            targets.append(teacher(x).float().cpu())
+        labels.append(y)
+    return _Cached(
+        tuple(torch.cat(parts) for parts in zip(*inputs)),
+        torch.cat(targets) if targets else None,
+        torch.cat(labels),
+    )
+
+
+def _monitor_split(cached: _Cached, val_data, seed: int) -> tuple[_Cached, _Cached]:
+    """(monitor slice, training part): with no val_data, hold out up to 500 images."""
+    n = len(cached)
+    if val_data is not None or n < 20:
+        return cached.take(torch.arange(min(n, MONITOR_MAX))), cached
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    held = min(MONITOR_MAX, n // 10)
+    return cached.take(order[:held].sort().values), cached.take(order[held:].sort().values)
+
+
+def _train_epoch(head, student, train: _Cached, optimizer, tuner, config, epoch, device,
+                 progress, rank, world_size) -> float:  # fmt: skip
+    # Seeds depend on (seed, epoch) only, so a resumed run repeats an uninterrupted one.
+    torch.manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
+    order = order[rank::world_size]
+    _set_modes(head, student, config)
+    total, batches = 0.0, 0
+    steps = range(0, len(order), config.batch_size)
+    for start in tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                      disable=not progress, leave=False):  # fmt: skip
+        batch = train.take(order[start : start + config.batch_size])
+        logits = head(*(t.to(device) for t in batch.inputs))
+        target = batch.labels if config.labels else batch.targets
+        loss = output_loss(logits, target.to(device), config.loss, config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tuner is not None:
+            tuner.collect_grads()
+        optimizer.step()
+        if tuner is not None:
+            tuner.apply()
+        total += loss.item()
+        batches += 1
+    return total / max(batches, 1)
+
+
+def _set_modes(head: nn.Module, student: nn.Module, config: RetrainConfig) -> None:
+    head.train()
+    student.train()
+    if config.bn_stats is BNStats.FROZEN:
+        for m in student.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+@torch.no_grad()
+def _quality(head: nn.Module, cached: _Cached | None, device) -> float | None:
+    """Accuracy when the slice has labels, else agreement with the teacher's top-1."""
+    if cached is None or len(cached) == 0:
+        return None
+    was_training = head.training
+    head.eval()
+    hits = 0
+    for start in range(0, len(cached), 512):
+        batch = cached.take(torch.arange(start, min(len(cached), start + 512)))
+        pred = head(*(t.to(device) for t in batch.inputs)).argmax(1).cpu()
+        if (batch.labels >= 0).all():
+            hits += (pred == batch.labels).sum().item()
+        else:
+            hits += (pred == batch.targets.argmax(1)).sum().item()
+    head.train(was_training)
+    return hits / len(cached)
+
+
+def _metric_name(cached: _Cached) -> str:
+    return "accuracy" if (cached.labels >= 0).all() else "agreement with the teacher"
+
+
+def _snapshot(student: nn.Module, names: list[str], tuner) -> dict[str, torch.Tensor]:
+    state = student.state_dict()
+    keep = {n: state[n].detach().clone() for n in names}
+    keep.update({n: b.detach().clone() for n, b in student.named_buffers()})
+    if tuner is not None:
+        keep.update(tuner.state())
+    return keep
+
+
+def _restore(student: nn.Module, snapshot: dict[str, torch.Tensor], tuner) -> None:
+    state = student.state_dict()
+    with torch.no_grad():
+        for name, value in snapshot.items():
+            if name in state:
+                state[name].copy_(value)
+    if tuner is not None:
+        tuner.load_state(snapshot)
+
+
+def _describe(entry: dict) -> str:
+    parts = [f"epoch {entry['epoch']}: loss {entry['loss']:.4f}"]
+    if entry["monitor"] is not None:
+        parts.append(f"monitor {entry['monitor']:.2%}")
+    if "val" in entry:
+        parts.append(f"val {entry['val']:.2%}")
+    parts.append(f"{entry['samples_per_second']:.0f} samples/s")
+    return ", ".join(parts)

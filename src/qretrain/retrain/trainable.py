@@ -1,0 +1,97 @@
+"""Which parameters retraining may change.
+
+Clustered tensors always stay on their codebook values (the file keeps its size);
+``--tune-centroids`` trains the codebook values themselves, never the assignments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qretrain.cluster.state import clusters_of
+from qretrain.models.layers import ParamKind
+from qretrain.plan.rules import Rule
+
+
+def trainable_names(model: nn.Module, mode: str, example_input: torch.Tensor | None) -> list[str]:
+    """Names of the parameters to train, in ``model.named_parameters()`` order."""
+    clustered = set(clusters_of(model))
+    params = [n for n, p in model.named_parameters() if p.dtype.is_floating_point]
+    unclustered = [n for n in params if n not in clustered]
+    if mode == "unclustered":
+        chosen = unclustered
+    elif mode == "last":
+        order = _module_call_order(model, example_input)
+        owners = [n.rpartition(".")[0] for n in clustered]
+        last = max((order[o] for o in owners if o in order), default=-1)
+        chosen = [n for n in unclustered if order.get(n.rpartition(".")[0], -1) > last]
+    else:
+        rule = _selector_rule(mode)
+        chosen = _select(model, rule, unclustered, example_input)
+    if not chosen:
+        raise ValueError(
+            f"trainable={mode!r} selects no unclustered parameter of this model; nothing "
+            "could be retrained (try 'unclustered')"
+        )
+    return chosen
+
+
+def _selector_rule(text: str) -> Rule:
+    fields = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in ("name", "type", "layers"):
+            raise ValueError(
+                f"trainable must be 'unclustered', 'last' or a selector like "
+                f"'name=classifier.*', 'type=BatchNorm2d', 'layers=6-7'; got {text!r}"
+            )
+        fields[key.strip()] = value.strip()
+    return Rule(k=None, kinds=tuple(ParamKind), **fields)
+
+
+def _select(model: nn.Module, rule: Rule, candidates: list[str], example_input) -> list[str]:
+    from qretrain.models.layers import describe_tensors
+
+    infos = {i.name: i for i in describe_tensors(model, example_input)}
+    chosen = []
+    for name in candidates:
+        info = infos[name]
+        module = model.get_submodule(info.module_name) if info.module_name else model
+        types = tuple(c.__name__ for c in type(module).__mro__)
+        if info.kind is not None and rule.matches(info, types):
+            chosen.append(name)
+    return chosen
+
+
+def _module_call_order(model: nn.Module, example_input: torch.Tensor | None) -> dict[str, int]:
+    """Module name -> position of its first call (registration order without an input)."""
+    names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    if example_input is None:
+        return {n: i for i, n in enumerate(names)}
+    order: dict[str, int] = {}
+
+    def recorder(name: str):
+        def hook(module, args) -> None:  # a pre-hook returning a value replaces the input
+            order.setdefault(name, len(order))
+
+        return hook
+
+    handles = [
+        module.register_forward_pre_hook(recorder(name))
+        for name, module in model.named_modules()
+        if name in names
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        param = next(model.parameters())
+        with torch.no_grad():
+            model(example_input.to(param.device, param.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    for name in names:  # modules never called go last
+        order.setdefault(name, len(order))
+    return order

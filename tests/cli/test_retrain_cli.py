@@ -1,0 +1,37 @@
+import json
+
+import numpy as np
+import torch
+
+import qretrain
+from qretrain.cli.main import main
+
+
+def test_retrain_cli_label_free_then_conventional(tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    qretrain.save(teacher, tmp_path / "teacher.h5")
+    qretrain.cluster_(teacher, {"rules": [{"type": "Conv2d", "k": 4}]})
+    qretrain.save(teacher, tmp_path / "student.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
+             y=rng.integers(0, 10, 64))  # fmt: skip
+    out = tmp_path / "free.h5"
+    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
+            "--data", str(tmp_path / "d.npz"), "-o", str(out), "--epochs", "2", "--quiet",
+            "--val-data", str(tmp_path / "d.npz"), "--val-limit", "16"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["config"]["loss"] == "kl" and len(record["history"]) == 2
+    assert record["file_bytes"] == out.stat().st_size and "guard" in record
+    assert out.with_suffix(".ckpt").exists()
+    model = qretrain.load(out)
+    assert model.features[0].weight.unique().numel() <= 4
+    labels = tmp_path / "labels.h5"
+    argv = ["retrain", str(tmp_path / "student.h5"), "--labels", "--data",
+            str(tmp_path / "d.npz"), "-o", str(labels), "--epochs", "1", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(labels.with_suffix(".json").read_text())["config"]["loss"] == "ce"
+    capsys.readouterr()
+    assert main(["retrain", str(tmp_path / "student.h5"), "--data", "mnist", "-o", "x.h5"]) == 2
+    assert "needs --teacher" in capsys.readouterr().err

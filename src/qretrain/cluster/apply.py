@@ -79,32 +79,25 @@ def _report(decisions: list[Decision], clusters: dict[str, ClusteredTensor]) -> 
     """Records for every tensor; earlier clusterings of the model count as clustered."""
     records = []
     for d in decisions:
-        info = d.info
-        c = clusters.get(info.name)
+        info, c = d.info, clusters.get(d.info.name)
+        common = dict(
+            name=info.name,
+            kind=info.kind.value if info.kind else None,
+            layer=info.layer,
+            shape=info.shape,
+            numel=info.numel,
+            original_bytes=info.nbytes,
+        )
         if c is None:
             records.append(
-                TensorRecord(
-                    name=info.name,
-                    kind=info.kind.value if info.kind else None,
-                    layer=info.layer,
-                    shape=info.shape,
-                    numel=info.numel,
-                    clustered=False,
-                    reason=d.reason,
-                    bits_per_weight=info.dtype.itemsize * 8,
-                    stored_bytes=info.nbytes,
-                    original_bytes=info.nbytes,
-                )
-            )
+                TensorRecord(**common, clustered=False, reason=d.reason,
+                             bits_per_weight=info.dtype.itemsize * 8, stored_bytes=info.nbytes)
+            )  # fmt: skip
             continue
         stored = c.packed_nbytes()
         records.append(
             TensorRecord(
-                name=info.name,
-                kind=info.kind.value if info.kind else None,
-                layer=info.layer,
-                shape=info.shape,
-                numel=info.numel,
+                **common,
                 clustered=True,
                 reason=d.reason if d.choice is not None else "clustered earlier",
                 k=c.k,
@@ -114,7 +107,6 @@ def _report(decisions: list[Decision], clusters: dict[str, ClusteredTensor]) -> 
                 sq_error=c.sq_error,
                 bits_per_weight=stored * 8 / info.numel,
                 stored_bytes=stored,
-                original_bytes=info.nbytes,
             )
         )
     return ClusterReport(tuple(records))

@@ -21,7 +21,7 @@ from torch import nn
 
 from qretrain.cluster.options import Granularity, Method, parse_enum
 from qretrain.models.layers import TensorInfo, describe_tensors
-from qretrain.plan.rules import Rule
+from qretrain.plan.rules import Rule, unknown_keys
 
 PLAN_KEYS = ("method", "granularity", "seed", "rules")
 
@@ -75,11 +75,7 @@ class Plan:
         where = f"plan {source}" if source else "plan"
         if not isinstance(d, dict):
             raise PlanError(f"{where} must be a mapping with 'rules'; got {type(d).__name__}")
-        errors = [
-            f"{where}: unknown key {key!r} (allowed: {', '.join(PLAN_KEYS)})"
-            for key in d
-            if key not in PLAN_KEYS
-        ]
+        errors = unknown_keys(d, PLAN_KEYS, where)
         raw_rules = d.get("rules")
         if not isinstance(raw_rules, list) or not raw_rules:
             errors.append(f"{where}: 'rules' must be a non-empty list of rules")

@@ -130,11 +130,7 @@ class Rule:
         """Parse one rule; every problem is reported at once, prefixed with ``where``."""
         if not isinstance(d, dict):
             raise ValueError(f"{where}: must be a mapping; got {type(d).__name__}")
-        errors = [
-            f"{where}: unknown key {key!r} (allowed: {', '.join(RULE_KEYS)})"
-            for key in d
-            if key not in RULE_KEYS
-        ]
+        errors = unknown_keys(d, RULE_KEYS, where)
         if "k" not in d:
             errors.append(f"{where}: needs k (an int in [1, {MAX_K}], or null to leave alone)")
         kwargs: dict[str, Any] = {"k": d.get("k")}
@@ -163,6 +159,15 @@ class Rule:
             except ValueError as e:
                 errors += [f"{where}: {line}" for line in str(e).split("\n")]
         raise ValueError("\n".join(errors))
+
+
+def unknown_keys(d: dict, allowed: tuple[str, ...], where: str) -> list[str]:
+    """One message per key of ``d`` not in ``allowed``, naming the allowed ones."""
+    return [
+        f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})"
+        for key in d
+        if key not in allowed
+    ]
 
 
 def parse_kinds(value: Any) -> tuple[ParamKind, ...]:

@@ -72,3 +72,10 @@ def test_torchscript_spec(tmp_path, tiny_vgg, images):
     assert torch.allclose(model(images), tiny_vgg(images))
     with pytest.raises(FileNotFoundError, match="TorchScript file"):
         load_model(str(tmp_path / "none.pt"))
+
+
+def test_named_specs_win_over_the_importable_fallback():
+    from qretrain.models.specs import resolve_builder
+
+    build, contract = resolve_builder("teacher:vgg")  # resolves without training anything
+    assert build.__qualname__.startswith("_teacher") and contract.shape == (1, 28, 28)

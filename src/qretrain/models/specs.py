@@ -78,10 +78,14 @@ Builder = Callable[..., nn.Module]
 _REGISTRY: list[
     tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[Builder, InputContract | None]], str]
 ] = []
+_FALLBACKS: list = []
 
 
-def register_builder(pattern: str, description: str):
+def register_builder(pattern: str, description: str, fallback: bool = False):
     """Decorator: make specs matching ``pattern`` (a regex) buildable.
+
+    Specific patterns are tried in registration order, ``fallback`` ones after all
+    of them (so ``teacher:vgg`` never reads as module ``teacher``, callable ``vgg``).
 
     The decorated function takes the regex match and returns (builder, contract),
     builder being called with the spec's keyword arguments and contract an
@@ -89,7 +93,11 @@ def register_builder(pattern: str, description: str):
     """
 
     def decorate(factory):
-        _REGISTRY.append((re.compile(pattern), factory, description))
+        entry = (re.compile(pattern), factory, description)
+        if fallback:
+            _FALLBACKS.append(entry)
+        else:
+            _REGISTRY.append(entry)
         return factory
 
     return decorate
@@ -116,6 +124,7 @@ def _torchvision(match: re.Match[str]):
 @register_builder(
     r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)",
     "package.module:callable  (any importable callable returning an nn.Module)",
+    fallback=True,
 )
 def _importable(match: re.Match[str]):
     try:
@@ -193,11 +202,12 @@ def _torchscript(match: re.Match[str]):
 
 
 def known_specs() -> list[str]:
-    return [description for _, _, description in _REGISTRY] + ["PATH.h5  (a qretrain file)"]
+    entries = _REGISTRY + _FALLBACKS
+    return [description for _, _, description in entries] + ["PATH.h5  (a qretrain file)"]
 
 
 def resolve_builder(spec: str) -> tuple[Builder, InputContract | None]:
-    for pattern, factory, _ in _REGISTRY:
+    for pattern, factory, _ in _REGISTRY + _FALLBACKS:
         match = pattern.fullmatch(spec)
         if match:
             return factory(match)

@@ -1,0 +1,91 @@
+"""Label-free vs conventional retraining of a clustered Fashion-MNIST teacher.
+
+The seed's comparison at a scale this machine runs to completion: the reference
+teacher (trained once and cached), clustered with a plan; then, with the same epochs,
+the same images and the same seed:
+  label-free, trainable=last         (the seed's method: teacher outputs, no labels)
+  label-free, trainable=unclustered
+  conventional, trainable=unclustered (cross-entropy on the same images' labels)
+each evaluated by top-1 on the full fashion-mnist:test (10,000 images, never used
+for training). Writes benchmarks/results/retrain_<teacher>.json.
+
+    python benchmarks/bench_retrain_fmnist.py --teacher vgg \\
+        --plan examples/plans/vgg-small-fmnist.yaml --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import qretrain
+from qretrain.data import load_dataset
+from qretrain.models import get_arch
+from qretrain.teachers import teacher as load_teacher
+
+RESULTS = Path(__file__).parent / "results"
+RUNS = [
+    ("label-free, last", dict(trainable="last")),
+    ("label-free, unclustered", dict(trainable="unclustered")),
+    ("conventional, unclustered", dict(trainable="unclustered", labels=True)),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    teacher = load_teacher(args.teacher)
+    contract = get_arch(teacher).contract
+    test = load_dataset("fashion-mnist:test", contract)
+    train = load_dataset("fashion-mnist:train", contract, limit=args.train_limit, seed=args.seed)
+    unlabeled = copy.copy(train)
+    unlabeled.labels = None  # the same images, labels withheld
+    clustered = copy.deepcopy(teacher)
+    report = qretrain.cluster_(clustered, args.plan)
+    top1 = {"teacher": qretrain.evaluate(teacher, test, batch_size=512).top1,
+            "clustered": qretrain.evaluate(clustered, test, batch_size=512).top1}  # fmt: skip
+    print(f"teacher {top1['teacher']:.2%}, clustered {top1['clustered']:.2%} "
+          f"({report.reduction:.2%} smaller before gzip)")  # fmt: skip
+    record = {
+        "command": " ".join(["python benchmarks/bench_retrain_fmnist.py", f"--teacher {args.teacher}",
+                             f"--plan {args.plan}", f"--epochs {args.epochs}"]
+                            + ([f"--train-limit {args.train_limit}"] if args.train_limit else [])),
+        "teacher": args.teacher, "plan": args.plan, "epochs": args.epochs, "seed": args.seed,
+        "train_images": len(train), "test_images": len(test), "top1": top1, "runs": {},
+    }  # fmt: skip
+    for name, options in RUNS:
+        student = copy.deepcopy(clustered)
+        config = qretrain.RetrainConfig(epochs=args.epochs, seed=args.seed, **options)
+        data = train if config.labels else unlabeled
+        start = time.perf_counter()
+        result = qretrain.retrain(student, None if config.labels else teacher, data, config,
+                                  progress=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+        after = qretrain.evaluate(student, test, batch_size=512).top1
+        record["runs"][name] = {"top1": after, "wall_seconds": seconds, "record": result.record}
+        print(f"{name:28s} top-1 {after:.2%}  {seconds:7.1f} s  "
+              f"(cached prefix: {result.record['cached_prefix']})")
+    conventional = record["runs"]["conventional, unclustered"]
+    for name in ("label-free, last", "label-free, unclustered"):
+        run = record["runs"][name]
+        run["gap_to_conventional_points"] = 100 * (run["top1"] - conventional["top1"])
+        run["time_ratio_to_conventional"] = run["wall_seconds"] / conventional["wall_seconds"]
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"retrain_{args.teacher}.json"
+    path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
 from qretrain.cluster.apply import cluster_
-from qretrain.evaluate import EvalResult, evaluate
+from qretrain.data import load_dataset
+from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
 from qretrain.retrain import RetrainConfig, retrain
@@ -21,6 +22,7 @@ __all__ = [
     "ArchSpec",
     "ClusterReport",
     "ClusteredTensor",
+    "EvalResult",
     "Granularity",
     "Layout",
     "Method",
@@ -28,17 +30,17 @@ __all__ = [
     "Plan",
     "PlanError",
     "QretrainFileError",
+    "RetrainConfig",
     "Rule",
     "__version__",
     "build_model",
     "cluster_",
     "cluster_tensor",
     "describe_tensors",
-    "EvalResult",
     "evaluate",
     "load",
+    "load_dataset",
     "load_model",
-    "RetrainConfig",
     "retrain",
     "save",
 ]

@@ -16,7 +16,7 @@ from torch import nn
 
 from qretrain._cache import cache_dir
 from qretrain.data import load_dataset
-from qretrain.evaluate import evaluate
+from qretrain.metrics import evaluate
 from qretrain.models.specs import build_model, get_arch
 from qretrain.storage import load, save, write_text_atomic
 from qretrain.training import TrainConfig, train_classifier

@@ -38,9 +38,9 @@ def test_efficientnet_lite0_top1_on_foolbox_imagenet(capsys):
 def test_clustered_efficientnet_keeps_its_predictions_through_a_file(tmp_path):
     model = qretrain.load_model("efficientnet-lite0")
     qretrain.cluster_(model, "examples/plans/efficientnet-lite0-mixed.yaml")
-    data = qretrain.data.load_dataset("foolbox-imagenet", qretrain.models.get_arch(model).contract,
-                                      limit=8)  # fmt: skip
-    before, _ = qretrain.evaluate.predict(model, data)
+    data = qretrain.load_dataset("foolbox-imagenet", qretrain.models.get_arch(model).contract,
+                                 limit=8)  # fmt: skip
+    before, _ = qretrain.metrics.predict(model, data)
     qretrain.save(model, tmp_path / "lite0.h5")
-    after, _ = qretrain.evaluate.predict(qretrain.load(tmp_path / "lite0.h5"), data)
+    after, _ = qretrain.metrics.predict(qretrain.load(tmp_path / "lite0.h5"), data)
     assert torch.equal(before, after)

@@ -7,7 +7,7 @@ import json
 
 from qretrain.cli.common import add_data_arguments, add_model_arguments, data_from_args
 from qretrain.cli.common import model_from_args
-from qretrain.evaluate import evaluate
+from qretrain.metrics import evaluate
 from qretrain.models import get_arch, load_model
 
 EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet"

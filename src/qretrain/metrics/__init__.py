@@ -1,6 +1,6 @@
-"""Measuring: accuracy with labels, agreement and KL against a reference without."""
+"""Quality metrics: accuracy with labels, agreement and KL against a reference without."""
 
-from qretrain.evaluate.metrics import (
+from qretrain.metrics.quality import (
     EvalResult,
     agreement,
     evaluate,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from qretrain.evaluate import agreement, evaluate, mean_kl, topk_accuracy
+from qretrain.metrics import agreement, evaluate, mean_kl, topk_accuracy
 
 
 def test_model_agrees_with_itself(tiny_vgg, images):

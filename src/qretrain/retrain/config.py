@@ -21,7 +21,9 @@ class BNStats(str, enum.Enum):
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """``trainable``: "unclustered", "last", or a selector like "name=classifier.*",
+    """``trainable``: "unclustered", "last" (the unclustered parameters of the last
+    module holding a clustered tensor and of every module called after it), or a
+    selector like "name=classifier.*",
     "type=BatchNorm2d", "layers=6-7" (several joined by ";"), as plan rules select.
     ``labels=True`` is conventional retraining: cross-entropy on the data's labels.
     """

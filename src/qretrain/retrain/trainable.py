@@ -25,7 +25,9 @@ def trainable_names(model: nn.Module, mode: str, example_input: torch.Tensor | N
         order = _module_call_order(model, example_input)
         owners = [n.rpartition(".")[0] for n in clustered]
         last = max((order[o] for o in owners if o in order), default=-1)
-        chosen = [n for n in unclustered if order.get(n.rpartition(".")[0], -1) > last]
+        # The last module holding a clustered tensor counts too: with only its bias
+        # clustered (the seed's "biases at 1"), its weight is the last layer to train.
+        chosen = [n for n in unclustered if order.get(n.rpartition(".")[0], -1) >= last]
     else:
         rule = _selector_rule(mode)
         chosen = _select(model, rule, unclustered, example_input)

@@ -21,7 +21,7 @@ from torch import nn
 
 from qretrain.cluster.options import Granularity, Method, parse_enum
 from qretrain.models.layers import TensorInfo, describe_tensors
-from qretrain.plan.rules import Rule, unknown_keys
+from qretrain.plan.rules import Rule, parse_options, unknown_keys
 
 PLAN_KEYS = ("method", "granularity", "seed", "rules")
 
@@ -87,12 +87,7 @@ class Plan:
             except ValueError as e:
                 errors.append(str(e))
         kwargs: dict[str, Any] = {}
-        for key, enum_cls in (("method", Method), ("granularity", Granularity)):
-            if d.get(key) is not None:
-                try:
-                    kwargs[key] = parse_enum(enum_cls, d[key], key)
-                except ValueError as e:
-                    errors.append(f"{where}: {e}")
+        errors += parse_options(d, where, kwargs)
         if "seed" in d:
             kwargs["seed"] = d["seed"]
         if errors:

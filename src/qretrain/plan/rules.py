@@ -147,18 +147,25 @@ class Rule:
                 kwargs["kinds"] = parse_kinds(d["kinds"])
             except ValueError as e:
                 errors.append(f"{where}: {e}")
-        for key, enum_cls in (("method", Method), ("granularity", Granularity)):
-            if d.get(key) is not None:
-                try:
-                    kwargs[key] = parse_enum(enum_cls, d[key], key)
-                except ValueError as e:
-                    errors.append(f"{where}: {e}")
+        errors += parse_options(d, where, kwargs)
         if not errors:
             try:
                 return cls(**kwargs)
             except ValueError as e:
                 errors += [f"{where}: {line}" for line in str(e).split("\n")]
         raise ValueError("\n".join(errors))
+
+
+def parse_options(d: dict, where: str, into: dict[str, Any]) -> list[str]:
+    """Parse ``method`` and ``granularity`` of ``d`` into ``into``; return error messages."""
+    errors = []
+    for key, enum_cls in (("method", Method), ("granularity", Granularity)):
+        if d.get(key) is not None:
+            try:
+                into[key] = parse_enum(enum_cls, d[key], key)
+            except ValueError as e:
+                errors.append(f"{where}: {e}")
+    return errors
 
 
 def unknown_keys(d: dict, allowed: tuple[str, ...], where: str) -> list[str]:

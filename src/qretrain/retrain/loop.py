@@ -98,8 +98,8 @@ def retrain(
 
     cache_start = time.perf_counter()
     cached = _cache(student, teacher, data, split, config, device, progress)
-    monitor, train = _monitor_split(cached, val_data, config.seed)
     val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
+    monitor, train = (val, cached) if val is not None else _held_out(cached, config.seed)
     cache_seconds = time.perf_counter() - cache_start
 
     params = [p for n, p in student.named_parameters() if n in names]
@@ -129,7 +129,7 @@ def retrain(
             "samples_per_second": len(train) / world_size / seconds,
         }
         if guard is not None:
-            entry["val"] = _quality(head, guard, device)
+            entry["val"] = entry["monitor"]  # with val_data, the monitor is val_data
             if entry["val"] > best["score"]:
                 best = {"epoch": epoch + 1, "score": entry["val"],
                         "state": _snapshot(student, names, tuner)}  # fmt: skip
@@ -210,11 +210,11 @@ def _cache(student, teacher, data, split, config, device, progress) -> _Cached:
     )
 
 
-def _monitor_split(cached: _Cached, val_data, seed: int) -> tuple[_Cached, _Cached]:
-    """(monitor slice, training part): with no val_data, hold out up to 500 images."""
+def _held_out(cached: _Cached, seed: int) -> tuple[_Cached, _Cached]:
+    """(monitor slice, training part): up to 500 images held out of the training data."""
     n = len(cached)
-    if val_data is not None or n < 20:
-        return cached.take(torch.arange(min(n, MONITOR_MAX))), cached
+    if n < 20:  # too few to spare any: monitor on the training images themselves
+        return cached, cached
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
     held = min(MONITOR_MAX, n // 10)
     return cached.take(order[:held].sort().values), cached.take(order[held:].sort().values)

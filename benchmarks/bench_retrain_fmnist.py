@@ -21,8 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 import qretrain
 from qretrain.data import load_dataset
 from qretrain.models import get_arch

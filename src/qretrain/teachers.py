@@ -63,7 +63,7 @@ def teacher(
     torch.manual_seed(seed)
     model = build_model(spec, **kwargs)
     contract = get_arch(model).contract
-    logger.info("training teacher %s (%d epochs, seed %d) on fashion-mnist:train", name, epochs, seed)
+    logger.info("training teacher %s (%d epochs, seed %d)", name, epochs, seed)
     train_set = load_dataset("fashion-mnist:train", contract, limit=train_limit, seed=seed)
     config = TrainConfig(epochs=epochs, seed=seed)
     history = train_classifier(model, train_set, config, progress=progress)

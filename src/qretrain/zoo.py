@@ -19,7 +19,6 @@ from torch import nn
 from qretrain.models.contract import InputContract
 
 
-
 class VGGSmall(nn.Module):
     """conv(w) conv(w) pool conv(2w) conv(2w) pool -> fc(hidden) fc(hidden) fc(classes)."""
 

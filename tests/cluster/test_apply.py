@@ -28,7 +28,7 @@ def test_cluster_in_place_keeps_a_plain_module_that_runs(tiny_vgg, images):
             assert tensor.unique().numel() <= 8
         else:  # per output channel
             assert all(row.unique().numel() <= 4 for row in tensor)
-        assert not torch.equal(tensor, before[name]) or tensor.unique().numel() <= 8
+        assert not torch.equal(tensor, before[name])  # random init has more than k values
     assert set(clusters_of(tiny_vgg)) == set(before)
     assert len(report.clustered) == len(before)
 

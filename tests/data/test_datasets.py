@@ -180,3 +180,9 @@ def test_real_opencv_frames_are_unlabeled_natural_images():
     assert all(ds[i][0].shape == (3, 32, 32) for i in range(6))
     full = load_dataset("opencv-frames")
     assert len(full) > 500 and any("vtest" in p.name for p in full.paths)
+
+
+def test_arrays_that_are_not_images_are_refused(tmp_path):
+    np.savez(tmp_path / "flat.npz", x=np.zeros((4, 784), np.uint8))
+    with pytest.raises(ValueError, match=r"images must be .* got shape \(4, 784\)"):
+        load_dataset(tmp_path / "flat.npz")

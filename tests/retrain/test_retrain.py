@@ -106,7 +106,7 @@ def test_resumed_run_equals_uninterrupted(pair, tmp_path):
                 checkpoint=ckpt, resume=True, progress=False)  # fmt: skip
 
 
-def _run_and_kill_after(student, teacher, config, ckpt, epochs_done):
+def _run_and_kill_after(student, teacher, config, ckpt, epochs_done, val=None):
     """Write the checkpoint a run of ``config`` leaves after ``epochs_done`` epochs."""
     from qretrain.retrain import loop
 
@@ -122,7 +122,8 @@ def _run_and_kill_after(student, teacher, config, ckpt, epochs_done):
     loop._train_epoch = train_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
-            retrain(student, teacher, make_data(), config, checkpoint=ckpt, progress=False)
+            retrain(student, teacher, make_data(), config, val_data=val, checkpoint=ckpt,
+                    progress=False)  # fmt: skip
     finally:
         loop._train_epoch = original
     assert torch.load(ckpt, weights_only=True)["epoch"] == epochs_done
@@ -161,3 +162,19 @@ def test_bad_inputs(pair, tiny_resnet):
         RetrainConfig(loss="ce")
     with pytest.raises(ValueError, match="selector like 'name=classifier"):
         retrain(student, teacher, make_data(), RetrainConfig(trainable="fc only"), progress=False)
+
+
+def test_guarded_run_resumes_with_its_best_epoch(pair, tmp_path):
+    teacher, student = pair
+    config = RetrainConfig(epochs=3, batch_size=16)
+    val = make_data(32, seed=9)
+    full = copy.deepcopy(student)
+    expected = retrain(full, teacher, make_data(), config, val_data=val, progress=False)
+    ckpt = tmp_path / "guarded.ckpt"
+    _run_and_kill_after(copy.deepcopy(student), teacher, config, ckpt, epochs_done=2, val=val)
+    resumed = copy.deepcopy(student)
+    got = retrain(resumed, teacher, make_data(), config, val_data=val, checkpoint=ckpt,
+                  resume=True, progress=False)  # fmt: skip
+    assert got.record["best_epoch"] == expected.record["best_epoch"]
+    for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), name

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import qretrain
-from qretrain.cluster import cluster_tensor
-from qretrain.storage import QretrainFileError, h5 as h5_module
+from qretrain.storage import QretrainFileError
+from qretrain.storage import h5 as h5_module
 
 PLAN = {
     "rules": [
@@ -61,18 +61,20 @@ def test_file_records_arch_plan_version_and_checksums(tmp_path, tiny_vgg):
 
 def test_packed_sizes_within_one_percent_of_the_bound(tmp_path):
     """n * ceil(log2 k) / 8 bytes of indices plus the codebook plus 1 KiB, within 1%."""
-    model = torch.nn.Linear(1000, 1000, bias=False)
     u = torch.rand(1000, 1000, generator=torch.Generator().manual_seed(0)) - 0.5
-    with torch.no_grad():
-        model.weight.copy_(-torch.sign(u) * torch.log1p(-2 * u.abs()))  # Laplacian
+    laplacian = -torch.sign(u) * torch.log1p(-2 * u.abs())
     for k in (2, 16, 32, 200, 256):
-        m = torch.nn.Sequential(model)
-        report = qretrain.cluster_(m, {"rules": [{"type": "Linear", "k": k}]})
-        saved = qretrain.save(m, tmp_path / f"k{k}.h5", arch="torch.nn:Identity")
-        c = qretrain.cluster.clusters_of(m)["0.weight"]
+        model = qretrain.build_model("torch.nn:Linear", in_features=1000, out_features=1000,
+                                     bias=False)  # fmt: skip
+        with torch.no_grad():
+            model.weight.copy_(laplacian)
+        report = qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": k}]})
+        saved = qretrain.save(model, tmp_path / f"k{k}.h5")
+        c = qretrain.cluster.clusters_of(model)["weight"]
         bound = 1_000_000 * c.bits / 8 + c.codebook.numel() * 4 + 1024
-        assert saved.tensor_bytes["0.weight"] <= 1.01 * bound
+        assert saved.tensor_bytes["weight"] <= 1.01 * bound
         assert report.records[0].stored_bytes <= bound
+        assert torch.equal(qretrain.load(tmp_path / f"k{k}.h5").weight, model.weight)
 
 
 def test_truncated_file_is_refused(tmp_path, tiny_vgg):
@@ -168,12 +170,14 @@ def test_model_without_a_known_architecture_needs_arch(tmp_path):
 
 
 def test_paper_layout_stores_float32_and_a_codebook_companion(tmp_path):
-    c = cluster_tensor(torch.randn(64, 9), 6, granularity="channel")
-    model = torch.nn.Sequential(torch.nn.Linear(9, 64, bias=False))
-    with torch.no_grad():
-        model[0].weight.copy_(c.decode())
-    qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": 6, "granularity": "channel"}]})
-    qretrain.save(model, tmp_path / "p.h5", layout="paper", arch="torch.nn:Identity")
+    model = qretrain.build_model("torch.nn:Linear", in_features=9, out_features=64, bias=False)
+    plan = {"rules": [{"type": "Linear", "k": 6, "granularity": "channel"}]}
+    qretrain.cluster_(model, plan)
+    qretrain.save(model, tmp_path / "p.h5", layout="paper")
     with h5py.File(tmp_path / "p.h5") as f:
-        assert f["tensors/0.weight"].dtype == np.float32
-        assert f["tensors/0.weight.codebook"].shape == (64, 6)
+        assert f["tensors/weight"].dtype == np.float32
+        assert f["tensors/weight.codebook"].shape == (64, 6)
+    loaded = qretrain.cluster.clusters_of(qretrain.load(tmp_path / "p.h5"))["weight"]
+    original = qretrain.cluster.clusters_of(model)["weight"]
+    assert torch.equal(loaded.indices, original.indices)
+    assert torch.equal(loaded.codebook, original.codebook)

@@ -8,6 +8,13 @@ from qretrain.data import known_datasets, load_dataset
 from qretrain.models import known_specs, load_model
 
 
+def add_command(
+    sub: argparse._SubParsersAction, name: str, *, help: str, description: str, example: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with a real example."""
+    return sub.add_parser(name, help=help, description=description, epilog=example)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",

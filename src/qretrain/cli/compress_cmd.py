@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from qretrain._table import human_bytes
-from qretrain.cli.common import add_model_arguments, model_from_args
+from qretrain.cli.common import add_command, add_model_arguments, model_from_args
 from qretrain.cluster import Method
 from qretrain.cluster.apply import cluster_
 from qretrain.plan import Plan
@@ -20,12 +20,13 @@ EXAMPLE = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "compress",
         help="cluster a model's tensors as a plan says and save it as HDF5",
         description="Cluster the tensors PLAN selects, save the model to OUT.h5 "
-        "(atomically), print the size report and write it as JSON to OUT.json. " + EXAMPLE,
-        epilog=EXAMPLE,
+        "(atomically), print the size report and write it as JSON to OUT.json. ",
+        example=EXAMPLE,
     )
     add_model_arguments(parser)
     parser.add_argument("--plan", required=True, metavar="PLAN.yaml", help="plan file")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from qretrain.cli.common import add_data_arguments, add_model_arguments, data_from_args
-from qretrain.cli.common import model_from_args
+from qretrain.cli.common import (
+    add_command,
+    add_data_arguments,
+    add_model_arguments,
+    data_from_args,
+    model_from_args,
+)
 from qretrain.metrics import evaluate
 from qretrain.models import get_arch, load_model
 
@@ -14,14 +19,14 @@ EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "evaluate",
         help="top-1/top-5 on labeled data; agreement and KL against a reference",
         description="Run MODEL over the images of D, fitted to MODEL's input contract. "
         "With labels: top-1 and top-5 accuracy. With --reference: agreement (share of "
-        "equal top-1 predictions) and mean KL(reference || MODEL), which need no labels. "
-        + EXAMPLE,
-        epilog=EXAMPLE,
+        "equal top-1 predictions) and mean KL(reference || MODEL), which need no labels.",
+        example=EXAMPLE,
     )
     add_model_arguments(parser)
     add_data_arguments(parser)

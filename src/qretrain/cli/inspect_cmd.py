@@ -7,22 +7,23 @@ import json
 from collections import defaultdict
 
 from qretrain._table import format_table, human_bytes
-from qretrain.cli.common import add_model_arguments, model_from_args
+from qretrain.cli.common import add_command, add_model_arguments, model_from_args
+from qretrain.cluster.state import clusters_of
 from qretrain.models import get_arch
 from qretrain.models.layers import BN_KINDS, ParamKind, describe_tensors
-from qretrain.cluster.state import clusters_of
 
 EXAMPLE = "example: qretrain inspect torchvision:vgg16"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "inspect",
         help="list layers, their numbers, shapes and parameter counts",
         description="List every module holding tensors: layer number (what plans' "
         "'layers' select), name, type, weight shape, counts per kind and share of the "
-        "model's bytes. " + EXAMPLE,
-        epilog=EXAMPLE,
+        "model's bytes. ",
+        example=EXAMPLE,
     )
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

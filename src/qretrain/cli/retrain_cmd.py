@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qretrain.cli.common import add_data_arguments, data_from_args
+from qretrain.cli.common import add_command, add_data_arguments, data_from_args
 from qretrain.data import load_dataset
 from qretrain.models import get_arch, load_model
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
@@ -20,21 +20,24 @@ DEFAULTS = RetrainConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "retrain",
         help="win a clustered model's quality back, label-free or with labels",
         description="Retrain the unclustered parameters of STUDENT.h5 so that its outputs "
         "match the teacher's on D (no labels needed), or with --labels by cross-entropy "
         "on D's labels (conventional retraining). Clustered tensors stay on their "
         "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
-        "run record and a checkpoint OUT.ckpt after every epoch. " + EXAMPLE,
-        epilog=EXAMPLE,
+        "run record and a checkpoint OUT.ckpt after every epoch. ",
+        example=EXAMPLE,
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
     parser.add_argument("--teacher", metavar="MODEL", help="the original model (label-free)")
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
-    parser.add_argument("--labels", action="store_true", help="conventional: cross-entropy on labels")
+    parser.add_argument(
+        "--labels", action="store_true", help="conventional: cross-entropy on labels"
+    )
     parser.add_argument("--trainable", default=DEFAULTS.trainable,
                         help="unclustered (default), last, or a selector like 'name=classifier.*'")
     parser.add_argument("--loss", choices=[x.value for x in Loss if x is not Loss.CE],
@@ -91,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
         f"{record['wall_seconds']:.1f} s"
     )
     if "guard" in record:
-        print(f"guard: {record['guard']} (val {record['val_before']:.2%} -> {record['val_best']:.2%})")
+        print(f"guard: {record['guard']} (best on V: {record['val_best']:.2%})")
     print(f"wrote {output} and {output.with_suffix('.json')}")
     return 0

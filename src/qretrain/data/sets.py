@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qretrain.data.readers import read_image, to_float_images
+from qretrain.data.readers import as_nchw, read_image
 from qretrain.models.contract import InputContract
 
 logger = logging.getLogger(__name__)
@@ -100,13 +100,10 @@ class FileImageSet(ImageSet):
 
 def tensor_set(name: str, images: np.ndarray, labels: np.ndarray | None) -> TensorImageSet:
     """From an image array (uint8 kept as is, to save memory) and optional labels."""
-    if images.dtype == np.uint8:
-        t = torch.from_numpy(np.array(images, copy=True))  # readers may hand read-only arrays
-        t = t.unsqueeze(1) if t.dim() == 3 else t
-        if t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
-            t = t.permute(0, 3, 1, 2).contiguous()
-    else:
-        t = to_float_images(images)
+    t = as_nchw(images)
+    if t.dtype != torch.uint8:  # float images: in [0, 1] already, or 0-255
+        t = t.float()
+        t = t / 255 if t.numel() and t.max() > 1.0 else t
     if len(t) == 0:
         raise ValueError(f"{name} holds no images")
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None

@@ -116,46 +116,52 @@ def number_layers(
     without one it is registration order, which is the same for torchvision models.
     """
     layers = [name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    if example_input is not None:
-        called: list[str] = []
-        param = next(model.parameters(), None)
-        if param is not None:
-            example_input = example_input.to(param.device, param.dtype)
-        was_training = model.training
-        model.eval()  # batch norm must neither update its statistics nor need a batch
-        try:
-            with _record_calls(model, called), torch.no_grad():
-                model(example_input)
-        finally:
-            model.train(was_training)
-        seen = set(called)
-        layers = called + [name for name in layers if name not in seen]
-    return {name: i + 1 for i, name in enumerate(layers)}
+    return {name: i + 1 for i, name in enumerate(call_order(model, layers, example_input))}
 
 
-class _record_calls:
-    """Context manager: forward pre-hooks that record layer names in call order."""
+def call_order(
+    model: nn.Module, names: list[str], example_input: torch.Tensor | None
+) -> list[str]:
+    """``names`` (submodule names) in the order a forward pass first calls them.
 
-    def __init__(self, model: nn.Module, called: list[str]):
-        self.model, self.called, self.handles = model, called, []
+    Modules the pass never calls come last, in the given order; without an example
+    input the given order is returned as is. The pass runs in eval mode, so batch
+    norm neither updates its statistics nor needs a batch.
+    """
+    if example_input is None:
+        return list(names)
+    called: list[str] = []
 
-    def _hook(self, name: str):
-        def hook(module, args):
-            if name not in self.called:
-                self.called.append(name)
+    def recorder(name: str):
+        def hook(module, args) -> None:  # a pre-hook returning a value replaces the input
+            if name not in called:
+                called.append(name)
 
         return hook
 
-    def __enter__(self):
-        for name, m in self.model.named_modules():
-            if isinstance(m, LAYER_TYPES):
-                self.handles.append(m.register_forward_pre_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
+    wanted = set(names)
+    handles = [
+        m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules() if n in wanted
+    ]
+    param = next(model.parameters(), None)
+    if param is not None:
+        example_input = example_input.to(param.device, param.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
             h.remove()
-        return False
+    seen = set(called)
+    return called + [n for n in names if n not in seen]
+
+
+def type_names(module: nn.Module) -> tuple[str, ...]:
+    """Class names of ``module`` and its bases, as plan rules' ``type`` matches them."""
+    return tuple(c.__name__ for c in type(module).__mro__)
 
 
 def describe_tensors(

@@ -103,7 +103,9 @@ def register_builder(pattern: str, description: str, fallback: bool = False):
     return decorate
 
 
-@register_builder(r"torchvision:(?P<name>[A-Za-z0-9_]+)", "torchvision:NAME  (e.g. torchvision:vgg16)")
+@register_builder(
+    r"torchvision:(?P<name>[A-Za-z0-9_]+)", "torchvision:NAME  (e.g. torchvision:vgg16)"
+)
 def _torchvision(match: re.Match[str]):
     import torchvision
 

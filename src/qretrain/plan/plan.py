@@ -20,7 +20,7 @@ import yaml
 from torch import nn
 
 from qretrain.cluster.options import Granularity, Method, parse_enum
-from qretrain.models.layers import TensorInfo, describe_tensors
+from qretrain.models.layers import TensorInfo, describe_tensors, type_names
 from qretrain.plan.rules import Rule, parse_options, unknown_keys
 
 PLAN_KEYS = ("method", "granularity", "seed", "rules")
@@ -145,19 +145,19 @@ class Plan:
         """
         infos = describe_tensors(model, example_input)
         matched = [False] * len(self.rules)
-        type_names: dict[str, tuple[str, ...]] = {}
+        types_of: dict[str, tuple[str, ...]] = {}
         decisions = []
         for info in infos:
             reason = info.unclusterable_reason()
             if reason is not None:
                 decisions.append(Decision(info, None, f"not clusterable: {reason}"))
                 continue
-            if info.module_name not in type_names:
+            if info.module_name not in types_of:
                 module = model.get_submodule(info.module_name) if info.module_name else model
-                type_names[info.module_name] = tuple(c.__name__ for c in type(module).__mro__)
+                types_of[info.module_name] = type_names(module)
             winner = None
             for i, rule in enumerate(self.rules):
-                if rule.matches(info, type_names[info.module_name]):
+                if rule.matches(info, types_of[info.module_name]):
                     matched[i] = True
                     if winner is None or rule.specificity >= self.rules[winner].specificity:
                         winner = i

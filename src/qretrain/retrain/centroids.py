@@ -19,8 +19,11 @@ from qretrain.models.layers import get_tensor
 class CentroidTuner:
     def __init__(self, model: nn.Module):
         self.model = model
+        # Buffers (batch-norm running statistics) are not trained, so not tuned either.
         self.clusters = {
-            n: c for n, c in clusters_of(model).items() if isinstance(get_tensor(model, n), nn.Parameter)
+            n: c
+            for n, c in clusters_of(model).items()
+            if isinstance(get_tensor(model, n), nn.Parameter)
         }
         self.names = list(self.clusters)
         self.codebooks = {

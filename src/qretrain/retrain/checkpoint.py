@@ -22,16 +22,14 @@ def save_checkpoint(path, epoch, student: nn.Module, names, tuner, optimizer, hi
         "codebooks": tuner.state() if tuner is not None else {},
         "optimizer": optimizer.state_dict(),
         "history": history,
-        "best_epoch": best["epoch"],
-        "best_score": best["score"],
-        "best_state": best["state"],
+        "best": best,  # None without val_data
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_checkpoint(path, student: nn.Module, names, tuner, optimizer, config: RetrainConfig):
-    """Restore the run; returns (next epoch, history, best). Refuses other settings."""
+    """Restore the run; returns (next epoch, history, best or None). Refuses other settings."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if payload["config"] != config.to_dict():
         raise ValueError(
@@ -47,6 +45,4 @@ def load_checkpoint(path, student: nn.Module, names, tuner, optimizer, config: R
     if tuner is not None:
         tuner.load_state(payload["codebooks"])
     optimizer.load_state_dict(payload["optimizer"])
-    best = {"epoch": payload["best_epoch"], "score": payload["best_score"],
-            "state": payload["best_state"]}  # fmt: skip
-    return payload["epoch"], payload["history"], best
+    return payload["epoch"], payload["history"], payload["best"]

@@ -10,7 +10,6 @@ trainable tail.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -21,11 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from qretrain.cluster.state import clusters_of
 from qretrain.models.specs import get_arch
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
-from qretrain.retrain.config import BNStats, Loss, RetrainConfig
+from qretrain.retrain.config import BNStats, RetrainConfig
 from qretrain.retrain.losses import output_loss
 from qretrain.retrain.split import split_before_trainable
 from qretrain.retrain.trainable import trainable_names
@@ -107,10 +105,10 @@ def retrain(
         params + (tuner.parameters() if tuner else []), config.lr, weight_decay=config.weight_decay
     )
     history: list[dict] = []
-    guard = val
-    before = _quality(head, monitor, device)
-    val_before = _quality(head, guard, device)
-    best = {"epoch": 0, "score": val_before, "state": _snapshot(student, names, tuner)}
+    before = _quality(head, monitor, device)  # with val_data, the monitor is val_data
+    best = None  # the guard's best epoch so far (epoch 0: the clustered start)
+    if val is not None:
+        best = {"epoch": 0, "score": before, "state": _snapshot(student, names, tuner)}
     first_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         first_epoch, history, best = load_checkpoint(
@@ -128,18 +126,16 @@ def retrain(
             "seconds": seconds,
             "samples_per_second": len(train) / world_size / seconds,
         }
-        if guard is not None:
-            entry["val"] = entry["monitor"]  # with val_data, the monitor is val_data
-            if entry["val"] > best["score"]:
-                best = {"epoch": epoch + 1, "score": entry["val"],
-                        "state": _snapshot(student, names, tuner)}  # fmt: skip
+        if best is not None and entry["monitor"] > best["score"]:
+            best = {"epoch": epoch + 1, "score": entry["monitor"],
+                    "state": _snapshot(student, names, tuner)}  # fmt: skip
         history.append(entry)
         if progress:
             print(_describe(entry))
         if checkpoint is not None:
             save_checkpoint(checkpoint, epoch + 1, student, names, tuner, optimizer, history,
                             best, config)  # fmt: skip
-    if guard is not None:
+    if best is not None:
         _restore(student, best["state"], tuner)
     if tuner is not None:
         tuner.write_back()
@@ -158,8 +154,7 @@ def retrain(
         "cache_seconds": cache_seconds,
         "wall_seconds": time.perf_counter() - start,
     }
-    if guard is not None:
-        record["val_before"] = val_before
+    if best is not None:
         record["best_epoch"] = best["epoch"]
         record["val_best"] = best["score"]
         record["guard"] = (
@@ -302,7 +297,5 @@ def _describe(entry: dict) -> str:
     parts = [f"epoch {entry['epoch']}: loss {entry['loss']:.4f}"]
     if entry["monitor"] is not None:
         parts.append(f"monitor {entry['monitor']:.2%}")
-    if "val" in entry:
-        parts.append(f"val {entry['val']:.2%}")
     parts.append(f"{entry['samples_per_second']:.0f} samples/s")
     return ", ".join(parts)

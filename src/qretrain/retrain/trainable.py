@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from qretrain.cluster.state import clusters_of
-from qretrain.models.layers import ParamKind
+from qretrain.models.layers import ParamKind, call_order, describe_tensors, type_names
 from qretrain.plan.rules import Rule
 
 
@@ -53,47 +53,17 @@ def _selector_rule(text: str) -> Rule:
 
 
 def _select(model: nn.Module, rule: Rule, candidates: list[str], example_input) -> list[str]:
-    from qretrain.models.layers import describe_tensors
-
     infos = {i.name: i for i in describe_tensors(model, example_input)}
     chosen = []
     for name in candidates:
         info = infos[name]
         module = model.get_submodule(info.module_name) if info.module_name else model
-        types = tuple(c.__name__ for c in type(module).__mro__)
-        if info.kind is not None and rule.matches(info, types):
+        if info.kind is not None and rule.matches(info, type_names(module)):
             chosen.append(name)
     return chosen
 
 
 def _module_call_order(model: nn.Module, example_input: torch.Tensor | None) -> dict[str, int]:
-    """Module name -> position of its first call (registration order without an input)."""
+    """Module name -> position of its first call, for modules holding parameters."""
     names = [n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    if example_input is None:
-        return {n: i for i, n in enumerate(names)}
-    order: dict[str, int] = {}
-
-    def recorder(name: str):
-        def hook(module, args) -> None:  # a pre-hook returning a value replaces the input
-            order.setdefault(name, len(order))
-
-        return hook
-
-    handles = [
-        module.register_forward_pre_hook(recorder(name))
-        for name, module in model.named_modules()
-        if name in names
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        param = next(model.parameters())
-        with torch.no_grad():
-            model(example_input.to(param.device, param.dtype))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    for name in names:  # modules never called go last
-        order.setdefault(name, len(order))
-    return order
+    return {n: i for i, n in enumerate(call_order(model, names, example_input))}

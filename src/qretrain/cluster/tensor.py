@@ -97,33 +97,58 @@ def cluster_and_decode(
     name: str = "tensor",
 ) -> tuple[ClusteredTensor, torch.Tensor]:
     """``cluster_tensor`` plus the decoded float32 tensor, which it computes anyway."""
+    return cluster_many(values, [k], method, granularity, seed, name)[k]
+
+
+def cluster_many(
+    values: torch.Tensor,
+    ks: list[int],
+    method: Method | str = Method.KMEANS,
+    granularity: Granularity | str = Granularity.TENSOR,
+    seed: int = 0,
+    name: str = "tensor",
+) -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:
+    """``cluster_and_decode`` for several k at once: k -> (clustered, decoded).
+
+    k-means reduces each row to its distinct values or histogram once and fits every
+    k on that reduction, so a sweep over k reads the weights once, not once per k.
+    Each result equals what ``cluster_and_decode`` returns for that k alone.
+    """
     method = parse_enum(Method, method, "method")
     granularity = parse_enum(Granularity, granularity, "granularity")
-    x = validate_clusterable(values, k, name).detach().to("cpu", torch.float32).contiguous()
+    if not ks:
+        raise ValueError(f"no k given for {name}")
+    for k in ks:
+        validate_clusterable(values, k, name)
+    x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:
         granularity = Granularity.TENSOR
     rows = x.reshape(x.shape[0], -1) if granularity is Granularity.CHANNEL else x.reshape(1, -1)
-    codebooks, indices, decoded, sq_error = [], [], torch.empty_like(rows), 0.0
-    for row, out in zip(rows, decoded):
-        codebook, idx = _cluster_flat(row, k, method, seed)
-        sq_error += _decode_into(row, codebook, idx, out)
-        codebooks.append(codebook)
-        indices.append(idx)
-    width = max(len(cb) for cb in codebooks)
-    padded = torch.zeros(len(codebooks), width, dtype=torch.float32)
-    for g, cb in enumerate(codebooks):
-        padded[g, : len(cb)] = cb
-        padded[g, len(cb) :] = cb[-1]  # rows stay sorted, so searchsorted finds indices
-    clustered = ClusteredTensor(
-        codebook=padded,
-        sizes=torch.tensor([len(cb) for cb in codebooks], dtype=torch.int64),
-        indices=torch.stack(indices).reshape(x.shape),
-        k=k,
-        method=method,
-        granularity=granularity,
-        sq_error=sq_error,
-    )
-    return clustered, decoded.reshape(x.shape)
+    reduced = [_reduce(row) if method is Method.KMEANS else None for row in rows]
+    results = {}
+    for k in dict.fromkeys(ks):  # distinct, in the given order
+        codebooks, indices, decoded, sq_error = [], [], torch.empty_like(rows), 0.0
+        for row, red, out in zip(rows, reduced, decoded):
+            codebook, idx = _cluster_flat(row, k, method, seed, red)
+            sq_error += _decode_into(row, codebook, idx, out)
+            codebooks.append(codebook)
+            indices.append(idx)
+        width = max(len(cb) for cb in codebooks)
+        padded = torch.zeros(len(codebooks), width, dtype=torch.float32)
+        for g, cb in enumerate(codebooks):
+            padded[g, : len(cb)] = cb
+            padded[g, len(cb) :] = cb[-1]  # rows stay sorted, so searchsorted finds indices
+        clustered = ClusteredTensor(
+            codebook=padded,
+            sizes=torch.tensor([len(cb) for cb in codebooks], dtype=torch.int64),
+            indices=torch.stack(indices).reshape(x.shape),
+            k=k,
+            method=method,
+            granularity=granularity,
+            sq_error=sq_error,
+        )
+        results[k] = (clustered, decoded.reshape(x.shape))
+    return results
 
 
 def validate_clusterable(values: torch.Tensor, k: int, name: str) -> torch.Tensor:
@@ -155,14 +180,17 @@ def _decode_into(x: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, out
 
 
 def _cluster_flat(
-    x: torch.Tensor, k: int, method: Method, seed: int
+    x: torch.Tensor, k: int, method: Method, seed: int, reduced: _Reduced | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codebook (K,) float32 ascending, all in use, K <= k; indices (n,) uint8."""
+    """Codebook (K,) float32 ascending, all in use, K <= k; indices (n,) uint8.
+
+    ``reduced``: ``_reduce(x)``, when k-means runs on x for several k.
+    """
     if k == 1:  # every method's single centroid is the mean
         mean = x.sum(dtype=torch.float64) / x.numel()
         return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
     if method is Method.KMEANS:
-        return _kmeans(x, k, seed)
+        return _kmeans(reduced or _reduce(x), k, seed)
     exact = _exact_if_few_values(x, k)
     if exact is not None:
         return exact
@@ -209,27 +237,53 @@ def _exact_if_few_values(x: torch.Tensor, k: int):
     return (values, inverse.to(torch.uint8)) if len(values) <= k else None
 
 
-def _kmeans(x: torch.Tensor, k: int, seed: int):
-    """1-D k-means on the distinct values (small x) or a fine histogram (large x)."""
+@dataclass
+class _Reduced:
+    """A 1-D tensor as weighted points for k-means: its distinct values (small tensors)
+    or the centres of a fine histogram's non-empty bins (large ones)."""
+
+    x: torch.Tensor
+    points: torch.Tensor  # (P,) float64 ascending
+    weights: torch.Tensor  # (P,) float64 counts
+    inverse: torch.Tensor | None  # (n,) point of each value; None for a histogram
+    lo: float = 0.0  # histogram range start
+    scale: float = 0.0  # histogram bins per unit
+    nonempty: torch.Tensor | None = None  # (P,) histogram bin of each point
+
+
+def _reduce(x: torch.Tensor) -> _Reduced:
     if x.numel() <= EXACT_POINTS_MAX:
         values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
-        if len(values) <= k:
-            return values, inverse.to(torch.uint8)
-        edges, _ = kmeans_1d(values.double().numpy(), counts.double().numpy(), k, seed)
-        point_cluster = torch.from_numpy(np.repeat(np.arange(len(edges) - 1), np.diff(edges)))
-        return _member_means(x, point_cluster.to(torch.uint8)[inverse], len(edges) - 1)
+        return _Reduced(x, values.double(), counts.double(), inverse)
     lo, hi = (v.item() for v in torch.aminmax(x))
+    if lo == hi:
+        return _Reduced(x, torch.tensor([lo], dtype=torch.float64),
+                        torch.tensor([float(x.numel())], dtype=torch.float64),
+                        torch.zeros(x.numel(), dtype=torch.int64))  # fmt: skip
     scale = HIST_BINS / (hi - lo)
-    # histc bins as _bins does up to rounding at bin edges; the lookup table below
-    # covers every bin, so a value rounded into a neighbouring bin still gets a cluster.
+    # histc bins as _bins does up to rounding at bin edges; the lookup table in
+    # _kmeans covers every bin, so a value rounded into a neighbouring bin still
+    # gets a cluster.
     counts = torch.histc(x, HIST_BINS, lo, hi).to(torch.int64)
     nonempty = torch.nonzero(counts).squeeze(1)
-    if len(nonempty) <= k:
+    centres = lo + (nonempty.double() + 0.5) / scale
+    return _Reduced(x, centres, counts[nonempty].double(), None, lo, scale, nonempty)
+
+
+def _kmeans(red: _Reduced, k: int, seed: int):
+    """1-D k-means on the distinct values (small x) or a fine histogram (large x)."""
+    x = red.x
+    if red.inverse is not None:
+        if len(red.points) <= k:
+            return red.points.to(torch.float32), red.inverse.to(torch.uint8)
+        edges, _ = kmeans_1d(red.points.numpy(), red.weights.numpy(), k, seed)
+        point_cluster = torch.from_numpy(np.repeat(np.arange(len(edges) - 1), np.diff(edges)))
+        return _member_means(x, point_cluster.to(torch.uint8)[red.inverse], len(edges) - 1)
+    if len(red.points) <= k:
         exact = _exact_if_few_values(x, k)
         if exact is not None:
             return exact
-    centres = lo + (nonempty.double() + 0.5) / scale
-    weights = counts[nonempty].double()
+    centres, weights, nonempty = red.points, red.weights, red.nonempty
     edges, _ = kmeans_1d(centres.numpy(), weights.numpy(), k, seed)
     edges = torch.from_numpy(edges)
     # Codebook from the histogram: member means to within half a bin (range / 2^17),
@@ -243,7 +297,7 @@ def _kmeans(x: torch.Tensor, k: int, seed: int):
     bin_cluster = bin_cluster.to(torch.uint8)
     idx = torch.empty(x.numel(), dtype=torch.uint8)
     for start in range(0, x.numel(), CHUNK):
-        bins = _bins(x[start : start + CHUNK], lo, scale)
+        bins = _bins(x[start : start + CHUNK], red.lo, red.scale)
         idx[start : start + CHUNK] = torch.index_select(bin_cluster, 0, bins)
     return _compact(means, torch.ones(len(means), dtype=torch.bool), idx)
 

@@ -147,6 +147,18 @@ def test_limit_is_a_deterministic_subset(tmp_path):
         load_dataset(tmp_path / "d.npz", limit=0)
 
 
+def test_offset_gives_disjoint_subsets_of_one_permutation(tmp_path):
+    np.savez(tmp_path / "d.npz", x=images(50), y=np.arange(50))
+    first = load_dataset(tmp_path / "d.npz", limit=20, seed=3)
+    second = load_dataset(tmp_path / "d.npz", limit=20, seed=3, offset=20)
+    assert len(second) == 20
+    assert not set(first.labels.tolist()) & set(second.labels.tolist())
+    with pytest.raises(ValueError, match="offset 40 \\+ limit 20 exceeds its 50 images"):
+        load_dataset(tmp_path / "d.npz", limit=20, seed=3, offset=40)
+    with pytest.raises(ValueError, match="offset needs a limit"):
+        load_dataset(tmp_path / "d.npz", offset=5)
+
+
 def test_missing_named_sources_say_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(DataSourceMissing, match="apt-get install -y dataset-fashion-mnist"):

@@ -38,7 +38,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    parser.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        metavar="M",
+        help="take images M .. M+N of the seed's permutation: --offset N with the same "
+        "--seed and --limit N gives a set disjoint from the default one",
+    )
 
 
 def data_from_args(args: argparse.Namespace, contract):
-    return load_dataset(args.data, contract, limit=args.limit, seed=args.seed)
+    return load_dataset(args.data, contract, limit=args.limit, seed=args.seed, offset=args.offset)

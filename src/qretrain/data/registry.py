@@ -57,20 +57,22 @@ def load_dataset(
     contract: InputContract | None = None,
     limit: int | None = None,
     seed: int = 0,
+    offset: int = 0,
 ) -> ImageSet:
-    """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by ``seed``."""
+    """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by
+    ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``)."""
     text = str(spec)
     for pattern, loader, _ in _REGISTRY:
         match = pattern.fullmatch(text)
         if match:
-            return fit_and_subset(loader(match), contract, limit, seed)
+            return fit_and_subset(loader(match), contract, limit, seed, offset)
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(
             f"no dataset {text!r}: not a named set and no such path; known: "
             + "; ".join(known_datasets())
         )
-    return fit_and_subset(_from_path(path), contract, limit, seed)
+    return fit_and_subset(_from_path(path), contract, limit, seed, offset)
 
 
 def _from_path(path: Path) -> ImageSet:

@@ -147,13 +147,25 @@ def _check_labels(name: str, n: int, labels: torch.Tensor | None) -> None:
 
 
 def fit_and_subset(ds: ImageSet, contract: InputContract | None, limit: int | None,
-                   seed: int) -> ImageSet:  # fmt: skip
-    """A deterministic random subset of ``limit`` images (all when None), fitted."""
+                   seed: int, offset: int = 0) -> ImageSet:  # fmt: skip
+    """A deterministic random subset of ``limit`` images (all when None), fitted.
+
+    The subset is images ``offset .. offset + limit`` of a permutation drawn from
+    ``seed``: the same seed with offsets 0 and ``limit`` gives two disjoint sets.
+    """
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0; got {offset}")
+    if offset and limit is None:
+        raise ValueError("offset needs a limit: it picks images offset .. offset + limit")
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be a positive int; got {limit}")
+        if offset + limit > len(ds) and offset:
+            raise ValueError(
+                f"{ds.name}: offset {offset} + limit {limit} exceeds its {len(ds)} images"
+            )
         if limit < len(ds):
             order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
-            ds = ds.subset(order[:limit].sort().values)
+            ds = ds.subset(order[offset : offset + limit].sort().values)
     ds.contract = contract
     return ds

@@ -7,6 +7,7 @@ from qretrain.storage.h5 import (
     Layout,
     QretrainFileError,
     SaveResult,
+    entry_file_bytes,
     load,
     save,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "QretrainFileError",
     "SaveResult",
     "atomic_path",
+    "entry_file_bytes",
     "load",
     "pack_indices",
     "packed_size",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,20 +89,7 @@ def save(
             f.attrs["tensor_names"] = json.dumps(list(state))
             tensors = f.create_group("tensors")
             for name, tensor in state.items():
-                tensor = tensor.detach().cpu().contiguous()
-                clustered = clusters.get(name)
-                if clustered is not None:
-                    _check_still_clustered(name, tensor, clustered)
-                if clustered is not None and layout is Layout.PACKED:
-                    entry = _write_packed(tensors, name, clustered)
-                else:
-                    entry = _write_raw(tensors, name, tensor)
-                    if clustered is not None:
-                        _dataset(tensors, f"{name}.codebook", clustered.codebook.numpy())
-                        _set_cluster_attrs(entry, clustered)
-                entry.attrs["shape"] = list(tensor.shape)
-                entry.attrs["dtype"] = str(tensor.dtype).removeprefix("torch.")
-                entry.attrs["sha256"] = _sha256(tensor)
+                _write_entry(tensors, name, tensor, clusters.get(name), layout)
             f.flush()
             for name in state:
                 tensor_bytes[name] = _stored_bytes(tensors[name])
@@ -189,6 +177,50 @@ def _arch_for(model: nn.Module, arch: ArchSpec | str | None) -> ArchSpec:
             "qretrain.build_model(spec), or pass arch='package.module:callable' to save()"
         )
     return recorded
+
+
+def _write_entry(group: h5py.Group, name: str, tensor: torch.Tensor,
+                 clustered: ClusteredTensor | None, layout: Layout) -> None:  # fmt: skip
+    """One state-dict tensor's entry (and paper-layout codebook companion)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if clustered is not None:
+        _check_still_clustered(name, tensor, clustered)
+    if clustered is not None and layout is Layout.PACKED:
+        entry = _write_packed(group, name, clustered)
+    else:
+        entry = _write_raw(group, name, tensor)
+        if clustered is not None:
+            _dataset(group, f"{name}.codebook", clustered.codebook.numpy())
+            _set_cluster_attrs(entry, clustered)
+    entry.attrs["shape"] = list(tensor.shape)
+    entry.attrs["dtype"] = str(tensor.dtype).removeprefix("torch.")
+    entry.attrs["sha256"] = _sha256(tensor)
+
+
+def entry_file_bytes(
+    name: str,
+    tensor: torch.Tensor,
+    clustered: ClusteredTensor | None = None,
+    layout: Layout | str = Layout.PACKED,
+) -> int:
+    """Bytes one tensor's entry adds to a model file, measured by writing it in memory
+    with the code ``save`` uses (gzip included, so the figure depends on the values).
+
+    ``tensor`` must hold ``clustered``'s values when that is given. Entries of a file
+    are independent, so a file's size changes by the difference of two such figures
+    when one tensor is clustered (up to HDF5's metadata rounding, a few hundred bytes).
+    """
+    layout = parse_enum(Layout, layout, "layout")
+    return _memory_file_bytes(lambda g: _write_entry(g, name, tensor, clustered, layout)) - (
+        _memory_file_bytes(lambda g: None)
+    )
+
+
+def _memory_file_bytes(write) -> int:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        write(f.create_group("tensors"))
+    return buffer.getbuffer().nbytes
 
 
 def _check_still_clustered(name: str, tensor: torch.Tensor, clustered: ClusteredTensor) -> None:

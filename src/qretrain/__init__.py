@@ -10,16 +10,19 @@ their accuracy back without labels.
 __version__ = "0.1.0"
 
 from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
+from qretrain.analysis import Sweep, analyze
 from qretrain.cluster.apply import cluster_
 from qretrain.data import load_dataset
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
+from qretrain.plan.auto import AutoPlan, auto_plan
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import Layout, QretrainFileError, load, save
 
 __all__ = [
     "ArchSpec",
+    "AutoPlan",
     "ClusterReport",
     "ClusteredTensor",
     "EvalResult",
@@ -32,7 +35,10 @@ __all__ = [
     "QretrainFileError",
     "RetrainConfig",
     "Rule",
+    "Sweep",
     "__version__",
+    "analyze",
+    "auto_plan",
     "build_model",
     "cluster_",
     "cluster_tensor",

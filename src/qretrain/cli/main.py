@@ -8,9 +8,25 @@ import sys
 from collections.abc import Sequence
 
 from qretrain import __version__
-from qretrain.cli import compress_cmd, evaluate_cmd, inspect_cmd, retrain_cmd, teacher_cmd
+from qretrain.cli import (
+    analyze_cmd,
+    compress_cmd,
+    evaluate_cmd,
+    inspect_cmd,
+    plan_cmd,
+    retrain_cmd,
+    teacher_cmd,
+)
 
-SUBCOMMANDS = (inspect_cmd, compress_cmd, evaluate_cmd, retrain_cmd, teacher_cmd)
+SUBCOMMANDS = (
+    inspect_cmd,
+    analyze_cmd,
+    plan_cmd,
+    compress_cmd,
+    evaluate_cmd,
+    retrain_cmd,
+    teacher_cmd,
+)
 EXIT_USAGE = 2
 
 

@@ -1,0 +1,182 @@
+"""Census: what each layer holds, and which block it belongs to.
+
+A *layer* is a conv or linear module, numbered in forward order as plans number
+them. Each layer owns its weight and bias and the batch-norm module that a forward
+pass calls right after it (the seed counts batch norm per layer too). Layers fall
+into *blocks*: maximal runs, in forward order, whose outputs share one spatial size.
+That is VGG's blocks between poolings and ResNet's or EfficientNet's stages for any
+model, with no per-architecture table; linear layers form the ``classifier`` block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from qretrain._table import format_table
+from qretrain.models.layers import CLUSTERABLE, LAYER_TYPES, kind_of
+
+# Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
+# batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
+SWEEP_KINDS = ("weight", "bias", "bn")
+_BN_TYPES = tuple(t for t, table in CLUSTERABLE.items() if "running_var" in table)
+
+
+@dataclass(frozen=True)
+class LayerCensus:
+    """One conv / linear layer: where it lives and what it holds."""
+
+    layer: int  # 1-based, forward order
+    module: str  # module name
+    type: str  # class name
+    block: str  # "block3" or "classifier"
+    output_size: tuple[int, ...]  # spatial size of its output; () for linear layers
+    bn_module: str | None  # the batch norm called right after it, if any
+    tensors: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> names
+    params: dict[str, int] = field(default_factory=dict)  # kind -> parameter count
+
+    def to_dict(self) -> dict:
+        return {
+            "layer": self.layer,
+            "module": self.module,
+            "type": self.type,
+            "block": self.block,
+            "output_size": list(self.output_size),
+            "bn_module": self.bn_module,
+            "tensors": {k: list(v) for k, v in self.tensors.items()},
+            "params": dict(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerCensus:
+        return cls(
+            layer=d["layer"],
+            module=d["module"],
+            type=d["type"],
+            block=d["block"],
+            output_size=tuple(d["output_size"]),
+            bn_module=d["bn_module"],
+            tensors={k: tuple(v) for k, v in d["tensors"].items()},
+            params=dict(d["params"]),
+        )
+
+
+@torch.no_grad()
+def take_census(model: nn.Module, example_input: torch.Tensor) -> list[LayerCensus]:
+    """One row per conv / linear layer the forward pass of ``example_input`` calls.
+
+    example_input: (N, C, H, W) or whatever the model takes; one image is enough.
+    Layers the pass never calls are left out (they cannot affect the output).
+    """
+    calls: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+    seen: set[str] = set()
+
+    def recorder(name: str):
+        def hook(module: nn.Module, args, output) -> None:
+            if name not in seen and isinstance(output, torch.Tensor):
+                seen.add(name)
+                calls.append((name, module, tuple(output.shape[2:])))
+
+        return hook
+
+    watched = (*LAYER_TYPES, *_BN_TYPES)
+    handles = [
+        m.register_forward_hook(recorder(n))
+        for n, m in model.named_modules()
+        if isinstance(m, watched)
+    ]
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters(), None)
+    if param is not None:
+        example_input = example_input.to(param.device, param.dtype)
+    try:
+        model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return _rows(calls)
+
+
+def _rows(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[LayerCensus]:
+    rows: list[dict] = []
+    block, last_size = 0, None
+    for name, module, size in calls:
+        if isinstance(module, _BN_TYPES):
+            # A batch norm belongs to the layer called just before it, if that layer
+            # has none yet (a batch norm on the raw input belongs to no layer).
+            if rows and rows[-1]["bn_module"] is None:
+                names = _tensor_names(name, module)
+                rows[-1]["bn_module"] = name
+                rows[-1]["tensors"]["bn"] = names
+                rows[-1]["params"]["bn"] = sum(
+                    getattr(module, n.rpartition(".")[2]).numel() for n in names
+                )
+            continue
+        if isinstance(module, nn.Linear):
+            block_name = "classifier"
+        else:
+            if size != last_size:
+                block += 1
+                last_size = size
+            block_name = f"block{block}"
+        tensors, params = {}, {}
+        for attr in ("weight", "bias"):
+            tensor = getattr(module, attr, None)
+            if tensor is not None and kind_of(module, attr) is not None:
+                tensors[attr] = (f"{name}.{attr}",)
+                params[attr] = tensor.numel()
+        rows.append(
+            {
+                "layer": len(rows) + 1,
+                "module": name,
+                "type": type(module).__name__,
+                "block": block_name,
+                "output_size": size if block_name != "classifier" else (),
+                "bn_module": None,
+                "tensors": tensors,
+                "params": params,
+            }
+        )
+    return [LayerCensus(**r) for r in rows]
+
+
+def _tensor_names(name: str, bn: nn.Module) -> tuple[str, ...]:
+    return tuple(
+        f"{name}.{attr}"
+        for attr in ("weight", "bias", "running_mean", "running_var")
+        if getattr(bn, attr, None) is not None
+    )
+
+
+def census_table(rows: list[LayerCensus]) -> str:
+    """The census as a terminal table: one line per layer, then one per block."""
+    kinds = [k for k in SWEEP_KINDS if any(k in r.params for r in rows)]
+    total = sum(sum(r.params.values()) for r in rows) or 1
+    body = []
+    for r in rows:
+        size = "x".join(map(str, r.output_size)) or "-"
+        counts = [r.params.get(k, "") for k in kinds]
+        share = f"{sum(r.params.values()) / total:.1%}"
+        body.append([r.layer, r.module, r.type, r.block, size, *counts, share])
+    layer_table = format_table(
+        ["layer", "module", "type", "block", "output", *kinds, "share"],
+        body,
+        right="r    " + "r" * (len(kinds) + 1),
+    )
+    blocks: dict[str, list[LayerCensus]] = {}
+    for r in rows:
+        blocks.setdefault(r.block, []).append(r)
+    block_body = []
+    for name, members in blocks.items():
+        n = sum(sum(r.params.values()) for r in members)
+        span = f"{members[0].layer}-{members[-1].layer}" if len(members) > 1 else members[0].layer
+        counts = [sum(r.params.get(k, 0) for r in members) for k in kinds]
+        block_body.append([name, span, *counts, f"{n / total:.1%}"])
+    block_table = format_table(
+        ["block", "layers", *kinds, "share"], block_body, right="rr" + "r" * (len(kinds) + 1)
+    )
+    return f"{layer_table}\n\n{block_table}"

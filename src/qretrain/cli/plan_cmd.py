@@ -1,0 +1,96 @@
+"""``qretrain plan DIR --max-drop X -o PLAN.yaml``: an automatic plan from a sweep."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qretrain.analysis import Sweep
+from qretrain.analysis.sweep import _fingerprint
+from qretrain.data import load_dataset
+from qretrain.models import get_arch, load_model
+from qretrain.plan.auto import auto_plan
+from qretrain.storage import write_text_atomic
+
+EXAMPLE = (
+    "example: qretrain plan out/effnet-sweep --max-drop 1 --metric agreement "
+    "--limit 256 --offset 256 -o effnet-plan.yaml"
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "plan",
+        help="choose per-layer k from a sweep: smallest file within a quality budget",
+        description="Pick, per layer (or block) and kind, a k or no clustering, making the "
+        "packed file as small as possible while the predicted drop stays within "
+        "--max-drop points (or the file within --target-size bytes). Then verify: "
+        "cluster the model with the plan, measure the real drop, and back off (largest "
+        "predicted offender first) until it fits. Model and data come from the sweep's "
+        "record; --data/--limit/--offset/--seed verify on other images instead.",
+        epilog=EXAMPLE,
+    )
+    parser.add_argument("sweep", metavar="DIR", help="folder written by `qretrain analyze`")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--max-drop", type=float, metavar="X", help="budget in points")
+    budget.add_argument("--target-size", type=int, metavar="BYTES", help="packed file budget")
+    parser.add_argument("--metric", choices=["agreement", "accuracy"], default="agreement")
+    parser.add_argument("-o", "--output", required=True, metavar="PLAN.yaml", help="plan file")
+    parser.add_argument("--data", metavar="D", help="verify on D instead of the sweep's data")
+    parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
+    parser.add_argument("--seed", type=int, help="seed of the --limit subset")
+    parser.add_argument("--offset", type=int, metavar="M", help="images M .. M+N of the "
+                        "seed's permutation (the sweep's --limit as offset: disjoint images)")
+    parser.add_argument("--no-verify", action="store_true", help="selection only")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.suffix not in (".yaml", ".yml"):
+        raise ValueError(f"output {str(output)!r} must end in .yaml")
+    sweep = Sweep.load(args.sweep)
+    model = data = None
+    if not args.no_verify:
+        model, data = _model_and_data(sweep, args)
+    result = auto_plan(
+        sweep,
+        model,
+        data,
+        max_drop=args.max_drop,
+        metric=args.metric,
+        target_size=args.target_size,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    write_text_atomic(output, result.to_yaml(args.sweep))
+    for step in result.backoffs:
+        print(f"backed off: {step}")
+    print(result.describe())
+    print(f"wrote {output}")
+    return 0
+
+
+def _model_and_data(sweep: Sweep, args: argparse.Namespace):
+    source = sweep.settings.get("source") or {}
+    if not source.get("model"):
+        raise ValueError(
+            f"the sweep in {args.sweep!r} does not say how to load its model (it was run "
+            "from Python); verify with qretrain.auto_plan(sweep, model, data) or --no-verify"
+        )
+    model = load_model(source["model"], weights=source.get("weights"))
+    if _fingerprint(model) != sweep.settings["model_sha256"]:
+        raise ValueError(
+            f"{source['model']} no longer has the weights the sweep measured; analyze it again"
+        )
+    arch = get_arch(model)
+    spec = args.data or source.get("data")
+    same = args.data is None
+    limit = args.limit if args.limit is not None else (source.get("limit") if same else None)
+    seed = args.seed if args.seed is not None else source.get("seed", 0)
+    offset = args.offset if args.offset is not None else (source.get("offset", 0) if same else 0)
+    data = load_dataset(spec, arch.contract if arch else None, limit=limit, seed=seed,
+                        offset=offset)  # fmt: skip
+    return model, data

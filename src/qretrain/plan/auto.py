@@ -1,0 +1,317 @@
+"""Automatic plans from a sweep: smallest file within a quality budget, then verified.
+
+Selection. Every (unit, kind) of the sweep is a group with options "leave alone"
+(cost 0, saving 0) or one of its swept k (cost: predicted drop in points; saving:
+bytes off the packed file, exact per cell since file entries are independent).
+Picking one option per group to maximise the saving within the budget is a
+multiple-choice knapsack, solved exactly by dynamic programming over the budget in
+steps of 0.01 points. Drops are assumed to add up.
+
+Predicted drop of a cell. The measured drop counts flipped predictions, so a cell
+flipping none of the sweep's N images still moves the outputs (its mean KL says how
+much) and several such cells together flip some. Each cell therefore costs at least
+its KL times the points-per-nat the sweep itself shows (a least-squares fit through
+the origin on cells that dropped 0-10 points); without that floor a plan takes every
+"free" cell at its smallest k and fails verification.
+
+Verification. The chosen plan is applied, the real drop is measured on the
+verification data, and while it exceeds the budget the chosen cell with the largest
+predicted drop moves to its next larger k (or is left alone after the largest),
+each step measured again. The real packed file is then written and its size read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from qretrain.cluster.apply import cluster_
+from qretrain.cluster.tensor import cluster_and_decode
+from qretrain.metrics.quality import agreement, predict, topk_accuracy
+from qretrain.models.layers import get_tensor
+from qretrain.plan.plan import Plan
+from qretrain.plan.rules import Rule
+from qretrain.storage import save
+
+logger = logging.getLogger(__name__)
+
+STEP = 0.01  # budget resolution, points
+FIT_MAX_DROP = 10.0  # cells used to fit points per nat of KL
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One chosen cell: cluster ``kind`` tensors of ``unit`` to ``k``."""
+
+    unit: str
+    layers: str
+    kind: str
+    k: int
+    tensors: tuple[str, ...]
+    cost: float  # predicted drop, points
+    saving: int  # bytes off the packed file
+
+
+@dataclass
+class AutoPlan:
+    """An automatic plan and what it was predicted and measured to do."""
+
+    plan: Plan
+    picks: list[Pick]
+    metric: str
+    max_drop: float | None
+    target_bytes: int | None
+    base_file_bytes: int
+    float32_bytes: int
+    predicted_drop: float  # points
+    predicted_file_bytes: int
+    measured_drop: float | None = None  # points, on the verification data
+    file_bytes: int | None = None  # the real packed file
+    verify_data: str | None = None
+    backoffs: list[str] = field(default_factory=list)
+
+    def to_yaml(self, sweep_dir: str | None = None) -> str:
+        """The plan as YAML, with what it predicts and measures as header comments."""
+        lines = ["# Automatic plan by `qretrain plan`" + (f" from {sweep_dir}" if sweep_dir else "")]
+        budget = (f"max drop {self.max_drop:g} points of {self.metric}" if self.max_drop is not None
+                  else f"target size {self.target_bytes:,} bytes")  # fmt: skip
+        lines.append(f"# budget: {budget}")
+        lines.append(f"# predicted drop: {self.predicted_drop:.2f} points of {self.metric}")
+        if self.measured_drop is not None:
+            lines.append(f"# measured drop: {self.measured_drop:.2f} points of {self.metric} "
+                         f"on {self.verify_data}")  # fmt: skip
+        size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
+        what = "packed file" if self.file_bytes is not None else "predicted packed file"
+        lines.append(f"# {what}: {size:,} bytes, {1 - size / self.float32_bytes:.2%} smaller "
+                     f"than float32 ({self.float32_bytes / max(size, 1):.2f}x); unclustered "
+                     f"file {self.base_file_bytes:,} bytes")  # fmt: skip
+        for step in self.backoffs:
+            lines.append(f"# backed off: {step}")
+        return "\n".join(lines) + "\n" + self.plan.to_yaml()
+
+    def describe(self) -> str:
+        parts = [f"{len(self.picks)} cells clustered",
+                 f"predicted drop {self.predicted_drop:.2f} points of {self.metric}"]  # fmt: skip
+        if self.measured_drop is not None:
+            parts.append(f"measured drop {self.measured_drop:.2f} on {self.verify_data}")
+        size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
+        parts.append(f"packed file {size:,} bytes ({self.float32_bytes / max(size, 1):.2f}x "
+                     "smaller than float32)")  # fmt: skip
+        return "; ".join(parts)
+
+
+def auto_plan(
+    sweep,
+    model: nn.Module | None = None,
+    data: Dataset | None = None,
+    *,
+    max_drop: float | None = None,
+    metric: str = "agreement",
+    target_size: int | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> AutoPlan:
+    """Choose a plan from ``sweep`` (a Sweep or its folder) within the budget.
+
+    Exactly one of ``max_drop`` (points of ``metric``: "agreement" or "accuracy") and
+    ``target_size`` (packed file bytes) sets the budget. With ``model`` and ``data``
+    the plan is verified and backed off until the measured drop fits ``max_drop``.
+    """
+    from qretrain.analysis.sweep import Sweep
+
+    if not isinstance(sweep, Sweep):
+        sweep = Sweep.load(sweep)
+    if (max_drop is None) == (target_size is None):
+        raise ValueError("give exactly one budget: max_drop (points) or target_size (bytes)")
+    if max_drop is not None and not max_drop >= 0:
+        raise ValueError(f"max_drop must be >= 0 points; got {max_drop}")
+    sweep.quality(None, metric)  # raises for accuracy without labels, or a bad metric
+    groups = _groups(sweep, metric)
+    if max_drop is not None:
+        chosen = _knapsack(groups, int(math.floor(max_drop / STEP + 1e-9)))
+    else:
+        chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
+    result = _result(sweep, chosen, metric, max_drop, target_size)
+    if model is not None and data is not None:
+        _verify(result, sweep, groups, model, data, batch_size, device, progress)
+    return result
+
+
+def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
+    """(unit, kind) -> options, by ascending k, with predicted costs."""
+    base_q = sweep.quality(None, metric)
+    drops = [(100 * (base_q - sweep.quality(c, metric)), c.kl) for c in sweep.cells]
+    fit = [(d, kl) for d, kl in drops if 0 < d <= FIT_MAX_DROP and kl > 0]
+    slope = sum(d * kl for d, kl in fit) / sum(kl * kl for _, kl in fit) if fit else 0.0
+    census = {str(r.layer): r for r in sweep.census}
+    groups: dict[tuple[str, str], list[Pick]] = {}
+    for c, (drop, kl) in zip(sweep.cells, drops):
+        rows = [census[str(n)] for n in _layer_numbers(c.layers)]
+        tensors = tuple(t for r in rows for t in r.tensors.get(c.kind, ()))
+        cost = max(drop, slope * kl, 0.0)
+        saving = sweep.baseline["file_bytes"] - c.file_bytes
+        groups.setdefault((c.unit, c.kind), []).append(
+            Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving)
+        )
+    for options in groups.values():
+        options.sort(key=lambda p: p.k)
+    return groups
+
+
+def _layer_numbers(layers: str) -> range:
+    lo, _, hi = layers.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
+
+
+def _units_of(cost: float) -> int:
+    return int(math.ceil(cost / STEP - 1e-9))
+
+
+def _dp(groups, budget: int) -> tuple[np.ndarray, list[np.ndarray], list[list[Pick]]]:
+    """best[b]: the largest saving with total cost <= b units; choice tables to trace."""
+    best = np.zeros(budget + 1)
+    choices, option_lists = [], []
+    for options in groups.values():
+        options = [p for p in options if p.saving > 0 and _units_of(p.cost) <= budget]
+        new = best.copy()
+        choice = np.full(budget + 1, -1)
+        for j, p in enumerate(options):
+            c = _units_of(p.cost)
+            candidate = np.full(budget + 1, -np.inf)
+            candidate[c:] = best[: budget + 1 - c] + p.saving
+            better = candidate > new
+            new[better] = candidate[better]
+            choice[better] = j
+        best = new
+        choices.append(choice)
+        option_lists.append(options)
+    return best, choices, option_lists
+
+
+def _trace(best, choices, option_lists, budget: int) -> list[Pick]:
+    picks, b = [], budget
+    for choice, options in zip(reversed(choices), reversed(option_lists)):
+        j = choice[b]
+        if j >= 0:
+            picks.append(options[j])
+            b -= _units_of(options[j].cost)
+    return list(reversed(picks))
+
+
+def _knapsack(groups, budget: int) -> list[Pick]:
+    best, choices, option_lists = _dp(groups, budget)
+    return _trace(best, choices, option_lists, budget)
+
+
+def _smallest_cost_for(groups, needed: int) -> list[Pick]:
+    """The cheapest choice saving at least ``needed`` bytes."""
+    if needed <= 0:
+        return []
+    cap = sum(max((_units_of(p.cost) for p in opts), default=0) for opts in groups.values())
+    best, choices, option_lists = _dp(groups, cap)
+    reachable = np.nonzero(best >= needed)[0]
+    if len(reachable) == 0:
+        raise ValueError(
+            f"target size unreachable: the sweep's cells save at most {int(best[-1]):,} bytes "
+            f"of the {needed:,} needed"
+        )
+    return _trace(best, choices, option_lists, int(reachable[0]))
+
+
+def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan:
+    return AutoPlan(
+        plan=plan_from_picks(picks, sweep.settings.get("method", "kmeans"),
+                             sweep.settings.get("seed", 0)),  # fmt: skip
+        picks=picks,
+        metric=metric,
+        max_drop=max_drop,
+        target_bytes=target_size,
+        base_file_bytes=sweep.baseline["file_bytes"],
+        float32_bytes=sweep.baseline["float32_bytes"],
+        predicted_drop=sum(p.cost for p in picks),
+        predicted_file_bytes=sweep.baseline["file_bytes"] - sum(p.saving for p in picks),
+    )
+
+
+def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) -> Plan:
+    """One exact-name rule per module and kind, in forward order."""
+    rules = []
+    for p in picks:
+        modules = dict.fromkeys(t.rpartition(".")[0] for t in p.tensors)
+        for module in modules:
+            rules.append(Rule(k=p.k, name=module, kinds=(p.kind,)))
+    if not rules:
+        raise ValueError("no cell fits the budget: every swept cell costs more than it allows")
+    return Plan(rules=tuple(rules), method=method, seed=seed)
+
+
+def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device, progress) -> None:
+    metric, budget = result.metric, result.max_drop
+    reference, labels = predict(model, data, batch_size=batch_size, device=device)
+    method, seed = result.plan.method, result.plan.seed
+    originals = {n: get_tensor(model, n).detach().clone() for p in result.picks
+                 for n in p.tensors}  # fmt: skip
+    decoded: dict[tuple[str, int], torch.Tensor] = {}
+    work = copy.deepcopy(model).eval()
+
+    def measure(picks: list[Pick]) -> float:
+        with torch.no_grad():
+            for name, value in originals.items():
+                get_tensor(work, name).copy_(value)
+            for p in picks:
+                for n in p.tensors:
+                    if (n, p.k) not in decoded:
+                        decoded[n, p.k] = cluster_and_decode(originals[n], p.k, method,
+                                                             seed=seed, name=n)[1]  # fmt: skip
+                    get_tensor(work, n).copy_(decoded[n, p.k])
+        logits, _ = predict(work, data, batch_size=batch_size, device=device)
+        return _drop(logits, reference, labels, metric)
+
+    picks = list(result.picks)
+    drop = measure(picks)
+    while budget is not None and drop > budget + 1e-9 and picks:
+        worst = max(range(len(picks)), key=lambda i: picks[i].cost)
+        p = picks[worst]
+        larger = [o for o in groups[p.unit, p.kind] if o.k > p.k and o.saving > 0]
+        step = f"{p.unit} {p.kind} k={p.k} -> "
+        if larger:
+            picks[worst] = larger[0]
+            step += f"k={larger[0].k}"
+        else:
+            picks.pop(worst)
+            step += "left alone"
+        result.backoffs.append(f"{step} (measured drop {drop:.2f} > {budget:g})")
+        logger.info("backing off: %s", result.backoffs[-1])
+        drop = measure(picks)
+    if not picks:
+        raise ValueError(f"no plan fits: even a single cell drops more than {budget:g} points "
+                         "on the verification data")  # fmt: skip
+    final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
+    result.plan, result.picks = final.plan, final.picks
+    result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
+                                                          final.predicted_file_bytes)  # fmt: skip
+    clustered = copy.deepcopy(model)
+    cluster_(clustered, result.plan)
+    with tempfile.TemporaryDirectory() as tmp:
+        result.file_bytes = save(clustered, Path(tmp) / "plan.h5").file_bytes
+    logits, _ = predict(clustered, data, batch_size=batch_size, device=device)
+    result.measured_drop = _drop(logits, reference, labels, metric)
+    result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
+
+
+def _drop(logits, reference, labels, metric: str) -> float:
+    if metric == "agreement":
+        return 100 * (1 - agreement(logits, reference))
+    if not bool((labels >= 0).all()):
+        raise ValueError("the verification data has no labels: use the agreement metric")
+    return 100 * (topk_accuracy(reference, labels, 1) - topk_accuracy(logits, labels, 1))

@@ -43,6 +43,8 @@ demo: $(VENV)/.installed debian-data
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_cluster_vgg16.py
 	$(PY) benchmarks/bench_sizes.py
+	$(PY) benchmarks/bench_analyze.py --case vgg
+	$(PY) benchmarks/bench_analyze.py --case effnet
 
 clean:
 	rm -rf $(VENV) out

@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from qretrain.storage.atomic import atomic_path  # noqa: E402
+from qretrain.storage.atomic import atomic_path
 
 MAX_LINES = 12  # units drawn as lines; more become a heatmap
 

@@ -166,13 +166,13 @@ class Sweep:
         metric = "accuracy" if self.baseline.get("top1") is not None else "agreement"
         base_q = self.quality(None, metric)
         lines = [
-            f"Sweep of {self.settings['model']} on {self.settings['data']}: "
-            f"{len(self.cells)} cells in {self.seconds:.0f} s.",
-            f"Baseline: {metric} {base_q:.2%}, packed file {self.baseline['file_bytes']:,} "
-            f"bytes (float32 tensors {self.baseline['float32_bytes']:,} bytes).",
+            (f"Sweep of {self.settings['model']} on {self.settings['data']}: "
+             f"{len(self.cells)} cells in {self.seconds:.0f} s."),
+            (f"Baseline: {metric} {base_q:.2%}, packed file {self.baseline['file_bytes']:,} "
+             f"bytes (float32 tensors {self.baseline['float32_bytes']:,} bytes)."),
             "",
-            f"Smallest k per unit within {max_drop:g} point(s) of {metric} "
-            "(clustered alone; drops add up roughly when combined):",
+            (f"Smallest k per unit within {max_drop:g} point(s) of {metric} "
+             "(clustered alone; drops add up roughly when combined):"),
             "",
             "| unit | layers | kind | params | smallest k | drop (points) | file saving |",
             "|---|---|---|---:|---:|---:|---:|",
@@ -283,7 +283,7 @@ def analyze(
 
 def _prepare(model, data, ks, kinds, granularity, layers, method, seed, batch_size, precision,
              device, model_name):  # fmt: skip
-    ks = sorted(set(int(k) for k in ks))
+    ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1 or ks[-1] > MAX_K:
         raise ValueError(f"ks must be ints in [1, {MAX_K}]; got {ks}")
     kinds = list(dict.fromkeys(kinds))

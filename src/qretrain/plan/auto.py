@@ -138,7 +138,7 @@ def auto_plan(
     sweep.quality(None, metric)  # raises for accuracy without labels, or a bad metric
     groups = _groups(sweep, metric)
     if max_drop is not None:
-        chosen = _knapsack(groups, int(math.floor(max_drop / STEP + 1e-9)))
+        chosen = _knapsack(groups, math.floor(max_drop / STEP + 1e-9))
     else:
         chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
@@ -174,7 +174,7 @@ def _layer_numbers(layers: str) -> range:
 
 
 def _units_of(cost: float) -> int:
-    return int(math.ceil(cost / STEP - 1e-9))
+    return math.ceil(cost / STEP - 1e-9)
 
 
 def _dp(groups, budget: int) -> tuple[np.ndarray, list[np.ndarray], list[list[Pick]]]:
@@ -230,8 +230,9 @@ def _smallest_cost_for(groups, needed: int) -> list[Pick]:
 
 def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan:
     return AutoPlan(
-        plan=plan_from_picks(picks, sweep.settings.get("method", "kmeans"),
-                             sweep.settings.get("seed", 0)),  # fmt: skip
+        plan=plan_from_picks(
+            picks, sweep.settings.get("method", "kmeans"), sweep.settings.get("seed", 0)
+        ),
         picks=picks,
         metric=metric,
         max_drop=max_drop,

@@ -1,0 +1,109 @@
+import copy
+import itertools
+
+import pytest
+import torch
+
+from qretrain.analysis import analyze
+from qretrain.analysis.census import LayerCensus
+from qretrain.analysis.sweep import Cell, Sweep
+from qretrain.cluster.apply import cluster_
+from qretrain.data.sets import tensor_set
+from qretrain.plan.auto import STEP, _groups, auto_plan
+
+BASE_BYTES = 100_000
+
+
+def synthetic_sweep(costs: dict[int, dict[int, tuple[float, int]]]) -> Sweep:
+    """A sweep whose per-layer sensitivities are known by construction.
+
+    costs: layer -> k -> (accuracy drop in points, bytes saved).
+    """
+    census, cells = [], []
+    for layer, per_k in costs.items():
+        census.append(LayerCensus(layer, f"l{layer}", "Linear", "classifier", (), None,
+                                  {"weight": (f"l{layer}.weight",)}, {"weight": 100}))  # fmt: skip
+        for k, (drop, saved) in per_k.items():
+            cells.append(Cell(str(layer), str(layer), "weight", k, 100, BASE_BYTES - saved,
+                              BASE_BYTES, 0.9 - drop / 100, 1.0, 0.0, False, 0.0))  # fmt: skip
+    settings = {"model": "synthetic", "data": "none", "method": "kmeans", "seed": 0,
+                "granularity": "layer"}  # fmt: skip
+    baseline = {"top1": 0.9, "file_bytes": BASE_BYTES, "float32_bytes": 2 * BASE_BYTES}
+    return Sweep(settings, census, baseline, cells)
+
+
+COSTS = {
+    1: {1: (5.0, 9_000), 4: (0.6, 7_000), 16: (0.1, 5_000)},
+    2: {1: (0.9, 30_000), 4: (0.4, 20_000), 16: (0.0, 10_000)},
+    3: {1: (3.0, 4_000), 4: (0.5, 3_500), 16: (0.2, 3_000)},
+    4: {1: (0.3, 1_000), 4: (0.1, 800), 16: (0.05, 500)},
+}
+
+
+def brute_force(sweep, budget):
+    groups = list(_groups(sweep, "accuracy").values())
+    best = (0, ())
+    for combo in itertools.product(*[[None, *opts] for opts in groups]):
+        picks = [p for p in combo if p is not None]
+        if sum(round(p.cost / STEP) for p in picks) <= round(budget / STEP):
+            best = max(best, (sum(p.saving for p in picks), tuple(picks)), key=lambda b: b[0])
+    return best
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.3, 1.0, 1.5, 4.0])
+def test_selection_is_the_largest_saving_within_the_budget(budget):
+    sweep = synthetic_sweep(COSTS)
+    result = auto_plan(sweep, max_drop=budget, metric="accuracy")
+    assert result.predicted_drop <= budget + 1e-9
+    best_saving, _ = brute_force(sweep, budget)
+    assert BASE_BYTES - result.predicted_file_bytes == best_saving
+    # Layer 2 at k=16 costs nothing and saves 10 kB: always taken, even at budget 0.
+    assert any(p.unit == "2" for p in result.picks)
+
+
+def test_target_size_takes_the_cheapest_choice_that_fits():
+    sweep = synthetic_sweep(COSTS)
+    result = auto_plan(sweep, target_size=BASE_BYTES - 35_000, metric="accuracy")
+    assert result.predicted_file_bytes <= BASE_BYTES - 35_000
+    assert result.predicted_drop == pytest.approx(1.0)  # l2 k=1 (0.9) + l1 k=16 (0.1)
+    with pytest.raises(ValueError, match="target size unreachable"):
+        auto_plan(sweep, target_size=1_000, metric="accuracy")
+    with pytest.raises(ValueError, match="exactly one budget"):
+        auto_plan(sweep, metric="accuracy")
+
+
+def sensitive_net() -> torch.nn.Module:
+    """Two linear layers whose predictions vary from image to image (a random-init
+    conv net predicts one class for everything, which no clustering can change)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 10))  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    return net.eval()
+
+
+def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
+    net = sensitive_net()
+    g = torch.Generator().manual_seed(5)
+    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
+    sweep = analyze(net, data, ks=(1, 2, 4, 16, 64), progress=False)
+    # Pretend every cell is free: selection takes k=1 everywhere, and only the
+    # measurement can bring the plan back within budget.
+    for c in sweep.cells:
+        c.agreement, c.kl = 1.0, 0.0
+    result = auto_plan(sweep, net, data, max_drop=2.0, metric="agreement")
+    assert result.backoffs, "the free-looking plan must have failed its first measurement"
+    assert result.measured_drop <= 2.0
+    assert result.file_bytes < result.base_file_bytes
+    # The plan, applied by cluster_, reproduces the measured drop.
+    clustered = copy.deepcopy(net)
+    cluster_(clustered, result.plan)
+    with torch.no_grad():
+        x = torch.stack([data[i][0] for i in range(len(data))])
+        same = (clustered(x).argmax(1) == net(x).argmax(1)).float().mean().item()
+    assert 100 * (1 - same) == pytest.approx(result.measured_drop, abs=1e-6)
+    text = result.to_yaml("sweepdir")
+    assert "# measured drop:" in text and "# backed off:" in text

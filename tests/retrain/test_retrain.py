@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import qretrain
+import qretrain.zoo
 from qretrain.cluster import clusters_of
 from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
@@ -86,8 +87,9 @@ def test_frozen_prefix_is_cached_for_last_layers(pair):
         "classifier.1.bias", "classifier.4.weight", "classifier.4.bias",
         "classifier.7.weight", "classifier.7.bias",
     ]  # fmt: skip
-    # Once per input (plus one example image that orders the layers), not once per epoch.
-    assert sum(calls) == 64 + 1
+    # Once per input (plus one example image that orders the layers and a two-image
+    # probe that the prefix's outputs are per image), not once per epoch.
+    assert sum(calls) == 64 + 1 + 2
 
 
 def test_resumed_run_equals_uninterrupted(pair, tmp_path):
@@ -178,3 +180,27 @@ def test_guarded_run_resumes_with_its_best_epoch(pair, tmp_path):
     assert got.record["best_epoch"] == expected.record["best_epoch"]
     for (name, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
         assert torch.equal(a, b), name
+
+
+def test_a_prefix_passing_plain_ints_on_is_not_cached():
+    """fx turns x.size(0) into an int the suffix reads: such a prefix runs every epoch."""
+
+    class FlattensBySize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+            self.fc = torch.nn.Linear(2 * 26 * 26, 10)
+
+        def forward(self, x):
+            n = x.size(0)  # read after fc, so the frozen prefix hands it over
+            return self.fc(self.conv(x).flatten(1)).reshape(n, -1)
+
+    torch.manual_seed(0)
+    teacher = FlattensBySize().eval()
+    student = FlattensBySize()
+    student.load_state_dict(teacher.state_dict())
+    qretrain.cluster_(student, {"rules": [{"name": "conv", "k": 2}]})
+    result = retrain(student, teacher, make_data(32), RetrainConfig(epochs=1, batch_size=8,
+                     trainable="name=fc"), progress=False)  # fmt: skip
+    assert not result.record["cached_prefix"]
+    assert result.record["history"][0]["loss"] > 0

@@ -92,6 +92,8 @@ def retrain(
     split = None
     if config.cache and config.bn_stats is BNStats.FROZEN and not config.tune_centroids:
         split = split_before_trainable(student, grad_names)
+        if split is not None and not _per_sample(split, data, device):
+            split = None
     head = split.suffix if split is not None else student
 
     cache_start = time.perf_counter()
@@ -181,6 +183,22 @@ def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
                 "teacher and student have different architectures: the student must be a "
                 "clustered copy of the teacher"
             )
+
+
+@torch.no_grad()
+def _per_sample(split, data, device) -> bool:
+    """Whether the prefix yields only per-sample tensors (cacheable image by image).
+
+    fx turns ``x.size(0)`` into a plain int that the suffix reads: such a prefix
+    cannot be cached per image, so the model then runs whole every epoch.
+    """
+    x = torch.stack([data[i][0] for i in range(min(2, len(data)))]).to(device)
+    split.prefix.eval()
+    ok = all(isinstance(f, torch.Tensor) and f.dim() > 0 and f.shape[0] == len(x)
+             for f in split.prefix(x))  # fmt: skip
+    if not ok:
+        logger.info("the frozen prefix passes non-tensor values on; it is not cached")
+    return ok
 
 
 @torch.no_grad()

@@ -192,6 +192,10 @@ def test_real_opencv_frames_are_unlabeled_natural_images():
     assert all(ds[i][0].shape == (3, 32, 32) for i in range(6))
     full = load_dataset("opencv-frames")
     assert len(full) > 500 and any("vtest" in p.name for p in full.paths)
+    video, photos = load_dataset("opencv-frames:video"), load_dataset("opencv-frames:photos")
+    assert len(video) + len(photos) == len(full) and len(photos) == 20
+    assert not set(video.paths) & set(photos.paths)
+    assert all(p.suffix == ".jpg" and "_" in p.stem for p in video.paths)
 
 
 def test_arrays_that_are_not_images_are_refused(tmp_path):

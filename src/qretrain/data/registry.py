@@ -149,24 +149,35 @@ def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
 
 
 @register_dataset(
-    r"opencv-frames", "opencv-frames (unlabeled street/film frames and photos, Debian opencv-doc)"
+    r"opencv-frames(?::(?P<part>video|photos))?",
+    "opencv-frames[:video|:photos] (unlabeled street/film frames and photos, Debian opencv-doc)",
 )
 def _opencv_frames(match: re.Match[str]) -> ImageSet:
+    part = match["part"]
+    frames = _extract_frames() if part != "photos" else []
+    photos = []
+    if part != "video":
+        _require_opencv_data()
+        photos = [OPENCV_DATA_DIR / p for p in OPENCV_PHOTOS if (OPENCV_DATA_DIR / p).exists()]
+    name = "opencv-frames" + (f":{part}" if part else "")
+    return file_set(name, frames + photos, None)
+
+
+def _require_opencv_data() -> None:
     if not (OPENCV_DATA_DIR / OPENCV_VIDEOS[0]).exists():
         raise DataSourceMissing(
             f"opencv-frames needs the OpenCV sample data (looked in {OPENCV_DATA_DIR}); it "
             "comes with the Debian package opencv-doc: apt-get install -y opencv-doc"
         )
-    frames = _extract_frames()
-    photos = [OPENCV_DATA_DIR / p for p in OPENCV_PHOTOS if (OPENCV_DATA_DIR / p).exists()]
-    return file_set("opencv-frames", frames + photos, None)
 
 
 def _extract_frames() -> list[Path]:
-    """Every FRAME_STRIDE-th frame of the sample videos, cached as JPEG once (~20 MB)."""
+    """Every FRAME_STRIDE-th frame of the sample videos, cached as JPEG once (~30 MB);
+    once cached, the videos themselves are no longer needed."""
     folder = cache_dir("opencv-frames", f"stride{FRAME_STRIDE}-short{FRAME_SHORT_SIDE}")
     done = folder / "complete"
     if not done.exists():
+        _require_opencv_data()
         try:
             import cv2
         except ImportError as e:

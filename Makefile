@@ -1,5 +1,5 @@
 # make test: set up .venv when missing, install qretrain with its test extras, run pytest.
-# make demo: the best end-to-end path so far (cluster, store, reload, compare).
+# make demo: the whole pipeline on the default case (examples/demo.yaml), with a report.
 # make bench: the measured figures of docs/BENCHMARKS.md (not part of make test).
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
 	/usr/share/doc/opencv-doc/examples/data/vtest.avi
 DEB_PACKAGES := dataset-fashion-mnist opencv-doc
 
-.PHONY: test demo bench clean debian-data
+.PHONY: test demo bench clean debian-data render-check
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,13 +38,20 @@ test: $(VENV)/.installed debian-data
 	$(PY) -m pytest -q
 
 demo: $(VENV)/.installed debian-data
-	$(PY) examples/demo.py --out out/demo
+	$(VENV)/bin/qretrain run examples/demo.yaml
 
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_cluster_vgg16.py
 	$(PY) benchmarks/bench_sizes.py
 	$(PY) benchmarks/bench_analyze.py --case vgg
 	$(PY) benchmarks/bench_analyze.py --case effnet
+
+# Open the demo's report.html in headless Chromium: screenshot, every image loaded.
+render-check: $(VENV)/.installed
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	test -f out/demo/report.html || $(MAKE) demo
+	$(PY) benchmarks/check_report_render.py out/demo/report.html --screenshot out/demo/report-screenshot.png
 
 clean:
 	rm -rf $(VENV) out

@@ -14,7 +14,9 @@ from qretrain.cli import (
     evaluate_cmd,
     inspect_cmd,
     plan_cmd,
+    report_cmd,
     retrain_cmd,
+    run_cmd,
     teacher_cmd,
 )
 
@@ -25,6 +27,8 @@ SUBCOMMANDS = (
     compress_cmd,
     evaluate_cmd,
     retrain_cmd,
+    run_cmd,
+    report_cmd,
     teacher_cmd,
 )
 EXIT_USAGE = 2

@@ -1,0 +1,39 @@
+"""``qretrain run CONFIG.yaml``: the whole pipeline from one config file."""
+
+from __future__ import annotations
+
+import argparse
+
+from qretrain.cli.common import add_command
+from qretrain.pipeline import RunConfig, final_table, run_pipeline
+
+EXAMPLE = "example: qretrain run examples/demo.yaml"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        sub,
+        "run",
+        help="the whole pipeline from one YAML config: analyze, plan, compress, retrain, "
+        "evaluate, report",
+        description="Load the model, sweep it, choose a plan (or read one), write the "
+        "packed file, retrain label-free (and conventionally, and on far-off data when "
+        "asked), evaluate every model on the held-out set and write report.md and "
+        "report.html. The resolved config is written to OUT/config.yaml; stages whose "
+        "record exists are skipped, so a killed run resumes (retraining from its last "
+        "epoch). Keys: see qretrain.pipeline.config or examples/demo.yaml.",
+        example=EXAMPLE,
+    )
+    parser.add_argument("config", metavar="CONFIG.yaml")
+    parser.add_argument("-o", "--output", metavar="OUT", help="override the config's output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = RunConfig.load(args.config, output=args.output)
+    run_pipeline(config, progress=not args.quiet)
+    print()
+    print(final_table(config.output))
+    print(f"\nreport: {config.output / 'report.md'} and {config.output / 'report.html'}")
+    return 0

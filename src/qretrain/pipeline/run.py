@@ -1,0 +1,208 @@
+"""``run_pipeline``: load, analyze, plan, compress, retrain, evaluate, report.
+
+Every stage writes its record into the output folder and is skipped when that
+record exists, so a killed run resumes at the stage it was in; retraining also
+resumes inside a run from its per-epoch checkpoint, and ends where an uninterrupted
+run would. The resolved config is written first; a rerun with a different config
+into the same folder is refused rather than mixing results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qretrain.analysis import Sweep, analyze
+from qretrain.cluster.apply import cluster_
+from qretrain.data import load_dataset
+from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
+from qretrain.models import get_arch, load_model
+from qretrain.pipeline.config import ConfigError, RunConfig
+from qretrain.plan import Plan
+from qretrain.plan.auto import auto_plan
+from qretrain.retrain import RetrainConfig, retrain
+from qretrain.storage import load, save, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+RETRAIN_RUNS = ("label_free", "conventional", "far_off")
+RUN_LABELS = {
+    "original": "original",
+    "clustered": "clustered",
+    "label_free": "label-free",
+    "conventional": "conventional",
+    "far_off": "label-free, far-off data",
+}
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True,
+                 say: Callable[[str], None] = print) -> dict:  # fmt: skip
+    """Run every stage ``config`` asks for; returns the evaluation record."""
+    out = config.output
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = config.to_yaml()
+    stored = out / "config.yaml"
+    if stored.exists() and stored.read_text() != resolved:
+        raise ConfigError(
+            f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
+            "output folder, or delete it to start over"
+        )
+    write_text_atomic(stored, resolved)
+    model = load_model(config.model, weights=config.weights, **config.model_args).eval()
+    arch = get_arch(model)
+    contract = arch.contract if arch is not None else None
+
+    def data(name: str):
+        ref = config.data[name]
+        return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset)
+
+    if config.analyze is not None:
+        _stage(say, "analyze", out / "analyze" / "summary.md", lambda: analyze(
+            model, data("analyze"), out / "analyze", method="kmeans", seed=0,
+            device=config.device, model_name=config.model, progress=progress, **config.analyze,
+        ))  # fmt: skip
+    _stage(say, "plan", out / "plan.json", lambda: _plan(config, model, data, out))
+    _stage(say, "compress", out / "compress.json", lambda: _compress(config, model, out))
+    if config.retrain is not None:
+        for name in RETRAIN_RUNS:
+            if name == "conventional" and not config.retrain["conventional"]:
+                continue
+            if name == "far_off" and not config.retrain["far_off"]:
+                continue
+            _stage(say, f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
+                   lambda name=name: _retrain(config, model, data, out, name, progress))  # fmt: skip
+    _stage(say, "evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out))
+    from qretrain.report import write_report
+
+    write_report(out)
+    return json.loads((out / "evaluate.json").read_text())
+
+
+def _stage(say, name: str, done: Path, work: Callable[[], object]) -> None:
+    if done.exists():
+        say(f"[{name}] done before: {done}")
+        return
+    say(f"[{name}] ...")
+    start = time.perf_counter()
+    work()
+    say(f"[{name}] {time.perf_counter() - start:.1f} s")
+
+
+def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
+    plan = config.plan
+    start = time.perf_counter()
+    if "file" in plan:
+        Plan.load(plan["file"])  # check it before copying
+        shutil.copyfile(plan["file"], out / "plan.yaml")
+        record = {"file": plan["file"]}
+    else:
+        verify = data("verify" if "verify" in config.data else "analyze")
+        result = auto_plan(
+            Sweep.load(out / "analyze"), model, verify, max_drop=plan.get("max_drop"),
+            metric=plan.get("metric", "agreement"), target_size=plan.get("target_size"),
+            device=config.device,
+        )  # fmt: skip
+        write_text_atomic(out / "plan.yaml", result.to_yaml(str(out / "analyze")))
+        record = {
+            "metric": result.metric,
+            "max_drop": result.max_drop,
+            "target_size": result.target_bytes,
+            "predicted_drop": result.predicted_drop,
+            "measured_drop": result.measured_drop,
+            "verify_data": result.verify_data,
+            "file_bytes": result.file_bytes,
+            "cells": len(result.picks),
+            "backoffs": result.backoffs,
+        }
+    record["seconds"] = time.perf_counter() - start
+    write_text_atomic(out / "plan.json", json.dumps(record, indent=2))
+
+
+def _compress(config: RunConfig, model: nn.Module, out: Path) -> None:
+    student = copy.deepcopy(model)
+    report = cluster_(student, Plan.load(out / "plan.yaml"))
+    saved = save(student, out / "clustered.h5", layout=config.compress["layout"])
+    record = {
+        "layout": saved.layout.value,
+        "file": "clustered.h5",
+        "file_bytes": saved.file_bytes,
+        "float32_bytes": report.original_bytes,
+        "reduction": 1 - saved.file_bytes / report.original_bytes,
+        "tensors_clustered": len(report.clustered),
+        "tensors": len(report.records),
+    }
+    write_text_atomic(out / "compress.json", json.dumps(record, indent=2))
+
+
+def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
+             progress: bool) -> None:  # fmt: skip
+    settings = {k: v for k, v in config.retrain.items() if k not in ("conventional", "far_off")}
+    labels = name == "conventional"
+    retrain_config = RetrainConfig(**settings, labels=labels)
+    ds = data("far_off" if name == "far_off" else "retrain")
+    if not labels:
+        ds.labels = None  # label-free: whatever labels the set has are withheld
+    val = data("guard") if "guard" in config.data and not labels else None
+    if val is not None:
+        val.labels = None  # the guard is label-free too: agreement with the teacher
+    student = load(out / "clustered.h5")
+    result = retrain(
+        student, None if labels else model, ds, retrain_config, val_data=val,
+        checkpoint=out / f"{name}.ckpt", resume=True, device=config.device, progress=progress,
+    )  # fmt: skip
+    saved = save(result.model.cpu(), out / f"{name}.h5")
+    record = {"run": name, "data": ds.describe(), "val_data": val.describe() if val else None,
+              "file_bytes": saved.file_bytes, **result.record}  # fmt: skip
+    write_text_atomic(out / f"{name}.json", json.dumps(record, indent=2))
+
+
+def _evaluate(config: RunConfig, model: nn.Module, data, out: Path) -> None:
+    ds = data("evaluate")
+    start = time.perf_counter()
+    reference, labels = predict(model, ds, device=config.device)
+    labeled = bool((labels >= 0).all())
+    models = {"original": None, "clustered": out / "clustered.h5"}
+    models.update({n: out / f"{n}.h5" for n in RETRAIN_RUNS if (out / f"{n}.h5").exists()})
+    rows = {}
+    for name, path in models.items():
+        if path is None:
+            logits, size = reference, _float_file_bytes(model, out)
+        else:
+            logits, _ = predict(load(path), ds, device=config.device)
+            size = path.stat().st_size
+        rows[name] = {
+            "label": RUN_LABELS[name],
+            "top1": topk_accuracy(logits, labels, 1) if labeled else None,
+            "agreement": agreement(logits, reference),
+            "kl": mean_kl(logits, reference),
+            "file_bytes": size,
+        }
+    record = {"data": ds.describe(), "models": rows, "seconds": time.perf_counter() - start}
+    write_text_atomic(out / "evaluate.json", json.dumps(record, indent=2))
+
+
+def _float_file_bytes(model: nn.Module, out: Path) -> int:
+    """The unclustered model's packed file size (the same as float32 + gzip)."""
+    path = out / "original.h5"
+    if not path.exists():
+        save(model, path)
+    return path.stat().st_size
+
+
+@torch.no_grad()
+def final_table(out: Path) -> str:
+    """The run's headline figures as a terminal table, read from its records."""
+    from qretrain.report.records import headline_rows
+
+    from qretrain._table import format_table
+
+    headers, rows = headline_rows(out)
+    return format_table(headers, rows, right="l" + "r" * (len(headers) - 1))

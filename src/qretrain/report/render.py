@@ -1,0 +1,196 @@
+"""report.md and a self-contained report.html from one list of blocks.
+
+The report is built once as blocks (headings, text, tables, images, code) and
+rendered twice: Markdown with image links relative to the run folder, and HTML
+with every image embedded as a data URI, so the single file can be mailed or
+opened anywhere. A tiny script marks in the page title whether every image
+decoded, which is how the render check reads it from a headless browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from qretrain._table import human_bytes
+from qretrain.report import figures
+from qretrain.report.records import headline_rows, read_json, retrain_records
+from qretrain.storage import write_text_atomic
+
+LABELS = {"label_free": "label-free", "conventional": "conventional",
+          "far_off": "label-free, far-off data"}  # fmt: skip
+
+
+@dataclass
+class Block:
+    kind: str  # h1 | h2 | p | table | image | code
+    content: object
+    caption: str = ""
+
+
+def write_report(out: str | Path) -> tuple[Path, Path]:
+    """Write report.md and report.html into the run folder ``out``; return their paths."""
+    out = Path(out)
+    blocks = _blocks(out)
+    md, page = out / "report.md", out / "report.html"
+    write_text_atomic(md, _markdown(blocks))
+    write_text_atomic(page, _html(blocks, out))
+    return md, page
+
+
+def _blocks(out: Path) -> list[Block]:
+    config = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in config.splitlines()
+                  if line.startswith("model:")), out.name)  # fmt: skip
+    b = [Block("h1", f"qretrain report: {model}")]
+    headers, rows = headline_rows(out)
+    evaluation = read_json(out / "evaluate.json")
+    b += [Block("p", f"Everything below is read from the JSON records in this folder. "
+                     f"Evaluation set: {evaluation['data']}."),  # fmt: skip
+          Block("table", (headers, rows))]
+    b += _census_and_sweep(out)
+    b += _plan_and_size(out)
+    b += _retraining(out, evaluation)
+    b += [Block("h2", "Config"), Block("code", config)]
+    return b
+
+
+def _census_and_sweep(out: Path) -> list[Block]:
+    sweep_dir = out / "analyze"
+    if not (sweep_dir / "sweep.json").exists():
+        return []
+    sweep = read_json(sweep_dir / "sweep.json")
+    b = [Block("h2", "Model census (the seed's Figures 6 and 11)"),
+         Block("image", sweep_dir / "census.png", "parameters per layer"),
+         Block("code", (sweep_dir / "census.txt").read_text())]  # fmt: skip
+    b.append(Block("h2", "Sweep: each layer clustered alone (Figures 7-8, 12-13)"))
+    b.append(Block("p", f"{len(sweep['cells'])} cells, {sweep['seconds']:.1f} s of sweeping on "
+                        f"{sweep['settings']['data']}."))  # fmt: skip
+    for kind in sweep["settings"]["kinds"]:
+        for what in ("size", "quality"):
+            png = sweep_dir / f"{what}_{kind}.png"
+            if png.exists():
+                b.append(Block("image", png, f"{what} of the {kind} cells against k"))
+    summary = (sweep_dir / "summary.md").read_text().splitlines()
+    table = [line for line in summary if line.startswith("|")]
+    if len(table) > 2:
+        split = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+        b.append(Block("table", (split[0], split[2:]), "smallest k per layer within 1 point"))
+    return b
+
+
+def _plan_and_size(out: Path) -> list[Block]:
+    b = [Block("h2", "The plan and the file")]
+    plan = read_json(out / "plan.json") or {}
+    if "predicted_drop" in plan:
+        b.append(Block("p", f"Automatic plan: {plan['cells']} cells within "
+                            f"{_budget(plan)}; predicted drop {plan['predicted_drop']:.2f}, "
+                            f"measured {plan['measured_drop']:.2f} points of {plan['metric']} "
+                            f"on {plan['verify_data']}."))  # fmt: skip
+    elif "file" in plan:
+        b.append(Block("p", f"Plan from {plan['file']}."))
+    b.append(Block("code", (out / "plan.yaml").read_text()))
+    c = read_json(out / "compress.json")
+    if c:
+        b.append(Block("p", f"{c['tensors_clustered']} of {c['tensors']} tensors clustered; "
+                            f"float32 {human_bytes(c['float32_bytes'])} -> {c['layout']} file "
+                            f"{human_bytes(c['file_bytes'])} ({c['reduction']:.2%} smaller, "
+                            f"{c['float32_bytes'] / c['file_bytes']:.2f}x)."))  # fmt: skip
+    return b
+
+
+def _budget(plan: dict) -> str:
+    if plan.get("max_drop") is not None:
+        return f"a budget of {plan['max_drop']:g} points of {plan['metric']}"
+    return f"a target size of {plan['target_size']:,} bytes"
+
+
+def _retraining(out: Path, evaluation: dict) -> list[Block]:
+    runs = retrain_records(out)
+    if not runs:
+        return []
+    figures_dir = out / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    b = [Block("h2", "Retraining (Figures 9/14, 15, 16)")]
+    rows = []
+    for name, r in runs.items():
+        guard = r.get("guard", "-")
+        rows.append([LABELS[name], r["data"], r["monitor_metric"],
+                     f"{r['quality_before']:.2%}", f"{r['quality_after']:.2%}",
+                     f"{r['wall_seconds']:.1f}", f"{r['cache_seconds']:.1f}", guard])  # fmt: skip
+    b.append(Block("table", (["run", "data", "monitor", "before", "after", "wall (s)",
+                              "cache pass (s)", "guard"], rows)))  # fmt: skip
+    metric = "top1" if all(m["top1"] is not None for m in evaluation["models"].values()) \
+        else "agreement"  # fmt: skip
+    b.append(Block("image", figures.quality_per_epoch(runs, LABELS, figures_dir / "epochs.png"),
+                   "quality per epoch"))  # fmt: skip
+    b.append(Block("image", figures.before_after(evaluation["models"], metric,
+                                                 figures_dir / "before_after.png"),
+                   "before and after retraining"))  # fmt: skip
+    b.append(Block("image", figures.retrain_time(runs, LABELS, figures_dir / "time.png"),
+                   "retraining time"))  # fmt: skip
+    return b
+
+
+def _markdown(blocks: list[Block]) -> str:
+    lines = []
+    for block in blocks:
+        if block.kind == "h1":
+            lines += [f"# {block.content}", ""]
+        elif block.kind == "h2":
+            lines += [f"## {block.content}", ""]
+        elif block.kind == "p":
+            lines += [str(block.content), ""]
+        elif block.kind == "table":
+            headers, rows = block.content
+            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("|" + "---|" * len(headers))
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+            lines.append("")
+        elif block.kind == "image":
+            lines += [f"![{block.caption}]({block.content.relative_to(_root(block))})", ""]
+        elif block.kind == "code":
+            lines += ["```", str(block.content).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _root(block: Block) -> Path:
+    # Images live in the run folder or one level below (analyze/, figures/).
+    path = block.content
+    return path.parent.parent if path.parent.name in ("analyze", "figures") else path.parent
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem}
+th{background:#f3f3f3}img{max-width:100%;display:block;margin:1rem 0}
+pre{background:#f6f6f6;padding:.75rem;overflow-x:auto;font-size:.85rem}"""
+CHECK = """<script>window.addEventListener('load',function(){var i=document.images,ok=0;
+for(var n=0;n<i.length;n++){if(i[n].complete&&i[n].naturalWidth>0)ok++;}
+document.title='images '+ok+'/'+i.length;document.body.dataset.imagesLoaded=ok+'/'+i.length;});
+</script>"""
+
+
+def _html(blocks: list[Block], out: Path) -> str:
+    parts = []
+    for block in blocks:
+        if block.kind in ("h1", "h2"):
+            parts.append(f"<{block.kind}>{html.escape(str(block.content))}</{block.kind}>")
+        elif block.kind == "p":
+            parts.append(f"<p>{html.escape(str(block.content))}</p>")
+        elif block.kind == "table":
+            headers, rows = block.content
+            head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+                           + "</tr>" for row in rows)  # fmt: skip
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif block.kind == "image":
+            data = base64.b64encode(Path(block.content).read_bytes()).decode()
+            parts.append(f'<img alt="{html.escape(block.caption)}" '
+                         f'src="data:image/png;base64,{data}">')  # fmt: skip
+        elif block.kind == "code":
+            parts.append(f"<pre>{html.escape(str(block.content))}</pre>")
+    title = html.escape(str(blocks[0].content))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{STYLE}</style>{CHECK}</head><body>{''.join(parts)}</body></html>\n")

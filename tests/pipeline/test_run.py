@@ -1,0 +1,148 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import qretrain
+from qretrain.cli.main import main
+from qretrain.data import registry
+from qretrain.retrain import loop
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A saved tiny VGG-style model, labeled and far-off npz sets, and a config."""
+    torch.manual_seed(0)
+    qretrain.save(qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16),
+                  tmp_path / "m.h5")  # fmt: skip
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (160, 28, 28), dtype=np.uint8),
+             y=rng.integers(0, 10, 160))  # fmt: skip
+    np.savez(tmp_path / "far.npz", x=(rng.random((64, 28, 28)) < 0.1).astype(np.uint8) * 255)
+    data = str(tmp_path / "d.npz")
+    config = {
+        "output": str(tmp_path / "run"),
+        "model": str(tmp_path / "m.h5"),
+        "data": {
+            "analyze": {"spec": data, "limit": 40},
+            "verify": {"spec": data, "limit": 40, "offset": 40},
+            "retrain": {"spec": data, "limit": 64, "offset": 80},
+            "evaluate": {"spec": data, "limit": 40},
+            "far_off": str(tmp_path / "far.npz"),
+            "guard": {"spec": data, "limit": 16, "offset": 144},
+        },
+        "analyze": {"ks": [1, 4, 32], "kinds": ["weight"]},
+        "plan": {"max_drop": 30, "metric": "agreement"},
+        "retrain": {"epochs": 2, "batch_size": 16, "far_off": True},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, config
+
+
+def test_run_end_to_end_then_rerun_skips_every_stage(tiny_run, capsys):
+    path, config = tiny_run
+    assert main(["run", str(path), "--quiet"]) == 0
+    out_text = capsys.readouterr().out
+    run = qretrain.pipeline.RunConfig.load(path).output
+    for name in ("config.yaml", "analyze/sweep.csv", "plan.yaml", "clustered.h5",
+                 "label_free.json", "conventional.json", "far_off.json", "evaluate.json",
+                 "report.md", "report.html", "figures/time.png"):  # fmt: skip
+        assert (run / name).exists(), name
+    evaluation = json.loads((run / "evaluate.json").read_text())
+    assert set(evaluation["models"]) == {"original", "clustered", "label_free",
+                                         "conventional", "far_off"}  # fmt: skip
+    assert evaluation["models"]["original"]["agreement"] == 1.0
+    # The final table shows the records' figures.
+    for m in evaluation["models"].values():
+        assert f"{m['agreement']:.2%}" in out_text
+    far = json.loads((run / "far_off.json").read_text())
+    assert far["val_best"] >= far["quality_before"]  # the guard at work
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "Figure" in page
+    assert main(["run", str(path), "--quiet"]) == 0
+    rerun = capsys.readouterr().out
+    assert rerun.count("done before") == 7  # analyze, plan, compress, 3 retrains, evaluate
+    assert main(["report", str(run)]) == 0
+
+
+def test_killed_during_retraining_resumes_to_the_uninterrupted_result(tiny_run, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    path, config = tiny_run
+    config["retrain"] = {"epochs": 3, "batch_size": 16, "conventional": False}
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "whole")}))
+    assert main(["run", str(whole), "--quiet"]) == 0
+    killed = tmp_path / "killed.yaml"
+    killed.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "killed")}))
+    real_epoch, calls = loop._train_epoch, {"n": 0}
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_epoch", dies_in_epoch_two)
+    assert main(["run", str(killed), "--quiet"]) == 130
+    assert (tmp_path / "killed" / "label_free.ckpt").exists()
+    assert not (tmp_path / "killed" / "label_free.json").exists()
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    assert main(["run", str(killed), "--quiet"]) == 0
+    a = json.loads((tmp_path / "whole" / "label_free.json").read_text())
+    b = json.loads((tmp_path / "killed" / "label_free.json").read_text())
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert a["quality_after"] == b["quality_after"]
+    sa = qretrain.load(tmp_path / "whole" / "label_free.h5").state_dict()
+    sb = qretrain.load(tmp_path / "killed" / "label_free.h5").state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, capsys,
+                                                       monkeypatch):  # fmt: skip
+    path, config = tiny_run
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config, "retrian": {}, "plan": {"max_drop": 1,
+                                                                    "metirc": "agreement"}}))
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'retrian'" in err and "unknown key 'metirc' in section 'plan'" in err
+    monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "m"),
+                                       "data": {**config["data"],
+                                                "analyze": "fashion-mnist:test"}}))  # fmt: skip
+    assert main(["run", str(missing), "--quiet"]) == 2
+    assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err
+    # A different config into the same folder is refused.
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "m"),
+                                     "analyze": {"ks": [2]}}))  # fmt: skip
+    assert main(["run", str(other), "--quiet"]) == 2
+    assert "holds a run of another config" in capsys.readouterr().err
+
+
+def test_report_html_renders_its_images_in_headless_chromium(tiny_run, tmp_path):
+    import importlib.util
+    import shutil
+
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium not installed (make render-check installs it)")
+    spec = importlib.util.spec_from_file_location(
+        "check_report_render", Path(__file__).parents[2] / "benchmarks" / "check_report_render.py"
+    )
+    checker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checker)
+    path, _ = tiny_run
+    assert main(["run", str(path), "--quiet"]) == 0
+    page = qretrain.pipeline.RunConfig.load(path).output / "report.html"
+    loaded, total = checker.check(page, tmp_path / "shot.png")
+    assert total >= 5 and loaded == total
+    assert (tmp_path / "shot.png").read_bytes()[:4] == b"\x89PNG"
+    # A broken image is caught, not waved through.
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.read_text().replace("base64,iVBOR", "base64,AAAA", 1))
+    assert checker.check(broken, tmp_path / "b.png") == (total - 1, total)

@@ -70,7 +70,7 @@ def palettizer_rows(plan_file: Path, sweep_dir: Path) -> list[dict]:
     import qretrain
     from qretrain.cluster.state import clusters_of
     from qretrain.cluster.tensor import cluster_and_decode
-    from qretrain.metrics.quality import agreement, predict
+    from qretrain.metrics.quality import agreement, predict, topk_accuracy
     from qretrain.models.layers import get_tensor
 
     logging.disable(logging.INFO)  # coremltools logs every layer at INFO
@@ -78,6 +78,8 @@ def palettizer_rows(plan_file: Path, sweep_dir: Path) -> list[dict]:
     contract = qretrain.models.get_arch(model).contract
     data = qretrain.load_dataset("opencv-frames", contract, limit=256, seed=0, offset=256)
     reference, _ = predict(model, data)
+    photos = qretrain.load_dataset("foolbox-imagenet", contract)
+    photo_reference, photo_labels = predict(model, photos)
     rows = []
     for bits in (8, 6, 4):
         config = PostTrainingPalettizerConfig.from_dict(
@@ -103,10 +105,13 @@ def palettizer_rows(plan_file: Path, sweep_dir: Path) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             file_bytes = qretrain.save(stored, Path(tmp) / "p.h5").file_bytes
         logits, _ = predict(stored, data)
+        photo_logits, _ = predict(stored, photos)
         rows.append({
             "bits": bits,
             "tensors_palettized": changed,
             "agreement_drop_points": 100 * (1 - agreement(logits, reference)),
+            "foolbox_top1": topk_accuracy(photo_logits, photo_labels, 1),
+            "foolbox_agreement": agreement(photo_logits, photo_reference),
             "file_bytes": file_bytes,
             "seconds": seconds,
         })  # fmt: skip

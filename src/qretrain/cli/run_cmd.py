@@ -26,12 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("config", metavar="CONFIG.yaml")
     parser.add_argument("-o", "--output", metavar="OUT", help="override the config's output")
+    parser.add_argument("--device", help="override the config's device (cpu, cuda)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = RunConfig.load(args.config, output=args.output)
+    if args.device:
+        config.device = args.device
     run_pipeline(config, progress=not args.quiet)
     print()
     print(final_table(config.output))

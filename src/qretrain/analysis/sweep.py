@@ -318,7 +318,7 @@ def _prepare(model, data, ks, kinds, granularity, layers, method, seed, batch_si
     arch = get_arch(model)
     settings = {
         "model": model_name or (arch.spec if arch else type(model).__name__),
-        "model_sha256": _fingerprint(model),
+        "model_sha256": model_fingerprint(model),
         "data": data.describe() if hasattr(data, "describe") else f"{len(data)} images",
         "images": len(data),
         "labeled": bool((labels >= 0).all()),
@@ -373,7 +373,8 @@ def _select(rows: list[LayerCensus], selector: str) -> list[LayerCensus]:
     return [r for r in rows if r.layer in picked]
 
 
-def _fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over every state-dict name and tensor: the sweep's model identity."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from qretrain.analysis import Sweep
-from qretrain.analysis.sweep import _fingerprint
+from qretrain.analysis.sweep import model_fingerprint
+from qretrain.cli.common import add_command
 from qretrain.data import load_dataset
 from qretrain.models import get_arch, load_model
 from qretrain.plan.auto import auto_plan
@@ -19,7 +20,8 @@ EXAMPLE = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "plan",
         help="choose per-layer k from a sweep: smallest file within a quality budget",
         description="Pick, per layer (or block) and kind, a k or no clustering, making the "
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cluster the model with the plan, measure the real drop, and back off (largest "
         "predicted offender first) until it fits. Model and data come from the sweep's "
         "record; --data/--limit/--offset/--seed verify on other images instead.",
-        epilog=EXAMPLE,
+        example=EXAMPLE,
     )
     parser.add_argument("sweep", metavar="DIR", help="folder written by `qretrain analyze`")
     budget = parser.add_mutually_exclusive_group(required=True)
@@ -81,7 +83,7 @@ def _model_and_data(sweep: Sweep, args: argparse.Namespace):
             "from Python); verify with qretrain.auto_plan(sweep, model, data) or --no-verify"
         )
     model = load_model(source["model"], weights=source.get("weights"))
-    if _fingerprint(model) != sweep.settings["model_sha256"]:
+    if model_fingerprint(model) != sweep.settings["model_sha256"]:
         raise ValueError(
             f"{source['model']} no longer has the weights the sweep measured; analyze it again"
         )

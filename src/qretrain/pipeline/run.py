@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from qretrain.analysis import Sweep, analyze
@@ -28,19 +27,12 @@ from qretrain.models import get_arch, load_model
 from qretrain.pipeline.config import ConfigError, RunConfig
 from qretrain.plan import Plan
 from qretrain.plan.auto import auto_plan
+from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import load, save, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-RETRAIN_RUNS = ("label_free", "conventional", "far_off")
-RUN_LABELS = {
-    "original": "original",
-    "clustered": "clustered",
-    "label_free": "label-free",
-    "conventional": "conventional",
-    "far_off": "label-free, far-off data",
-}
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True,
@@ -197,12 +189,10 @@ def _float_file_bytes(model: nn.Module, out: Path) -> int:
     return path.stat().st_size
 
 
-@torch.no_grad()
 def final_table(out: Path) -> str:
     """The run's headline figures as a terminal table, read from its records."""
-    from qretrain.report.records import headline_rows
-
     from qretrain._table import format_table
+    from qretrain.report.records import headline_rows
 
     headers, rows = headline_rows(out)
     return format_table(headers, rows, right="l" + "r" * (len(headers) - 1))

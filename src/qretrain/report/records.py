@@ -7,7 +7,14 @@ from pathlib import Path
 
 from qretrain._table import human_bytes
 
-RETRAIN_RUNS = ("label_free", "conventional", "far_off")
+RETRAIN_RUNS = ("label_free", "conventional", "far_off")  # run names, in report order
+RUN_LABELS = {
+    "original": "original",
+    "clustered": "clustered",
+    "label_free": "label-free",
+    "conventional": "conventional",
+    "far_off": "label-free, far-off data",
+}
 
 
 def read_json(path: Path) -> dict | None:

@@ -16,11 +16,9 @@ from pathlib import Path
 
 from qretrain._table import human_bytes
 from qretrain.report import figures
+from qretrain.report.records import RUN_LABELS as LABELS
 from qretrain.report.records import headline_rows, read_json, retrain_records
 from qretrain.storage import write_text_atomic
-
-LABELS = {"label_free": "label-free", "conventional": "conventional",
-          "far_off": "label-free, far-off data"}  # fmt: skip
 
 
 @dataclass
@@ -47,9 +45,9 @@ def _blocks(out: Path) -> list[Block]:
     b = [Block("h1", f"qretrain report: {model}")]
     headers, rows = headline_rows(out)
     evaluation = read_json(out / "evaluate.json")
-    b += [Block("p", f"Everything below is read from the JSON records in this folder. "
-                     f"Evaluation set: {evaluation['data']}."),  # fmt: skip
-          Block("table", (headers, rows))]
+    intro = (f"Everything below is read from the JSON records in this folder. "
+             f"Evaluation set: {evaluation['data']}.")  # fmt: skip
+    b += [Block("p", intro), Block("table", (headers, rows))]
     b += _census_and_sweep(out)
     b += _plan_and_size(out)
     b += _retraining(out, evaluation)

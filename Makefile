@@ -45,6 +45,8 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_sizes.py
 	$(PY) benchmarks/bench_analyze.py --case vgg
 	$(PY) benchmarks/bench_analyze.py --case effnet
+	$(PY) benchmarks/bench_retrain_k.py --teacher vgg
+	$(PY) benchmarks/bench_retrain_k.py --teacher resnet
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.
 render-check: $(VENV)/.installed

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from qretrain.storage.atomic import atomic_path
 
@@ -27,6 +28,7 @@ def quality_per_epoch(runs: dict[str, dict], labels: dict[str, str], path: Path)
         quality = [record["quality_before"]] + [h["monitor"] for h in record["history"]]
         ax.plot(epochs, [100 * q for q in quality], marker="o", ms=3,
                 label=f"{labels[name]} ({record['monitor_metric']})")  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("quality on the monitor set (%)")
     ax.set_title("Retraining, epoch by epoch (cf. the seed's Figs. 9, 14)", fontsize=9)

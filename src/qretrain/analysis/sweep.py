@@ -89,7 +89,7 @@ class Sweep:
     census: list[LayerCensus]
     baseline: dict[str, Any]  # top1, file_bytes, float32_bytes
     cells: list[Cell] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the sweep, resumed parts added up
+    seconds: float = 0.0  # time spent on cells (clustering, passes, sizes), resumed runs added up
 
     def cell(self, unit: str, kind: str, k: int) -> Cell | None:
         for c in self.cells:

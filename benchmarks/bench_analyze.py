@@ -28,6 +28,7 @@ import json
 import logging
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def palettizer_rows(plan_file: Path, sweep_dir: Path) -> list[dict]:
+def palettizer_rows() -> list[dict]:
     """coremltools at 8/6/4 bits per tensor on the plan's verification images."""
     from coremltools.optimize.torch.palettization import (
         PostTrainingPalettizer,
@@ -120,6 +121,17 @@ def palettizer_rows(plan_file: Path, sweep_dir: Path) -> list[dict]:
     return rows
 
 
+def full_pass_estimate(sweep: dict) -> dict:
+    """The anchor for the sweep's speed: every cell paying a whole forward pass, priced
+    at the median layer-1 cell of the same run (those rerun the whole model)."""
+    cells = sweep["cells"]
+    median = statistics.median(c["seconds"] for c in cells if c["unit"] == "1" and not c["exact"])
+    estimate = median * len(cells)
+    return {"layer1_cell_median_s": median, "full_pass_estimate_s": estimate,
+            "cells_s": sweep["seconds"], "speedup": estimate / sweep["seconds"],
+            "exact_cells": sum(c["exact"] for c in cells)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=list(CASES), required=True)
@@ -149,13 +161,14 @@ def main() -> None:
         "analyze_wall_s": analyze_s,
         "plan_wall_s": plan_s,
         "cells": len(sweep["cells"]),
+        "speed": full_pass_estimate(sweep),
         "settings": sweep["settings"],
         "baseline": sweep["baseline"],
         "plan_header": header,
         "plan": plan_file.read_text(),
     }
     if args.case == "effnet":
-        record["coremltools"] = palettizer_rows(plan_file, sweep_dir)
+        record["coremltools"] = palettizer_rows()
         record["same_size"] = []
         for row in record["coremltools"]:
             sized = sweep_dir / f"plan-{row['bits']}bits-size.yaml"

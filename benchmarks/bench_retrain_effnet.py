@@ -65,6 +65,7 @@ def train(args: argparse.Namespace) -> None:
         except Exception as e:  # one failing variant must not cost the others' device time
             print(f"{name}: FAILED: {type(e).__name__}: {e}")
             continue
+        name = f"{name}-{args.tag}" if args.tag else name
         file = out / f"{name}.h5"
         saved = qretrain.save(result.model.cpu(), file)
         record = {"variant": name, "device": str(args.device),
@@ -89,8 +90,8 @@ def evaluate(args: argparse.Namespace) -> None:
     }  # fmt: skip
     reference = {name: predict(original, ds) for name, ds in sets.items()}
     models = {"original": original, "clustered": qretrain.load(out / "clustered.h5")}
-    # Every retrained model in the folder: the variants, and runs with other --lr /
-    # --epochs copied in under their own names (docs/BENCHMARKS.md lists them).
+    # Every retrained model in the folder: the variants, and tagged runs with other
+    # --lr / --epochs (docs/BENCHMARKS.md lists them).
     runs = sorted(p.stem for p in out.glob("*.json"))
     models.update({v: qretrain.load(out / f"{v}.h5") for v in runs})
     rows = {}
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--out", default="out/bench-retrain-effnet")
     parser.add_argument("--limit", type=int, help="fewer training frames (a smoke test)")
     parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="train these only")
+    parser.add_argument("--tag", help="suffix of the output names (runs with other --lr, "
+                        "--epochs land beside the others, and evaluate reads them all)")
     args = parser.parse_args()
     train(args) if args.stage == "train" else evaluate(args)
 

@@ -122,7 +122,7 @@ def test_resuming_with_other_settings_is_refused(tiny_vgg, tmp_path):
         analyze(tiny_vgg, data, tmp_path, ks=(1, 4), layers="7", progress=False, plots=False)
 
 
-def test_blocks_selectors_and_bad_arguments(tiny_resnet, tmp_path):
+def test_blocks_selectors_and_bad_arguments(tiny_resnet):
     data = tiny_data(n=8)
     sweep = analyze(tiny_resnet, data, ks=(2,), kinds=("weight", "bn"), granularity="block",
                     layers="block2,classifier", progress=False)  # fmt: skip

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from qretrain.storage.atomic import atomic_path
+from qretrain._plot import plt, save_png
 
 MAX_LINES = 12  # units drawn as lines; more become a heatmap
 
@@ -29,12 +25,6 @@ def plot_sweep(sweep, out_dir: str | Path) -> list[Path]:
         written.append(_per_k(sweep, kind, "quality", metric, out_dir / f"quality_{kind}.png"))
     return written
 
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _census(sweep, path: Path) -> Path:
@@ -57,7 +47,7 @@ def _census(sweep, path: Path) -> Path:
         if blocks[i] != blocks[i - 1]:
             ax.axvline(i - 0.5, color="0.8", lw=0.8)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _grid(sweep, kind: str, what: str, metric: str):
@@ -104,4 +94,4 @@ def _per_k(sweep, kind: str, what: str, metric: str, path: Path) -> Path:
         ax.set_xlabel("k (centroids)")
         ax.set_ylabel(unit_word)
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

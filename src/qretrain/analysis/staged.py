@@ -36,10 +36,6 @@ class Stages:
         self._values = [[x] for x in batches]  # per batch, values of the frontier
         self._suffixes: dict[int, nn.Module] = {}
 
-    @property
-    def traced(self) -> bool:
-        return self._graph is not None
-
     def boundary_of(self, modules: set[str]) -> int:
         """Graph index of the first node that calls one of ``modules`` or reads their
         tensors: the latest split that leaves all of them after it."""

@@ -152,11 +152,14 @@ class Sweep:
             writer.writerow({k: v for k, v in asdict(c).items() if k in CSV_FIELDS})
         return out.getvalue()
 
+    def write_record(self, folder: str | Path) -> None:
+        """sweep.json, atomically: what a resumed sweep reads."""
+        write_text_atomic(Path(folder) / RECORD, json.dumps(self.to_dict(), indent=1))
+
     def write(self, folder: str | Path) -> None:
         """sweep.json and sweep.csv, each atomically."""
-        folder = Path(folder)
-        write_text_atomic(folder / RECORD, json.dumps(self.to_dict(), indent=1))
-        write_text_atomic(folder / "sweep.csv", self.csv_text())
+        self.write_record(folder)
+        write_text_atomic(Path(folder) / "sweep.csv", self.csv_text())
 
     def census_table(self) -> str:
         return census_table(self.census)
@@ -265,7 +268,7 @@ def analyze(
                 sweep.cells.append(cell)
                 sweep.seconds += cell.seconds
                 if out is not None:
-                    sweep.write(out)
+                    sweep.write_record(out)  # after every cell: a killed sweep resumes
                 bar.update(1)
     bar.close()
     _order(sweep, units, settings)

@@ -119,7 +119,6 @@ def auto_plan(
     target_size: int | None = None,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
-    progress: bool = False,
 ) -> AutoPlan:
     """Choose a plan from ``sweep`` (a Sweep or its folder) within the budget.
 
@@ -143,7 +142,7 @@ def auto_plan(
         chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
-        _verify(result, sweep, groups, model, data, batch_size, device, progress)
+        _verify(result, sweep, groups, model, data, batch_size, device)
     return result
 
 
@@ -198,7 +197,7 @@ def _dp(groups, budget: int) -> tuple[np.ndarray, list[np.ndarray], list[list[Pi
     return best, choices, option_lists
 
 
-def _trace(best, choices, option_lists, budget: int) -> list[Pick]:
+def _trace(choices, option_lists, budget: int) -> list[Pick]:
     picks, b = [], budget
     for choice, options in zip(reversed(choices), reversed(option_lists)):
         j = choice[b]
@@ -210,7 +209,7 @@ def _trace(best, choices, option_lists, budget: int) -> list[Pick]:
 
 def _knapsack(groups, budget: int) -> list[Pick]:
     best, choices, option_lists = _dp(groups, budget)
-    return _trace(best, choices, option_lists, budget)
+    return _trace(choices, option_lists, budget)
 
 
 def _smallest_cost_for(groups, needed: int) -> list[Pick]:
@@ -225,7 +224,7 @@ def _smallest_cost_for(groups, needed: int) -> list[Pick]:
             f"target size unreachable: the sweep's cells save at most {int(best[-1]):,} bytes "
             f"of the {needed:,} needed"
         )
-    return _trace(best, choices, option_lists, int(reachable[0]))
+    return _trace(choices, option_lists, int(reachable[0]))
 
 
 def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan:
@@ -256,7 +255,7 @@ def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) ->
     return Plan(rules=tuple(rules), method=method, seed=seed)
 
 
-def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device, progress) -> None:
+def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) -> None:
     metric, budget = result.metric, result.max_drop
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
@@ -301,12 +300,13 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device, pr
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
                                                           final.predicted_file_bytes)  # fmt: skip
+    # The last measurement is the plan's (cluster_ computes the same values, tested);
+    # only the real file remains to be written and sized.
+    result.measured_drop = drop
     clustered = copy.deepcopy(model)
     cluster_(clustered, result.plan)
     with tempfile.TemporaryDirectory() as tmp:
         result.file_bytes = save(clustered, Path(tmp) / "plan.h5").file_bytes
-    logits, _ = predict(clustered, data, batch_size=batch_size, device=device)
-    result.measured_drop = _drop(logits, reference, labels, metric)
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 

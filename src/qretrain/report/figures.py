@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from qretrain.storage.atomic import atomic_path
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from qretrain._plot import plt, save_png
 
 
 def quality_per_epoch(runs: dict[str, dict], labels: dict[str, str], path: Path) -> Path:
@@ -33,7 +22,7 @@ def quality_per_epoch(runs: dict[str, dict], labels: dict[str, str], path: Path)
     ax.set_ylabel("quality on the monitor set (%)")
     ax.set_title("Retraining, epoch by epoch (cf. the seed's Figs. 9, 14)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def before_after(models: dict[str, dict], metric: str, path: Path) -> Path:
@@ -51,7 +40,7 @@ def before_after(models: dict[str, dict], metric: str, path: Path) -> Path:
     ax.set_ylim(max(0, low - 10), 100)
     ax.set_ylabel(f"{'top-1' if metric == 'top1' else metric} (%)")
     ax.set_title("Before and after retraining, held-out set (cf. the seed's Fig. 15)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def retrain_time(runs: dict[str, dict], labels: dict[str, str], path: Path) -> Path:
@@ -69,4 +58,4 @@ def retrain_time(runs: dict[str, dict], labels: dict[str, str], path: Path) -> P
     ax.set_ylabel("wall time (s)")
     ax.set_title("Retraining time (cf. the seed's Fig. 16)", fontsize=9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -33,8 +33,8 @@ def write_report(out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     blocks = _blocks(out)
     md, page = out / "report.md", out / "report.html"
-    write_text_atomic(md, _markdown(blocks))
-    write_text_atomic(page, _html(blocks, out))
+    write_text_atomic(md, _markdown(blocks, out))
+    write_text_atomic(page, _html(blocks))
     return md, page
 
 
@@ -132,7 +132,8 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     return b
 
 
-def _markdown(blocks: list[Block]) -> str:
+def _markdown(blocks: list[Block], out: Path) -> str:
+    """Markdown with image links relative to the run folder ``out``."""
     lines = []
     for block in blocks:
         if block.kind == "h1":
@@ -148,16 +149,10 @@ def _markdown(blocks: list[Block]) -> str:
             lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
             lines.append("")
         elif block.kind == "image":
-            lines += [f"![{block.caption}]({block.content.relative_to(_root(block))})", ""]
+            lines += [f"![{block.caption}]({block.content.relative_to(out)})", ""]
         elif block.kind == "code":
             lines += ["```", str(block.content).rstrip(), "```", ""]
     return "\n".join(lines)
-
-
-def _root(block: Block) -> Path:
-    # Images live in the run folder or one level below (analyze/, figures/).
-    path = block.content
-    return path.parent.parent if path.parent.name in ("analyze", "figures") else path.parent
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
@@ -170,7 +165,7 @@ document.title='images '+ok+'/'+i.length;document.body.dataset.imagesLoaded=ok+'
 </script>"""
 
 
-def _html(blocks: list[Block], out: Path) -> str:
+def _html(blocks: list[Block]) -> str:
     parts = []
     for block in blocks:
         if block.kind in ("h1", "h2"):

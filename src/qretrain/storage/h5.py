@@ -19,6 +19,7 @@ small ``<name>.codebook`` companion so that loading needs no sort.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import io
 import json
@@ -211,9 +212,13 @@ def entry_file_bytes(
     when one tensor is clustered (up to HDF5's metadata rounding, a few hundred bytes).
     """
     layout = parse_enum(Layout, layout, "layout")
-    return _memory_file_bytes(lambda g: _write_entry(g, name, tensor, clustered, layout)) - (
-        _memory_file_bytes(lambda g: None)
-    )
+    entry = _memory_file_bytes(lambda g: _write_entry(g, name, tensor, clustered, layout))
+    return entry - _empty_file_bytes()
+
+
+@functools.cache
+def _empty_file_bytes() -> int:
+    return _memory_file_bytes(lambda g: None)
 
 
 def _memory_file_bytes(write) -> int:

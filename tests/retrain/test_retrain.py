@@ -62,6 +62,19 @@ def test_tune_centroids_moves_codebooks_but_keeps_k_values(pair, tmp_path, image
     assert torch.equal(qretrain.load(tmp_path / "tuned.h5")(images), expected)
 
 
+def test_models_leave_retraining_in_the_default_layout(pair):
+    # retraining runs convolutions channels-last for speed; callers must not notice
+    teacher, student = pair
+    teacher_before = {n: p.clone() for n, p in teacher.named_parameters()}
+    retrain(student, teacher, make_data(), RetrainConfig(epochs=1, batch_size=32),
+            progress=False)  # fmt: skip
+    for model in (teacher, student):
+        for name, p in model.named_parameters():
+            assert p.is_contiguous(), name
+    for name, p in teacher.named_parameters():
+        assert torch.equal(p, teacher_before[name]), name
+
+
 def test_teacher_runs_once_per_input(pair):
     teacher, student = pair
     seen = []

@@ -24,6 +24,7 @@ from qretrain.models.specs import get_arch
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
 from qretrain.retrain.config import BNStats, RetrainConfig
+from qretrain.retrain.layout import channels_last
 from qretrain.retrain.losses import output_loss
 from qretrain.retrain.split import split_before_trainable
 from qretrain.retrain.trainable import trainable_names
@@ -82,6 +83,13 @@ def retrain(
     student.to(device)
     if teacher is not None:
         teacher.to(device).eval()
+    with channels_last(student, teacher):
+        return _retrain(student, teacher, data, config, val_data, checkpoint, resume, device,
+                        progress, rank, world_size, start)  # fmt: skip
+
+
+def _retrain(student, teacher, data, config, val_data, checkpoint, resume, device, progress,
+             rank, world_size, start) -> RetrainResult:  # fmt: skip
     arch = get_arch(student)
     example = arch.example_input() if arch is not None else None
     names = trainable_names(student, config.trainable, example)

@@ -10,6 +10,7 @@ from qretrain.cli.common import add_command, add_data_arguments, data_from_args
 from qretrain.data import load_dataset
 from qretrain.models import get_arch, load_model
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
+from qretrain.retrain.distributed import init_from_env
 from qretrain.storage import load, save, write_text_atomic
 
 EXAMPLE = (
@@ -28,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "match the teacher's on D (no labels needed), or with --labels by cross-entropy "
         "on D's labels (conventional retraining). Clustered tensors stay on their "
         "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
-        "run record and a checkpoint OUT.ckpt after every epoch. ",
+        "run record and a checkpoint OUT.ckpt after every epoch. Under torchrun "
+        "(torchrun --nproc-per-node N -m qretrain retrain ...) each process trains on "
+        "its shard of D with DistributedDataParallel (gloo on cpu, nccl on cuda; "
+        "--batch-size is per process) and rank 0 writes the files. ",
         example=EXAMPLE,
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
@@ -61,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    ranks, device = init_from_env(args.device)  # several processes under torchrun
     output = Path(args.output)
     if output.suffix != ".h5":
         raise ValueError(f"output {str(output)!r} must end in .h5")
@@ -82,7 +87,10 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = retrain(student, teacher, data, config, val_data=val,
                      checkpoint=output.with_suffix(".ckpt"), resume=args.resume,
-                     device=args.device, progress=not args.quiet)  # fmt: skip
+                     device=device, progress=not args.quiet, rank=ranks.rank,
+                     world_size=ranks.world_size)  # fmt: skip
+    if not ranks.leader:
+        return 0
     saved = save(result.model.cpu(), output)
     record = {"student": args.student, "teacher": args.teacher, "data": data.describe(),
               "val_data": val.describe() if val else None, "file_bytes": saved.file_bytes,

@@ -24,6 +24,7 @@ from qretrain.models.specs import get_arch
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
 from qretrain.retrain.config import BNStats, RetrainConfig
+from qretrain.retrain.distributed import Ranks
 from qretrain.retrain.layout import channels_last
 from qretrain.retrain.losses import output_loss
 from qretrain.retrain.split import split_before_trainable
@@ -75,21 +76,24 @@ def retrain(
     after every epoch (accuracy with labels, agreement with the teacher without), and
     the best epoch is kept, never worse than the clustered start. ``checkpoint``
     saves after every epoch; ``resume`` continues from it and ends where an
-    uninterrupted run with the same seed would. ``rank``/``world_size`` shard the
-    epochs' batches (for DistributedDataParallel; caches are per process).
+    uninterrupted run with the same seed would. ``rank``/``world_size``: this
+    process's place under torchrun (torch.distributed initialized, see
+    ``distributed.init_from_env``): each process caches and trains on its own shard
+    of ``data`` and DistributedDataParallel keeps the models identical.
     """
     start = time.perf_counter()
     _check_inputs(student, teacher, data, config)
+    ranks = Ranks(rank, world_size)
     student.to(device)
     if teacher is not None:
         teacher.to(device).eval()
     with channels_last(student, teacher):
-        return _retrain(student, teacher, data, config, val_data, checkpoint, resume, device,
-                        progress, rank, world_size, start)  # fmt: skip
+        return _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
+                        resume, device, progress and ranks.leader, ranks, start)  # fmt: skip
 
 
 def _retrain(student, teacher, data, config, val_data, checkpoint, resume, device, progress,
-             rank, world_size, start) -> RetrainResult:  # fmt: skip
+             ranks: Ranks, start) -> RetrainResult:  # fmt: skip
     arch = get_arch(student)
     example = arch.example_input() if arch is not None else None
     names = trainable_names(student, config.trainable, example)
@@ -115,26 +119,27 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         params + (tuner.parameters() if tuner else []), config.lr, weight_decay=config.weight_decay
     )
     history: list[dict] = []
-    before = _quality(head, monitor, device)  # with val_data, the monitor is val_data
+    before = _quality(head, monitor, device, ranks)  # with val_data, the monitor is val_data
     best = None  # the guard's best epoch so far (epoch 0: the clustered start)
     if val is not None:
         best = {"epoch": 0, "score": before, "state": _snapshot(student, names, tuner)}
     first_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         first_epoch, history, best = load_checkpoint(
-            checkpoint, student, names, tuner, optimizer, config
+            checkpoint, student, names, tuner, optimizer, config, ranks.world_size
         )
+    trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
     for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()
-        loss = _train_epoch(head, student, train, optimizer, tuner, config, epoch, device,
-                            progress, rank, world_size)  # fmt: skip
+        loss = _train_epoch(trained, student, train, optimizer, tuner, config, epoch, device,
+                            progress, ranks)  # fmt: skip
         seconds = time.perf_counter() - epoch_start
         entry = {
             "epoch": epoch + 1,
             "loss": loss,
-            "monitor": _quality(head, monitor, device),
+            "monitor": _quality(head, monitor, device, ranks),
             "seconds": seconds,
-            "samples_per_second": len(train) / world_size / seconds,
+            "samples_per_second": len(train) * ranks.world_size / seconds,
         }
         if best is not None and entry["monitor"] > best["score"]:
             best = {"epoch": epoch + 1, "score": entry["monitor"],
@@ -142,20 +147,23 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         history.append(entry)
         if progress:
             print(_describe(entry))
-        if checkpoint is not None:
+        if checkpoint is not None and ranks.leader:
             save_checkpoint(checkpoint, epoch + 1, student, names, tuner, optimizer, history,
-                            best, config)  # fmt: skip
+                            best, config, ranks.world_size)  # fmt: skip
+        ranks.barrier()
     if best is not None:
         _restore(student, best["state"], tuner)
     if tuner is not None:
         tuner.write_back()
     student.eval()
-    after = _quality(head, monitor, device)
+    after = _quality(head, monitor, device, ranks)
     record = {
         "config": config.to_dict(),
         "trainable": names,
-        "train_images": len(train),
-        "monitor": "val_data" if val_data is not None else f"{len(monitor)} held-out images",
+        "world_size": ranks.world_size,
+        "train_images": len(train) * ranks.world_size,
+        "monitor": "val_data" if val_data is not None
+        else f"{len(monitor) * ranks.world_size} held-out images",
         "monitor_metric": _metric_name(monitor),
         "quality_before": before,
         "quality_after": after,
@@ -242,11 +250,11 @@ def _held_out(cached: _Cached, seed: int) -> tuple[_Cached, _Cached]:
 
 
 def _train_epoch(head, student, train: _Cached, optimizer, tuner, config, epoch, device,
-                 progress, rank, world_size) -> float:  # fmt: skip
-    # Seeds depend on (seed, epoch) only, so a resumed run repeats an uninterrupted one.
-    torch.manual_seed(config.seed * 1_000_003 + epoch)
+                 progress, ranks: Ranks) -> float:  # fmt: skip
+    # Seeds depend on (seed, epoch, rank) only, so a resumed run repeats an uninterrupted
+    # one; each rank holds its own shard, so one shuffle seed serves all.
+    torch.manual_seed(config.seed * 1_000_003 + epoch + 10_007 * ranks.rank)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed + epoch))
-    order = order[rank::world_size]
     _set_modes(head, student, config)
     total, batches = 0.0, 0
     steps = range(0, len(order), config.batch_size)
@@ -265,6 +273,7 @@ def _train_epoch(head, student, train: _Cached, optimizer, tuner, config, epoch,
             tuner.apply()
         total += loss.item()
         batches += 1
+    total, batches = ranks.sum(total, batches)
     return total / max(batches, 1)
 
 
@@ -278,8 +287,9 @@ def _set_modes(head: nn.Module, student: nn.Module, config: RetrainConfig) -> No
 
 
 @torch.no_grad()
-def _quality(head: nn.Module, cached: _Cached | None, device) -> float | None:
-    """Accuracy when the slice has labels, else agreement with the teacher's top-1."""
+def _quality(head: nn.Module, cached: _Cached | None, device, ranks: Ranks) -> float | None:
+    """Accuracy when the slice has labels, else agreement with the teacher's top-1,
+    over all ranks' slices."""
     if cached is None or len(cached) == 0:
         return None
     was_training = head.training
@@ -293,7 +303,8 @@ def _quality(head: nn.Module, cached: _Cached | None, device) -> float | None:
         else:
             hits += (pred == batch.targets.argmax(1)).sum().item()
     head.train(was_training)
-    return hits / len(cached)
+    hits, count = ranks.sum(hits, len(cached))
+    return hits / count
 
 
 def _metric_name(cached: _Cached) -> str:

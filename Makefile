@@ -47,6 +47,11 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_analyze.py --case effnet
 	$(PY) benchmarks/bench_retrain_k.py --teacher vgg
 	$(PY) benchmarks/bench_retrain_k.py --teacher resnet
+	$(PY) benchmarks/bench_retrain_fmnist.py --teacher vgg --plan examples/plans/vgg-small-fmnist.yaml --epochs 30
+	$(PY) benchmarks/bench_retrain_fmnist.py --teacher resnet --plan examples/plans/resnet-small-fmnist.yaml --epochs 15
+	$(PY) benchmarks/bench_far_off.py --trainable unclustered --epochs 5
+	$(PY) benchmarks/bench_far_off.py --trainable last --epochs 5
+	$(PY) benchmarks/bench_loss.py --epochs 5
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.
 render-check: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,3 +31,21 @@ def tiny_resnet():
 @pytest.fixture
 def images():
     return torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def retrain_files(tmp_path):
+    """teacher.h5 (tiny VGG-style), student.h5 (its convs at k=4), d.npz (labeled images)."""
+
+    def make(images: int = 64):
+        torch.manual_seed(0)
+        teacher = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+        qretrain.save(teacher, tmp_path / "teacher.h5")
+        qretrain.cluster_(teacher, {"rules": [{"type": "Conv2d", "k": 4}]})
+        qretrain.save(teacher, tmp_path / "student.h5")
+        rng = np.random.default_rng(0)
+        np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (images, 28, 28), dtype=np.uint8),
+                 y=rng.integers(0, 10, images))  # fmt: skip
+        return tmp_path
+
+    return make

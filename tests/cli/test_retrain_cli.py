@@ -1,21 +1,11 @@
 import json
 
-import numpy as np
-import torch
-
 import qretrain
 from qretrain.cli.main import main
 
 
-def test_retrain_cli_label_free_then_conventional(tmp_path, capsys):
-    torch.manual_seed(0)
-    teacher = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
-    qretrain.save(teacher, tmp_path / "teacher.h5")
-    qretrain.cluster_(teacher, {"rules": [{"type": "Conv2d", "k": 4}]})
-    qretrain.save(teacher, tmp_path / "student.h5")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (64, 28, 28), dtype=np.uint8),
-             y=rng.integers(0, 10, 64))  # fmt: skip
+def test_retrain_cli_label_free_then_conventional(retrain_files, capsys):
+    tmp_path = retrain_files(64)
     out = tmp_path / "free.h5"
     argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
             "--data", str(tmp_path / "d.npz"), "-o", str(out), "--epochs", "2", "--quiet",

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -28,17 +27,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _files(tmp_path):
-    torch.manual_seed(0)
-    teacher = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
-    qretrain.save(teacher, tmp_path / "teacher.h5")
-    qretrain.cluster_(teacher, {"rules": [{"type": "Conv2d", "k": 4}]})
-    qretrain.save(teacher, tmp_path / "student.h5")
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (IMAGES, 28, 28), dtype=np.uint8),
-             y=rng.integers(0, 10, IMAGES))  # fmt: skip
-
-
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -57,8 +45,8 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_ranks_train_their_shards_into_one_model(tmp_path):
-    _files(tmp_path)
+def test_two_ranks_train_their_shards_into_one_model(retrain_files):
+    tmp_path = retrain_files(IMAGES)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     start = qretrain.load(tmp_path / "student.h5").state_dict()
@@ -80,8 +68,8 @@ def test_several_ranks_need_an_initialized_process_group():
         Ranks(2, 2)
 
 
-def test_cli_under_torchrun_writes_one_output(tmp_path):
-    _files(tmp_path)
+def test_cli_under_torchrun_writes_one_output(retrain_files):
+    tmp_path = retrain_files(IMAGES)
     out = tmp_path / "out.h5"
     # torch.distributed.run is the torchrun command itself
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

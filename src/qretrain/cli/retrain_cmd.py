@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+import torch.distributed as dist
+
 from qretrain.cli.common import add_command, add_data_arguments, data_from_args
 from qretrain.data import load_dataset
 from qretrain.models import get_arch, load_model
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
-from qretrain.retrain.distributed import init_from_env
+from qretrain.retrain.distributed import Ranks, init_from_env
 from qretrain.storage import load, save, write_text_atomic
 
 EXAMPLE = (
@@ -66,6 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ranks, device = init_from_env(args.device)  # several processes under torchrun
+    try:
+        return _retrain_and_save(args, ranks, device)
+    finally:
+        if ranks.several:
+            dist.destroy_process_group()
+
+
+def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> int:
     output = Path(args.output)
     if output.suffix != ".h5":
         raise ValueError(f"output {str(output)!r} must end in .h5")

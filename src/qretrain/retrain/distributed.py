@@ -2,7 +2,7 @@
 
 Each process caches only its own shard of the data (image i goes to rank
 i % world_size, every shard cut to the same length so that all ranks take the same
-number of steps), shuffles it with its own per-epoch seed, and trains the same
+number of steps), shuffles it with the run's per-epoch seed, and trains the same
 trainable part wrapped in DDP, which averages gradients across ranks: the models stay
 identical, and the teacher still runs once per input over all processes together.
 Validation data is scored whole on every rank, so every rank's guard keeps the same

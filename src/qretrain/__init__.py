@@ -7,18 +7,18 @@ their accuracy back without labels.
     same = qretrain.load("vgg16.h5")
 """
 
-__version__ = "0.1.0"
-
-from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
+from qretrain._version import __version__
 from qretrain.analysis import Sweep, analyze
+from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
 from qretrain.cluster.apply import cluster_
 from qretrain.data import load_dataset
+from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
 from qretrain.plan.auto import AutoPlan, auto_plan
 from qretrain.retrain import RetrainConfig, retrain
-from qretrain.storage import Layout, QretrainFileError, load, save
+from qretrain.storage import Layout, load, save
 
 __all__ = [
     "ArchSpec",
@@ -32,10 +32,12 @@ __all__ = [
     "ParamKind",
     "Plan",
     "PlanError",
+    "QretrainError",
     "QretrainFileError",
     "RetrainConfig",
     "Rule",
     "Sweep",
+    "UntrustedCodeError",
     "__version__",
     "analyze",
     "auto_plan",

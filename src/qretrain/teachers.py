@@ -16,6 +16,7 @@ from torch import nn
 
 from qretrain._cache import cache_dir
 from qretrain.data import load_dataset
+from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
 from qretrain.models.specs import build_model, get_arch
 from qretrain.storage import load, save, write_text_atomic
@@ -31,10 +32,31 @@ DEFAULT_EPOCHS = 15
 def teacher_path(
     name: str, epochs: int = DEFAULT_EPOCHS, seed: int = 0, train_limit: int | None = None
 ) -> Path:
-    if name not in TEACHERS:
-        raise ValueError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
+    check_teacher(name, epochs, seed, train_limit)
     subset = f"-n{train_limit}" if train_limit is not None else ""
     return cache_dir("teachers") / f"{name}-e{epochs}-s{seed}{subset}.h5"
+
+
+def check_teacher(name: str, epochs: int, seed: int, train_limit: int | None = None) -> None:
+    """Raise QretrainError for an unknown teacher or settings it cannot train with."""
+    if name not in TEACHERS:
+        raise QretrainError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
+    for what, value, low in (("epochs", epochs, 1), ("seed", seed, 0), ("train_limit", train_limit, 1)):
+        if value is None and what == "train_limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise QretrainError(f"teacher {what} must be an int >= {low}; got {value!r}")
+
+
+def cached_teacher(name: str, epochs: int = DEFAULT_EPOCHS, seed: int = 0) -> nn.Module:
+    """The teacher from the cache; never trains. QretrainError says how to train it."""
+    path = teacher_path(name, epochs, seed)
+    if not path.exists():
+        raise QretrainError(
+            f"teacher:{name} ({epochs} epochs, seed {seed}) is not trained on this machine; "
+            f"train it once with `qretrain teacher {name} --epochs {epochs} --seed {seed}`"
+        )
+    return load(path)
 
 
 def teacher_record(
@@ -63,7 +85,11 @@ def teacher(
     torch.manual_seed(seed)
     model = build_model(spec, **kwargs)
     contract = get_arch(model).contract
-    logger.info("training teacher %s (%d epochs, seed %d)", name, epochs, seed)
+    logger.warning(
+        "teacher:%s is not cached: training it now on fashion-mnist:train (%d epochs, seed "
+        "%d; about a minute per epoch on 2 cores), once; it is cached in %s",
+        name, epochs, seed, path.parent,
+    )
     train_set = load_dataset("fashion-mnist:train", contract, limit=train_limit, seed=seed)
     config = TrainConfig(epochs=epochs, seed=seed)
     history = train_classifier(model, train_set, config, progress=progress)

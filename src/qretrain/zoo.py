@@ -99,3 +99,6 @@ def resnet_small(num_classes: int = 10, width: int = 16, blocks: int = 2) -> Res
 
 # Fashion-MNIST's pixel mean and standard deviation.
 vgg_small.contract = resnet_small.contract = InputContract(1, 28, (0.2860,), (0.3530,))
+
+# The factories ``qretrain.zoo:NAME`` names; files and records may name these only.
+FACTORIES = {"vgg_small": vgg_small, "resnet_small": resnet_small}

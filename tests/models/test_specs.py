@@ -24,6 +24,8 @@ def test_importable_spec_records_its_arch():
     with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.mod'"):
         load_model("no_such_pkg.mod:make")
     with pytest.raises(ValueError, match="has no attribute 'nothing'"):
+        load_model("qretrain.cli:nothing")
+    with pytest.raises(ValueError, match="qretrain.zoo has no model 'nothing'; known: vgg_small"):
         load_model("qretrain.zoo:nothing")
 
 
@@ -77,5 +79,8 @@ def test_torchscript_spec(tmp_path, tiny_vgg, images):
 def test_named_specs_win_over_the_importable_fallback():
     from qretrain.models.specs import resolve_builder
 
-    build, contract = resolve_builder("teacher:vgg")  # resolves without training anything
-    assert build.__qualname__.startswith("_teacher") and contract.shape == (1, 28, 28)
+    builder = resolve_builder("teacher:vgg")  # resolves without training anything
+    assert builder.build.__qualname__.startswith("_teacher")
+    assert builder.contract.shape == (1, 28, 28)
+    with pytest.raises(ValueError, match="unknown teacher 'alexnet'; known: vgg, resnet"):
+        resolve_builder("teacher:alexnet")

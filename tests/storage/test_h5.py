@@ -8,6 +8,7 @@ import torch
 import qretrain
 from qretrain.storage import QretrainFileError
 from qretrain.storage import h5 as h5_module
+from qretrain.storage.seal import write_seal as reseal
 
 PLAN = {
     "rules": [
@@ -50,7 +51,7 @@ def test_file_records_arch_plan_version_and_checksums(tmp_path, tiny_vgg):
     qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
     qretrain.save(tiny_vgg, tmp_path / "m.h5")
     with h5py.File(tmp_path / "m.h5") as f:
-        assert f.attrs["format"] == "qretrain" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "qretrain" and f.attrs["format_version"] == 2
         assert '"spec": "qretrain.zoo:vgg_small"' in f.attrs["arch"]
         assert '"k": 16' in f.attrs["plans"]
         conv = f["tensors/features.0.weight"]
@@ -74,7 +75,8 @@ def test_packed_sizes_within_one_percent_of_the_bound(tmp_path):
         bound = 1_000_000 * c.bits / 8 + c.codebook.numel() * 4 + 1024
         assert saved.tensor_bytes["weight"] <= 1.01 * bound
         assert report.records[0].stored_bytes <= bound
-        assert torch.equal(qretrain.load(tmp_path / f"k{k}.h5").weight, model.weight)
+        loaded = qretrain.load(tmp_path / f"k{k}.h5", trust_code=True)
+        assert torch.equal(loaded.weight, model.weight)
 
 
 def test_truncated_file_is_refused(tmp_path, tiny_vgg):
@@ -82,7 +84,7 @@ def test_truncated_file_is_refused(tmp_path, tiny_vgg):
     qretrain.save(tiny_vgg, path)
     data = path.read_bytes()
     (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
-    with pytest.raises(QretrainFileError, match="cut.h5' is not a readable qretrain file"):
+    with pytest.raises(QretrainFileError, match=r"cut.h5' is \d+ bytes long but was written with"):
         qretrain.load(tmp_path / "cut.h5")
 
 
@@ -91,6 +93,9 @@ def test_corrupted_values_fail_the_checksum(tmp_path, tiny_vgg):
     qretrain.save(tiny_vgg, path)
     with h5py.File(path, "r+") as f:
         f["tensors/classifier.1.weight"][0, 0] += 1.0
+    with pytest.raises(QretrainFileError, match="fails its SHA-256 seal"):
+        qretrain.load(path)
+    reseal(path)  # a stranger's consistent file: the per-tensor checksum still tells
     with pytest.raises(QretrainFileError, match="'classifier.1.weight' fails its checksum"):
         qretrain.load(path)
 
@@ -105,6 +110,9 @@ def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
     for i in range(info.byte_offset + 4, info.byte_offset + info.size - 4):
         raw[i] ^= 0x5A
     path.write_bytes(bytes(raw))
+    with pytest.raises(QretrainFileError, match="fails its SHA-256 seal"):
+        qretrain.load(path)
+    reseal(path)
     with pytest.raises(QretrainFileError, match="(fails its checksum|truncated or corrupted)"):
         qretrain.load(path)
 
@@ -113,13 +121,22 @@ def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
     with h5py.File(path, "r+") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(QretrainFileError, match="format version 2; this qretrain .* reads version 1"):
+        f.attrs["format_version"] = 3
+    reseal(path)
+    with pytest.raises(QretrainFileError, match="format version 3; this qretrain reads version 2"):
         qretrain.load(path)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(QretrainFileError, match="not a qretrain model file"):
+    with pytest.raises(QretrainFileError, match="HDF5 file without a qretrain seal"):
         qretrain.load(tmp_path / "other.h5")
+    with h5py.File(tmp_path / "other.h5", "w", userblock_size=512) as f:
+        f["x"] = np.zeros(3)
+    reseal(tmp_path / "other.h5")
+    with pytest.raises(QretrainFileError, match="attributes missing .*'format'"):
+        qretrain.load(tmp_path / "other.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(QretrainFileError, match="not a qretrain model file"):
+        qretrain.load(tmp_path / "text.h5")
     with pytest.raises(FileNotFoundError):
         qretrain.load(tmp_path / "missing.h5")
 
@@ -129,6 +146,7 @@ def test_tensors_that_do_not_fit_the_architecture(tmp_path, tiny_vgg):
     qretrain.save(tiny_vgg, path)
     with h5py.File(path, "r+") as f:
         f.attrs["arch"] = f.attrs["arch"].replace('"width": 4', '"width": 8')
+    reseal(path)
     with pytest.raises(QretrainFileError, match="does not fit the architecture: shape: features"):
         qretrain.load(path)
 
@@ -177,7 +195,8 @@ def test_paper_layout_stores_float32_and_a_codebook_companion(tmp_path):
     with h5py.File(tmp_path / "p.h5") as f:
         assert f["tensors/weight"].dtype == np.float32
         assert f["tensors/weight.codebook"].shape == (64, 6)
-    loaded = qretrain.cluster.clusters_of(qretrain.load(tmp_path / "p.h5"))["weight"]
+    loaded = qretrain.cluster.clusters_of(qretrain.load(tmp_path / "p.h5", trust_code=True))
+    loaded = loaded["weight"]
     original = qretrain.cluster.clusters_of(model)["weight"]
     assert torch.equal(loaded.indices, original.indices)
     assert torch.equal(loaded.codebook, original.codebook)

@@ -1,5 +1,6 @@
 """Models: specs that name and rebuild architectures, and what a model holds."""
 
+from qretrain.models import builders  # noqa: F401  (registers the built-in specs)
 from qretrain.models.layers import (
     BN_KINDS,
     CLUSTERABLE,
@@ -9,12 +10,14 @@ from qretrain.models.layers import (
     describe_tensors,
     number_layers,
 )
+from qretrain.models.loading import check_fits, load_model, load_state_dict_file
 from qretrain.models.specs import (
     ArchSpec,
+    Builder,
+    Origin,
     build_model,
     get_arch,
     known_specs,
-    load_model,
     register_builder,
     set_arch,
 )
@@ -24,13 +27,17 @@ __all__ = [
     "CLUSTERABLE",
     "LAYER_TYPES",
     "ArchSpec",
+    "Builder",
+    "Origin",
     "ParamKind",
     "TensorInfo",
     "build_model",
+    "check_fits",
     "describe_tensors",
     "get_arch",
     "known_specs",
     "load_model",
+    "load_state_dict_file",
     "number_layers",
     "register_builder",
     "set_arch",

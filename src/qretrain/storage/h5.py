@@ -1,28 +1,37 @@
-"""qretrain model files: HDF5 with gzip, written atomically, read without unpickling.
+"""qretrain model files: HDF5 with gzip, sealed, written atomically, read as untrusted.
 
-Layout of a file (format version 1)::
+Layout of a file (format version 2)::
 
+    user block (512 B)    the seal: SHA-256 of the rest of the file (``storage.seal``)
     /                     attrs: format="qretrain", format_version, layout, arch (JSON),
-                                 plans (JSON), tensor_names (JSON, state-dict order)
+                                 plans (JSON), qretrain_version, tensor_names (JSON,
+                                 state-dict order)
     /tensors/<name>       one entry per state-dict tensor:
         raw tensor        a dataset of its own dtype and shape
         packed clustered  a group: codebook (G, K) float32, indices (bit-packed uint8;
-                          absent when K = 1), sizes (G,) when per channel
+                          absent when K = 1), sizes (G,) uint16 when per channel
 
 Every entry carries ``encoding``, ``shape``, ``dtype`` and ``sha256`` (of the decoded
 tensor's bytes) attributes; clustered ones also ``k``, ``method``, ``granularity``,
 ``bits`` and ``sq_error``. In the ``paper`` layout (the seed's storage) clustered
 tensors are raw float32 datasets holding centroid values, with their codebook in a
 small ``<name>.codebook`` companion so that loading needs no sort.
+
+Loading trusts nothing in the file: the seal is checked before HDF5 parses it, the
+structure and every attribute against ``storage.schema`` before any data is read,
+the architecture is built on the meta device and compared with the declared shapes
+before anything is allocated, and the spec resolves only to known architectures
+unless ``trust_code=True``. Every failure is a ``QretrainFileError``.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 import io
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,26 +40,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from qretrain import __version__
-from qretrain.cluster.options import Granularity, Method, parse_enum
+from qretrain._version import __version__
+from qretrain.cluster.options import Granularity, parse_enum
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor
-from qretrain.models.specs import ArchSpec, check_fits, get_arch, set_arch
-from qretrain.storage.atomic import atomic_path
-from qretrain.storage.bitpack import pack_indices, unpack_indices
+from qretrain.errors import QretrainError, QretrainFileError
+from qretrain.models.loading import check_fits
+from qretrain.models.specs import ArchSpec, Origin, get_arch, is_named, make_builder, set_arch
+from qretrain.storage.atomic import atomic_path, commit_pair
+from qretrain.storage.bitpack import pack_indices
+from qretrain.storage.decode import indices_from_values, read_packed, tensor_sha256
+from qretrain.storage.schema import FORMAT, FORMAT_VERSION, Manifest, read_manifest
+from qretrain.storage.seal import USERBLOCK, check_seal, write_seal
 
-FORMAT = "qretrain"
-FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
 GZIP_LEVEL = 4  # level 9 is ~3x slower here for under 1% smaller files
+# What parsing a damaged or crafted file can raise inside h5py, numpy and torch; each
+# becomes a QretrainFileError naming the file (the cause stays chained).
+_PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
+                 MemoryError, RecursionError, AttributeError, OverflowError)  # fmt: skip
 
 
 class Layout(str, enum.Enum):
     PACKED = "packed"  # bit-packed indices + codebook per clustered tensor
     PAPER = "paper"  # the seed's: every tensor float32, gzip does the rest
-
-
-class QretrainFileError(ValueError):
-    """A file that is not a readable qretrain model file; names the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class SaveResult:
     file_bytes: int
     layout: Layout
     tensor_bytes: dict[str, int]  # bytes each tensor takes on disk after gzip
+    sha256: str  # the file's seal: sidecar records name it to pair with the file
 
 
 def save(
@@ -67,117 +81,183 @@ def save(
     *,
     layout: Layout | str = Layout.PACKED,
     arch: ArchSpec | str | None = None,
+    record: Callable[[SaveResult], dict] | None = None,
 ) -> SaveResult:
     """Write ``model`` (clustered or not) to ``path`` atomically.
 
     ``arch`` says how to rebuild the architecture; by default the one recorded when
-    the model was built by qretrain, or an importable no-argument class.
+    the model was built by qretrain, or an importable no-argument class. It must
+    rebuild a model whose state dict fits this one, or save refuses.
+    ``record``, when given, makes the JSON sidecar ``path.with_suffix(".json")``
+    from the result; file and sidecar are committed as one unit (the sidecar names
+    the file's ``sha256``, and a crash never leaves a new file beside an old sidecar).
     """
     layout = parse_enum(Layout, layout, "layout")
     arch = _arch_for(model, arch)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tensor_bytes = _write_file(tmp, model, arch, layout)
+        sha = write_seal(tmp)
+        result = SaveResult(path, tmp.stat().st_size, layout, tensor_bytes, sha)
+        if record is not None:
+            sidecar = {**record(result), "file_sha256": sha}
+            commit_pair(tmp, path, json.dumps(sidecar, indent=2), path.with_suffix(".json"))
+    return result
+
+
+def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED) -> int:
+    """The bytes ``save`` would write for ``model``, measured by writing it in memory.
+
+    Needs no rebuildable architecture (the size differs from a saved file's by the
+    length of the arch spec's JSON at most).
+    """
+    layout = parse_enum(Layout, layout, "layout")
+    arch = get_arch(model) or ArchSpec(type(model).__name__)
+    buffer = io.BytesIO()
+    _write_file(buffer, model, arch, layout)
+    return buffer.getbuffer().nbytes
+
+
+def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dict[str, int]:
+    """Write the HDF5 file (path or file object); returns each tensor's stored bytes."""
     clusters = clusters_of(model)
     state = model.state_dict()
-    path = Path(path)
     tensor_bytes = {}
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["layout"] = layout.value
-            f.attrs["arch"] = arch.to_json()
-            f.attrs["plans"] = json.dumps(plans_of(model))
-            f.attrs["qretrain_version"] = __version__
-            f.attrs["tensor_names"] = json.dumps(list(state))
-            tensors = f.create_group("tensors")
-            for name, tensor in state.items():
-                _write_entry(tensors, name, tensor, clusters.get(name), layout)
-            f.flush()
-            for name in state:
-                tensor_bytes[name] = _stored_bytes(tensors[name])
-                if f"{name}.codebook" in tensors:
-                    tensor_bytes[name] += _stored_bytes(tensors[f"{name}.codebook"])
-    return SaveResult(path, path.stat().st_size, layout, tensor_bytes)
+    with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["layout"] = layout.value
+        f.attrs["arch"] = arch.to_json()
+        f.attrs["plans"] = json.dumps(plans_of(model))
+        f.attrs["qretrain_version"] = __version__
+        f.attrs["tensor_names"] = json.dumps(list(state))
+        tensors = f.create_group("tensors")
+        for name, tensor in state.items():
+            _write_entry(tensors, name, tensor, clusters.get(name), layout)
+        f.flush()
+        for name in state:
+            tensor_bytes[name] = _stored_bytes(tensors[name])
+            if f"{name}.codebook" in tensors:
+                tensor_bytes[name] += _stored_bytes(tensors[f"{name}.codebook"])
+    return tensor_bytes
 
 
-def load(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+def load(path: str | Path, *, map_location: str | torch.device = "cpu",
+         trust_code: bool = False) -> nn.Module:  # fmt: skip
     """Rebuild the model stored in ``path``, with its clustering; in eval mode.
 
-    Raises QretrainFileError for a missing, truncated or corrupted file (checksums),
-    an unknown format version, or tensors that do not fit the architecture.
+    Raises QretrainFileError for a truncated, corrupted or malformed file, an
+    unknown format version, tensors that do not fit the architecture, and an
+    architecture spec that names code (``module:callable``) unless ``trust_code``.
+    Loading never trains, downloads or writes anything.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    where = repr(str(path))
+    check_seal(path)
     try:
         with h5py.File(path, "r") as f:
-            arch, plans, state, clusters = _read(f, str(path))
+            manifest = read_manifest(f, where)
+            make = _architecture(manifest, where, trust_code)
+            state, clusters = _decode(f["tensors"], manifest, where)
     except QretrainFileError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
+    except _PARSE_ERRORS as e:
         raise QretrainFileError(
-            f"{str(path)!r} is not a readable qretrain file (truncated or corrupted?): {e}"
+            f"{where} is not a readable qretrain file (truncated or corrupted?): {e}"
         ) from e
-    model = arch.build()
-    try:
-        check_fits(model, state, repr(str(path)))
-    except ValueError as e:
-        raise QretrainFileError(str(e)) from e
+    model = make()
     model.load_state_dict(state)
-    set_arch(model, arch)
+    set_arch(model, manifest.arch)
     clusters_of(model).update(clusters)
-    plans_of(model).extend(plans)
+    plans_of(model).extend(manifest.plans)
     return model.to(map_location).eval()
 
 
-def _read(f: h5py.File, where: str):
-    if f.attrs.get("format") != FORMAT:
-        raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
-    version = int(f.attrs["format_version"])
-    if version != FORMAT_VERSION:
-        raise QretrainFileError(
-            f"{where} has format version {version}; this qretrain ({__version__}) reads "
-            f"version {FORMAT_VERSION} only"
-        )
-    arch = ArchSpec.from_json(f.attrs["arch"])
-    plans = json.loads(f.attrs["plans"])
-    tensors = f["tensors"]
+def _architecture(manifest: Manifest, where: str, trust_code: bool) -> Callable[[], nn.Module]:
+    """A builder for the file's architecture, checked against the declared shapes on
+    the meta device (no memory) before anything is decoded or allocated."""
+    arch = manifest.arch
+    try:
+        make = make_builder(arch.spec, arch.kwargs, Origin.FILE, trust_code)
+    except QretrainFileError:
+        raise
+    except (QretrainError, FileNotFoundError) as e:
+        raise QretrainFileError(f"{where}: cannot rebuild its architecture: {e}") from e
+    declared = {e.name: e.shape for e in manifest.entries}
+    try:
+        with torch.device("meta"):
+            probe = make()
+    except _PARSE_ERRORS as e:
+        if trust_code:  # trusted code may not run on the meta device; it is trusted
+            return make
+        raise QretrainFileError(f"{where}: cannot build {arch.spec!r}: {e}") from e
+    try:
+        check_fits(probe, declared, where)
+    except QretrainError as e:
+        raise QretrainFileError(str(e)) from None
+    return make
+
+
+def _decode(tensors: h5py.Group, manifest: Manifest, where: str):
     state, clusters = {}, {}
-    for name in json.loads(f.attrs["tensor_names"]):
-        entry = tensors[name]
-        encoding = entry.attrs["encoding"]
-        if encoding == "clustered":
-            clustered = _read_packed(entry)
+    for entry in manifest.entries:
+        obj = tensors[entry.name]
+        label = f"{where}: tensor {entry.name!r}"
+        if entry.encoding == "clustered":
+            clustered = read_packed(obj, entry, label)
             tensor = clustered.decode()
-        elif encoding == "raw":
-            tensor = torch.from_numpy(np.asarray(entry[()]).copy())
-            clustered = None
-            if f"{name}.codebook" in tensors:
-                clustered = _indices_from_values(entry, tensor, tensors[f"{name}.codebook"][()])
         else:
-            raise QretrainFileError(f"{where}: tensor {name!r} has unknown encoding {encoding!r}")
-        tensor = tensor.to(getattr(torch, entry.attrs["dtype"])).reshape(
-            tuple(entry.attrs["shape"])
-        )
-        if _sha256(tensor) != entry.attrs["sha256"]:
-            raise QretrainFileError(f"{where}: tensor {name!r} fails its checksum (corrupted file)")
-        state[name] = tensor
+            tensor = torch.from_numpy(np.asarray(obj[()]).copy())
+            clustered = None
+            if entry.cluster is not None:
+                codebook = tensors[f"{entry.name}.codebook"][()]
+                clustered = indices_from_values(entry, tensor, codebook, label)
+        tensor = tensor.to(getattr(torch, entry.dtype)).reshape(entry.shape)
+        if tensor_sha256(tensor) != entry.sha256:
+            raise QretrainFileError(f"{label} fails its checksum (corrupted file)")
+        state[entry.name] = tensor
         if clustered is not None:
-            clusters[name] = clustered
-    return arch, plans, state, clusters
+            clusters[entry.name] = clustered
+    return state, clusters
 
 
 def _arch_for(model: nn.Module, arch: ArchSpec | str | None) -> ArchSpec:
-    if isinstance(arch, ArchSpec):
-        return arch
+    """The ArchSpec to record, checked to rebuild a model that ``model``'s state fits."""
     if isinstance(arch, str):
-        return ArchSpec(arch)
-    recorded = get_arch(model)
-    if recorded is None:
-        raise ValueError(
+        arch = ArchSpec(arch)
+    arch = arch if arch is not None else get_arch(model)
+    if arch is None:
+        raise QretrainError(
             f"cannot record how to rebuild {type(model).__name__}: build it with "
             "qretrain.build_model(spec), or pass arch='package.module:callable' to save()"
         )
-    return recorded
+    # What load will run: the architecture alone (the caller's own spec, so trusted).
+    make = make_builder(arch.spec, arch.kwargs, Origin.FILE, trust_code=True)
+    try:
+        with torch.device("meta"):
+            rebuilt = make()
+    except Exception:  # user code that cannot run on the meta device: build it for real
+        rebuilt = make()
+    try:
+        check_fits(rebuilt, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                   f"the model ({type(model).__name__})")  # fmt: skip
+    except QretrainError as e:
+        raise QretrainError(
+            f"{e}; {arch.spec!r} with {arch.kwargs} would not rebuild it, so the file could "
+            "never be loaded: build the model with qretrain.build_model(spec, **kwargs), or "
+            "pass save(..., arch=ArchSpec(spec, kwargs))"
+        ) from None
+    if not is_named(arch.spec):
+        logger.warning(
+            "%s names code (%r): loading the file will need trust_code=True / --trust-code",
+            type(model).__name__, arch.spec,
+        )
+    if arch.contract is None:
+        contract = getattr(get_arch(rebuilt), "contract", None)
+        arch = ArchSpec(arch.spec, arch.kwargs, contract)
+    return arch
 
 
 def _write_entry(group: h5py.Group, name: str, tensor: torch.Tensor,
@@ -195,7 +275,7 @@ def _write_entry(group: h5py.Group, name: str, tensor: torch.Tensor,
             _set_cluster_attrs(entry, clustered)
     entry.attrs["shape"] = list(tensor.shape)
     entry.attrs["dtype"] = str(tensor.dtype).removeprefix("torch.")
-    entry.attrs["sha256"] = _sha256(tensor)
+    entry.attrs["sha256"] = tensor_sha256(tensor)
 
 
 def entry_file_bytes(
@@ -270,59 +350,6 @@ def _set_cluster_attrs(entry: h5py.HLObject, clustered: ClusteredTensor) -> None
     entry.attrs["granularity"] = clustered.granularity.value
     entry.attrs["bits"] = clustered.bits
     entry.attrs["sq_error"] = clustered.sq_error
-
-
-def _cluster_fields(entry: h5py.HLObject) -> dict:
-    return {
-        "k": int(entry.attrs["k"]),
-        "method": Method(entry.attrs["method"]),
-        "granularity": Granularity(entry.attrs["granularity"]),
-        "sq_error": float(entry.attrs["sq_error"]),
-    }
-
-
-def _read_packed(entry: h5py.Group) -> ClusteredTensor:
-    codebook = torch.from_numpy(np.asarray(entry["codebook"][()], dtype=np.float32))
-    shape = tuple(int(d) for d in entry.attrs["shape"])
-    n = int(np.prod(shape, dtype=np.int64))
-    bits = int(entry.attrs["bits"])
-    if bits:
-        indices = unpack_indices(np.asarray(entry["indices"][()]), bits, n)
-    else:
-        indices = np.zeros(n, dtype=np.uint8)
-    if "sizes" in entry:
-        sizes = torch.from_numpy(entry["sizes"][()].astype(np.int64))
-    else:
-        sizes = torch.tensor([codebook.shape[1]], dtype=torch.int64)
-    if int(indices.max(initial=0)) >= codebook.shape[1]:
-        raise QretrainFileError(f"tensor {entry.name!r}: an index exceeds its codebook")
-    return ClusteredTensor(
-        codebook=codebook,
-        sizes=sizes,
-        indices=torch.from_numpy(indices).reshape(shape),
-        **_cluster_fields(entry),
-    )
-
-
-def _indices_from_values(entry: h5py.Dataset, tensor: torch.Tensor, codebook) -> ClusteredTensor:
-    """Rebuild indices of a paper-layout tensor from its values and sorted codebook."""
-    codebook = torch.from_numpy(np.asarray(codebook, dtype=np.float32))
-    rows = tensor.float().reshape(codebook.shape[0], -1).contiguous()
-    indices = torch.searchsorted(codebook, rows).clamp_(max=codebook.shape[1] - 1)
-    sizes = torch.tensor(
-        [int(torch.unique_consecutive(row).numel()) for row in codebook], dtype=torch.int64
-    )
-    return ClusteredTensor(
-        codebook=codebook,
-        sizes=sizes,
-        indices=indices.to(torch.uint8).reshape(tensor.shape),
-        **_cluster_fields(entry),
-    )
-
-
-def _sha256(tensor: torch.Tensor) -> str:
-    data = tensor.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(data).cast("B") if data.size else b"").hexdigest()
 
 
 def _stored_bytes(entry: h5py.HLObject) -> int:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from qretrain.analysis import DEFAULT_KS, SWEEP_KINDS, analyze
 from qretrain.analysis.sweep import PRECISIONS
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
+    add_device_argument,
     add_model_arguments,
+    check_output_folder,
     data_from_args,
     model_from_args,
 )
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="forward passes in bfloat16 are ~3x faster on CPUs with AMX/AVX-512 BF16",
     )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or tables")
     parser.set_defaults(run=run)
@@ -81,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--ks must be comma-separated integers; got {args.ks!r}") from None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    out = check_output_folder(args.output)
     model = model_from_args(args)
     arch = get_arch(model)
     data = data_from_args(args, arch.contract if arch else None)
-    out = Path(args.output)
     sweep = analyze(
         model,
         data,

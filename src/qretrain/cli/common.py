@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from qretrain.data import known_datasets, load_dataset
+from qretrain.device import parse_device
+from qretrain.errors import QretrainError
 from qretrain.models import known_specs, load_model
+from qretrain.storage import check_writable_folder
 
 
 def add_command(
@@ -28,8 +32,55 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    add_trust_argument(parser)
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let .h5 files and records name code to run (package.module:callable); "
+        "without it they may name known architectures only",
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    parser.add_argument("--device", type=device_arg, default=default,
+                        help="cpu, cuda or cuda:N (checked before any work)")  # fmt: skip
+
+
+def device_arg(text: str) -> str:
+    """argparse type: a device this machine has (the error becomes exit code 2)."""
+    try:
+        return str(parse_device(text))
+    except QretrainError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def output_file(path: str, suffixes: tuple[str, ...]) -> Path:
+    """An output path with one of ``suffixes`` in a folder that takes new files."""
+    out = Path(path)
+    if out.suffix not in suffixes:
+        raise QretrainError(f"output {path!r} must end in {' or '.join(suffixes)}")
+    check_writable_folder(out)
+    return out
+
+
+def check_output_folder(path: str) -> Path:
+    """A folder that exists and takes files, or whose nearest existing parent does."""
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise QretrainError(f"output folder {path!r}: {str(existing)!r} is not a folder")
+    check_writable_folder(existing / "probe")
+    return folder
+
+
 def model_from_args(args: argparse.Namespace):
-    return load_model(args.model, weights=args.weights)
+    """MODEL as typed (the user's own spec); a .h5 file's spec needs --trust-code."""
+    return load_model(args.model, weights=args.weights, trust_code=args.trust_code)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

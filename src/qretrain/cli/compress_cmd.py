@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from qretrain._table import human_bytes
-from qretrain.cli.common import add_command, add_model_arguments, model_from_args
+from qretrain.cli.common import add_command, add_model_arguments, model_from_args, output_file
 from qretrain.cluster import Method
 from qretrain.cluster.apply import cluster_
 from qretrain.plan import Plan
-from qretrain.storage import Layout, save, write_text_atomic
+from qretrain.storage import Layout, save
 
 EXAMPLE = (
     "example: qretrain compress torchvision:vgg16 --plan examples/plans/vgg16-paper.yaml "
@@ -48,16 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.suffix not in (".h5", ".hdf5"):
-        raise ValueError(f"output {str(output)!r} must end in .h5")
+    output = output_file(args.output, (".h5", ".hdf5"))
     plan = Plan.load(args.plan)
     if args.method:
         plan = plan.with_method(args.method)
     model = model_from_args(args)
     report = cluster_(model, plan, progress=not args.quiet)
-    saved = save(model, output, layout=args.layout)
-    record = {
+    saved = save(model, output, layout=args.layout, record=lambda saved: {
         "model": args.model,
         "plan": plan.to_dict(),
         "layout": saved.layout.value,
@@ -67,15 +62,15 @@ def run(args: argparse.Namespace) -> int:
         "reduction": 1 - saved.file_bytes / report.original_bytes,
         "tensor_file_bytes": saved.tensor_bytes,
         "report": report.to_dict(),
-    }
+    })  # fmt: skip
     json_path = output.with_suffix(".json")
-    write_text_atomic(json_path, json.dumps(record, indent=2))
+    reduction = 1 - saved.file_bytes / report.original_bytes
     if not args.quiet:
         print(report.table(only_clustered=True))
     print(
         f"{len(report.clustered)} of {len(report.records)} tensors clustered; "
         f"float32 {human_bytes(report.original_bytes)} -> file "
-        f"{human_bytes(saved.file_bytes)} ({record['reduction']:.2%} smaller, "
+        f"{human_bytes(saved.file_bytes)} ({reduction:.2%} smaller, "
         f"{saved.layout.value} layout)\nwrote {output} and {json_path}"
     )
     return 0

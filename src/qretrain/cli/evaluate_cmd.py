@@ -8,6 +8,7 @@ import json
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
+    add_device_argument,
     add_model_arguments,
     data_from_args,
     model_from_args,
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("--reference", metavar="MODEL2", help="model to compare with")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     parser.set_defaults(run=run)
 
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     contract = get_arch(model).contract if get_arch(model) else None
-    reference = load_model(args.reference) if args.reference else None
+    reference = load_model(args.reference, trust_code=args.trust_code) if args.reference else None
     if reference is not None and get_arch(reference) and get_arch(reference).contract != contract:
         raise ValueError(
             f"MODEL and --reference expect different inputs ({contract} vs "

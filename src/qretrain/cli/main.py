@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from qretrain import __version__
+from qretrain._version import __version__
 from qretrain.cli import (
     analyze_cmd,
     compress_cmd,
@@ -19,6 +19,7 @@ from qretrain.cli import (
     run_cmd,
     teacher_cmd,
 )
+from qretrain.errors import QretrainError
 
 SUBCOMMANDS = (
     inspect_cmd,
@@ -32,10 +33,10 @@ SUBCOMMANDS = (
     teacher_cmd,
 )
 EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 2."""
+# User errors: bad input (QretrainError and the ValueErrors of the older layers) and
+# the environment (a missing file, a folder that takes no files). Anything else is a
+# bug and keeps its traceback.
+USER_ERRORS = (QretrainError, ValueError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, TypeError, CliError) as e:
+    except USER_ERRORS as e:
         message = str(e).strip().replace("\n", "\n  ")
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:
+            message = f"{e.strerror or e}: {e.filename}"
         print(f"qretrain {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

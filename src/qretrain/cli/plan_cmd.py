@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from qretrain.analysis import Sweep
 from qretrain.analysis.sweep import model_fingerprint
-from qretrain.cli.common import add_command
+from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
 from qretrain.data import load_dataset
-from qretrain.models import get_arch, load_model
+from qretrain.models import Origin, get_arch, load_model
 from qretrain.plan.auto import auto_plan
 from qretrain.storage import write_text_atomic
 
@@ -45,14 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seed's permutation (the sweep's --limit as offset: disjoint images)")
     parser.add_argument("--no-verify", action="store_true", help="selection only")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device_argument(parser)
+    add_trust_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.suffix not in (".yaml", ".yml"):
-        raise ValueError(f"output {str(output)!r} must end in .yaml")
+    output = output_file(args.output, (".yaml", ".yml"))
     sweep = Sweep.load(args.sweep)
     model = data = None
     if not args.no_verify:
@@ -82,7 +80,9 @@ def _model_and_data(sweep: Sweep, args: argparse.Namespace):
             f"the sweep in {args.sweep!r} does not say how to load its model (it was run "
             "from Python); verify with qretrain.auto_plan(sweep, model, data) or --no-verify"
         )
-    model = load_model(source["model"], weights=source.get("weights"))
+    # The sweep's record names the model: known architectures only, unless trusted.
+    model = load_model(source["model"], weights=source.get("weights"), origin=Origin.RECORD,
+                       trust_code=args.trust_code)  # fmt: skip
     if model_fingerprint(model) != sweep.settings["model_sha256"]:
         raise ValueError(
             f"{source['model']} no longer has the weights the sweep measured; analyze it again"

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch.distributed as dist
 
-from qretrain.cli.common import add_command, add_data_arguments, data_from_args
+from qretrain.cli.common import (
+    add_command,
+    add_data_arguments,
+    add_device_argument,
+    add_trust_argument,
+    data_from_args,
+    output_file,
+)
 from qretrain.data import load_dataset
 from qretrain.models import get_arch, load_model
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
-from qretrain.storage import load, save, write_text_atomic
+from qretrain.storage import load, save
 
 EXAMPLE = (
     "example: qretrain retrain small.h5 --teacher teacher:vgg --data fashion-mnist:train "
@@ -61,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="guard: keep the best epoch on V, never worse than the start")
     parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
+    add_trust_argument(parser)
     parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run)  # fmt: skip
 
@@ -76,13 +82,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> int:
-    output = Path(args.output)
-    if output.suffix != ".h5":
-        raise ValueError(f"output {str(output)!r} must end in .h5")
+    output = output_file(args.output, (".h5",))
     if not args.labels and not args.teacher:
         raise ValueError("label-free retraining needs --teacher MODEL (or --labels)")
-    student = load(args.student)
-    teacher = load_model(args.teacher) if args.teacher else None
+    student = load(args.student, trust_code=args.trust_code)
+    teacher = load_model(args.teacher, trust_code=args.trust_code) if args.teacher else None
     contract = get_arch(student).contract if get_arch(student) else None
     data = data_from_args(args, contract)
     if not args.labels:
@@ -101,11 +105,11 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
                      world_size=ranks.world_size)  # fmt: skip
     if not ranks.leader:
         return 0
-    saved = save(result.model.cpu(), output)
-    record = {"student": args.student, "teacher": args.teacher, "data": data.describe(),
-              "val_data": val.describe() if val else None, "file_bytes": saved.file_bytes,
-              **result.record}  # fmt: skip
-    write_text_atomic(output.with_suffix(".json"), json.dumps(record, indent=2))
+    extra = {"student": args.student, "teacher": args.teacher, "data": data.describe(),
+             "val_data": val.describe() if val else None}  # fmt: skip
+    save(result.model.cpu(), output,
+         record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record})
+    record = result.record
     before, after = record["quality_before"], record["quality_after"]
     print(
         f"{record['monitor_metric']} on {record['monitor']}: {before:.2%} -> {after:.2%}; "

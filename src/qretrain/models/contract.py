@@ -7,6 +7,7 @@ wants.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+MAX_SIZE = 4096  # pixels per side
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -34,8 +36,16 @@ class InputContract:
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3; got {self.channels}")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be an int in [1, {MAX_SIZE}]; got {self.size}")
+        if self.resize is not None and not self.size <= self.resize <= 2 * MAX_SIZE:
+            raise ValueError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError("mean and std need one value per channel")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be finite; got {self.mean}")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"std must be finite and > 0; got {self.std}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -46,12 +56,18 @@ class InputContract:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputContract:
+        """From ``to_dict``'s form (read from a file: every field is checked)."""
+        fields = {"channels", "size", "mean", "std", "resize"}
+        if set(d) - fields or not {"channels", "size", "mean", "std"} <= set(d):
+            raise ValueError(f"a contract has the fields {sorted(fields)}; got {sorted(d)}")
+        if not all(isinstance(d[k], list) and len(d[k]) <= 3 for k in ("mean", "std")):
+            raise ValueError("contract mean and std must be lists of 1 or 3 numbers")
         return cls(
-            channels=int(d["channels"]),
-            size=int(d["size"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
-            resize=None if d.get("resize") is None else int(d["resize"]),
+            channels=_int(d["channels"], "channels"),
+            size=_int(d["size"], "size"),
+            mean=tuple(_number(v, "mean") for v in d["mean"]),
+            std=tuple(_number(v, "std") for v in d["std"]),
+            resize=None if d.get("resize") is None else _int(d["resize"], "resize"),
         )
 
     def fit(self, image: torch.Tensor) -> torch.Tensor:
@@ -71,6 +87,18 @@ class InputContract:
         mean = torch.tensor(self.mean).reshape(-1, 1, 1)
         std = torch.tensor(self.std).reshape(-1, 1, 1)
         return ((image - mean) / std).contiguous()
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"contract {what} must be an int; got {value!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"contract {what} must hold numbers; got {value!r}")
+    return float(value)
 
 
 def imagenet_contract(size: int = 224, resize: int | None = 256) -> InputContract:

@@ -218,7 +218,11 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
     make = builder.for_origin(origin)
     if origin is not Origin.USER:
         try:
-            inspect.signature(builder.build).bind(**kwargs)
+            signature = inspect.signature(builder.build)
+        except (TypeError, ValueError):  # some builtins have none
+            signature = inspect.Signature()
+        try:
+            signature.bind(**kwargs)
         except TypeError as e:
             raise QretrainFileError(
                 f"keyword arguments {kwargs} do not fit {spec!r} ({e})"

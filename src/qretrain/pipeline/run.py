@@ -23,23 +23,39 @@ from qretrain.analysis import Sweep, analyze
 from qretrain.cluster.apply import cluster_
 from qretrain.data import load_dataset
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
-from qretrain.models import get_arch, load_model
+from qretrain.models import Origin, get_arch, load_model
 from qretrain.pipeline.config import ConfigError, RunConfig
 from qretrain.plan import Plan
 from qretrain.plan.auto import auto_plan
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
 from qretrain.retrain import RetrainConfig, retrain
-from qretrain.storage import load, save, write_text_atomic
+from qretrain.storage import (
+    file_sha256,
+    folder_lock,
+    load,
+    save,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True,
-                 say: Callable[[str], None] = print) -> dict:  # fmt: skip
-    """Run every stage ``config`` asks for; returns the evaluation record."""
+                 say: Callable[[str], None] = print, trust_code: bool = False) -> dict:  # fmt: skip
+    """Run every stage ``config`` asks for; returns the evaluation record.
+
+    The output folder is locked for the run: a second run into it is refused while
+    this one lives. The config's model spec may name code (``module:callable``) only
+    with ``trust_code``: a config may come from someone else.
+    """
+    with folder_lock(config.output, "qretrain run"):
+        return _run_locked(config, progress, say, trust_code)
+
+
+def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
+                trust_code: bool) -> dict:  # fmt: skip
     out = config.output
-    out.mkdir(parents=True, exist_ok=True)
     resolved = config.to_yaml()
     stored = out / "config.yaml"
     if stored.exists() and stored.read_text() != resolved:
@@ -48,7 +64,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True,
             "output folder, or delete it to start over"
         )
     write_text_atomic(stored, resolved)
-    model = load_model(config.model, weights=config.weights, **config.model_args).eval()
+    model = load_model(config.model, weights=config.weights, origin=Origin.CONFIG,
+                       trust_code=trust_code, **config.model_args).eval()  # fmt: skip
     arch = get_arch(model)
     contract = arch.contract if arch is not None else None
 
@@ -62,7 +79,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True,
             device=config.device, model_name=config.model, progress=progress, **config.analyze,
         ))  # fmt: skip
     _stage(say, "plan", out / "plan.json", lambda: _plan(config, model, data, out))
-    _stage(say, "compress", out / "compress.json", lambda: _compress(config, model, out))
+    _stage(say, "compress", out / "compress.json", lambda: _compress(config, model, out),
+           pair=out / "clustered.h5")  # fmt: skip
     if config.retrain is not None:
         for name in RETRAIN_RUNS:
             if name == "conventional" and not config.retrain["conventional"]:
@@ -70,22 +88,34 @@ def run_pipeline(config: RunConfig, *, progress: bool = True,
             if name == "far_off" and not config.retrain["far_off"]:
                 continue
             _stage(say, f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
-                   lambda name=name: _retrain(config, model, data, out, name, progress))  # fmt: skip
-    _stage(say, "evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out))
+                   lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
+                   pair=out / f"{name}.h5")  # fmt: skip
+    _stage(say, "evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out, trust_code))
     from qretrain.report import write_report
 
     write_report(out)
     return json.loads((out / "evaluate.json").read_text())
 
 
-def _stage(say, name: str, done: Path, work: Callable[[], object]) -> None:
-    if done.exists():
+def _stage(say, name: str, done: Path, work: Callable[[], object], pair: Path | None = None) -> None:
+    """Run ``work`` unless its record ``done`` exists (and names ``pair``'s checksum)."""
+    if done.exists() and (pair is None or _paired(done, pair)):
         say(f"[{name}] done before: {done}")
         return
     say(f"[{name}] ...")
     start = time.perf_counter()
     work()
     say(f"[{name}] {time.perf_counter() - start:.1f} s")
+
+
+def _paired(record: Path, file: Path) -> bool:
+    """Whether ``record`` was written with ``file`` as it is now (a killed write between
+    the two never counts as done)."""
+    try:
+        named = json.loads(record.read_text()).get("file_sha256")
+    except (OSError, ValueError):
+        return False
+    return file.is_file() and named == file_sha256(file)
 
 
 def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
@@ -121,21 +151,20 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
 def _compress(config: RunConfig, model: nn.Module, out: Path) -> None:
     student = copy.deepcopy(model)
     report = cluster_(student, Plan.load(out / "plan.yaml"))
-    saved = save(student, out / "clustered.h5", layout=config.compress["layout"])
-    record = {
-        "layout": saved.layout.value,
-        "file": "clustered.h5",
-        "file_bytes": saved.file_bytes,
-        "float32_bytes": report.original_bytes,
-        "reduction": 1 - saved.file_bytes / report.original_bytes,
-        "tensors_clustered": len(report.clustered),
-        "tensors": len(report.records),
-    }
-    write_text_atomic(out / "compress.json", json.dumps(record, indent=2))
+    save(student, out / "clustered.h5", layout=config.compress["layout"],
+         record_path=out / "compress.json", record=lambda saved: {
+             "layout": saved.layout.value,
+             "file": "clustered.h5",
+             "file_bytes": saved.file_bytes,
+             "float32_bytes": report.original_bytes,
+             "reduction": 1 - saved.file_bytes / report.original_bytes,
+             "tensors_clustered": len(report.clustered),
+             "tensors": len(report.records),
+         })  # fmt: skip
 
 
 def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
-             progress: bool) -> None:  # fmt: skip
+             progress: bool, trust_code: bool) -> None:  # fmt: skip
     settings = {k: v for k, v in config.retrain.items() if k not in ("conventional", "far_off")}
     labels = name == "conventional"
     retrain_config = RetrainConfig(**settings, labels=labels)
@@ -145,18 +174,18 @@ def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
     val = data("guard") if "guard" in config.data and not labels else None
     if val is not None:
         val.labels = None  # the guard is label-free too: agreement with the teacher
-    student = load(out / "clustered.h5")
+    student = load(out / "clustered.h5", trust_code=trust_code)
     result = retrain(
         student, None if labels else model, ds, retrain_config, val_data=val,
         checkpoint=out / f"{name}.ckpt", resume=True, device=config.device, progress=progress,
     )  # fmt: skip
-    saved = save(result.model.cpu(), out / f"{name}.h5")
-    record = {"run": name, "data": ds.describe(), "val_data": val.describe() if val else None,
-              "file_bytes": saved.file_bytes, **result.record}  # fmt: skip
-    write_text_atomic(out / f"{name}.json", json.dumps(record, indent=2))
+    save(result.model.cpu(), out / f"{name}.h5", record=lambda saved: {
+        "run": name, "data": ds.describe(), "val_data": val.describe() if val else None,
+        "file_bytes": saved.file_bytes, **result.record,
+    })  # fmt: skip
 
 
-def _evaluate(config: RunConfig, model: nn.Module, data, out: Path) -> None:
+def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:
     ds = data("evaluate")
     start = time.perf_counter()
     reference, labels = predict(model, ds, device=config.device)
@@ -168,7 +197,7 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path) -> None:
         if path is None:
             logits, size = reference, _float_file_bytes(model, out)
         else:
-            logits, _ = predict(load(path), ds, device=config.device)
+            logits, _ = predict(load(path, trust_code=trust_code), ds, device=config.device)
             size = path.stat().st_size
         rows[name] = {
             "label": RUN_LABELS[name],

@@ -82,14 +82,15 @@ def save(
     layout: Layout | str = Layout.PACKED,
     arch: ArchSpec | str | None = None,
     record: Callable[[SaveResult], dict] | None = None,
+    record_path: str | Path | None = None,
 ) -> SaveResult:
     """Write ``model`` (clustered or not) to ``path`` atomically.
 
     ``arch`` says how to rebuild the architecture; by default the one recorded when
     the model was built by qretrain, or an importable no-argument class. It must
     rebuild a model whose state dict fits this one, or save refuses.
-    ``record``, when given, makes the JSON sidecar ``path.with_suffix(".json")``
-    from the result; file and sidecar are committed as one unit (the sidecar names
+    ``record``, when given, makes the JSON sidecar (``record_path``, by default
+    ``path.with_suffix(".json")``) from the result; file and sidecar are committed as one unit (the sidecar names
     the file's ``sha256``, and a crash never leaves a new file beside an old sidecar).
     """
     layout = parse_enum(Layout, layout, "layout")
@@ -101,7 +102,8 @@ def save(
         result = SaveResult(path, tmp.stat().st_size, layout, tensor_bytes, sha)
         if record is not None:
             sidecar = {**record(result), "file_sha256": sha}
-            commit_pair(tmp, path, json.dumps(sidecar, indent=2), path.with_suffix(".json"))
+            sidecar_path = Path(record_path) if record_path else path.with_suffix(".json")
+            commit_pair(tmp, path, json.dumps(sidecar, indent=2), sidecar_path)
     return result
 
 
@@ -189,15 +191,27 @@ def _architecture(manifest: Manifest, where: str, trust_code: bool) -> Callable[
     try:
         with torch.device("meta"):
             probe = make()
+    except QretrainError as e:
+        raise QretrainFileError(f"{where}: cannot rebuild its architecture: {e}") from e
     except _PARSE_ERRORS as e:
         if trust_code:  # trusted code may not run on the meta device; it is trusted
-            return make
+            return _file_errors(make, where)
         raise QretrainFileError(f"{where}: cannot build {arch.spec!r}: {e}") from e
     try:
         check_fits(probe, declared, where)
     except QretrainError as e:
         raise QretrainFileError(str(e)) from None
-    return make
+    return _file_errors(make, where)
+
+
+def _file_errors(make: Callable[[], nn.Module], where: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        try:
+            return make()
+        except QretrainError as e:
+            raise QretrainFileError(f"{where}: cannot rebuild its architecture: {e}") from e
+
+    return build
 
 
 def _decode(tensors: h5py.Group, manifest: Manifest, where: str):

@@ -90,10 +90,11 @@ def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
     data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
                                             dtype=torch.uint8).numpy(), None)  # fmt: skip
     sweep = analyze(net, data, ks=(1, 2, 4, 16, 64), progress=False)
-    # Pretend every cell is free: selection takes k=1 everywhere, and only the
-    # measurement can bring the plan back within budget.
+    # Pretend the first layer's weight is free at every k: selection takes k=1 there,
+    # and only the measurement can bring the plan back within budget.
     for c in sweep.cells:
-        c.agreement, c.kl = 1.0, 0.0
+        if (c.unit, c.kind) == ("1", "weight"):
+            c.agreement, c.kl = 1.0, 0.0
     result = auto_plan(sweep, net, data, max_drop=2.0, metric="agreement")
     assert result.backoffs, "the free-looking plan must have failed its first measurement"
     assert result.measured_drop <= 2.0

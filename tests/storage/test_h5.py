@@ -9,6 +9,7 @@ import qretrain
 from qretrain.storage import QretrainFileError
 from qretrain.storage import h5 as h5_module
 from qretrain.storage.seal import write_seal as reseal
+from qretrain.testing.files import edit_manifest, manifest_of, tensor_entry
 
 PLAN = {
     "rules": [
@@ -50,14 +51,17 @@ def test_round_trip_outputs_are_exactly_equal(tmp_path, layout, which, tiny_vgg,
 def test_file_records_arch_plan_version_and_checksums(tmp_path, tiny_vgg):
     qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
     qretrain.save(tiny_vgg, tmp_path / "m.h5")
+    doc = manifest_of(tmp_path / "m.h5")
+    assert doc["format"] == "qretrain" and doc["format_version"] == 2
+    assert doc["arch"]["spec"] == "qretrain.zoo:vgg_small"
+    assert doc["plans"][0]["rules"][0]["k"] == 16
+    conv = tensor_entry(doc, "features.0.weight")
+    assert conv["encoding"] == "clustered" and conv["cluster"]["bits"] == 4
+    assert len(conv["sha256"]) == 64
     with h5py.File(tmp_path / "m.h5") as f:
-        assert f.attrs["format"] == "qretrain" and f.attrs["format_version"] == 2
-        assert '"spec": "qretrain.zoo:vgg_small"' in f.attrs["arch"]
-        assert '"k": 16' in f.attrs["plans"]
-        conv = f["tensors/features.0.weight"]
-        assert conv.attrs["encoding"] == "clustered" and conv.attrs["bits"] == 4
-        assert conv["indices"].compression == "gzip" and not conv["indices"].shuffle
-        assert len(conv.attrs["sha256"]) == 64
+        indices = f["tensors/features.0.weight/indices"]
+        assert indices.compression == "gzip" and not indices.shuffle
+        assert not f.attrs and not indices.attrs  # all metadata is in the manifest
 
 
 def test_packed_sizes_within_one_percent_of_the_bound(tmp_path):
@@ -120,9 +124,7 @@ def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
 def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
-    with h5py.File(path, "r+") as f:
-        f.attrs["format_version"] = 3
-    reseal(path)
+    edit_manifest(path, lambda doc: doc.update(format_version=3))
     with pytest.raises(QretrainFileError, match="format version 3; this qretrain reads version 2"):
         qretrain.load(path)
     with h5py.File(tmp_path / "other.h5", "w") as f:
@@ -132,7 +134,7 @@ def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     with h5py.File(tmp_path / "other.h5", "w", userblock_size=512) as f:
         f["x"] = np.zeros(3)
     reseal(tmp_path / "other.h5")
-    with pytest.raises(QretrainFileError, match="attributes missing .*'format'"):
+    with pytest.raises(QretrainFileError, match="HDF5 file but not a qretrain model file"):
         qretrain.load(tmp_path / "other.h5")
     (tmp_path / "text.h5").write_text("hello")
     with pytest.raises(QretrainFileError, match="not a qretrain model file"):
@@ -144,9 +146,7 @@ def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
 def test_tensors_that_do_not_fit_the_architecture(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
-    with h5py.File(path, "r+") as f:
-        f.attrs["arch"] = f.attrs["arch"].replace('"width": 4', '"width": 8')
-    reseal(path)
+    edit_manifest(path, lambda doc: doc["arch"]["kwargs"].update(width=8))
     with pytest.raises(QretrainFileError, match="does not fit the architecture: shape: features"):
         qretrain.load(path)
 

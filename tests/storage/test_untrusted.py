@@ -12,6 +12,7 @@ import qretrain
 from qretrain.cli.main import main
 from qretrain.errors import QretrainFileError, UntrustedCodeError
 from qretrain.storage.seal import write_seal
+from qretrain.testing.files import edit_manifest, tensor_entry
 
 
 def payloads(target):
@@ -29,11 +30,7 @@ def payloads(target):
 
 def craft(path, spec, kwargs):
     """Rewrite a sound file's arch as a stranger would, seal and all."""
-    with h5py.File(path, "r+") as f:
-        arch = json.loads(f.attrs["arch"])
-        arch.update(spec=spec, kwargs=kwargs)
-        f.attrs["arch"] = json.dumps(arch)
-    write_seal(path)
+    edit_manifest(path, lambda doc: doc["arch"].update(spec=spec, kwargs=kwargs))
 
 
 @pytest.fixture
@@ -108,22 +105,27 @@ def test_memory_bombs_are_refused_before_anything_is_read(tmp_path, sound_file):
     qretrain.save(qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=32),
                   tmp_path / "b.h5")  # fmt: skip
     with h5py.File(tmp_path / "b.h5", "r+") as f:
-        entry = f["tensors/classifier.7.bias"]
-        attrs = dict(entry.attrs)
         del f["tensors/classifier.7.bias"]
-        bomb = f.create_dataset("tensors/classifier.7.bias", shape=(1 << 32,), dtype="float32",
-                                chunks=(1 << 20,), compression="gzip")  # fmt: skip
-        bomb.attrs.update({**attrs, "shape": [1 << 32]})
-    write_seal(tmp_path / "b.h5")
+        f.create_dataset("tensors/classifier.7.bias", shape=(1 << 32,), dtype="float32",
+                         chunks=(1 << 20,), compression="gzip")  # fmt: skip
+    edit_manifest(tmp_path / "b.h5",
+                  lambda doc: tensor_entry(doc, "classifier.7.bias").update(shape=[1 << 32]))
     with pytest.raises(QretrainFileError, match="declares 17179869184 bytes but stores 0"):
         qretrain.load(tmp_path / "b.h5")
 
 
 def test_deep_json_and_bad_contracts_are_refused(sound_file):
+    nested = {}
+    for _ in range(50):
+        nested = {"x": nested}
+    edit_manifest(sound_file, lambda doc: doc["plans"].append(nested))
+    with pytest.raises(QretrainFileError, match="manifest nests deeper than 16 levels"):
+        qretrain.load(sound_file)
     with h5py.File(sound_file, "r+") as f:
-        f.attrs["plans"] = "[" * 100_000 + "]" * 100_000
+        del f["manifest"]
+        f["manifest"] = np.frombuffer(b"[" * 100_000 + b"]" * 100_000, np.uint8)
     write_seal(sound_file)
-    with pytest.raises(QretrainFileError, match="plans nests deeper than 16 levels"):
+    with pytest.raises(QretrainFileError, match="manifest nests deeper than 16 levels"):
         qretrain.load(sound_file)
 
 
@@ -134,11 +136,7 @@ def test_deep_json_and_bad_contracts_are_refused(sound_file):
     ("channels", 2, "channels must be 1 or 3"),
 ])  # fmt: skip
 def test_contracts_are_checked(tmp_path, sound_file, field, value, message):
-    with h5py.File(sound_file, "r+") as f:
-        arch = json.loads(f.attrs["arch"])
-        arch["contract"][field] = value
-        f.attrs["arch"] = json.dumps(arch)
-    write_seal(sound_file)
+    edit_manifest(sound_file, lambda doc: doc["arch"]["contract"].update({field: value}))
     with pytest.raises(QretrainFileError, match=message):
         qretrain.load(sound_file)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import csv
 import fnmatch
-import hashlib
 import io
 import json
 import logging
@@ -38,6 +37,7 @@ from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Method, parse_enum
 from qretrain.cluster.tensor import MAX_K, cluster_many
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
+from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch
 from qretrain.plan.rules import parse_layers
@@ -374,15 +374,6 @@ def _select(rows: list[LayerCensus], selector: str) -> list[LayerCensus]:
             )
         picked |= hits
     return [r for r in rows if r.layer in picked]
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 over every state-dict name and tensor: the sweep's model identity."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _resume(out: Path | None, settings: dict) -> Sweep | None:

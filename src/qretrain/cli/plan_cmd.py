@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from qretrain.analysis import Sweep
-from qretrain.analysis.sweep import model_fingerprint
 from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
 from qretrain.data import load_dataset
 from qretrain.models import Origin, get_arch, load_model
+from qretrain.models.fingerprint import model_fingerprint
 from qretrain.plan.auto import auto_plan
 from qretrain.storage import write_text_atomic
 

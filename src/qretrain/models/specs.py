@@ -86,17 +86,21 @@ class ArchSpec:
         return self.contract.shape if self.contract is not None else None
 
     def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_dict(self) -> dict[str, Any]:
         contract = self.contract.to_dict() if self.contract is not None else None
-        return json.dumps(
-            {"spec": self.spec, "kwargs": self.kwargs, "contract": contract}, sort_keys=True
-        )
+        return {"spec": self.spec, "kwargs": self.kwargs, "contract": contract}
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(parse_json(text, "arch"))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ArchSpec:
         """Parse and check an ArchSpec read from a file; ValueError says what is wrong."""
-        d = parse_json(text, "arch")
         if not isinstance(d, dict) or set(d) - {"spec", "kwargs", "contract"}:
-            raise ValueError(f"arch must be an object with spec, kwargs, contract; got {text!r}")
+            raise ValueError(f"arch must be an object with spec, kwargs, contract; got {d!r}")
         spec, kwargs, contract = d.get("spec"), d.get("kwargs") or {}, d.get("contract")
         if not isinstance(spec, str) or not 0 < len(spec) <= MAX_SPEC_CHARS:
             raise ValueError(f"arch spec must be a string of 1-{MAX_SPEC_CHARS} characters")

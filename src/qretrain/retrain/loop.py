@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.specs import get_arch
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
@@ -83,17 +84,30 @@ def retrain(
     """
     start = time.perf_counter()
     _check_inputs(student, teacher, data, config)
+    fingerprints = _fingerprints(student, teacher, data, val_data) if checkpoint else {}
     ranks = Ranks(rank, world_size)
     student.to(device)
     if teacher is not None:
         teacher.to(device).eval()
     with channels_last(student, teacher):
         return _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
-                        resume, device, progress and ranks.leader, ranks, start)  # fmt: skip
+                        resume, device, progress and ranks.leader, ranks, start,
+                        fingerprints)  # fmt: skip
+
+
+def _fingerprints(student, teacher, data, val_data) -> dict[str, str]:
+    """What a checkpoint must have started from to be resumed by this run."""
+    prints = {"student": model_fingerprint(student)}
+    if teacher is not None:
+        prints["teacher"] = model_fingerprint(teacher)
+    for what, ds in (("data", data), ("val_data", val_data)):
+        if ds is not None:
+            prints[what] = ds.fingerprint() if hasattr(ds, "fingerprint") else f"{len(ds)} images"
+    return prints
 
 
 def _retrain(student, teacher, data, config, val_data, checkpoint, resume, device, progress,
-             ranks: Ranks, start) -> RetrainResult:  # fmt: skip
+             ranks: Ranks, start, fingerprints) -> RetrainResult:  # fmt: skip
     arch = get_arch(student)
     example = arch.example_input() if arch is not None else None
     names = trainable_names(student, config.trainable, example)
@@ -126,8 +140,11 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     first_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         first_epoch, history, best = load_checkpoint(
-            checkpoint, student, names, tuner, optimizer, config, ranks.world_size
+            checkpoint, student, names, tuner, optimizer, config, ranks.world_size, fingerprints
         )
+        logger.info("resuming %s after epoch %d", checkpoint, first_epoch)
+    elif resume:
+        logger.warning("no checkpoint at %s: starting fresh", checkpoint)
     trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
     for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()
@@ -149,7 +166,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
             print(_describe(entry))
         if checkpoint is not None and ranks.leader:
             save_checkpoint(checkpoint, epoch + 1, student, names, tuner, optimizer, history,
-                            best, config, ranks.world_size)  # fmt: skip
+                            best, config, ranks.world_size, fingerprints)  # fmt: skip
         ranks.barrier()
     if best is not None:
         _restore(student, best["state"], tuner)

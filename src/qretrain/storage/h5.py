@@ -3,22 +3,24 @@
 Layout of a file (format version 2)::
 
     user block (512 B)    the seal: SHA-256 of the rest of the file (``storage.seal``)
-    /                     attrs: format="qretrain", format_version, layout, arch (JSON),
-                                 plans (JSON), qretrain_version, tensor_names (JSON,
-                                 state-dict order)
+    /manifest             uint8 bytes of one JSON document: format, format_version,
+                          layout, qretrain_version, arch {spec, kwargs, contract},
+                          plans, and tensors: per state-dict tensor in order, its
+                          name, encoding, shape, dtype, sha256 (of the decoded
+                          tensor's bytes) and, when clustered, cluster {k, method,
+                          granularity, bits, sq_error}
     /tensors/<name>       one entry per state-dict tensor:
         raw tensor        a dataset of its own dtype and shape
         packed clustered  a group: codebook (G, K) float32, indices (bit-packed uint8;
                           absent when K = 1), sizes (G,) uint16 when per channel
 
-Every entry carries ``encoding``, ``shape``, ``dtype`` and ``sha256`` (of the decoded
-tensor's bytes) attributes; clustered ones also ``k``, ``method``, ``granularity``,
-``bits`` and ``sq_error``. In the ``paper`` layout (the seed's storage) clustered
-tensors are raw float32 datasets holding centroid values, with their codebook in a
-small ``<name>.codebook`` companion so that loading needs no sort.
+In the ``paper`` layout (the seed's storage) clustered tensors are raw float32
+datasets holding centroid values, with their codebook in a small
+``<name>.codebook`` companion so that loading needs no sort. The file holds no
+HDF5 attributes: all metadata is in the manifest.
 
 Loading trusts nothing in the file: the seal is checked before HDF5 parses it, the
-structure and every attribute against ``storage.schema`` before any data is read,
+manifest and every dataset against ``storage.schema`` before any data is read,
 the architecture is built on the meta device and compared with the declared shapes
 before anything is allocated, and the spec resolves only to known architectures
 unless ``trust_code=True``. Every failure is a ``QretrainFileError``.
@@ -50,7 +52,15 @@ from qretrain.models.specs import ArchSpec, Origin, get_arch, is_named, make_bui
 from qretrain.storage.atomic import atomic_path, commit_pair
 from qretrain.storage.bitpack import pack_indices
 from qretrain.storage.decode import indices_from_values, read_packed, tensor_sha256
-from qretrain.storage.schema import FORMAT, FORMAT_VERSION, Manifest, read_manifest
+from qretrain.storage.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    ClusterMeta,
+    EntryMeta,
+    Manifest,
+    read_manifest,
+)
 from qretrain.storage.seal import USERBLOCK, check_seal, write_seal
 
 logger = logging.getLogger(__name__)
@@ -126,16 +136,19 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dic
     state = model.state_dict()
     tensor_bytes = {}
     with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["layout"] = layout.value
-        f.attrs["arch"] = arch.to_json()
-        f.attrs["plans"] = json.dumps(plans_of(model))
-        f.attrs["qretrain_version"] = __version__
-        f.attrs["tensor_names"] = json.dumps(list(state))
         tensors = f.create_group("tensors")
-        for name, tensor in state.items():
-            _write_entry(tensors, name, tensor, clusters.get(name), layout)
+        entries = [_write_entry(tensors, name, tensor, clusters.get(name), layout)
+                   for name, tensor in state.items()]  # fmt: skip
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "layout": layout.value,
+            "qretrain_version": __version__,
+            "arch": arch.to_dict(),
+            "plans": plans_of(model),
+            "tensors": [entry.to_dict() for entry in entries],
+        }
+        _dataset(f, MANIFEST, np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8))
         f.flush()
         for name in state:
             tensor_bytes[name] = _stored_bytes(tensors[name])
@@ -275,21 +288,23 @@ def _arch_for(model: nn.Module, arch: ArchSpec | str | None) -> ArchSpec:
 
 
 def _write_entry(group: h5py.Group, name: str, tensor: torch.Tensor,
-                 clustered: ClusteredTensor | None, layout: Layout) -> None:  # fmt: skip
+                 clustered: ClusteredTensor | None, layout: Layout) -> EntryMeta:  # fmt: skip
     """One state-dict tensor's entry (and paper-layout codebook companion)."""
     tensor = tensor.detach().cpu().contiguous()
+    cluster = None
     if clustered is not None:
         _check_still_clustered(name, tensor, clustered)
+        cluster = ClusterMeta(clustered.k, clustered.method, clustered.granularity,
+                              clustered.bits, clustered.sq_error)  # fmt: skip
     if clustered is not None and layout is Layout.PACKED:
-        entry = _write_packed(group, name, clustered)
+        _write_packed(group, name, clustered)
     else:
-        entry = _write_raw(group, name, tensor)
+        _dataset(group, name, tensor.numpy())
         if clustered is not None:
             _dataset(group, f"{name}.codebook", clustered.codebook.numpy())
-            _set_cluster_attrs(entry, clustered)
-    entry.attrs["shape"] = list(tensor.shape)
-    entry.attrs["dtype"] = str(tensor.dtype).removeprefix("torch.")
-    entry.attrs["sha256"] = tensor_sha256(tensor)
+    encoding = "clustered" if clustered is not None and layout is Layout.PACKED else "raw"
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return EntryMeta(name, encoding, tuple(tensor.shape), dtype, tensor_sha256(tensor), cluster)
 
 
 def entry_file_bytes(
@@ -306,13 +321,15 @@ def entry_file_bytes(
     when one tensor is clustered (up to HDF5's metadata rounding, a few hundred bytes).
     """
     layout = parse_enum(Layout, layout, "layout")
-    entry = _memory_file_bytes(lambda g: _write_entry(g, name, tensor, clustered, layout))
-    return entry - _empty_file_bytes()
+    meta = []
+    entry = _memory_file_bytes(lambda g: meta.append(_write_entry(g, name, tensor, clustered,
+                                                                  layout)))  # fmt: skip
+    return entry - _empty_file_bytes() + len(json.dumps(meta[0].to_dict())) + 2
 
 
 @functools.cache
 def _empty_file_bytes() -> int:
-    return _memory_file_bytes(lambda g: None)
+    return _memory_file_bytes(lambda g: [])
 
 
 def _memory_file_bytes(write) -> int:
@@ -339,31 +356,14 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
     )
 
 
-def _write_raw(group: h5py.Group, name: str, tensor: torch.Tensor) -> h5py.Dataset:
-    entry = _dataset(group, name, tensor.numpy())
-    entry.attrs["encoding"] = "raw"
-    return entry
-
-
-def _write_packed(group: h5py.Group, name: str, clustered: ClusteredTensor) -> h5py.Group:
+def _write_packed(group: h5py.Group, name: str, clustered: ClusteredTensor) -> None:
     entry = group.create_group(name)
-    entry.attrs["encoding"] = "clustered"
-    _set_cluster_attrs(entry, clustered)
     _dataset(entry, "codebook", clustered.codebook.numpy())
     if clustered.granularity is Granularity.CHANNEL:
         _dataset(entry, "sizes", clustered.sizes.numpy().astype(np.uint16))
     if clustered.bits:
         packed = pack_indices(clustered.indices.numpy().reshape(-1), clustered.bits)
         _dataset(entry, "indices", packed)
-    return entry
-
-
-def _set_cluster_attrs(entry: h5py.HLObject, clustered: ClusteredTensor) -> None:
-    entry.attrs["k"] = clustered.k
-    entry.attrs["method"] = clustered.method.value
-    entry.attrs["granularity"] = clustered.granularity.value
-    entry.attrs["bits"] = clustered.bits
-    entry.attrs["sq_error"] = clustered.sq_error
 
 
 def _stored_bytes(entry: h5py.HLObject) -> int:

@@ -1,11 +1,12 @@
 """What a qretrain file may hold, checked before any tensor is read.
 
-``read_manifest`` walks an open file's structure and attributes, checks each against
-the format (format version 2, see ``qretrain.storage.h5``) and returns plain values.
-Nothing here reads a dataset's data: every dataset is checked first for the
-storage HDF5 gives it (only gzip, no external or virtual storage, a plain numeric
-type) and for a declared size the stored bytes could hold after gzip, so a file
-that claims gigabytes in a few kilobytes is refused before it is decompressed.
+All metadata of a file lives in one JSON document, the ``/manifest`` dataset (uint8
+bytes of UTF-8 JSON): no HDF5 attributes and no variable-length strings, whose
+global-heap reads are where crafted files crash or stall libhdf5. ``read_manifest``
+parses it, checks every field against the format and every dataset it names for the
+storage HDF5 gives it (only gzip, no external or virtual storage, the declared
+dtype and shape) and for a declared size the stored bytes could hold after gzip,
+so a file claiming gigabytes in a few kilobytes is refused before decompressing.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from qretrain.storage.bitpack import packed_size
 
 FORMAT = "qretrain"
 FORMAT_VERSION = 2
-ROOT_ATTRS = {"format", "format_version", "layout", "arch", "plans", "qretrain_version",
-              "tensor_names"}  # fmt: skip
-ENTRY_ATTRS = {"encoding", "shape", "dtype", "sha256"}
-CLUSTER_ATTRS = {"k", "method", "granularity", "bits", "sq_error"}
+MANIFEST = "manifest"
+ROOT_KEYS = {"format", "format_version", "layout", "arch", "plans", "qretrain_version",
+             "tensors"}  # fmt: skip
+ENTRY_KEYS = {"name", "encoding", "shape", "dtype", "sha256"}
+CLUSTER_KEYS = {"k", "method", "granularity", "bits", "sq_error"}
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_DIMS = 8
 MAX_TENSORS = 1 << 16
+MAX_MANIFEST_BYTES = 64 << 20
 # Deflate expands at most about 1032:1, plus per-chunk slack: a dataset whose data
 # would need more than this is refused unread.
 GZIP_RATIO = 1100
@@ -50,10 +53,14 @@ class ClusterMeta:
     bits: int
     sq_error: float
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "method": self.method.value, "bits": self.bits,
+                "granularity": self.granularity.value, "sq_error": self.sq_error}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class EntryMeta:
-    """One state-dict tensor as the file declares it; its datasets are checked."""
+    """One state-dict tensor as the manifest declares it."""
 
     name: str
     encoding: str  # "raw" | "clustered"
@@ -68,6 +75,13 @@ class EntryMeta:
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "encoding": self.encoding, "shape": list(self.shape),
+             "dtype": self.dtype, "sha256": self.sha256}  # fmt: skip
+        if self.cluster is not None:
+            d["cluster"] = self.cluster.to_dict()
+        return d
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -78,61 +92,80 @@ class Manifest:
 
 
 def read_manifest(f: h5py.File, where: str) -> Manifest:
-    """Check the whole structure of ``f``; QretrainFileError names the first problem."""
-    _exact_attrs(f, ROOT_ATTRS, f"{where}: the file")
-    if _attr(f, "format", str) != FORMAT:
+    """Parse and check ``f``'s manifest and the datasets it names; QretrainFileError
+    names the first problem."""
+    if set(f) != {MANIFEST, "tensors"}:
+        if MANIFEST not in f:
+            raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
+        raise QretrainFileError(f"{where}: the file must hold 'manifest' and 'tensors' only")
+    data = _member(f, MANIFEST, where)
+    if not isinstance(data, h5py.Dataset) or data.ndim != 1:
+        raise QretrainFileError(f"{where}: 'manifest' must be a 1-D dataset")
+    if data.size > MAX_MANIFEST_BYTES:
+        raise QretrainFileError(f"{where}: its manifest is over {MAX_MANIFEST_BYTES} bytes")
+    _check_dataset(data, where, "uint8", data.shape)
+    try:
+        text = data[()].tobytes().decode("utf-8")
+        doc = parse_json(text, "manifest")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise QretrainFileError(f"{where}: its manifest is not JSON ({e})") from None
+    if not isinstance(doc, dict) or set(doc) != ROOT_KEYS:
+        got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise QretrainFileError(f"{where}: the manifest must have keys {sorted(ROOT_KEYS)}; got {got}")
+    if doc["format"] != FORMAT:
         raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
-    version = _attr(f, "format_version", int)
-    if version != FORMAT_VERSION:
+    if doc["format_version"] != FORMAT_VERSION:
         raise QretrainFileError(
-            f"{where} has format version {version}; this qretrain reads version "
-            f"{FORMAT_VERSION} only"
+            f"{where} has format version {doc['format_version']!r}; this qretrain reads "
+            f"version {FORMAT_VERSION} only"
         )
-    layout = _attr(f, "layout", str)
+    layout = doc["layout"]
     if layout not in ("packed", "paper"):
         raise QretrainFileError(f"{where}: layout must be packed or paper; got {layout!r}")
-    _attr(f, "qretrain_version", str)
     try:
-        arch = ArchSpec.from_json(_attr(f, "arch", str))
-        plans = parse_json(_attr(f, "plans", str), "plans")
-        names = parse_json(_attr(f, "tensor_names", str), "tensor_names")
+        arch = ArchSpec.from_dict(doc["arch"])
     except ValueError as e:
         raise QretrainFileError(f"{where}: {e}") from None
+    plans, entries = doc["plans"], doc["tensors"]
     if not isinstance(plans, list) or not all(isinstance(p, dict) for p in plans):
         raise QretrainFileError(f"{where}: plans must be a list of objects")
-    if (not isinstance(names, list) or len(names) > MAX_TENSORS
-            or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names)):  # fmt: skip
-        raise QretrainFileError(f"{where}: tensor_names must be a list of distinct names")
-    if set(f) != {"tensors"} or not isinstance(_member(f, "tensors", where), h5py.Group):
-        raise QretrainFileError(f"{where}: the file must hold one group, 'tensors'")
-    tensors = f["tensors"]
-    entries = [_entry(tensors, name, layout, where) for name in names]
-    expected = set(names) | {f"{e.name}.codebook" for e in entries if e.encoding == "raw" and e.cluster}
-    if set(tensors) != expected:
-        extra = sorted(set(tensors) - expected)
-        raise QretrainFileError(f"{where}: 'tensors' holds entries not in tensor_names: {extra[:3]}")
-    return Manifest(layout, arch, plans, entries)
+    if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
+        raise QretrainFileError(f"{where}: tensors must be a list of at most {MAX_TENSORS}")
+    tensors = _member(f, "tensors", where)
+    if not isinstance(tensors, h5py.Group):
+        raise QretrainFileError(f"{where}: 'tensors' must be a group")
+    metas = [_entry(tensors, d, layout, where) for d in entries]
+    names = [m.name for m in metas]
+    expected = set(names) | {f"{m.name}.codebook" for m in metas if m.encoding == "raw" and m.cluster}
+    if len(set(names)) != len(names) or set(tensors) != expected:
+        extra = sorted(set(tensors) ^ expected)
+        raise QretrainFileError(f"{where}: 'tensors' and the manifest disagree on {extra[:3]}")
+    return Manifest(layout, arch, plans, metas)
 
 
-def _entry(tensors: h5py.Group, name: str, layout: str, where: str) -> EntryMeta:
+def _entry(tensors: h5py.Group, d: Any, layout: str, where: str) -> EntryMeta:
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
+        raise QretrainFileError(f"{where}: every manifest tensor needs a name")
+    name = d["name"]
     label = f"{where}: tensor {name!r}"
-    obj = _member(tensors, name, label)
-    encoding = _attr(obj, "encoding", str)
+    keys = ENTRY_KEYS | ({"cluster"} if "cluster" in d else set())
+    if set(d) != keys:
+        raise QretrainFileError(f"{label}: manifest keys {sorted(d)}; expected {sorted(keys)}")
+    encoding, dtype, sha = d["encoding"], d["dtype"], d["sha256"]
     clustered = encoding == "clustered"
     if encoding not in ("raw", "clustered") or (clustered and layout != "packed"):
         raise QretrainFileError(f"{label} has encoding {encoding!r} in a {layout} file")
-    has_cluster = clustered or f"{name}.codebook" in tensors
-    _exact_attrs(obj, ENTRY_ATTRS | (CLUSTER_ATTRS if has_cluster else set()), label)
-    shape = _shape(_attr(obj, "shape", list), label)
-    dtype = _attr(obj, "dtype", str)
-    if dtype not in DTYPES or (has_cluster and dtype != "float32"):
+    cluster = _cluster(d["cluster"], label) if "cluster" in d else None
+    if clustered and cluster is None:
+        raise QretrainFileError(f"{label}: a clustered tensor needs its cluster fields")
+    shape = _shape(d["shape"], label)
+    if dtype not in DTYPES or (cluster is not None and dtype != "float32"):
         raise QretrainFileError(f"{label}: dtype {dtype!r} is not allowed here")
-    sha = _attr(obj, "sha256", str)
-    if not _SHA.fullmatch(sha):
+    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise QretrainFileError(f"{label}: sha256 must be 64 hex digits")
-    cluster = _cluster(obj, label) if has_cluster else None
-    if not has_cluster:
-        _dataset(obj, label, dtype, shape)
+    obj = _member(tensors, name, label)
+    if cluster is None:
+        _check_dataset(obj, label, dtype, shape)
         return EntryMeta(name, encoding, shape, dtype, sha, None)
     if clustered:
         if not isinstance(obj, h5py.Group):
@@ -143,38 +176,43 @@ def _entry(tensors: h5py.Group, name: str, layout: str, where: str) -> EntryMeta
         if set(obj) != expected:
             raise QretrainFileError(f"{label} must hold exactly {sorted(expected)}")
     else:
-        _dataset(obj, label, dtype, shape)
+        _check_dataset(obj, label, dtype, shape)
         codebook = _member(tensors, f"{name}.codebook", label)
     groups, width = _codebook_shape(codebook, cluster, shape, label)
-    _dataset(codebook, label, "float32", (groups, width))
+    _check_dataset(codebook, label, "float32", (groups, width))
     if clustered:
         if cluster.granularity is Granularity.CHANNEL:
-            _dataset(obj["sizes"], label, "uint16", (groups,))
+            _check_dataset(_member(obj, "sizes", label), label, "uint16", (groups,))
         n = math.prod(shape)
         if cluster.bits:
-            _dataset(obj["indices"], label, "uint8", (packed_size(n, cluster.bits),))
+            indices = _member(obj, "indices", label)
+            _check_dataset(indices, label, "uint8", (packed_size(n, cluster.bits),))
         elif n > MAX_VALUES_WITHOUT_INDICES:
             raise QretrainFileError(f"{label} declares {n} values with no indices stored")
     return EntryMeta(name, encoding, shape, dtype, sha, cluster, groups, width)
 
 
-def _cluster(obj: h5py.HLObject, label: str) -> ClusterMeta:
+def _cluster(d: Any, label: str) -> ClusterMeta:
+    if not isinstance(d, dict) or set(d) != CLUSTER_KEYS:
+        raise QretrainFileError(f"{label}: cluster fields must be {sorted(CLUSTER_KEYS)}")
     try:
-        method, granularity = Method(_attr(obj, "method", str)), Granularity(
-            _attr(obj, "granularity", str)
-        )
+        method, granularity = Method(d["method"]), Granularity(d["granularity"])
     except ValueError as e:
         raise QretrainFileError(f"{label}: {e}") from None
-    k, bits, sq_error = _attr(obj, "k", int), _attr(obj, "bits", int), _attr(obj, "sq_error", float)
-    if not 1 <= k <= MAX_K:
-        raise QretrainFileError(f"{label}: k must be in [1, {MAX_K}]; got {k}")
-    if not (math.isfinite(sq_error) and sq_error >= 0):
-        raise QretrainFileError(f"{label}: sq_error must be finite and >= 0; got {sq_error}")
-    return ClusterMeta(k, method, granularity, bits, sq_error)
+    k, bits, sq_error = d["k"], d["bits"], d["sq_error"]
+    if not _is_int(k) or not 1 <= k <= MAX_K:
+        raise QretrainFileError(f"{label}: k must be an int in [1, {MAX_K}]; got {k!r}")
+    if not _is_int(bits):
+        raise QretrainFileError(f"{label}: bits must be an int; got {bits!r}")
+    if isinstance(sq_error, bool) or not isinstance(sq_error, (int, float)) or not (
+        math.isfinite(sq_error) and sq_error >= 0
+    ):
+        raise QretrainFileError(f"{label}: sq_error must be finite and >= 0; got {sq_error!r}")
+    return ClusterMeta(k, method, granularity, bits, float(sq_error))
 
 
 def _codebook_shape(codebook, cluster: ClusterMeta, shape, label: str) -> tuple[int, int]:
-    if not isinstance(codebook, h5py.Dataset) or len(codebook.shape) != 2:
+    if not isinstance(codebook, h5py.Dataset) or codebook.ndim != 2:
         raise QretrainFileError(f"{label}: its codebook must be a (G, K) dataset")
     groups, width = (int(d) for d in codebook.shape)
     channel = cluster.granularity is Granularity.CHANNEL
@@ -190,7 +228,7 @@ def _codebook_shape(codebook, cluster: ClusterMeta, shape, label: str) -> tuple[
     return groups, width
 
 
-def _dataset(obj, label: str, dtype: str, shape: tuple[int, ...]) -> None:
+def _check_dataset(obj, label: str, dtype: str, shape: tuple[int, ...]) -> None:
     """A plain, gzip-or-uncompressed dataset of this dtype and shape, or an error."""
     if not isinstance(obj, h5py.Dataset):
         raise QretrainFileError(f"{label}: expected a dataset, found a group")
@@ -222,35 +260,12 @@ def _member(group: h5py.Group, key: str, label: str) -> h5py.HLObject:
     return group[key]
 
 
-def _exact_attrs(obj: h5py.HLObject, expected: set[str], label: str) -> None:
-    found = set(obj.attrs.keys())
-    if found != expected:
-        missing, extra = sorted(expected - found), sorted(found - expected)
-        raise QretrainFileError(f"{label}: attributes missing {missing}, unexpected {extra}")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _attr(obj: h5py.HLObject, key: str, kind: type) -> Any:
-    """An attribute of the expected kind: str, int, float, or list (1-D of ints)."""
-    value = obj.attrs[key]
-    if kind is str:
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
-        if isinstance(value, str):
-            return value
-    elif kind is list:
-        array = np.asarray(value)
-        if array.ndim == 1 and (array.size == 0 or array.dtype.kind in "iu"):
-            return [int(v) for v in array]
-    elif kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    elif kind is float and isinstance(value, (float, int, np.floating, np.integer)):
-        return float(value)
-    raise QretrainFileError(
-        f"{obj.name!r}: attribute {key!r} must be {kind.__name__}; got {type(value).__name__}"
-    )
-
-
-def _shape(dims: list[int], label: str) -> tuple[int, ...]:
-    if len(dims) > MAX_DIMS or any(d < 0 or d > 1 << 40 for d in dims):
-        raise QretrainFileError(f"{label}: shape {dims} is not a tensor shape")
+def _shape(dims: Any, label: str) -> tuple[int, ...]:
+    if (not isinstance(dims, list) or len(dims) > MAX_DIMS
+            or not all(_is_int(d) and 0 <= d <= 1 << 40 for d in dims)):  # fmt: skip
+        raise QretrainFileError(f"{label}: shape {dims!r} is not a tensor shape")
     return tuple(dims)

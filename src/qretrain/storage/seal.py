@@ -67,6 +67,8 @@ def check_seal(path: str | Path) -> str:
                     "qretrain >= 0.2, or edited by another tool); save it again with qretrain"
                 )
             raise QretrainFileError(f"{where} is not a qretrain model file (no seal)")
+        if any(header[56:]):
+            raise QretrainFileError(f"{where} fails its SHA-256 seal: its header was changed")
         stored = int.from_bytes(header[48:56], "little")
         if stored != length:
             raise QretrainFileError(

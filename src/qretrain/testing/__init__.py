@@ -1,0 +1,1 @@
+"""Helpers for qretrain's own tests and benchmarks (tiny files, mutation fuzzing)."""

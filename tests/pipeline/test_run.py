@@ -146,3 +146,32 @@ def test_report_html_renders_its_images_in_headless_chromium(tiny_run, tmp_path)
     broken = tmp_path / "broken.html"
     broken.write_text(page.read_text().replace("base64,iVBOR", "base64,AAAA", 1))
     assert checker.check(broken, tmp_path / "b.png") == (total - 1, total)
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tiny_run, capsys):
+    path, config = tiny_run
+    from qretrain.storage import folder_lock
+
+    with folder_lock(config["output"], "qretrain run"):
+        assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is in use by qretrain run (pid" in err and err.count("\n") == 1
+    assert not (Path(config["output"]) / "config.yaml").exists()
+
+
+def test_a_record_whose_file_changed_is_not_done(tiny_run, capsys):
+    """A kill between a stage's file and its record leaves the stage to run again."""
+    path, config = tiny_run
+    config["retrain"] = None
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = Path(config["output"])
+    sha = json.loads((out / "compress.json").read_text())["file_sha256"]
+    assert sha == qretrain.storage.file_sha256(out / "clustered.h5")
+    record = json.loads((out / "compress.json").read_text())
+    record["file_sha256"] = "0" * 64  # as if clustered.h5 were another run's
+    (out / "compress.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "[compress] done before" not in text and "[plan] done before" in text

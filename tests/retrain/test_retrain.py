@@ -121,6 +121,34 @@ def test_resumed_run_equals_uninterrupted(pair, tmp_path):
                 checkpoint=ckpt, resume=True, progress=False)  # fmt: skip
 
 
+def test_resume_refuses_another_runs_checkpoint(pair, tmp_path, caplog):
+    teacher, student = pair
+    config = RetrainConfig(epochs=3, batch_size=16)
+    ckpt = tmp_path / "run.ckpt"
+    _run_and_kill_after(copy.deepcopy(student), teacher, config, ckpt, epochs_done=1)
+    other_teacher = copy.deepcopy(teacher)
+    with torch.no_grad():
+        other_teacher.classifier[7].bias.add_(1.0)
+    other_student = copy.deepcopy(student)
+    with torch.no_grad():
+        other_student.classifier[7].bias.add_(1.0)
+    for what, args in (("teacher", (student, other_teacher, make_data())),
+                       ("student", (other_student, teacher, make_data())),
+                       ("data", (student, teacher, make_data(seed=1)))):  # fmt: skip
+        with pytest.raises(ValueError, match=f"belongs to another run: its {what} differ"):
+            retrain(copy.deepcopy(args[0]), args[1], args[2], config, checkpoint=ckpt,
+                    resume=True, progress=False)  # fmt: skip
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(qretrain.QretrainFileError, match="unreadable or incomplete.*remove it"):
+        retrain(copy.deepcopy(student), teacher, make_data(), config, checkpoint=ckpt,
+                resume=True, progress=False)  # fmt: skip
+    ckpt.unlink()
+    with caplog.at_level("WARNING"):
+        retrain(copy.deepcopy(student), teacher, make_data(), RetrainConfig(epochs=1),
+                checkpoint=ckpt, resume=True, progress=False)  # fmt: skip
+    assert "no checkpoint at" in caplog.text and "starting fresh" in caplog.text
+
+
 def _run_and_kill_after(student, teacher, config, ckpt, epochs_done, val=None):
     """Write the checkpoint a run of ``config`` leaves after ``epochs_done`` epochs."""
     from qretrain.retrain import loop

@@ -39,8 +39,15 @@ EXIT_USAGE = 2
 USER_ERRORS = (QretrainError, ValueError, OSError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error of the CLI."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="qretrain",
         description="Compress pretrained PyTorch classifiers by weight clustering and "
         "win their accuracy back without labels.",
@@ -55,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors, --help, --version: their code is main's
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -61,6 +61,7 @@ def corpus(folder: Path) -> list[Path]:
 class FuzzReport:
     outcomes: Counter = field(default_factory=Counter)  # (kind, outcome) -> count
     failures: list[str] = field(default_factory=list)  # broke the contract
+    mutations: list[str] = field(default_factory=list)  # what each mutation did
     slowest: float = 0.0
 
     def table(self) -> list[tuple[str, dict[str, int]]]:
@@ -87,6 +88,7 @@ def fuzz(folder: Path, n: int, seed: int = 0, keep: Path | None = None) -> FuzzR
         what = _mutate(target, kind.removeprefix("crafted-"), rng)
         if kind.startswith("crafted-"):
             write_seal(target)
+        report.mutations.append(f"{kind} {what} on {source.name}")
         outcome, seconds = _load(target, originals[source])
         report.slowest = max(report.slowest, seconds)
         if outcome == "valid" and not kind.startswith("crafted-"):

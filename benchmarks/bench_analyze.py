@@ -31,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -103,8 +102,7 @@ def palettizer_rows() -> list[dict]:
                 get_tensor(stored, name).copy_(decoded)
             clusters_of(stored)[name] = clustered
             changed += 1
-        with tempfile.TemporaryDirectory() as tmp:
-            file_bytes = qretrain.save(stored, Path(tmp) / "p.h5").file_bytes
+        file_bytes = qretrain.storage.file_bytes(stored)
         logits, _ = predict(stored, data)
         photo_logits, _ = predict(stored, photos)
         rows.append({

@@ -19,7 +19,7 @@ from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
 from qretrain.models.specs import build_model, get_arch
-from qretrain.storage import load, save, write_text_atomic
+from qretrain.storage import FORMAT_VERSION, load, save, write_text_atomic
 from qretrain.training import TrainConfig, train_classifier
 
 logger = logging.getLogger(__name__)
@@ -34,16 +34,18 @@ def teacher_path(
 ) -> Path:
     check_teacher(name, epochs, seed, train_limit)
     subset = f"-n{train_limit}" if train_limit is not None else ""
-    return cache_dir("teachers") / f"{name}-e{epochs}-s{seed}{subset}.h5"
+    # The file format is part of the key: a cache written in an older format is never read.
+    return cache_dir("teachers") / f"{name}-e{epochs}-s{seed}{subset}-f{FORMAT_VERSION}.h5"
 
 
 def check_teacher(name: str, epochs: int, seed: int, train_limit: int | None = None) -> None:
     """Raise QretrainError for an unknown teacher or settings it cannot train with."""
     if name not in TEACHERS:
         raise QretrainError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
-    for what, value, low in (("epochs", epochs, 1), ("seed", seed, 0), ("train_limit", train_limit, 1)):
-        if value is None and what == "train_limit":
-            continue
+    limits = {"epochs": (epochs, 1), "seed": (seed, 0)}
+    if train_limit is not None:
+        limits["train_limit"] = (train_limit, 1)
+    for what, (value, low) in limits.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise QretrainError(f"teacher {what} must be an int >= {low}; got {value!r}")
 

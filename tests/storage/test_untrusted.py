@@ -198,3 +198,14 @@ def test_run_configs_and_sweep_records_refuse_code(tmp_path, capsys):
                     capsys)  # fmt: skip
     assert code == 2 and "names code to run ('os:system')" in err, err
     assert not target.exists() and not (tmp_path / "p.yaml").exists()
+
+
+def test_an_architecture_that_builds_forever_is_stopped_early(tmp_path):
+    torch.manual_seed(0)
+    qretrain.save(qretrain.build_model("qretrain.zoo:resnet_small", width=4, blocks=1),
+                  tmp_path / "r.h5")  # fmt: skip
+    edit_manifest(tmp_path / "r.h5", lambda doc: doc["arch"]["kwargs"].update(blocks=1 << 31))
+    start = time.perf_counter()
+    with pytest.raises(QretrainFileError, match="registers more than .* far more than the file"):
+        qretrain.load(tmp_path / "r.h5")
+    assert time.perf_counter() - start < 2

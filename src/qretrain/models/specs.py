@@ -19,11 +19,12 @@ such a spec (``module:callable``, ``PATH.pt``) runs only with ``trust_code=True`
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,6 +252,37 @@ def build_model(spec: str, **kwargs: Any) -> nn.Module:
     ``spec`` is the caller's own: a ``module:callable`` is imported and called.
     """
     return make_builder(spec, kwargs)()
+
+
+@contextlib.contextmanager
+def registration_budget(limit: int) -> Iterator[None]:
+    """Abort a model's construction once it registers more than ``limit`` parameters,
+    buffers and submodules, all told: an architecture read from a file may not cost
+    more to build than the file's tensors account for (``blocks: 2**31`` would take
+    minutes and gigabytes of Python objects even on the meta device)."""
+    from torch.nn.modules import module as torch_module
+
+    count = 0
+
+    def charge(*args):
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise QretrainFileError(
+                f"the architecture registers more than {limit} tensors and modules, far "
+                "more than the file holds"
+            )
+
+    handles = [
+        torch_module.register_module_parameter_registration_hook(charge),
+        torch_module.register_module_buffer_registration_hook(charge),
+        torch_module.register_module_module_registration_hook(charge),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def set_arch(model: nn.Module, arch: ArchSpec) -> None:

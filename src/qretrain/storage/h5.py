@@ -48,7 +48,15 @@ from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.loading import check_fits
-from qretrain.models.specs import ArchSpec, Origin, get_arch, is_named, make_builder, set_arch
+from qretrain.models.specs import (
+    ArchSpec,
+    Origin,
+    get_arch,
+    is_named,
+    make_builder,
+    registration_budget,
+    set_arch,
+)
 from qretrain.storage.atomic import atomic_path, commit_pair
 from qretrain.storage.bitpack import pack_indices
 from qretrain.storage.decode import indices_from_values, read_packed, tensor_sha256
@@ -201,9 +209,13 @@ def _architecture(manifest: Manifest, where: str, trust_code: bool) -> Callable[
     except (QretrainError, FileNotFoundError) as e:
         raise QretrainFileError(f"{where}: cannot rebuild its architecture: {e}") from e
     declared = {e.name: e.shape for e in manifest.entries}
+    # Modules hold at most a few tensors each, plus containers: a generous budget.
+    budget = 4 * len(manifest.entries) + 64
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), registration_budget(budget):
             probe = make()
+    except QretrainFileError:
+        raise
     except QretrainError as e:
         raise QretrainFileError(f"{where}: cannot rebuild its architecture: {e}") from e
     except _PARSE_ERRORS as e:

@@ -53,6 +53,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_far_off.py --trainable last --epochs 5
 	$(PY) benchmarks/bench_loss.py --epochs 5
 	$(PY) benchmarks/bench_channels_last.py --images 20000
+	$(PY) benchmarks/bench_fuzz.py --mutations 6000 --seeds 0 1 2 3 4
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.
 render-check: $(VENV)/.installed

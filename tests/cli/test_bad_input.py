@@ -113,3 +113,16 @@ def test_a_record_never_trains_a_teacher(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not trained on this machine; train it once with "
                                          "`qretrain teacher vgg --epochs 15 --seed 0`"):
         qretrain.load_model("teacher:vgg", origin=qretrain.models.Origin.RECORD)
+
+
+def test_a_model_that_outputs_nan_still_prints_valid_json(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=8)
+    with torch.no_grad():
+        model.classifier[7].bias.fill_(float("nan"))
+    qretrain.save(model, tmp_path / "nan.h5")  # well-formed: NaN is a float32 value
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.int64))
+    code = main(["evaluate", str(tmp_path / "nan.h5"), "--data", str(tmp_path / "d.npz"),
+                 "--reference", str(tmp_path / "nan.h5"), "--json"])  # fmt: skip
+    result = json.loads(capsys.readouterr().out)  # strict JSON: no NaN literal
+    assert code == 0 and result["kl"] is None

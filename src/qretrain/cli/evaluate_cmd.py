@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, progress=not args.json)  # fmt: skip
     if args.json:
         print(json.dumps({"model": args.model, "data": data.describe(), **result.to_dict()},
-                         indent=2))  # fmt: skip
+                         indent=2, allow_nan=False))  # fmt: skip
     else:
         print(f"{args.model} on {data.describe()}\n{result}")
     return 0

@@ -8,6 +8,7 @@ they measure how well a compressed model still behaves like its original.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -27,7 +28,10 @@ class EvalResult:
     seconds: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values; a non-finite figure (a model that outputs NaN) becomes None, so
+        that the JSON form is valid JSON."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in asdict(self).items()}  # fmt: skip
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -7,16 +7,17 @@ their accuracy back without labels.
     same = qretrain.load("vgg16.h5")
 """
 
+from qretrain import teachers, zoo  # noqa: F401  (they register their model specs)
 from qretrain._version import __version__
 from qretrain.analysis import Sweep, analyze
 from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
-from qretrain.cluster.apply import cluster_
+from qretrain.compress import cluster_
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
-from qretrain.plan.auto import AutoPlan, auto_plan
+from qretrain.planner import AutoPlan, auto_plan
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import Layout, load, save
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from qretrain._cache import cache_dir
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
-from qretrain.models.specs import build_model, get_arch
+from qretrain.models.specs import Builder, build_model, get_arch, register_builder
 from qretrain.storage import FORMAT_VERSION, load, save, write_text_atomic
 from qretrain.training import TrainConfig, train_classifier
 
@@ -114,3 +115,29 @@ def teacher(
     }
     write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2))
     return model
+
+
+@register_builder(
+    r"teacher:(?P<name>\w+)",
+    "teacher:vgg|resnet  (Fashion-MNIST reference teachers, trained once, then cached)",
+)
+def _teacher_spec(match: re.Match[str]) -> Builder:
+    """Typed by the user, the spec trains the teacher when it is not cached (saying so);
+    from a record it only reads the cache; from a file it is the bare architecture."""
+    from qretrain import zoo
+
+    name = match["name"]
+    if name not in TEACHERS:
+        raise QretrainError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
+    factory = zoo.FACTORIES[TEACHERS[name][0].removeprefix("qretrain.zoo:")]
+
+    def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
+        return teacher(name, epochs, seed)
+
+    def quiet(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
+        return cached_teacher(name, epochs, seed)
+
+    def architecture(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
+        return factory(**TEACHERS[name][1])
+
+    return Builder(build, factory.contract, quiet=quiet, architecture=architecture)

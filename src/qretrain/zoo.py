@@ -13,10 +13,14 @@ Both are importable specs (``qretrain.zoo:vgg_small``) and carry their input con
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
+from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
+from qretrain.models.specs import Builder, register_builder
 
 
 class VGGSmall(nn.Module):
@@ -102,3 +106,16 @@ vgg_small.contract = resnet_small.contract = InputContract(1, 28, (0.2860,), (0.
 
 # The factories ``qretrain.zoo:NAME`` names; files and records may name these only.
 FACTORIES = {"vgg_small": vgg_small, "resnet_small": resnet_small}
+
+
+@register_builder(
+    r"qretrain\.zoo:(?P<name>\w+)",
+    "qretrain.zoo:NAME  (vgg_small, resnet_small: reference nets for 28x28 input)",
+)
+def _zoo(match: re.Match[str]) -> Builder:
+    factory = FACTORIES.get(match["name"])
+    if factory is None:
+        raise QretrainError(
+            f"qretrain.zoo has no model {match['name']!r}; known: {', '.join(FACTORIES)}"
+        )
+    return Builder(factory, factory.contract)

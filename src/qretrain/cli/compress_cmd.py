@@ -7,7 +7,7 @@ import argparse
 from qretrain._table import human_bytes
 from qretrain.cli.common import add_command, add_model_arguments, model_from_args, output_file
 from qretrain.cluster import Method
-from qretrain.cluster.apply import cluster_
+from qretrain.compress.apply import cluster_
 from qretrain.plan import Plan
 from qretrain.storage import Layout, save
 

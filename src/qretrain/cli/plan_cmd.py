@@ -9,7 +9,7 @@ from qretrain.cli.common import add_command, add_device_argument, add_trust_argu
 from qretrain.data import load_dataset
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
-from qretrain.plan.auto import auto_plan
+from qretrain.planner.auto import auto_plan
 from qretrain.storage import write_text_atomic
 
 EXAMPLE = (

@@ -1,7 +1,7 @@
 """Weight clustering: one tensor to a codebook of k <= 256 values plus uint8 indices.
 
-``cluster_`` applies a plan to a whole model; it lives in ``qretrain.cluster.apply``
-and is imported lazily here, since plans themselves use this package's options.
+``cluster_``, which applies a plan to a whole model, lives above this package and
+``qretrain.plan``, in ``qretrain.compress``.
 """
 
 from qretrain.cluster.options import Granularity, Method
@@ -22,17 +22,9 @@ __all__ = [
     "Granularity",
     "Method",
     "TensorRecord",
-    "cluster_",
     "cluster_and_decode",
     "cluster_tensor",
     "clusters_of",
     "index_bits",
 ]
 
-
-def __getattr__(name: str):
-    if name == "cluster_":
-        from qretrain.cluster.apply import cluster_
-
-        return cluster_
-    raise AttributeError(f"module 'qretrain.cluster' has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""The registered model specs: torchvision, EfficientNet-Lite, the zoo and teachers,
-importable callables and TorchScript files.
+"""The built-in model specs: torchvision, EfficientNet-Lite, importable callables and
+TorchScript files. (``qretrain.zoo`` and ``qretrain.teachers`` register their own;
+``qretrain.storage`` registers the ``.h5`` file loader.)
 
 Each factory returns a ``Builder``; see ``qretrain.models.specs`` for what each of
 its three functions may do and who may call which.
@@ -88,46 +89,6 @@ def _efficientnet_lite(match: re.Match[str]) -> Builder:
     size = _LITE_SIZES[n]
     contract = InputContract(3, size, _LITE_MEAN, _LITE_STD, resize=round(size / 0.875))
     return Builder(build, contract, architecture=architecture)
-
-
-@register_builder(
-    r"qretrain\.zoo:(?P<name>\w+)",
-    "qretrain.zoo:NAME  (vgg_small, resnet_small: reference nets for 28x28 input)",
-)
-def _zoo(match: re.Match[str]) -> Builder:
-    from qretrain import zoo
-
-    factory = zoo.FACTORIES.get(match["name"])
-    if factory is None:
-        raise QretrainError(
-            f"qretrain.zoo has no model {match['name']!r}; known: {', '.join(zoo.FACTORIES)}"
-        )
-    return Builder(factory, factory.contract)
-
-
-@register_builder(
-    r"teacher:(?P<name>\w+)",
-    "teacher:vgg|resnet  (Fashion-MNIST reference teachers, trained once, then cached)",
-)
-def _teacher(match: re.Match[str]) -> Builder:
-    from qretrain import zoo
-    from qretrain.teachers import DEFAULT_EPOCHS, TEACHERS, cached_teacher, teacher
-
-    name = match["name"]
-    if name not in TEACHERS:
-        raise QretrainError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
-    factory = zoo.FACTORIES[TEACHERS[name][0].removeprefix("qretrain.zoo:")]
-
-    def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        return teacher(name, epochs, seed)
-
-    def quiet(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        return cached_teacher(name, epochs, seed)
-
-    def architecture(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        return factory(**TEACHERS[name][1])
-
-    return Builder(build, factory.contract, quiet=quiet, architecture=architecture)
 
 
 @register_builder(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,21 @@ from torch import nn
 
 from qretrain.errors import QretrainError
 from qretrain.models.specs import Origin, make_builder
+
+# File suffix -> loader(path, trust_code=...): storage registers ".h5" (models is the
+# bottom layer, so it cannot import storage).
+_FILE_LOADERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_file_loader(*suffixes: str):
+    """Decorator: files ending in ``suffixes`` load through the decorated function."""
+
+    def decorate(loader):
+        for suffix in suffixes:
+            _FILE_LOADERS[suffix] = loader
+        return loader
+
+    return decorate
 
 
 def load_model(spec: str | Path, weights: str | Path | None = None, *,
@@ -22,12 +38,11 @@ def load_model(spec: str | Path, weights: str | Path | None = None, *,
     (see ``qretrain.models.specs.Origin``); code named anywhere but by the user
     runs only with ``trust_code=True``, and so does code named inside a ``.h5`` file.
     """
-    if str(spec).endswith((".h5", ".hdf5")):
-        from qretrain.storage import load
-
+    loader = _FILE_LOADERS.get(Path(str(spec)).suffix)
+    if loader is not None:
         if kwargs:
-            raise QretrainError("keyword arguments do not apply to a qretrain .h5 file")
-        model = load(spec, trust_code=trust_code)
+            raise QretrainError(f"keyword arguments do not apply to a model file ({spec})")
+        model = loader(spec, trust_code=trust_code)
     else:
         model = make_builder(str(spec), kwargs, origin, trust_code)()
     if weights is not None:

@@ -180,7 +180,8 @@ def register_builder(pattern: str, description: str, *, fallback: bool = False,
 
 
 def known_specs() -> list[str]:
-    entries = _REGISTRY + _FALLBACKS
+    """Every spec form, the known architectures first (for --help and errors)."""
+    entries = sorted(_REGISTRY + _FALLBACKS, key=lambda e: not e.named)  # stable
     return [entry.description for entry in entries] + ["PATH.h5  (a qretrain file)"]
 
 

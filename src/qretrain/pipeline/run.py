@@ -20,13 +20,13 @@ from pathlib import Path
 from torch import nn
 
 from qretrain.analysis import Sweep, analyze
-from qretrain.cluster.apply import cluster_
+from qretrain.compress.apply import cluster_
 from qretrain.data import load_dataset
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.pipeline.config import ConfigError, RunConfig
 from qretrain.plan import Plan
-from qretrain.plan.auto import auto_plan
+from qretrain.planner.auto import auto_plan
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import (

@@ -47,7 +47,7 @@ from qretrain.cluster.options import Granularity, parse_enum
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor
 from qretrain.errors import QretrainError, QretrainFileError
-from qretrain.models.loading import check_fits
+from qretrain.models.loading import check_fits, register_file_loader
 from qretrain.models.specs import (
     ArchSpec,
     Origin,
@@ -165,6 +165,7 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dic
     return tensor_bytes
 
 
+@register_file_loader(".h5", ".hdf5")
 def load(path: str | Path, *, map_location: str | torch.device = "cpu",
          trust_code: bool = False) -> nn.Module:  # fmt: skip
     """Rebuild the model stored in ``path``, with its clustering; in eval mode.

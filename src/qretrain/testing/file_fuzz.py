@@ -27,8 +27,8 @@ import h5py
 import numpy as np
 import torch
 
-from qretrain.cluster.apply import cluster_
 from qretrain.cluster.state import clusters_of, plans_of
+from qretrain.compress.apply import cluster_
 from qretrain.errors import QretrainFileError
 from qretrain.models import build_model, get_arch
 from qretrain.storage import load, save

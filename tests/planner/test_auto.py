@@ -7,9 +7,9 @@ import torch
 from qretrain.analysis import analyze
 from qretrain.analysis.census import LayerCensus
 from qretrain.analysis.sweep import Cell, Sweep
-from qretrain.cluster.apply import cluster_
+from qretrain.compress.apply import cluster_
 from qretrain.data.sets import tensor_set
-from qretrain.plan.auto import STEP, _groups, auto_plan
+from qretrain.planner.auto import STEP, _groups, auto_plan
 
 BASE_BYTES = 100_000
 

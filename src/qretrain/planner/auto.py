@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from qretrain.cluster.apply import cluster_
 from qretrain.cluster.tensor import cluster_and_decode
+from qretrain.compress.apply import cluster_
 from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.plan.plan import Plan

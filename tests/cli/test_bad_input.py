@@ -126,3 +126,15 @@ def test_a_model_that_outputs_nan_still_prints_valid_json(tmp_path, capsys):
                  "--reference", str(tmp_path / "nan.h5"), "--json"])  # fmt: skip
     result = json.loads(capsys.readouterr().out)  # strict JSON: no NaN literal
     assert code == 0 and result["kl"] is None
+
+
+@pytest.mark.parametrize("bug", [TypeError("a bug"), ValueError("a bug"), KeyError("a bug")])
+def test_a_bug_is_no_user_error_and_keeps_its_traceback(monkeypatch, bug):
+    from qretrain.cli import inspect_cmd
+
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr(inspect_cmd, "run", broken)
+    with pytest.raises(type(bug)):
+        main(["inspect", "qretrain.zoo:vgg_small"])

@@ -36,6 +36,7 @@ from qretrain.analysis.census import SWEEP_KINDS, LayerCensus, census_table, tak
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Method, parse_enum
 from qretrain.cluster.tensor import MAX_K, cluster_many
+from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.layers import get_tensor
@@ -110,9 +111,9 @@ class Sweep:
         if metric == "accuracy":
             top1 = self.baseline["top1"] if cell is None else cell.top1
             if top1 is None:
-                raise ValueError("the sweep's data had no labels: use the agreement metric")
+                raise QretrainError("the sweep's data had no labels: use the agreement metric")
             return top1
-        raise ValueError(f"metric must be 'accuracy' or 'agreement'; got {metric!r}")
+        raise QretrainError(f"metric must be 'accuracy' or 'agreement'; got {metric!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -142,7 +143,7 @@ class Sweep:
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{str(path)!r} is not a readable sweep record: {e}") from e
+            raise QretrainError(f"{str(path)!r} is not a readable sweep record: {e}") from e
 
     def csv_text(self) -> str:
         out = io.StringIO()
@@ -288,18 +289,18 @@ def _prepare(model, data, ks, kinds, granularity, layers, method, seed, batch_si
              device, model_name):  # fmt: skip
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1 or ks[-1] > MAX_K:
-        raise ValueError(f"ks must be ints in [1, {MAX_K}]; got {ks}")
+        raise QretrainError(f"ks must be ints in [1, {MAX_K}]; got {ks}")
     kinds = list(dict.fromkeys(kinds))
     bad = [k for k in kinds if k not in SWEEP_KINDS]
     if bad or not kinds:
-        raise ValueError(f"kinds must be some of {', '.join(SWEEP_KINDS)}; got {kinds}")
+        raise QretrainError(f"kinds must be some of {', '.join(SWEEP_KINDS)}; got {kinds}")
     if granularity not in ("layer", "block"):
-        raise ValueError(f"granularity must be 'layer' or 'block'; got {granularity!r}")
+        raise QretrainError(f"granularity must be 'layer' or 'block'; got {granularity!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        raise QretrainError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     method = parse_enum(Method, method, "method")
     if len(data) == 0:
-        raise ValueError("the dataset holds no images")
+        raise QretrainError("the dataset holds no images")
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     batches, labels = [], []
     for x, y in loader:
@@ -368,7 +369,7 @@ def _select(rows: list[LayerCensus], selector: str) -> list[LayerCensus]:
         else:
             hits = {r.layer for r in rows if r.block == part or fnmatch.fnmatchcase(r.module, part)}
         if not hits:
-            raise ValueError(
+            raise QretrainError(
                 f"--layers part {part!r} selects no layer; layers run 1-{len(rows)}, blocks "
                 f"are {', '.join(dict.fromkeys(r.block for r in rows))}"
             )
@@ -387,7 +388,7 @@ def _resume(out: Path | None, settings: dict) -> Sweep | None:
     if differ:
         details = "; ".join(f"{k}: {old.settings.get(k)!r} there, {settings[k]!r} now"
                             for k in differ)  # fmt: skip
-        raise ValueError(
+        raise QretrainError(
             f"{str(out)!r} holds a sweep with other settings ({details}); "
             "use another folder, or delete it to start over"
         )

@@ -16,6 +16,7 @@ from qretrain.cli.common import (
     model_from_args,
 )
 from qretrain.cluster import Method
+from qretrain.errors import QretrainError
 from qretrain.models import get_arch
 
 EXAMPLE = (
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ks = [int(k) for k in args.ks.split(",") if k.strip()]
     except ValueError:
-        raise ValueError(f"--ks must be comma-separated integers; got {args.ks!r}") from None
+        raise QretrainError(f"--ks must be comma-separated integers; got {args.ks!r}") from None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     out = check_output_folder(args.output)
     model = model_from_args(args)

@@ -13,6 +13,7 @@ from qretrain.cli.common import (
     data_from_args,
     model_from_args,
 )
+from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
 from qretrain.models import get_arch, load_model
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     contract = get_arch(model).contract if get_arch(model) else None
     reference = load_model(args.reference, trust_code=args.trust_code) if args.reference else None
     if reference is not None and get_arch(reference) and get_arch(reference).contract != contract:
-        raise ValueError(
+        raise QretrainError(
             f"MODEL and --reference expect different inputs ({contract} vs "
             f"{get_arch(reference).contract}); compare models with the same input contract"
         )

@@ -33,10 +33,9 @@ SUBCOMMANDS = (
     teacher_cmd,
 )
 EXIT_USAGE = 2
-# User errors: bad input (QretrainError and the ValueErrors of the older layers) and
-# the environment (a missing file, a folder that takes no files). Anything else is a
-# bug and keeps its traceback.
-USER_ERRORS = (QretrainError, ValueError, OSError)
+# User errors: bad input (QretrainError) and the environment (a missing file, a folder
+# that takes no files). Anything else is a bug and keeps its traceback.
+USER_ERRORS = (QretrainError, OSError)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ import argparse
 from qretrain.analysis import Sweep
 from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
 from qretrain.data import load_dataset
+from qretrain.errors import QretrainError
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.planner.auto import auto_plan
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def _model_and_data(sweep: Sweep, args: argparse.Namespace):
     source = sweep.settings.get("source") or {}
     if not source.get("model"):
-        raise ValueError(
+        raise QretrainError(
             f"the sweep in {args.sweep!r} does not say how to load its model (it was run "
             "from Python); verify with qretrain.auto_plan(sweep, model, data) or --no-verify"
         )
@@ -84,7 +85,7 @@ def _model_and_data(sweep: Sweep, args: argparse.Namespace):
     model = load_model(source["model"], weights=source.get("weights"), origin=Origin.RECORD,
                        trust_code=args.trust_code)  # fmt: skip
     if model_fingerprint(model) != sweep.settings["model_sha256"]:
-        raise ValueError(
+        raise QretrainError(
             f"{source['model']} no longer has the weights the sweep measured; analyze it again"
         )
     arch = get_arch(model)

@@ -15,6 +15,7 @@ from qretrain.cli.common import (
     output_file,
 )
 from qretrain.data import load_dataset
+from qretrain.errors import QretrainError
 from qretrain.models import get_arch, load_model
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> int:
     output = output_file(args.output, (".h5",))
     if not args.labels and not args.teacher:
-        raise ValueError("label-free retraining needs --teacher MODEL (or --labels)")
+        raise QretrainError("label-free retraining needs --teacher MODEL (or --labels)")
     student = load(args.student, trust_code=args.trust_code)
     teacher = load_model(args.teacher, trust_code=args.trust_code) if args.teacher else None
     contract = get_arch(student).contract if get_arch(student) else None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from qretrain.errors import QretrainError
+
 
 class Method(str, enum.Enum):
     """How a tensor's values are grouped into k clusters."""
@@ -26,4 +28,4 @@ def parse_enum(enum_cls: type[enum.Enum], value: object, what: str) -> enum.Enum
         return enum_cls(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum_cls)
-        raise ValueError(f"{what} must be one of {allowed}; got {value!r}") from None
+        raise QretrainError(f"{what} must be one of {allowed}; got {value!r}") from None

@@ -16,6 +16,7 @@ import torch
 
 from qretrain.cluster.kmeans1d import kmeans_1d
 from qretrain.cluster.options import Granularity, Method, parse_enum
+from qretrain.errors import QretrainError
 
 MAX_K = 256
 # Tensors up to this size are reduced to their exact distinct values; larger ones to
@@ -117,7 +118,7 @@ def cluster_many(
     method = parse_enum(Method, method, "method")
     granularity = parse_enum(Granularity, granularity, "granularity")
     if not ks:
-        raise ValueError(f"no k given for {name}")
+        raise QretrainError(f"no k given for {name}")
     for k in ks:
         validate_clusterable(values, k, name)
     x = values.detach().to("cpu", torch.float32).contiguous()
@@ -154,15 +155,15 @@ def cluster_many(
 def validate_clusterable(values: torch.Tensor, k: int, name: str) -> torch.Tensor:
     """Raise ValueError naming ``name`` unless ``values`` can be clustered to ``k``."""
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k for {name} must be an int in [1, {MAX_K}]; got {k!r}")
+        raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {k!r}")
     if not values.is_floating_point():
-        raise ValueError(f"{name} has dtype {values.dtype}; only floating point tensors cluster")
+        raise QretrainError(f"{name} has dtype {values.dtype}; only floating point tensors cluster")
     if values.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(values.shape)}); nothing to cluster")
+        raise QretrainError(f"{name} is empty (shape {tuple(values.shape)}); nothing to cluster")
     lo, hi = torch.aminmax(values.detach())  # NaN and inf propagate to min or max
     if not (torch.isfinite(lo) and torch.isfinite(hi)):
         bad = (~torch.isfinite(values)).sum().item()
-        raise ValueError(
+        raise QretrainError(
             f"{name} has {bad} NaN or infinite value(s); clustering needs finite weights"
         )
     return values

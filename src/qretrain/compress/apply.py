@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from qretrain.cluster.report import ClusterReport, TensorRecord
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, cluster_and_decode, validate_clusterable
+from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch
 from qretrain.plan import Decision, Plan
@@ -72,7 +73,7 @@ def _validate(model: nn.Module, chosen: list[Decision]) -> None:
         except ValueError as e:
             errors.append(str(e))
     if errors:
-        raise ValueError("nothing was changed:\n" + "\n".join(errors))
+        raise QretrainError("nothing was changed:\n" + "\n".join(errors))
 
 
 def _report(decisions: list[Decision], clusters: dict[str, ClusteredTensor]) -> ClusterReport:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from qretrain.errors import QretrainError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -32,14 +34,14 @@ def read_idx(path: str | Path) -> np.ndarray:
     with _open(path) as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"{str(path)!r} is not an IDX file (bad magic number)")
+        raise QretrainError(f"{str(path)!r} is not an IDX file (bad magic number)")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[data[2]])
     body = data[4 + 4 * ndim :]
     expected = math.prod(dims) * dtype.itemsize
     if len(body) != expected:
-        raise ValueError(
+        raise QretrainError(
             f"{str(path)!r} is truncated or padded: header says {dims} ({expected} bytes), "
             f"file holds {len(body)}"
         )
@@ -50,7 +52,7 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """``x`` (N, H, W), (N, H, W, C) or (N, C, H, W) and optional ``y`` (N,)."""
     with np.load(path, allow_pickle=False) as f:
         if "x" not in f:
-            raise ValueError(f"{str(path)!r} has no array 'x' (found: {', '.join(f.files)})")
+            raise QretrainError(f"{str(path)!r} has no array 'x' (found: {', '.join(f.files)})")
         return f["x"], (f["y"] if "y" in f else None)
 
 
@@ -67,25 +69,25 @@ def read_csv(
     with opener as f:
         rows = list(csv.reader(f))
     if not rows:
-        raise ValueError(f"{str(path)!r} is empty")
+        raise QretrainError(f"{str(path)!r} is empty")
     header = None
     if any(not cell.strip().lstrip("-").replace(".", "", 1).isdigit() for cell in rows[0]):
         header, rows = rows[0], rows[1:]
     if isinstance(label_column, str):
         if header is None or label_column not in header:
-            raise ValueError(f"{str(path)!r} has no column {label_column!r}")
+            raise QretrainError(f"{str(path)!r} has no column {label_column!r}")
         label_column = header.index(label_column)
     elif label_column is None:
         label_column = header.index("label") if header and "label" in header else 0
     try:
         table = np.array(rows, dtype=np.float64)
     except ValueError as e:
-        raise ValueError(f"{str(path)!r}: every cell must be a number ({e})") from e
+        raise QretrainError(f"{str(path)!r}: every cell must be a number ({e})") from e
     labels = table[:, label_column].astype(np.int64)
     pixels = np.delete(table, label_column % table.shape[1], axis=1)
     side = math.isqrt(pixels.shape[1])
     if side * side != pixels.shape[1]:
-        raise ValueError(
+        raise QretrainError(
             f"{str(path)!r}: {pixels.shape[1]} pixel columns do not form a square image"
         )
     return pixels.reshape(-1, side, side).clip(0, 255).astype(np.uint8), labels
@@ -123,7 +125,7 @@ def as_nchw(x: np.ndarray) -> torch.Tensor:
     elif t.dim() == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
         t = t.permute(0, 3, 1, 2).contiguous()
     if t.dim() != 4 or t.shape[1] not in (1, 3):
-        raise ValueError(
+        raise QretrainError(
             f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3; "
             f"got shape {tuple(x.shape)}"
         )

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from qretrain._cache import cache_dir
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, tensor_set
+from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -72,7 +74,16 @@ def load_dataset(
             f"no dataset {text!r}: not a named set and no such path; known: "
             + "; ".join(known_datasets())
         )
-    return fit_and_subset(_from_path(path), contract, limit, seed, offset)
+    try:
+        ds = _from_path(path)
+    except QretrainError:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        # numpy, gzip and zipfile name a damaged file in many ways; one error type here.
+        raise QretrainError(
+            f"cannot read {text!r} as a dataset ({type(e).__name__}: {e}); is it complete?"
+        ) from e
+    return fit_and_subset(ds, contract, limit, seed, offset)
 
 
 def _from_path(path: Path) -> ImageSet:
@@ -88,7 +99,7 @@ def _from_path(path: Path) -> ImageSet:
         return tensor_set(name, x, y)
     if "idx" in name or "ubyte" in name:
         return _idx(path)
-    raise ValueError(
+    raise QretrainError(
         f"cannot tell what {str(path)!r} holds: expected a folder, .npz, .csv or IDX "
         "(…-idx3-ubyte[.gz]) file"
     )
@@ -97,7 +108,7 @@ def _from_path(path: Path) -> ImageSet:
 def _idx(images_path: Path) -> ImageSet:
     images = read_idx(images_path)
     if images.ndim != 3:
-        raise ValueError(f"{str(images_path)!r} holds a {images.ndim}-d array, not images")
+        raise QretrainError(f"{str(images_path)!r} holds a {images.ndim}-d array, not images")
     labels_path = images_path.with_name(
         images_path.name.replace("images", "labels").replace("idx3", "idx1")
     )
@@ -108,7 +119,7 @@ def _idx(images_path: Path) -> ImageSet:
 def _folder(folder: Path) -> ImageSet:
     paths = list_images(folder)
     if not paths:
-        raise ValueError(f"folder {str(folder)!r} holds no image files")
+        raise QretrainError(f"folder {str(folder)!r} holds no image files")
     parts = [p.relative_to(folder).parts for p in paths]
     if all(len(part) == 2 for part in parts):  # root/class/image: labeled
         classes = sorted({part[0] for part in parts})

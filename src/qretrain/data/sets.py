@@ -136,7 +136,7 @@ def tensor_set(name: str, images: np.ndarray, labels: np.ndarray | None) -> Tens
             )
         t = t / 255 if t.numel() and t.max() > 1.0 else t
     if len(t) == 0:
-        raise ValueError(f"{name} holds no images")
+        raise QretrainError(f"{name} holds no images")
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)) if labels is not None else None
     return TensorImageSet(name, y, images=t)
 
@@ -155,7 +155,7 @@ def file_set(name: str, paths: list[Path], labels: list[int] | None,
     if skipped:
         logger.warning("%s: skipped %d unreadable image file(s)", name, skipped)
     if not keep:
-        raise ValueError(f"{name} holds no readable images ({skipped} unreadable)")
+        raise QretrainError(f"{name} holds no readable images ({skipped} unreadable)")
     y = torch.tensor(keep_labels, dtype=torch.int64) if labels is not None else None
     return FileImageSet(name, y, None, skipped, class_names, paths=keep)
 
@@ -177,7 +177,7 @@ def _readable(path: Path) -> bool:
 
 def _check_labels(name: str, n: int, labels: torch.Tensor | None) -> None:
     if labels is not None and len(labels) != n:
-        raise ValueError(f"{name}: {len(labels)} labels for {n} images; the counts must match")
+        raise QretrainError(f"{name}: {len(labels)} labels for {n} images; the counts must match")
 
 
 def fit_and_subset(ds: ImageSet, contract: InputContract | None, limit: int | None,
@@ -188,14 +188,14 @@ def fit_and_subset(ds: ImageSet, contract: InputContract | None, limit: int | No
     ``seed``: the same seed with offsets 0 and ``limit`` gives two disjoint sets.
     """
     if offset < 0:
-        raise ValueError(f"offset must be >= 0; got {offset}")
+        raise QretrainError(f"offset must be >= 0; got {offset}")
     if offset and limit is None:
-        raise ValueError("offset needs a limit: it picks images offset .. offset + limit")
+        raise QretrainError("offset needs a limit: it picks images offset .. offset + limit")
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"limit must be a positive int; got {limit}")
+            raise QretrainError(f"limit must be a positive int; got {limit}")
         if offset + limit > len(ds) and offset:
-            raise ValueError(
+            raise QretrainError(
                 f"{ds.name}: offset {offset} + limit {limit} exceeds its {len(ds)} images"
             )
         if limit < len(ds):

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from qretrain.errors import QretrainError
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -67,7 +69,7 @@ def predict(
         labels.append(y)
     model.train(was_training)
     if not logits:
-        raise ValueError("the dataset holds no images")
+        raise QretrainError("the dataset holds no images")
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -106,7 +108,7 @@ def evaluate(
     result = {"top1": None, "top5": None, "agreement": None, "kl": None}
     if labeled:
         if labels.max() >= logits.shape[1]:
-            raise ValueError(
+            raise QretrainError(
                 f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs"
             )
         result["top1"] = topk_accuracy(logits, labels, 1)
@@ -115,7 +117,7 @@ def evaluate(
         ref_logits, _ = predict(reference, data, batch_size=batch_size, device=device,
                                 progress=progress, desc="Reference")  # fmt: skip
         if ref_logits.shape != logits.shape:
-            raise ValueError(
+            raise QretrainError(
                 f"model and reference disagree on outputs: {tuple(logits.shape[1:])} vs "
                 f"{tuple(ref_logits.shape[1:])}"
             )

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from qretrain.errors import QretrainError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 MAX_SIZE = 4096  # pixels per side
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,17 +37,17 @@ class InputContract:
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3; got {self.channels}")
+            raise QretrainError(f"channels must be 1 or 3; got {self.channels}")
         if not 1 <= self.size <= MAX_SIZE:
-            raise ValueError(f"size must be an int in [1, {MAX_SIZE}]; got {self.size}")
+            raise QretrainError(f"size must be an int in [1, {MAX_SIZE}]; got {self.size}")
         if self.resize is not None and not self.size <= self.resize <= 2 * MAX_SIZE:
-            raise ValueError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
+            raise QretrainError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ValueError("mean and std need one value per channel")
+            raise QretrainError("mean and std need one value per channel")
         if not all(math.isfinite(m) for m in self.mean):
-            raise ValueError(f"mean must be finite; got {self.mean}")
+            raise QretrainError(f"mean must be finite; got {self.mean}")
         if not all(math.isfinite(s) and s > 0 for s in self.std):
-            raise ValueError(f"std must be finite and > 0; got {self.std}")
+            raise QretrainError(f"std must be finite and > 0; got {self.std}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -59,9 +61,9 @@ class InputContract:
         """From ``to_dict``'s form (read from a file: every field is checked)."""
         fields = {"channels", "size", "mean", "std", "resize"}
         if set(d) - fields or not {"channels", "size", "mean", "std"} <= set(d):
-            raise ValueError(f"a contract has the fields {sorted(fields)}; got {sorted(d)}")
+            raise QretrainError(f"a contract has the fields {sorted(fields)}; got {sorted(d)}")
         if not all(isinstance(d[k], list) and len(d[k]) <= 3 for k in ("mean", "std")):
-            raise ValueError("contract mean and std must be lists of 1 or 3 numbers")
+            raise QretrainError("contract mean and std must be lists of 1 or 3 numbers")
         return cls(
             channels=_int(d["channels"], "channels"),
             size=_int(d["size"], "size"),
@@ -91,13 +93,13 @@ class InputContract:
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"contract {what} must be an int; got {value!r}")
+        raise QretrainError(f"contract {what} must be an int; got {value!r}")
     return value
 
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"contract {what} must hold numbers; got {value!r}")
+        raise QretrainError(f"contract {what} must hold numbers; got {value!r}")
     return float(value)
 
 

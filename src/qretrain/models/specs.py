@@ -101,14 +101,14 @@ class ArchSpec:
     def from_dict(cls, d: Any) -> ArchSpec:
         """Parse and check an ArchSpec read from a file; ValueError says what is wrong."""
         if not isinstance(d, dict) or set(d) - {"spec", "kwargs", "contract"}:
-            raise ValueError(f"arch must be an object with spec, kwargs, contract; got {d!r}")
+            raise QretrainError(f"arch must be an object with spec, kwargs, contract; got {d!r}")
         spec, kwargs, contract = d.get("spec"), d.get("kwargs") or {}, d.get("contract")
         if not isinstance(spec, str) or not 0 < len(spec) <= MAX_SPEC_CHARS:
-            raise ValueError(f"arch spec must be a string of 1-{MAX_SPEC_CHARS} characters")
+            raise QretrainError(f"arch spec must be a string of 1-{MAX_SPEC_CHARS} characters")
         if not isinstance(kwargs, dict):
-            raise ValueError(f"arch kwargs must be an object; got {kwargs!r}")
+            raise QretrainError(f"arch kwargs must be an object; got {kwargs!r}")
         if contract is not None and not isinstance(contract, dict):
-            raise ValueError(f"arch contract must be an object; got {contract!r}")
+            raise QretrainError(f"arch contract must be an object; got {contract!r}")
         return cls(spec, kwargs, InputContract.from_dict(contract) if contract else None)
 
     def build(self, origin: Origin = Origin.FILE, trust_code: bool = False) -> nn.Module:
@@ -124,13 +124,13 @@ class ArchSpec:
 def parse_json(text: object, what: str) -> Any:
     """``json.loads`` for text read from a file: a string, nested at most MAX_JSON_DEPTH."""
     if not isinstance(text, str):
-        raise ValueError(f"{what} must be a JSON string; got {type(text).__name__}")
+        raise QretrainError(f"{what} must be a JSON string; got {type(text).__name__}")
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
+        raise QretrainError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
     if _depth(value) > MAX_JSON_DEPTH:
-        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        raise QretrainError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 

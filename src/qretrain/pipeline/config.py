@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from qretrain.analysis import DEFAULT_KS
+from qretrain.errors import QretrainError
 
 TOP_KEYS = ("output", "model", "model_args", "weights", "data", "analyze", "plan",
             "compress", "retrain", "device")  # fmt: skip
@@ -47,7 +48,7 @@ RETRAIN_DEFAULTS = {"epochs": 3, "trainable": "unclustered", "conventional": Tru
                     "far_off": False}  # fmt: skip
 
 
-class ConfigError(ValueError):
+class ConfigError(QretrainError):
     """A run config that cannot be run; lists every problem."""
 
 

@@ -20,13 +20,14 @@ import yaml
 from torch import nn
 
 from qretrain.cluster.options import Granularity, Method, parse_enum
+from qretrain.errors import QretrainError
 from qretrain.models.layers import TensorInfo, describe_tensors, type_names
 from qretrain.plan.rules import Rule, parse_options, unknown_keys
 
 PLAN_KEYS = ("method", "granularity", "seed", "rules")
 
 
-class PlanError(ValueError):
+class PlanError(QretrainError):
     """A plan that cannot be read or does not fit the model; lists every problem."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from qretrain.cluster.options import Granularity, Method, parse_enum
 from qretrain.cluster.tensor import MAX_K
+from qretrain.errors import QretrainError
 from qretrain.models.layers import BN_KINDS, ParamKind, TensorInfo
 
 RULE_KEYS = ("k", "name", "type", "layers", "kinds", "method", "granularity")
@@ -54,7 +55,7 @@ class Rule:
                 object.__setattr__(self, key, parse_enum(enum_cls, getattr(self, key), key))
         errors = self.check()
         if errors:
-            raise ValueError("\n".join(errors))
+            raise QretrainError("\n".join(errors))
         layer_set = parse_layers(self.layers) if self.layers is not None else ()
         object.__setattr__(self, "_layer_set", frozenset(layer_set))
         object.__setattr__(self, "_name_regex", _compile_name(self.name))
@@ -129,7 +130,7 @@ class Rule:
     def from_dict(cls, d: Any, where: str) -> Rule:
         """Parse one rule; every problem is reported at once, prefixed with ``where``."""
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: must be a mapping; got {type(d).__name__}")
+            raise QretrainError(f"{where}: must be a mapping; got {type(d).__name__}")
         errors = unknown_keys(d, RULE_KEYS, where)
         if "k" not in d:
             errors.append(f"{where}: needs k (an int in [1, {MAX_K}], or null to leave alone)")
@@ -153,7 +154,7 @@ class Rule:
                 return cls(**kwargs)
             except ValueError as e:
                 errors += [f"{where}: {line}" for line in str(e).split("\n")]
-        raise ValueError("\n".join(errors))
+        raise QretrainError("\n".join(errors))
 
 
 def parse_options(d: dict, where: str, into: dict[str, Any]) -> list[str]:
@@ -183,7 +184,7 @@ def parse_kinds(value: Any) -> tuple[ParamKind, ...]:
         value = [value]
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
-        raise ValueError(f"kinds must be a list; got {value!r}")
+        raise QretrainError(f"kinds must be a list; got {value!r}")
     kinds: list[ParamKind] = []
     for item in items:
         item = item.value if isinstance(item, ParamKind) else str(item).strip()
@@ -194,7 +195,7 @@ def parse_kinds(value: Any) -> tuple[ParamKind, ...]:
             kinds.append(ParamKind(item))
         except ValueError:
             allowed = [k.value for k in ParamKind] + list(KIND_GROUPS)
-            raise ValueError(
+            raise QretrainError(
                 f"unknown kind {item!r} (allowed: {', '.join(allowed)})"
             ) from None
     return tuple(dict.fromkeys(kinds))
@@ -207,12 +208,12 @@ def parse_layers(text: str | int) -> set[int]:
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
         if not m:
-            raise ValueError(
+            raise QretrainError(
                 f"layers {text!r} is not a list of numbers and ranges like '13-49' or '1,3,5-7'"
             )
         lo, hi = int(m[1]), int(m[2] or m[1])
         if lo < 1 or hi < lo:
-            raise ValueError(f"layers {text!r}: range {part!r} must satisfy 1 <= start <= end")
+            raise QretrainError(f"layers {text!r}: range {part!r} must satisfy 1 <= start <= end")
         numbers.update(range(lo, hi + 1))
     return numbers
 

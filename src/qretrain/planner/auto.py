@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from qretrain.cluster.tensor import cluster_and_decode
 from qretrain.compress.apply import cluster_
+from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.plan.plan import Plan
@@ -129,9 +130,9 @@ def auto_plan(
     if not isinstance(sweep, Sweep):
         sweep = Sweep.load(sweep)
     if (max_drop is None) == (target_size is None):
-        raise ValueError("give exactly one budget: max_drop (points) or target_size (bytes)")
+        raise QretrainError("give exactly one budget: max_drop (points) or target_size (bytes)")
     if max_drop is not None and not max_drop >= 0:
-        raise ValueError(f"max_drop must be >= 0 points; got {max_drop}")
+        raise QretrainError(f"max_drop must be >= 0 points; got {max_drop}")
     sweep.quality(None, metric)  # raises for accuracy without labels, or a bad metric
     groups = _groups(sweep, metric)
     if max_drop is not None:
@@ -218,7 +219,7 @@ def _smallest_cost_for(groups, needed: int) -> list[Pick]:
     best, choices, option_lists = _dp(groups, cap)
     reachable = np.nonzero(best >= needed)[0]
     if len(reachable) == 0:
-        raise ValueError(
+        raise QretrainError(
             f"target size unreachable: the sweep's cells save at most {int(best[-1]):,} bytes "
             f"of the {needed:,} needed"
         )
@@ -249,7 +250,7 @@ def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) ->
         for module in modules:
             rules.append(Rule(k=p.k, name=module, kinds=(p.kind,)))
     if not rules:
-        raise ValueError("no cell fits the budget: every swept cell costs more than it allows")
+        raise QretrainError("no cell fits the budget: every swept cell costs more than it allows")
     return Plan(rules=tuple(rules), method=method, seed=seed)
 
 
@@ -292,7 +293,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
         logger.info("backing off: %s", result.backoffs[-1])
         drop = measure(picks)
     if not picks:
-        raise ValueError(f"no plan fits: even a single cell drops more than {budget:g} points "
+        raise QretrainError(f"no plan fits: even a single cell drops more than {budget:g} points "
                          "on the verification data")  # fmt: skip
     final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
     result.plan, result.picks = final.plan, final.picks
@@ -311,5 +312,5 @@ def _drop(logits, reference, labels, metric: str) -> float:
     if metric == "agreement":
         return 100 * (1 - agreement(logits, reference))
     if not bool((labels >= 0).all()):
-        raise ValueError("the verification data has no labels: use the agreement metric")
+        raise QretrainError("the verification data has no labels: use the agreement metric")
     return 100 * (topk_accuracy(reference, labels, 1) - topk_accuracy(logits, labels, 1))

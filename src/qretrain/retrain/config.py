@@ -6,6 +6,7 @@ import enum
 from dataclasses import asdict, dataclass
 
 from qretrain.cluster.options import parse_enum
+from qretrain.errors import QretrainError
 
 
 class Loss(str, enum.Enum):
@@ -47,7 +48,7 @@ class RetrainConfig:
         if self.labels:
             object.__setattr__(self, "loss", Loss.CE)
         elif self.loss is Loss.CE:
-            raise ValueError("loss 'ce' needs labels (conventional retraining: labels=True)")
+            raise QretrainError("loss 'ce' needs labels (conventional retraining: labels=True)")
         errors = []
         if self.epochs < 1:
             errors.append(f"epochs must be >= 1; got {self.epochs}")
@@ -58,7 +59,7 @@ class RetrainConfig:
         if self.temperature <= 0:
             errors.append(f"temperature must be > 0; got {self.temperature}")
         if errors:
-            raise ValueError("; ".join(errors))
+            raise QretrainError("; ".join(errors))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, Subset
 
+from qretrain.errors import QretrainError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -31,9 +33,9 @@ class Ranks:
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} of world_size {self.world_size} is impossible")
+            raise QretrainError(f"rank {self.rank} of world_size {self.world_size} is impossible")
         if self.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
-            raise ValueError(
+            raise QretrainError(
                 f"world_size {self.world_size} needs torch.distributed initialized "
                 "(run under torchrun, or call init_from_env first)"
             )
@@ -53,7 +55,7 @@ class Ranks:
             return data
         per_rank = len(data) // self.world_size
         if per_rank == 0:
-            raise ValueError(f"{len(data)} images cannot feed {self.world_size} processes")
+            raise QretrainError(f"{len(data)} images cannot feed {self.world_size} processes")
         return Subset(data, range(self.rank, per_rank * self.world_size, self.world_size))
 
     def wrap(self, head: nn.Module, device: torch.device | str) -> nn.Module:

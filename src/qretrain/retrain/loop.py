@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from qretrain.errors import QretrainError
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.specs import get_arch
 from qretrain.retrain.centroids import CentroidTuner
@@ -202,17 +203,17 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
 
 def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
     if len(data) == 0:
-        raise ValueError("the retraining data holds no images")
+        raise QretrainError("the retraining data holds no images")
     if config.labels:
         labels = getattr(data, "labels", None)
         if labels is None or (labels < 0).any():
-            raise ValueError("labels=True (conventional retraining) needs labeled data; D has none")
+            raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
     elif teacher is None:
-        raise ValueError("label-free retraining needs a teacher (the original model)")
+        raise QretrainError("label-free retraining needs a teacher (the original model)")
     if teacher is not None:
         s, t = student.state_dict(), teacher.state_dict()
         if s.keys() != t.keys() or any(s[k].shape != t[k].shape for k in s):
-            raise ValueError(
+            raise QretrainError(
                 "teacher and student have different architectures: the student must be a "
                 "clustered copy of the teacher"
             )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from qretrain.cluster.state import clusters_of
+from qretrain.errors import QretrainError
 from qretrain.models.layers import ParamKind, call_order, describe_tensors, type_names
 from qretrain.plan.rules import Rule
 
@@ -32,7 +33,7 @@ def trainable_names(model: nn.Module, mode: str, example_input: torch.Tensor | N
         rule = _selector_rule(mode)
         chosen = _select(model, rule, unclustered, example_input)
     if not chosen:
-        raise ValueError(
+        raise QretrainError(
             f"trainable={mode!r} selects no unclustered parameter of this model; nothing "
             "could be retrained (try 'unclustered')"
         )
@@ -44,7 +45,7 @@ def _selector_rule(text: str) -> Rule:
     for part in text.split(";"):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in ("name", "type", "layers"):
-            raise ValueError(
+            raise QretrainError(
                 f"trainable must be 'unclustered', 'last' or a selector like "
                 f"'name=classifier.*', 'type=BatchNorm2d', 'layers=6-7'; got {text!r}"
             )

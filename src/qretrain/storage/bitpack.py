@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qretrain.errors import QretrainError
+
 _SHIFTS = np.arange(8, dtype=np.uint64)
 _GROUPS_PER_CHUNK = 1 << 19  # bounds the uint64 temporaries to a few MiB
 
@@ -20,7 +22,7 @@ def packed_size(n: int, bits: int) -> int:
 def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
     """indices (n,) uint8, each < 2**bits -> (ceil(n/8) * bits,) uint8."""
     if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in [1, 8]; got {bits}")
+        raise QretrainError(f"bits must be in [1, 8]; got {bits}")
     flat = indices.reshape(-1)
     groups = -(-flat.size // 8)
     out = np.empty((groups, bits), dtype=np.uint8)
@@ -38,10 +40,10 @@ def pack_indices(indices: np.ndarray, bits: int) -> np.ndarray:
 def unpack_indices(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
     """Inverse of ``pack_indices``: (ceil(n/8) * bits,) uint8 -> (n,) uint8."""
     if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in [1, 8]; got {bits}")
+        raise QretrainError(f"bits must be in [1, 8]; got {bits}")
     groups = -(-n // 8)
     if packed.size != groups * bits:
-        raise ValueError(
+        raise QretrainError(
             f"packed indices hold {packed.size} bytes; {n} indices at {bits} bits need "
             f"{groups * bits}"
         )

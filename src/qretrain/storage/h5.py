@@ -354,7 +354,7 @@ def _memory_file_bytes(write) -> int:
 
 def _check_still_clustered(name: str, tensor: torch.Tensor, clustered: ClusteredTensor) -> None:
     if tensor.shape != clustered.shape or not torch.equal(clustered.decode(), tensor.float()):
-        raise ValueError(
+        raise QretrainError(
             f"{name} no longer holds its codebook's values (changed after clustering); "
             "cluster the model again before saving"
         )

@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from qretrain.errors import QretrainError
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive; got {self}")
+            raise QretrainError(f"epochs, batch_size and lr must be positive; got {self}")
 
 
 @dataclass

@@ -54,6 +54,17 @@ def test_lloyd_is_deterministic_for_a_seed(monkeypatch):
     a = kmeans_1d(points, weights, 32, seed=7)
     b = kmeans_1d(points, weights, 32, seed=7)
     assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    # The other half: the seed is used. Its k-means++ start is one of several, and the
+    # best start wins, so some seeds give the same result; not all of them do.
+    others = [kmeans_1d(points, weights, 32, seed=s) for s in range(8, 16)]
+    assert any(not np.array_equal(a[0], o[0]) for o in others)
+
+
+def test_kmeanspp_start_follows_its_rng():
+    points = np.linspace(-3, 3, 500)
+    weights = np.ones(500)
+    start = [kmeans1d._init_kmeanspp(points, weights, 8, np.random.default_rng(s)) for s in (1, 1, 2)]
+    assert np.array_equal(start[0], start[1]) and not np.array_equal(start[0], start[2])
 
 
 @pytest.mark.parametrize("dist", ["normal", "laplace"])

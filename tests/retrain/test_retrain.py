@@ -121,6 +121,16 @@ def test_resumed_run_equals_uninterrupted(pair, tmp_path):
                 checkpoint=ckpt, resume=True, progress=False)  # fmt: skip
 
 
+def test_the_seed_decides_the_batches(pair):
+    teacher, student = pair
+    runs = [retrain(copy.deepcopy(student), teacher, make_data(),
+                    RetrainConfig(epochs=1, batch_size=16, seed=s), progress=False).model
+            for s in (0, 0, 1)]  # fmt: skip
+    pairs = list(zip(*(r.parameters() for r in runs)))
+    assert all(torch.equal(a, b) for a, b, _ in pairs)
+    assert not all(torch.equal(a, c) for a, _, c in pairs)
+
+
 def test_resume_refuses_another_runs_checkpoint(pair, tmp_path, caplog):
     teacher, student = pair
     config = RetrainConfig(epochs=3, batch_size=16)

@@ -213,8 +213,12 @@ def test_bad_inputs(pair, tiny_resnet):
         retrain(student, teacher, torch.utils.data.TensorDataset(torch.empty(0)), progress=False)
     with pytest.raises(ValueError, match="loss 'ce' needs labels"):
         RetrainConfig(loss="ce")
-    with pytest.raises(ValueError, match="selector like 'name=classifier"):
-        retrain(student, teacher, make_data(), RetrainConfig(trainable="fc only"), progress=False)
+    with pytest.raises(ValueError, match="trainable: must be 'unclustered', 'last' or a selector"):
+        RetrainConfig(trainable="fc only")  # refused when the settings are made
+    with pytest.raises(ValueError, match=r"epochs: must be an int >= 1; got 0\nlr: must be > 0"):
+        RetrainConfig(epochs=0, lr=-1.0)  # every problem at once
+    with pytest.raises(ValueError, match="unknown key 'epoch'"):
+        RetrainConfig.from_dict({"epoch": 3})
 
 
 def test_guarded_run_resumes_with_its_best_epoch(pair, tmp_path):

@@ -1,12 +1,13 @@
-"""Settings of one retraining run, validated, with JSON forms for the run record."""
+"""Settings of one retraining run, checked once, with JSON forms for the run record."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from qretrain.cluster.options import parse_enum
+from qretrain._settings import Settings, boolean, choice, integer, number, setting
 from qretrain.errors import QretrainError
+from qretrain.models.selector import SYNTAX, Selector
 
 
 class Loss(str, enum.Enum):
@@ -21,47 +22,55 @@ class BNStats(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class RetrainConfig:
-    """``trainable``: "unclustered", "last" (the unclustered parameters of the last
-    module holding a clustered tensor and of every module called after it), or a
-    selector like "name=classifier.*",
-    "type=BatchNorm2d", "layers=6-7" (several joined by ";"), as plan rules select.
-    ``labels=True`` is conventional retraining: cross-entropy on the data's labels.
-    """
+class Trainable:
+    """Which parameters retraining changes: every unclustered one, those of the last
+    layers (``last``: the unclustered parameters of the last module holding a
+    clustered tensor and of every module called after it), or a ``Selector``."""
 
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    loss: Loss = Loss.KL
-    temperature: float = 2.0
-    trainable: str = "unclustered"
-    bn_stats: BNStats = BNStats.FROZEN
-    labels: bool = False
-    tune_centroids: bool = False
-    cache: bool = True  # teacher outputs and frozen-prefix features, computed once
-    seed: int = 0
+    mode: str  # "unclustered" | "last" | "selected"
+    selector: Selector | None = None
+
+    @classmethod
+    def parse(cls, value: str | Trainable) -> Trainable:
+        if isinstance(value, Trainable):
+            return value
+        if value in ("unclustered", "last"):
+            return cls(value)
+        try:
+            return cls("selected", Selector.parse(value))
+        except QretrainError:
+            raise QretrainError(
+                f"must be 'unclustered', 'last' or {SYNTAX}; got {value!r}"
+            ) from None
+
+    def __str__(self) -> str:
+        return str(self.selector) if self.selector is not None else self.mode
+
+
+@dataclass(frozen=True)
+class RetrainConfig(Settings):
+    """``labels=True`` is conventional retraining: cross-entropy on the data's labels
+    (``loss`` becomes ``ce``)."""
+
+    epochs: int = setting(5, integer(1))
+    batch_size: int = setting(128, integer(1))
+    lr: float = setting(1e-3, number(above=0))
+    weight_decay: float = setting(0.0, number(at_least=0))
+    loss: Loss = setting(Loss.KL, choice(Loss))
+    temperature: float = setting(2.0, number(above=0))
+    trainable: Trainable = setting(Trainable("unclustered"), Trainable.parse)
+    bn_stats: BNStats = setting(BNStats.FROZEN, choice(BNStats))
+    labels: bool = setting(False, boolean)
+    tune_centroids: bool = setting(False, boolean)
+    cache: bool = setting(True, boolean)  # teacher outputs and frozen-prefix features, once
+    seed: int = setting(0, integer(0))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "loss", parse_enum(Loss, self.loss, "loss"))
-        object.__setattr__(self, "bn_stats", parse_enum(BNStats, self.bn_stats, "bn_stats"))
+        super().__post_init__()
         if self.labels:
             object.__setattr__(self, "loss", Loss.CE)
-        elif self.loss is Loss.CE:
-            raise QretrainError("loss 'ce' needs labels (conventional retraining: labels=True)")
-        errors = []
-        if self.epochs < 1:
-            errors.append(f"epochs must be >= 1; got {self.epochs}")
-        if self.batch_size < 1:
-            errors.append(f"batch_size must be >= 1; got {self.batch_size}")
-        if self.lr <= 0:
-            errors.append(f"lr must be > 0; got {self.lr}")
-        if self.temperature <= 0:
-            errors.append(f"temperature must be > 0; got {self.temperature}")
-        if errors:
-            raise QretrainError("; ".join(errors))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["loss"], d["bn_stats"] = self.loss.value, self.bn_stats.value
-        return d
+    def check(self) -> list[str]:
+        if self.loss is Loss.CE and not self.labels:
+            return ["loss 'ce' needs labels (conventional retraining: labels=True)"]
+        return []

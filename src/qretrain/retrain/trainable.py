@@ -11,18 +11,20 @@ from torch import nn
 
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
-from qretrain.models.layers import ParamKind, call_order, describe_tensors, type_names
-from qretrain.plan.rules import Rule
+from qretrain.models.layers import call_order, describe_tensors, type_names
+from qretrain.models.selector import Selector
+from qretrain.retrain.config import Trainable
 
 
-def trainable_names(model: nn.Module, mode: str, example_input: torch.Tensor | None) -> list[str]:
+def trainable_names(model: nn.Module, trainable: Trainable,
+                    example_input: torch.Tensor | None) -> list[str]:  # fmt: skip
     """Names of the parameters to train, in ``model.named_parameters()`` order."""
     clustered = set(clusters_of(model))
     params = [n for n, p in model.named_parameters() if p.dtype.is_floating_point]
     unclustered = [n for n in params if n not in clustered]
-    if mode == "unclustered":
+    if trainable.mode == "unclustered":
         chosen = unclustered
-    elif mode == "last":
+    elif trainable.mode == "last":
         order = _module_call_order(model, example_input)
         owners = [n.rpartition(".")[0] for n in clustered]
         last = max((order[o] for o in owners if o in order), default=-1)
@@ -30,36 +32,23 @@ def trainable_names(model: nn.Module, mode: str, example_input: torch.Tensor | N
         # clustered (the seed's "biases at 1"), its weight is the last layer to train.
         chosen = [n for n in unclustered if order.get(n.rpartition(".")[0], -1) >= last]
     else:
-        rule = _selector_rule(mode)
-        chosen = _select(model, rule, unclustered, example_input)
+        chosen = _select(model, trainable.selector, unclustered, example_input)
     if not chosen:
         raise QretrainError(
-            f"trainable={mode!r} selects no unclustered parameter of this model; nothing "
-            "could be retrained (try 'unclustered')"
+            f"trainable={str(trainable)!r} selects no unclustered parameter of this model; "
+            "nothing could be retrained (try 'unclustered')"
         )
     return chosen
 
 
-def _selector_rule(text: str) -> Rule:
-    fields = {}
-    for part in text.split(";"):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in ("name", "type", "layers"):
-            raise QretrainError(
-                f"trainable must be 'unclustered', 'last' or a selector like "
-                f"'name=classifier.*', 'type=BatchNorm2d', 'layers=6-7'; got {text!r}"
-            )
-        fields[key.strip()] = value.strip()
-    return Rule(k=None, kinds=tuple(ParamKind), **fields)
-
-
-def _select(model: nn.Module, rule: Rule, candidates: list[str], example_input) -> list[str]:
+def _select(model: nn.Module, selector: Selector, candidates: list[str],
+            example_input) -> list[str]:  # fmt: skip
     infos = {i.name: i for i in describe_tensors(model, example_input)}
     chosen = []
     for name in candidates:
         info = infos[name]
         module = model.get_submodule(info.module_name) if info.module_name else model
-        if info.kind is not None and rule.matches(info, type_names(module)):
+        if info.kind is not None and selector.matches(info, type_names(module)):
             chosen.append(name)
     return chosen
 

@@ -9,7 +9,7 @@ their accuracy back without labels.
 
 from qretrain import teachers, zoo  # noqa: F401  (they register their model specs)
 from qretrain._version import __version__
-from qretrain.analysis import Sweep, analyze
+from qretrain.analysis import AnalyzeSettings, Sweep, analyze
 from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
 from qretrain.compress import cluster_
 from qretrain.data import load_dataset
@@ -22,6 +22,7 @@ from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import Layout, load, save
 
 __all__ = [
+    "AnalyzeSettings",
     "ArchSpec",
     "AutoPlan",
     "ClusterReport",

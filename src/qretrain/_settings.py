@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import field, fields
+from dataclasses import MISSING, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +60,12 @@ class Settings:
     def check(self) -> list[str]:
         """Problems between fields, once each field is parsed; override as needed."""
         return []
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """A field's default: the one place defaults live (CLI flags read them here)."""
+        f = next(f for f in fields(cls) if f.name == name)
+        return f.default_factory() if f.default is MISSING else f.default
 
     @classmethod
     def keys(cls) -> list[str]:

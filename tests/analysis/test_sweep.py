@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import qretrain
-from qretrain.analysis import Sweep, analyze, take_census
+from qretrain.analysis import AnalyzeSettings, Sweep, analyze, take_census
 from qretrain.analysis import sweep as sweep_module
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.state import clusters_of
@@ -52,7 +52,7 @@ def test_stages_rerun_from_a_layer_equals_the_whole_model(tiny_resnet, images):
 
 def test_every_cell_exists_with_exact_sizes_and_quality(tiny_vgg, tmp_path):
     data = tiny_data()
-    sweep = analyze(tiny_vgg, data, tmp_path, ks=KS, progress=False, plots=False)
+    sweep = analyze(tiny_vgg, data, tmp_path, AnalyzeSettings(ks=KS), progress=False, plots=False)
     units = [str(r.layer) for r in sweep.census]
     expected = {(u, kind, k) for u in units for kind in ("weight", "bias") for k in KS}
     assert {(c.unit, c.kind, c.k) for c in sweep.cells} == expected
@@ -82,7 +82,8 @@ def test_every_cell_exists_with_exact_sizes_and_quality(tiny_vgg, tmp_path):
 
 def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, monkeypatch):
     data = tiny_data(labeled=False)
-    full = analyze(tiny_vgg, data, tmp_path / "a", ks=KS, progress=False, plots=False)
+    full = analyze(tiny_vgg, data, tmp_path / "a", AnalyzeSettings(ks=KS), progress=False,
+                   plots=False)
     calls = {"n": 0}
     real_sweep_kind = sweep_module._sweep_kind
 
@@ -95,7 +96,7 @@ def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, mon
 
     monkeypatch.setattr(sweep_module, "_sweep_kind", dies_after_five)
     with pytest.raises(KeyboardInterrupt):
-        analyze(tiny_vgg, data, tmp_path / "b", ks=KS, progress=False, plots=False)
+        analyze(tiny_vgg, data, tmp_path / "b", AnalyzeSettings(ks=KS), progress=False, plots=False)
     assert len(json.loads((tmp_path / "b" / "sweep.json").read_text())["cells"]) == 5
     computed = []
 
@@ -105,40 +106,47 @@ def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, mon
             yield cell
 
     monkeypatch.setattr(sweep_module, "_sweep_kind", counting)
-    resumed = analyze(tiny_vgg, data, tmp_path / "b", ks=KS, progress=False, plots=False)
+    resumed = analyze(tiny_vgg, data, tmp_path / "b", AnalyzeSettings(ks=KS), progress=False, plots=False)
     assert len(computed) == len(full.cells) - 5
     strip = [(c.unit, c.kind, c.k, c.agreement, c.kl, c.file_bytes) for c in full.cells]
     assert [(c.unit, c.kind, c.k, c.agreement, c.kl, c.file_bytes)
             for c in resumed.cells] == strip  # fmt: skip
     computed.clear()
-    analyze(tiny_vgg, data, tmp_path / "b", ks=KS, progress=False, plots=False)
+    analyze(tiny_vgg, data, tmp_path / "b", AnalyzeSettings(ks=KS), progress=False, plots=False)
     assert computed == []
 
 
 def test_resuming_with_other_settings_is_refused(tiny_vgg, tmp_path):
     data = tiny_data()
-    analyze(tiny_vgg, data, tmp_path, ks=(1, 2), layers="7", progress=False, plots=False)
+    analyze(tiny_vgg, data, tmp_path, AnalyzeSettings(ks=(1, 2), select="7"), progress=False,
+            plots=False)  # fmt: skip
     with pytest.raises(ValueError, match="other settings.*ks: \\[1, 2\\] there, \\[1, 4\\] now"):
-        analyze(tiny_vgg, data, tmp_path, ks=(1, 4), layers="7", progress=False, plots=False)
+        analyze(tiny_vgg, data, tmp_path, AnalyzeSettings(ks=(1, 4), select="7"),
+                progress=False, plots=False)  # fmt: skip
 
 
 def test_blocks_selectors_and_bad_arguments(tiny_resnet):
     data = tiny_data(n=8)
-    sweep = analyze(tiny_resnet, data, ks=(2,), kinds=("weight", "bn"), granularity="block",
-                    layers="block2,classifier", progress=False)  # fmt: skip
+    settings = AnalyzeSettings(ks=(2,), kinds=("weight", "bn"), unit="block", select="4-6,10")
+    sweep = analyze(tiny_resnet, data, settings=settings, progress=False)
     assert {(c.unit, c.kind) for c in sweep.cells} == {
         ("block2", "weight"), ("block2", "bn"), ("classifier", "weight")}  # fmt: skip
     assert sweep.cell("block2", "bn", 2).params > 0
+    by_type = analyze(tiny_resnet, data, settings=AnalyzeSettings(ks=(2,), kinds=("weight",),
+                      select="type=Linear"), progress=False)  # fmt: skip
+    assert {c.unit for c in by_type.cells} == {"10"}
     with pytest.raises(ValueError, match="selects no layer"):
-        analyze(tiny_resnet, data, layers="99", progress=False)
-    with pytest.raises(ValueError, match="kinds must be some of"):
-        analyze(tiny_resnet, data, kinds=("weights",), progress=False)
-    with pytest.raises(ValueError, match="ks must be ints in \\[1, 256\\]"):
-        analyze(tiny_resnet, data, ks=(0, 2), progress=False)
+        analyze(tiny_resnet, data, settings=AnalyzeSettings(select="99"), progress=False)
+    with pytest.raises(ValueError, match="kinds: must be some of weight, bias, bn; got \\['weights'\\]"):
+        AnalyzeSettings(kinds=("weights",))
+    with pytest.raises(ValueError, match="ks: must be ints in \\[1, 256\\]; got \\[0\\]"):
+        AnalyzeSettings(ks=(0, 2))
+    with pytest.raises(ValueError, match="a sweep selects layers; its kinds are the 'kinds'"):
+        AnalyzeSettings(select="kinds=bias")
 
 
 def test_sweep_folder_gets_plots_summary_and_reloads(tiny_vgg, tmp_path):
-    analyze(tiny_vgg, tiny_data(), tmp_path, ks=(1, 4), progress=False)
+    analyze(tiny_vgg, tiny_data(), tmp_path, AnalyzeSettings(ks=(1, 4)), progress=False)
     for name in ("census.png", "size_weight.png", "quality_bias.png", "summary.md", "census.txt"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert (tmp_path / "census.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -37,7 +37,7 @@ def test_analyze_then_plan_then_compress(tmp_path, capsys):
     assert "holds no sweep.json" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
                  "--ks", "1,x", "-o", str(sweep)]) == 2  # fmt: skip
-    assert "--ks must be comma-separated integers" in capsys.readouterr().err
+    assert "analyze: ks: must be ints in [1, 256]; got '1,x'" in capsys.readouterr().err
     assert main(["plan", str(sweep), "--max-drop", "1", "--metric", "accuracy", "-o",
                  str(plan)]) == 2  # fmt: skip
     assert "no labels" in capsys.readouterr().err

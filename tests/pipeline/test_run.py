@@ -109,7 +109,7 @@ def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, caps
                                                                     "metirc": "agreement"}}))
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'retrian'" in err and "unknown key 'metirc' in section 'plan'" in err
+    assert "unknown key 'retrian'" in err and "plan: unknown key 'metirc'" in err
     monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     missing = tmp_path / "missing.yaml"
     missing.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "m"),
@@ -123,6 +123,42 @@ def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, caps
                                      "analyze": {"ks": [2]}}))  # fmt: skip
     assert main(["run", str(other), "--quiet"]) == 2
     assert "holds a run of another config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("retrain", "trainable", "bogus", "retrain: trainable: must be 'unclustered', 'last' or"),
+    ("plan", "max_drop", "lots", "plan: max_drop: must be a finite number; got 'lots'"),
+    ("analyze", "ks", [0, 999], r"analyze: ks: must be ints in \[1, 256\]; got \[0, 999\]"),
+    ("compress", "layout", "zip", "compress: layout: must be one of 'packed', 'paper'; got 'zip'"),
+    ("retrain", "epochs", -1, "retrain: epochs: must be an int >= 1; got -1"),
+])  # fmt: skip
+def test_each_bad_value_fails_before_any_stage(tiny_run, tmp_path, capsys, section, key, value,
+                                               message):  # fmt: skip
+    import re
+    import time
+
+    path, config = tiny_run
+    config = {**config, section: {**(config.get(section) or {}), key: value}}
+    path.write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert time.perf_counter() - start < 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not Path(config["output"]).exists()  # nothing ran, nothing was written
+
+
+def test_every_problem_of_a_config_in_one_message(tiny_run, capsys):
+    path, config = tiny_run
+    config = {**config, "device": "tpu",
+              "analyze": {"ks": [0], "unit": "row"},
+              "retrain": {"epochs": -1, "trainable": "bogus", "far_off": "yes"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    for problem in ("analyze: ks:", "analyze: unit:", "retrain: epochs:", "retrain: trainable:",
+                    "retrain: far_off: must be true or false", "device: device must be"):
+        assert problem in err, (problem, err)
 
 
 def test_report_html_renders_its_images_in_headless_chromium(tiny_run, tmp_path):

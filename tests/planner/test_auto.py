@@ -4,11 +4,12 @@ import itertools
 import pytest
 import torch
 
-from qretrain.analysis import analyze
+from qretrain.analysis import AnalyzeSettings, analyze
 from qretrain.analysis.census import LayerCensus
-from qretrain.analysis.sweep import Cell, Sweep
+from qretrain.analysis import Cell, Sweep
 from qretrain.compress.apply import cluster_
 from qretrain.data.sets import tensor_set
+from qretrain.planner import PlanSettings
 from qretrain.planner.auto import STEP, _groups, auto_plan
 
 BASE_BYTES = 100_000
@@ -53,7 +54,7 @@ def brute_force(sweep, budget):
 @pytest.mark.parametrize("budget", [0.0, 0.3, 1.0, 1.5, 4.0])
 def test_selection_is_the_largest_saving_within_the_budget(budget):
     sweep = synthetic_sweep(COSTS)
-    result = auto_plan(sweep, max_drop=budget, metric="accuracy")
+    result = auto_plan(sweep, settings=PlanSettings(max_drop=budget, metric="accuracy"))
     assert result.predicted_drop <= budget + 1e-9
     best_saving, _ = brute_force(sweep, budget)
     assert BASE_BYTES - result.predicted_file_bytes == best_saving
@@ -63,13 +64,14 @@ def test_selection_is_the_largest_saving_within_the_budget(budget):
 
 def test_target_size_takes_the_cheapest_choice_that_fits():
     sweep = synthetic_sweep(COSTS)
-    result = auto_plan(sweep, target_size=BASE_BYTES - 35_000, metric="accuracy")
+    result = auto_plan(sweep, settings=PlanSettings(target_size=BASE_BYTES - 35_000,
+                                                  metric="accuracy"))
     assert result.predicted_file_bytes <= BASE_BYTES - 35_000
     assert result.predicted_drop == pytest.approx(1.0)  # l2 k=1 (0.9) + l1 k=16 (0.1)
     with pytest.raises(ValueError, match="target size unreachable"):
-        auto_plan(sweep, target_size=1_000, metric="accuracy")
+        auto_plan(sweep, settings=PlanSettings(target_size=1_000, metric="accuracy"))
     with pytest.raises(ValueError, match="exactly one budget"):
-        auto_plan(sweep, metric="accuracy")
+        PlanSettings(metric="accuracy")
 
 
 def sensitive_net() -> torch.nn.Module:
@@ -89,13 +91,13 @@ def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
     g = torch.Generator().manual_seed(5)
     data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
                                             dtype=torch.uint8).numpy(), None)  # fmt: skip
-    sweep = analyze(net, data, ks=(1, 2, 4, 16, 64), progress=False)
+    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(1, 2, 4, 16, 64)), progress=False)
     # Pretend the first layer's weight is free at every k: selection takes k=1 there,
     # and only the measurement can bring the plan back within budget.
     for c in sweep.cells:
         if (c.unit, c.kind) == ("1", "weight"):
             c.agreement, c.kl = 1.0, 0.0
-    result = auto_plan(sweep, net, data, max_drop=2.0, metric="agreement")
+    result = auto_plan(sweep, net, data, PlanSettings(max_drop=2.0, metric="agreement"))
     assert result.backoffs, "the free-looking plan must have failed its first measurement"
     assert result.measured_drop <= 2.0
     assert result.file_bytes < result.base_file_bytes

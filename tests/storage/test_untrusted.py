@@ -191,9 +191,9 @@ def test_run_configs_and_sweep_records_refuse_code(tmp_path, capsys):
     images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8).numpy()
     from qretrain.data.sets import tensor_set
 
-    qretrain.analyze(model, tensor_set("d", images, None), tmp_path / "sweep", ks=[4],
-                     kinds=["weight"], progress=False, plots=False,
-                     source={"model": "os:system", "data": "x"})  # fmt: skip
+    qretrain.analyze(model, tensor_set("d", images, None), tmp_path / "sweep",
+                     qretrain.AnalyzeSettings(ks=[4], kinds=["weight"]), progress=False,
+                     plots=False, source={"model": "os:system", "data": "x"})  # fmt: skip
     code, err = cli(["plan", tmp_path / "sweep", "--max-drop", 1, "-o", tmp_path / "p.yaml"],
                     capsys)  # fmt: skip
     assert code == 2 and "names code to run ('os:system')" in err, err

@@ -72,7 +72,7 @@ def _per_k(sweep, kind: str, what: str, metric: str, path: Path) -> Path:
     label = "file size reduction (%)" if what == "size" else f"{metric} (%)"
     figure = "Figs. 7, 12" if what == "size" else "Figs. 8, 13"
     title = f"{kind}s clustered alone: {label} (cf. the seed's {figure})"
-    unit_word = "block" if sweep.settings["granularity"] == "block" else "layer"
+    unit_word = "block" if sweep.settings["unit"] == "block" else "layer"
     if len(units) <= MAX_LINES:
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for i, unit in enumerate(units):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.analysis import DEFAULT_KS, SWEEP_KINDS, analyze
-from qretrain.analysis.sweep import PRECISIONS
+from qretrain.analysis import SWEEP_KINDS, AnalyzeSettings, Precision, Unit, analyze
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
@@ -16,8 +15,8 @@ from qretrain.cli.common import (
     model_from_args,
 )
 from qretrain.cluster import Method
-from qretrain.errors import QretrainError
 from qretrain.models import get_arch
+from qretrain.models.selector import SYNTAX
 
 EXAMPLE = (
     "example: qretrain analyze efficientnet-lite0 --data opencv-frames --limit 256 "
@@ -41,36 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument(
-        "--ks",
-        default=",".join(map(str, DEFAULT_KS)),
-        help="centroid counts to sweep (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--layers",
-        metavar="SELECTOR",
-        help="units to sweep: layer numbers/ranges (13-49), block names (block3), "
-        "module-name globs, comma-separated (default: all)",
-    )
-    parser.add_argument(
-        "--kinds",
-        default="weight,bias",
-        help=f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--granularity",
-        choices=["layer", "block"],
-        default="layer",
-        help="one unit per layer, or per block of layers sharing an output size",
-    )
-    parser.add_argument("--method", choices=[m.value for m in Method], default="kmeans")
-    parser.add_argument(
-        "--precision",
-        choices=list(PRECISIONS),
-        default="float32",
-        help="forward passes in bfloat16 are ~3x faster on CPUs with AMX/AVX-512 BF16",
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
+    defaults = AnalyzeSettings()
+    parser.add_argument("--ks", default=",".join(map(str, defaults.ks)),
+                        help="centroid counts to sweep (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--select", metavar="SELECTOR",
+                        help="layers to sweep (default: all): " + SYNTAX)  # fmt: skip
+    parser.add_argument("--kinds", default=",".join(defaults.kinds),
+                        help=f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--unit", choices=[u.value for u in Unit], default=defaults.unit.value,
+                        help="one row of cells per layer, or per block of layers sharing "
+                        "an output size")  # fmt: skip
+    parser.add_argument("--method", choices=[m.value for m in Method],
+                        default=defaults.method.value)  # fmt: skip
+    parser.add_argument("--precision", choices=[p.value for p in Precision],
+                        default=defaults.precision.value,
+                        help="forward passes in bfloat16 are ~3x faster on CPUs with "
+                        "AMX/AVX-512 BF16")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or tables")
@@ -78,11 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        ks = [int(k) for k in args.ks.split(",") if k.strip()]
-    except ValueError:
-        raise QretrainError(f"--ks must be comma-separated integers; got {args.ks!r}") from None
-    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    settings = AnalyzeSettings.from_dict(
+        {"ks": args.ks, "kinds": args.kinds, "unit": args.unit, "select": args.select,
+         "method": args.method, "seed": args.seed, "batch_size": args.batch_size,
+         "precision": args.precision}, "analyze")  # fmt: skip
     out = check_output_folder(args.output)
     model = model_from_args(args)
     arch = get_arch(model)
@@ -91,14 +77,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         data,
         out,
-        ks=ks,
-        kinds=kinds,
-        granularity=args.granularity,
-        layers=args.layers,
-        method=args.method,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        precision=args.precision,
+        settings,
         device=args.device,
         model_name=args.model,
         source={

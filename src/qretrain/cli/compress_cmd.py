@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain._table import human_bytes
 from qretrain.cli.common import add_command, add_model_arguments, model_from_args, output_file
 from qretrain.cluster import Method
-from qretrain.compress.apply import cluster_
+from qretrain.compress import CompressSettings, compress
 from qretrain.plan import Plan
-from qretrain.storage import Layout, save
+from qretrain.storage import Layout
 
 EXAMPLE = (
     "example: qretrain compress torchvision:vgg16 --plan examples/plans/vgg16-paper.yaml "
@@ -32,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--layout",
         choices=[layout.value for layout in Layout],
-        default=Layout.PACKED.value,
+        default=CompressSettings.default("layout").value,
         help="packed: bit-packed indices + codebook (default); paper: the seed's "
         "float32 + gzip",
     )
@@ -46,31 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = CompressSettings(layout=args.layout, method=args.method)
     output = output_file(args.output, (".h5", ".hdf5"))
     plan = Plan.load(args.plan)
-    if args.method:
-        plan = plan.with_method(args.method)
     model = model_from_args(args)
-    report = cluster_(model, plan, progress=not args.quiet)
-    saved = save(model, output, layout=args.layout, record=lambda saved: {
-        "model": args.model,
-        "plan": plan.to_dict(),
-        "layout": saved.layout.value,
-        "file": str(output),
-        "file_bytes": saved.file_bytes,
-        "float32_bytes": report.original_bytes,
-        "reduction": 1 - saved.file_bytes / report.original_bytes,
-        "tensor_file_bytes": saved.tensor_bytes,
-        "report": report.to_dict(),
-    })  # fmt: skip
-    json_path = output.with_suffix(".json")
-    reduction = 1 - saved.file_bytes / report.original_bytes
+    result = compress(model, plan, output, settings, extra={"model": args.model},
+                      progress=not args.quiet)  # fmt: skip
     if not args.quiet:
-        print(report.table(only_clustered=True))
-    print(
-        f"{len(report.clustered)} of {len(report.records)} tensors clustered; "
-        f"float32 {human_bytes(report.original_bytes)} -> file "
-        f"{human_bytes(saved.file_bytes)} ({reduction:.2%} smaller, "
-        f"{saved.layout.value} layout)\nwrote {output} and {json_path}"
-    )
+        print(result.report.table(only_clustered=True))
+    print(f"{result.summary()}\nwrote {output} and {output.with_suffix('.json')}")
     return 0

@@ -10,7 +10,7 @@ from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
-from qretrain.planner.auto import auto_plan
+from qretrain.planner import Metric, PlanSettings, auto_plan
 from qretrain.storage import write_text_atomic
 
 EXAMPLE = (
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-drop", type=float, metavar="X", help="budget in points")
     budget.add_argument("--target-size", type=int, metavar="BYTES", help="packed file budget")
-    parser.add_argument("--metric", choices=["agreement", "accuracy"], default="agreement")
+    parser.add_argument("--metric", choices=[m.value for m in Metric],
+                        default=PlanSettings.default("metric").value)  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="PLAN.yaml", help="plan file")
     parser.add_argument("--data", metavar="D", help="verify on D instead of the sweep's data")
     parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
@@ -44,28 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--offset", type=int, metavar="M", help="images M .. M+N of the "
                         "seed's permutation (the sweep's --limit as offset: disjoint images)")
     parser.add_argument("--no-verify", action="store_true", help="selection only")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=PlanSettings.default("batch_size"),
+                        help="images per forward pass")  # fmt: skip
     add_device_argument(parser)
     add_trust_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = PlanSettings.from_dict(
+        {"max_drop": args.max_drop, "target_size": args.target_size, "metric": args.metric,
+         "batch_size": args.batch_size}, "plan")  # fmt: skip
     output = output_file(args.output, (".yaml", ".yml"))
     sweep = Sweep.load(args.sweep)
     model = data = None
     if not args.no_verify:
         model, data = _model_and_data(sweep, args)
-    result = auto_plan(
-        sweep,
-        model,
-        data,
-        max_drop=args.max_drop,
-        metric=args.metric,
-        target_size=args.target_size,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    result = auto_plan(sweep, model, data, settings, device=args.device)
     write_text_atomic(output, result.to_yaml(args.sweep))
     for step in result.backoffs:
         print(f"backed off: {step}")

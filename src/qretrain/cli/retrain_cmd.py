@@ -17,6 +17,7 @@ from qretrain.cli.common import (
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.models import get_arch, load_model
+from qretrain.models.selector import SYNTAX
 from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
 from qretrain.storage import load, save
@@ -50,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--labels", action="store_true", help="conventional: cross-entropy on labels"
     )
-    parser.add_argument("--trainable", default=DEFAULTS.trainable,
-                        help="unclustered (default), last, or a selector like 'name=classifier.*'")
+    parser.add_argument("--trainable", default=str(DEFAULTS.trainable),
+                        help="unclustered (default), last, or " + SYNTAX)  # fmt: skip
     parser.add_argument("--loss", choices=[x.value for x in Loss if x is not Loss.CE],
                         default=DEFAULTS.loss.value, help="between output vectors (default kl)")
     parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
@@ -83,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> int:
+    config = RetrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+        temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
+        labels=args.labels, tune_centroids=args.tune_centroids, seed=args.seed,
+    )  # fmt: skip  (checked before anything is loaded)
     output = output_file(args.output, (".h5",))
     if not args.labels and not args.teacher:
         raise QretrainError("label-free retraining needs --teacher MODEL (or --labels)")
@@ -95,11 +101,6 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     val = None
     if args.val_data:
         val = load_dataset(args.val_data, contract, limit=args.val_limit, seed=args.seed + 1)
-    config = RetrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-        temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
-        labels=args.labels, tune_centroids=args.tune_centroids, seed=args.seed,
-    )  # fmt: skip
     result = retrain(student, teacher, data, config, val_data=val,
                      checkpoint=output.with_suffix(".ckpt"), resume=args.resume,
                      device=device, progress=not args.quiet, rank=ranks.rank,

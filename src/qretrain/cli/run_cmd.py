@@ -33,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = RunConfig.load(args.config, output=args.output)
-    if args.device:
-        config.device = args.device
+    config = RunConfig.load(args.config, output=args.output).with_overrides(device=args.device)
     run_pipeline(config, progress=not args.quiet, trust_code=args.trust_code)
     print()
     print(final_table(config.output))

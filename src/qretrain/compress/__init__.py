@@ -6,5 +6,7 @@ uses both.
 """
 
 from qretrain.compress.apply import cluster_
+from qretrain.compress.settings import CompressSettings
+from qretrain.compress.stage import CompressResult, compress
 
-__all__ = ["cluster_"]
+__all__ = ["CompressResult", "CompressSettings", "cluster_", "compress"]

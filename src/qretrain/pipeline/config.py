@@ -1,7 +1,8 @@
 """The run config: one YAML file that says what ``qretrain run`` does, checked whole.
 
-Sections and keys (every key optional unless marked; unknown keys are errors naming
-the key and the section)::
+It is a tree of the stages' own settings, so a value is checked once, here, before
+any stage runs, and every problem in the file is reported together. Sections and
+keys (every key optional unless marked; unknown keys are errors naming the key)::
 
     output: out/demo                 # required: folder for every file the run writes
     model: teacher:vgg               # required: a model spec (see `qretrain inspect`)
@@ -14,182 +15,222 @@ the key and the section)::
       evaluate: ...                  # required: the final, held-out evaluation
       far_off: ...                   # with retrain.far_off: a far-off retraining set
       guard: ...                     # the retraining guard's val_data (optional)
-    analyze: {ks, kinds, granularity, layers, precision, batch_size}
-    plan: {max_drop, metric, target_size} or {file: PLAN.yaml}
-    compress: {layout}
-    retrain: {epochs, batch_size, lr, loss, temperature, trainable, bn_stats,
-              tune_centroids, seed, conventional: bool, far_off: bool}
-    device: cpu
+    analyze: AnalyzeSettings         # {ks, kinds, unit, select, method, seed, batch_size,
+                                     #  precision}; absent with plan.file
+    plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size}
+    compress: CompressSettings       # {layout, method}
+    retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
+    evaluate: EvaluateSettings       # {batch_size}
+    device: cpu                      # cpu, cuda or cuda:N, checked against the machine
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from qretrain.analysis import DEFAULT_KS
+from qretrain._settings import Settings, SettingsError, integer, optional, plain, setting, text
+from qretrain.analysis import AnalyzeSettings
+from qretrain.compress.settings import CompressSettings
+from qretrain.device import parse_device
 from qretrain.errors import QretrainError
+from qretrain.metrics.settings import EvaluateSettings
+from qretrain.planner import PlanSettings
+from qretrain.retrain import RetrainConfig
 
 TOP_KEYS = ("output", "model", "model_args", "weights", "data", "analyze", "plan",
-            "compress", "retrain", "device")  # fmt: skip
+            "compress", "retrain", "evaluate", "device")  # fmt: skip
 DATA_NAMES = ("analyze", "verify", "retrain", "evaluate", "far_off", "guard")
-DATA_KEYS = ("spec", "limit", "seed", "offset")
-SECTION_KEYS = {
-    "analyze": ("ks", "kinds", "granularity", "layers", "precision", "batch_size"),
-    "plan": ("max_drop", "metric", "target_size", "file"),
-    "compress": ("layout",),
-    "retrain": ("epochs", "batch_size", "lr", "loss", "temperature", "trainable", "bn_stats",
-                "tune_centroids", "seed", "conventional", "far_off"),
-}  # fmt: skip
-RETRAIN_DEFAULTS = {"epochs": 3, "trainable": "unclustered", "conventional": True,
-                    "far_off": False}  # fmt: skip
+# What a run's retrain section may set: labels and caching are the pipeline's own.
+RETRAIN_KEYS = ("epochs", "batch_size", "lr", "loss", "temperature", "trainable", "bn_stats",
+                "tune_centroids", "seed")  # fmt: skip
 
 
-class ConfigError(QretrainError):
+class ConfigError(SettingsError):
     """A run config that cannot be run; lists every problem."""
 
 
-@dataclass
-class DataRef:
-    spec: str
-    limit: int | None = None
-    seed: int = 0
-    offset: int = 0
+@dataclass(frozen=True)
+class DataRef(Settings):
+    """A dataset spec and which of its images: ``limit`` of them from ``offset`` on in
+    the permutation drawn from ``seed`` (all when ``limit`` is None)."""
 
-    def to_dict(self) -> dict:
-        return {"spec": self.spec, "limit": self.limit, "seed": self.seed, "offset": self.offset}
+    spec: str = setting("", text)
+    limit: int | None = setting(None, optional(integer(1)))
+    seed: int = setting(0, integer(0))
+    offset: int = setting(0, integer(0))
+
+    @classmethod
+    def from_value(cls, value: Any, where: str) -> DataRef:
+        return cls(value) if isinstance(value, str) else cls.from_dict(value, where)
 
 
-@dataclass
+@dataclass(frozen=True)
+class PlanFile(Settings):
+    """Plan from a file instead of a sweep."""
+
+    file: str = setting("", text)
+
+
+@dataclass(frozen=True)
+class RunRetrain:
+    """The retrain section: one RetrainConfig for every run, and which runs."""
+
+    config: RetrainConfig
+    conventional: bool = True  # the same images with labels, for comparison
+    far_off: bool = False  # label-free on data.far_off too, guarded
+
+    def to_dict(self) -> dict[str, Any]:
+        settings = {k: v for k, v in self.config.to_dict().items() if k in RETRAIN_KEYS}
+        return {**settings, "conventional": self.conventional, "far_off": self.far_off}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     output: Path
     model: str
     model_args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     data: dict[str, DataRef] = field(default_factory=dict)
-    analyze: dict[str, Any] | None = None  # None: no sweep (an explicit plan file)
-    plan: dict[str, Any] = field(default_factory=dict)
-    compress: dict[str, Any] = field(default_factory=dict)
-    retrain: dict[str, Any] | None = None  # None: no retraining
+    analyze: AnalyzeSettings | None = None  # None: no sweep (an explicit plan file)
+    plan: PlanSettings | PlanFile = PlanSettings(max_drop=1.0)
+    compress: CompressSettings = CompressSettings()
+    retrain: RunRetrain | None = None  # None: no retraining
+    evaluate: EvaluateSettings = EvaluateSettings()
     device: str = "cpu"
-    source: str | None = None
+    source: str | None = field(default=None, compare=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "output": str(self.output),
             "model": self.model,
             "model_args": self.model_args,
             "weights": self.weights,
             "data": {name: ref.to_dict() for name, ref in self.data.items()},
-            "analyze": self.analyze,
-            "plan": self.plan,
-            "compress": self.compress,
-            "retrain": self.retrain,
+            "analyze": self.analyze.to_dict() if self.analyze is not None else None,
+            "plan": self.plan.to_dict(),
+            "compress": self.compress.to_dict(),
+            "retrain": self.retrain.to_dict() if self.retrain is not None else None,
+            "evaluate": self.evaluate.to_dict(),
             "device": self.device,
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(plain(self.to_dict()), sort_keys=False)
+
+    def with_overrides(self, output: str | Path | None = None,
+                       device: str | None = None) -> RunConfig:  # fmt: skip
+        """The command line's -o and --device over the file's values."""
+        changes: dict[str, Any] = {}
+        if output is not None:
+            changes["output"] = Path(output)
+        if device is not None:
+            changes["device"] = str(parse_device(device))
+        return replace(self, **changes)
 
     @classmethod
     def load(cls, path: str | Path, output: str | Path | None = None) -> RunConfig:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            raise ConfigError([f"config file {str(path)!r} does not exist"])
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
-            raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from e
+            raise ConfigError([f"config {str(path)!r} is not valid YAML: {e}"]) from e
         if output is not None and isinstance(raw, dict):
             raw["output"] = str(output)
         return cls.from_dict(raw, str(path))
 
     @classmethod
     def from_dict(cls, raw: Any, source: str | None = None) -> RunConfig:
+        """Check the whole config: every problem of every section, in one ConfigError."""
         where = f"config {source}" if source else "config"
         if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a mapping of sections")
+            raise ConfigError([f"{where} must be a mapping of sections"])
         errors = [f"{where}: unknown key {k!r} (known: {', '.join(TOP_KEYS)})"
                   for k in raw if k not in TOP_KEYS]  # fmt: skip
+
+        def section(make, key: str, *args):
+            try:
+                return make(*args)
+            except QretrainError as e:
+                problems = e.problems if isinstance(e, SettingsError) else [str(e)]
+                errors.extend(p if p.startswith(where) else f"{where}: {key}: {p}"
+                              for p in problems)  # fmt: skip
+                return None
+
         for key in ("output", "model"):
             if not isinstance(raw.get(key), str) or not raw.get(key):
                 errors.append(f"{where}: {key!r} is required (a string)")
-        sections = {}
-        for name, allowed in SECTION_KEYS.items():
-            value = raw.get(name, {}) if name != "retrain" else raw.get(name)
-            if value is None:
-                sections[name] = None
-                continue
-            if not isinstance(value, dict):
-                errors.append(f"{where}: section {name!r} must be a mapping")
-                continue
-            errors += [f"{where}: unknown key {k!r} in section {name!r} (known: "
-                       f"{', '.join(allowed)})" for k in value if k not in allowed]  # fmt: skip
-            sections[name] = dict(value)
-        data = _data_refs(raw.get("data") or {}, where, errors)
-        plan = sections.get("plan") or {}
-        if "file" in plan and len(plan) > 1:
-            errors.append(f"{where}: plan takes either 'file' or a budget, not both")
-        if "file" not in plan and ("max_drop" in plan) == ("target_size" in plan):
-            errors.append(f"{where}: plan needs exactly one of 'file', 'max_drop', 'target_size'")
-        analyze = None
-        if "file" not in plan:
-            analyze = {"ks": list(DEFAULT_KS), "kinds": ["weight", "bias"], "granularity": "layer",
-                       "layers": None, "precision": "float32", "batch_size": 64,
-                       **(sections.get("analyze") or {})}  # fmt: skip
-            if "analyze" not in data:
-                errors.append(f"{where}: data.analyze is required to plan from a sweep")
-        retrain = sections.get("retrain")
-        if retrain is not None:
-            retrain = {**RETRAIN_DEFAULTS, **retrain}
-            if "retrain" not in data:
-                errors.append(f"{where}: data.retrain is required with a retrain section")
-            if retrain["far_off"] and "far_off" not in data:
-                errors.append(f"{where}: retrain.far_off needs data.far_off")
-        if "evaluate" not in data:
-            errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")
         model_args = raw.get("model_args") or {}
         if not isinstance(model_args, dict):
             errors.append(f"{where}: model_args must be a mapping")
+        data = section(_data_refs, "data", raw.get("data") or {}, where) or {}
+        plan_raw = raw.get("plan") or {}
+        plan_from_file = isinstance(plan_raw, dict) and "file" in plan_raw
+        plan = section((PlanFile if plan_from_file else PlanSettings).from_dict, "plan",
+                       plan_raw)  # fmt: skip
+        analyze = None
+        if not plan_from_file:
+            analyze = section(AnalyzeSettings.from_dict, "analyze", raw.get("analyze"))
+            if "analyze" not in data:
+                errors.append(f"{where}: data.analyze is required to plan from a sweep")
+        compress = section(CompressSettings.from_dict, "compress", raw.get("compress"))
+        evaluate = section(EvaluateSettings.from_dict, "evaluate", raw.get("evaluate"))
+        retrain = None
+        if raw.get("retrain") is not None:
+            retrain = section(_retrain, "retrain", raw["retrain"])
+            if "retrain" not in data:
+                errors.append(f"{where}: data.retrain is required with a retrain section")
+            if retrain is not None and retrain.far_off and "far_off" not in data:
+                errors.append(f"{where}: retrain.far_off needs data.far_off")
+        if "evaluate" not in data:
+            errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")
+        device = section(lambda: str(parse_device(raw.get("device", "cpu"))), "device")
         if errors:
-            raise ConfigError("\n".join(errors))
-        return cls(
-            output=Path(raw["output"]),
-            model=raw["model"],
-            model_args=model_args,
-            weights=raw.get("weights"),
-            data=data,
-            analyze=analyze,
-            plan=plan,
-            compress={"layout": "packed", **(sections.get("compress") or {})},
-            retrain=retrain,
-            device=raw.get("device", "cpu"),
-            source=source,
-        )
+            raise ConfigError(errors)
+        return cls(output=Path(raw["output"]), model=raw["model"], model_args=model_args,
+                   weights=raw.get("weights"), data=data, analyze=analyze, plan=plan,
+                   compress=compress, retrain=retrain, evaluate=evaluate, device=device,
+                   source=source)  # fmt: skip
 
 
-def _data_refs(raw: Any, where: str, errors: list[str]) -> dict[str, DataRef]:
+def _retrain(raw: Any) -> RunRetrain:
     if not isinstance(raw, dict):
-        errors.append(f"{where}: data must map names ({', '.join(DATA_NAMES)}) to datasets")
-        return {}
-    refs = {}
+        raise ConfigError(["must be a mapping"])
+    flags = {k: raw[k] for k in ("conventional", "far_off") if k in raw}
+    bad = [f"{k}: must be true or false; got {v!r}" for k, v in flags.items()
+           if not isinstance(v, bool)]  # fmt: skip
+    unknown = [f"unknown key {k!r} (known: {', '.join(RETRAIN_KEYS)}, conventional, far_off)"
+               for k in raw if k not in RETRAIN_KEYS + ("conventional", "far_off")]  # fmt: skip
+    settings = {k: v for k, v in raw.items() if k in RETRAIN_KEYS}
+    try:
+        config = RetrainConfig.from_dict(settings)
+    except SettingsError as e:
+        raise ConfigError(unknown + bad + e.problems) from None
+    if unknown or bad:
+        raise ConfigError(unknown + bad)
+    return RunRetrain(config, **flags)
+
+
+def _data_refs(raw: Any, where: str) -> dict[str, DataRef]:
+    if not isinstance(raw, dict):
+        raise ConfigError([f"must map names ({', '.join(DATA_NAMES)}) to datasets"])
+    refs, problems = {}, []
     for name, value in raw.items():
         if name not in DATA_NAMES:
-            errors.append(f"{where}: unknown key {name!r} in section 'data' (known: "
-                          f"{', '.join(DATA_NAMES)})")  # fmt: skip
+            problems.append(f"unknown key {name!r} (known: {', '.join(DATA_NAMES)})")
             continue
-        if isinstance(value, str):
-            refs[name] = DataRef(value)
-        elif isinstance(value, dict):
-            bad = [k for k in value if k not in DATA_KEYS]
-            if bad or "spec" not in value:
-                errors.append(f"{where}: data.{name} takes spec (required), limit, seed, "
-                              f"offset; got {sorted(value)}")  # fmt: skip
-                continue
-            refs[name] = DataRef(**value)
-        else:
-            errors.append(f"{where}: data.{name} must be a spec string or a mapping")
+        if not isinstance(value, (str, dict)):
+            problems.append(f"{name} must be a spec string or a mapping")
+            continue
+        try:
+            refs[name] = DataRef.from_value(value, name)
+        except SettingsError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
     return refs

@@ -15,20 +15,21 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
 from qretrain.analysis import Sweep, analyze
-from qretrain.compress.apply import cluster_
+from qretrain.compress import compress
 from qretrain.data import load_dataset
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
-from qretrain.pipeline.config import ConfigError, RunConfig
+from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
 from qretrain.plan import Plan
 from qretrain.planner.auto import auto_plan
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
-from qretrain.retrain import RetrainConfig, retrain
+from qretrain.retrain import retrain
 from qretrain.storage import (
     file_sha256,
     folder_lock,
@@ -59,10 +60,10 @@ def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
     resolved = config.to_yaml()
     stored = out / "config.yaml"
     if stored.exists() and stored.read_text() != resolved:
-        raise ConfigError(
+        raise ConfigError([
             f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
             "output folder, or delete it to start over"
-        )
+        ])
     write_text_atomic(stored, resolved)
     model = load_model(config.model, weights=config.weights, origin=Origin.CONFIG,
                        trust_code=trust_code, **config.model_args).eval()  # fmt: skip
@@ -75,17 +76,17 @@ def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
 
     if config.analyze is not None:
         _stage(say, "analyze", out / "analyze" / "summary.md", lambda: analyze(
-            model, data("analyze"), out / "analyze", method="kmeans", seed=0,
-            device=config.device, model_name=config.model, progress=progress, **config.analyze,
+            model, data("analyze"), out / "analyze", config.analyze, device=config.device,
+            model_name=config.model, progress=progress,
         ))  # fmt: skip
     _stage(say, "plan", out / "plan.json", lambda: _plan(config, model, data, out))
     _stage(say, "compress", out / "compress.json", lambda: _compress(config, model, out),
            pair=out / "clustered.h5")  # fmt: skip
     if config.retrain is not None:
         for name in RETRAIN_RUNS:
-            if name == "conventional" and not config.retrain["conventional"]:
+            if name == "conventional" and not config.retrain.conventional:
                 continue
-            if name == "far_off" and not config.retrain["far_off"]:
+            if name == "far_off" and not config.retrain.far_off:
                 continue
             _stage(say, f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
                    lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
@@ -121,17 +122,14 @@ def _paired(record: Path, file: Path) -> bool:
 def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
     plan = config.plan
     start = time.perf_counter()
-    if "file" in plan:
-        Plan.load(plan["file"])  # check it before copying
-        shutil.copyfile(plan["file"], out / "plan.yaml")
-        record = {"file": plan["file"]}
+    if isinstance(plan, PlanFile):
+        Plan.load(plan.file)  # check it before copying
+        shutil.copyfile(plan.file, out / "plan.yaml")
+        record = {"file": plan.file}
     else:
         verify = data("verify" if "verify" in config.data else "analyze")
-        result = auto_plan(
-            Sweep.load(out / "analyze"), model, verify, max_drop=plan.get("max_drop"),
-            metric=plan.get("metric", "agreement"), target_size=plan.get("target_size"),
-            device=config.device,
-        )  # fmt: skip
+        result = auto_plan(Sweep.load(out / "analyze"), model, verify, plan,
+                           device=config.device)  # fmt: skip
         write_text_atomic(out / "plan.yaml", result.to_yaml(str(out / "analyze")))
         record = {
             "metric": result.metric,
@@ -149,25 +147,14 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
 
 
 def _compress(config: RunConfig, model: nn.Module, out: Path) -> None:
-    student = copy.deepcopy(model)
-    report = cluster_(student, Plan.load(out / "plan.yaml"))
-    save(student, out / "clustered.h5", layout=config.compress["layout"],
-         record_path=out / "compress.json", record=lambda saved: {
-             "layout": saved.layout.value,
-             "file": "clustered.h5",
-             "file_bytes": saved.file_bytes,
-             "float32_bytes": report.original_bytes,
-             "reduction": 1 - saved.file_bytes / report.original_bytes,
-             "tensors_clustered": len(report.clustered),
-             "tensors": len(report.records),
-         })  # fmt: skip
+    compress(copy.deepcopy(model), Plan.load(out / "plan.yaml"), out / "clustered.h5",
+             config.compress, record_path=out / "compress.json", progress=False)  # fmt: skip
 
 
 def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
              progress: bool, trust_code: bool) -> None:  # fmt: skip
-    settings = {k: v for k, v in config.retrain.items() if k not in ("conventional", "far_off")}
     labels = name == "conventional"
-    retrain_config = RetrainConfig(**settings, labels=labels)
+    retrain_config = replace(config.retrain.config, labels=labels)
     ds = data("far_off" if name == "far_off" else "retrain")
     if not labels:
         ds.labels = None  # label-free: whatever labels the set has are withheld

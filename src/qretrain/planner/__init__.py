@@ -5,5 +5,6 @@ it writes) and ``qretrain.compress`` (which verifies the plan on data).
 """
 
 from qretrain.planner.auto import AutoPlan, Pick, auto_plan
+from qretrain.planner.settings import Metric, PlanSettings
 
-__all__ = ["AutoPlan", "Pick", "auto_plan"]
+__all__ = ["AutoPlan", "Metric", "Pick", "PlanSettings", "auto_plan"]

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from qretrain.analysis.record import Sweep
 from qretrain.cluster.tensor import cluster_and_decode
 from qretrain.compress.apply import cluster_
 from qretrain.errors import QretrainError
@@ -39,6 +40,7 @@ from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.plan.plan import Plan
 from qretrain.plan.rules import Rule
+from qretrain.planner.settings import PlanSettings
 from qretrain.storage import file_bytes
 
 logger = logging.getLogger(__name__)
@@ -112,28 +114,19 @@ def auto_plan(
     sweep,
     model: nn.Module | None = None,
     data: Dataset | None = None,
+    settings: PlanSettings = PlanSettings(max_drop=1.0),
     *,
-    max_drop: float | None = None,
-    metric: str = "agreement",
-    target_size: int | None = None,
-    batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> AutoPlan:
-    """Choose a plan from ``sweep`` (a Sweep or its folder) within the budget.
+    """Choose a plan from ``sweep`` (a Sweep or its folder) within the settings' budget.
 
-    Exactly one of ``max_drop`` (points of ``metric``: "agreement" or "accuracy") and
-    ``target_size`` (packed file bytes) sets the budget. With ``model`` and ``data``
-    the plan is verified and backed off until the measured drop fits ``max_drop``.
+    With ``model`` and ``data`` the plan is verified and backed off until the measured
+    drop fits ``max_drop``.
     """
-    from qretrain.analysis.sweep import Sweep
-
     if not isinstance(sweep, Sweep):
         sweep = Sweep.load(sweep)
-    if (max_drop is None) == (target_size is None):
-        raise QretrainError("give exactly one budget: max_drop (points) or target_size (bytes)")
-    if max_drop is not None and not max_drop >= 0:
-        raise QretrainError(f"max_drop must be >= 0 points; got {max_drop}")
-    sweep.quality(None, metric)  # raises for accuracy without labels, or a bad metric
+    metric, max_drop, target_size = settings.metric.value, settings.max_drop, settings.target_size
+    sweep.quality(None, metric)  # raises for accuracy without labels
     groups = _groups(sweep, metric)
     if max_drop is not None:
         chosen = _knapsack(groups, math.floor(max_drop / STEP + 1e-9))
@@ -141,7 +134,7 @@ def auto_plan(
         chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
-        _verify(result, sweep, groups, model, data, batch_size, device)
+        _verify(result, sweep, groups, model, data, settings.batch_size, device)
     return result
 
 

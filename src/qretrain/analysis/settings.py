@@ -1,0 +1,56 @@
+"""What a sweep measures: its settings, checked once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from qretrain._settings import Settings, choice, int_set, integer, optional, setting, subset_of
+from qretrain.analysis.census import SWEEP_KINDS
+from qretrain.cluster.options import Method
+from qretrain.cluster.tensor import MAX_K
+from qretrain.models.selector import Selector
+
+DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Unit(str, enum.Enum):
+    """What one row of cells clusters."""
+
+    LAYER = "layer"  # one conv / linear layer (with its batch norm)
+    BLOCK = "block"  # a block of layers sharing an output size (see ``census``)
+
+
+class Precision(str, enum.Enum):
+    """The dtype of the sweep's forward passes."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"  # ~3x faster on CPUs with AMX or AVX-512 BF16
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.value]
+
+
+def _layers_selector(value: str | Selector) -> Selector:
+    selector = value if isinstance(value, Selector) else Selector.parse(value)
+    if selector.kinds is not None:
+        raise ValueError("a sweep selects layers; its kinds are the 'kinds' setting")
+    return selector
+
+
+@dataclass(frozen=True)
+class AnalyzeSettings(Settings):
+    """``select``: which layers to sweep (a selector: ``13-49``, ``type=Conv2d``,
+    ``name=_blocks.1*``; all when None); ``kinds``: weight, bias, bn."""
+
+    ks: tuple[int, ...] = setting(DEFAULT_KS, int_set(1, MAX_K))
+    kinds: tuple[str, ...] = setting(("weight", "bias"), subset_of(SWEEP_KINDS))
+    unit: Unit = setting(Unit.LAYER, choice(Unit))
+    select: Selector | None = setting(None, optional(_layers_selector))
+    method: Method = setting(Method.KMEANS, choice(Method))
+    seed: int = setting(0, integer(0))
+    batch_size: int = setting(64, integer(1))
+    precision: Precision = setting(Precision.FLOAT32, choice(Precision))

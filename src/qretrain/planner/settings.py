@@ -1,0 +1,31 @@
+"""What the automatic planner aims for: one budget and a metric, checked once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from qretrain._settings import Settings, choice, integer, number, optional, setting
+
+
+class Metric(str, enum.Enum):
+    """What a budget in points is of."""
+
+    AGREEMENT = "agreement"  # share of top-1 predictions equal to the original's: no labels
+    ACCURACY = "accuracy"  # top-1 with the data's labels
+
+
+@dataclass(frozen=True)
+class PlanSettings(Settings):
+    """Exactly one budget: ``max_drop`` (points of ``metric``) or ``target_size``
+    (packed file bytes)."""
+
+    max_drop: float | None = setting(None, optional(number(at_least=0)))
+    target_size: int | None = setting(None, optional(integer(1)))
+    metric: Metric = setting(Metric.AGREEMENT, choice(Metric))
+    batch_size: int = setting(64, integer(1))
+
+    def check(self) -> list[str]:
+        if (self.max_drop is None) == (self.target_size is None):
+            return ["give exactly one budget: max_drop (points) or target_size (bytes)"]
+        return []

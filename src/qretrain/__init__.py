@@ -17,7 +17,7 @@ from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.plan import Plan, PlanError, Rule
-from qretrain.planner import AutoPlan, auto_plan
+from qretrain.planner import AutoPlan, PlanSettings, auto_plan
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.storage import Layout, load, save
 
@@ -34,6 +34,7 @@ __all__ = [
     "ParamKind",
     "Plan",
     "PlanError",
+    "PlanSettings",
     "QretrainError",
     "QretrainFileError",
     "RetrainConfig",

@@ -132,7 +132,8 @@ def _teacher_spec(match: re.Match[str]) -> Builder:
     factory = zoo.FACTORIES[TEACHERS[name][0].removeprefix("qretrain.zoo:")]
 
     def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        return teacher(name, epochs, seed)
+        # No bars from inside another command: the loop logs one line per epoch.
+        return teacher(name, epochs, seed, progress=False)
 
     def quiet(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
         return cached_teacher(name, epochs, seed)

@@ -25,3 +25,16 @@ def test_retrain_cli_label_free_then_conventional(retrain_files, capsys):
     capsys.readouterr()
     assert main(["retrain", str(tmp_path / "student.h5"), "--data", "mnist", "-o", "x.h5"]) == 2
     assert "needs --teacher" in capsys.readouterr().err
+
+
+def test_output_to_a_file_gets_one_line_per_epoch_and_quiet_gets_none(retrain_files, capsys):
+    tmp_path = retrain_files(64)
+    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
+            "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "r.h5"), "--epochs", "2"]
+    assert main(argv) == 0  # stderr is captured: not a terminal, so no bars
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("epoch 1: loss") == 1 and "epoch 2: loss" in err
+    assert main([*argv, "--quiet"]) == 0  # --quiet after the subcommand
+    assert "epoch" not in capsys.readouterr().err
+    assert main([*argv, "-v"]) == 0 and main(["-v", *argv]) == 0  # -v on either side
+    assert "epoch 2: loss" in capsys.readouterr().err

@@ -63,9 +63,11 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tiny_run, capsys):
     assert far["val_best"] >= far["quality_before"]  # the guard at work
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "Figure" in page
-    assert main(["run", str(path), "--quiet"]) == 0
-    rerun = capsys.readouterr().out
+    assert main(["run", str(path)]) == 0
+    rerun = capsys.readouterr().err  # stage lines are log lines, on stderr
     assert rerun.count("done before") == 7  # analyze, plan, compress, 3 retrains, evaluate
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert "done before" not in capsys.readouterr().err
     assert main(["report", str(run)]) == 0
 
 
@@ -209,5 +211,5 @@ def test_a_record_whose_file_changed_is_not_done(tiny_run, capsys):
     (out / "compress.json").write_text(json.dumps(record))
     capsys.readouterr()
     assert main(["run", str(path)]) == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().err
     assert "[compress] done before" not in text and "[plan] done before" in text

@@ -13,6 +13,7 @@ from qretrain.cli.common import (
     check_output_folder,
     data_from_args,
     model_from_args,
+    progress_bars,
 )
 from qretrain.cluster import Method
 from qretrain.models import get_arch
@@ -60,7 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or tables")
     parser.set_defaults(run=run)
 
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "offset": args.offset,
         },
-        progress=not args.quiet,
+        progress=progress_bars(args),
         plots=not args.no_plots,
     )
     if not args.quiet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from qretrain.data import known_datasets, load_dataset
@@ -15,8 +16,23 @@ from qretrain.storage import check_writable_folder
 def add_command(
     sub: argparse._SubParsersAction, name: str, *, help: str, description: str, example: str
 ) -> argparse.ArgumentParser:
-    """A subcommand whose --help ends with a real example."""
-    return sub.add_parser(name, help=help, description=description, epilog=example)
+    """A subcommand whose --help ends with a real example, taking -v and --quiet too.
+
+    They default to SUPPRESS so that ``qretrain -v CMD`` and ``qretrain CMD -v`` both
+    work: the top-level parser holds the defaults.
+    """
+    parser = sub.add_parser(name, help=help, description=description, epilog=example)
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only results and errors: no progress bars or stage lines")  # fmt: skip
+    return parser
+
+
+def progress_bars(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal and unless --quiet; elsewhere the library's
+    log lines (one per epoch or stage) say how far a run is."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.cli.common import add_command, add_model_arguments, model_from_args, output_file
+from qretrain.cli.common import (
+    add_command,
+    add_model_arguments,
+    model_from_args,
+    output_file,
+    progress_bars,
+)
 from qretrain.cluster import Method
 from qretrain.compress import CompressSettings, compress
 from qretrain.plan import Plan
@@ -40,7 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=[m.value for m in Method],
         help="default clustering method, overriding the plan's (rules naming one keep it)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
     parser.set_defaults(run=run)
 
 
@@ -50,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     model = model_from_args(args)
     result = compress(model, plan, output, settings, extra={"model": args.model},
-                      progress=not args.quiet)  # fmt: skip
+                      progress=progress_bars(args))  # fmt: skip
     if not args.quiet:
         print(result.report.table(only_clustered=True))
     print(f"{result.summary()}\nwrote {output} and {output.with_suffix('.json')}")

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"qretrain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--quiet", action="store_true", help="only results and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in SUBCOMMANDS:
         command.register(sub)
@@ -65,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # usage errors, --help, --version: their code is main's
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = _log_to_stderr(args.verbose, args.quiet)
     try:
         return args.run(args) or 0
     except USER_ERRORS as e:
@@ -80,6 +78,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qretrain {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _stop_logging(handler)
+
+
+class _LineFormatter(logging.Formatter):
+    """Progress (INFO) as plain lines; warnings and worse say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text if record.levelno == logging.INFO else f"debug {record.name}: {text}"
+
+
+def _log_to_stderr(verbose: bool, quiet: bool) -> logging.Handler:
+    """The one place that configures logging: qretrain's loggers to stderr, stage and
+    epoch lines at INFO unless --quiet, everything with -v."""
+    logger = logging.getLogger("qretrain")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    logger.addHandler(handler)
+    handler.previous = (logger.level, logger.propagate)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    return handler
+
+
+def _stop_logging(handler: logging.Handler) -> None:
+    logger = logging.getLogger("qretrain")
+    logger.removeHandler(handler)
+    logger.setLevel(handler.previous[0])
+    logger.propagate = handler.previous[1]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from qretrain.cli.common import (
     add_trust_argument,
     data_from_args,
     output_file,
+    progress_bars,
 )
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
@@ -70,7 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     add_device_argument(parser)
     add_trust_argument(parser)
-    parser.add_argument("--quiet", action="store_true")
     parser.set_defaults(run=run)  # fmt: skip
 
 
@@ -103,7 +103,7 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         val = load_dataset(args.val_data, contract, limit=args.val_limit, seed=args.seed + 1)
     result = retrain(student, teacher, data, config, val_data=val,
                      checkpoint=output.with_suffix(".ckpt"), resume=args.resume,
-                     device=device, progress=not args.quiet, rank=ranks.rank,
+                     device=device, progress=progress_bars(args), rank=ranks.rank,
                      world_size=ranks.world_size)  # fmt: skip
     if not ranks.leader:
         return 0

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.cli.common import add_command, add_device_argument, add_trust_argument
+from qretrain.cli.common import (
+    add_command,
+    add_device_argument,
+    add_trust_argument,
+    progress_bars,
+)
 from qretrain.pipeline import RunConfig, final_table, run_pipeline
 
 EXAMPLE = "example: qretrain run examples/demo.yaml"
@@ -28,13 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="OUT", help="override the config's output")
     add_device_argument(parser, default=None)
     add_trust_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = RunConfig.load(args.config, output=args.output).with_overrides(device=args.device)
-    run_pipeline(config, progress=not args.quiet, trust_code=args.trust_code)
+    run_pipeline(config, progress=progress_bars(args), trust_code=args.trust_code)
     print()
     print(final_table(config.output))
     print(f"\nreport: {config.output / 'report.md'} and {config.output / 'report.html'}")

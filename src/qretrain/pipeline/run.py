@@ -42,8 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 
-def run_pipeline(config: RunConfig, *, progress: bool = True,
-                 say: Callable[[str], None] = print, trust_code: bool = False) -> dict:  # fmt: skip
+def run_pipeline(config: RunConfig, *, progress: bool = True, trust_code: bool = False) -> dict:
     """Run every stage ``config`` asks for; returns the evaluation record.
 
     The output folder is locked for the run: a second run into it is refused while
@@ -51,11 +50,10 @@ def run_pipeline(config: RunConfig, *, progress: bool = True,
     with ``trust_code``: a config may come from someone else.
     """
     with folder_lock(config.output, "qretrain run"):
-        return _run_locked(config, progress, say, trust_code)
+        return _run_locked(config, progress, trust_code)
 
 
-def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
-                trust_code: bool) -> dict:  # fmt: skip
+def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
     out = config.output
     resolved = config.to_yaml()
     stored = out / "config.yaml"
@@ -75,12 +73,12 @@ def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
         return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset)
 
     if config.analyze is not None:
-        _stage(say, "analyze", out / "analyze" / "summary.md", lambda: analyze(
+        _stage("analyze", out / "analyze" / "summary.md", lambda: analyze(
             model, data("analyze"), out / "analyze", config.analyze, device=config.device,
             model_name=config.model, progress=progress,
         ))  # fmt: skip
-    _stage(say, "plan", out / "plan.json", lambda: _plan(config, model, data, out))
-    _stage(say, "compress", out / "compress.json", lambda: _compress(config, model, out),
+    _stage("plan", out / "plan.json", lambda: _plan(config, model, data, out))
+    _stage("compress", out / "compress.json", lambda: _compress(config, model, out),
            pair=out / "clustered.h5")  # fmt: skip
     if config.retrain is not None:
         for name in RETRAIN_RUNS:
@@ -88,25 +86,25 @@ def _run_locked(config: RunConfig, progress: bool, say: Callable[[str], None],
                 continue
             if name == "far_off" and not config.retrain.far_off:
                 continue
-            _stage(say, f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
+            _stage(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
                    lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
                    pair=out / f"{name}.h5")  # fmt: skip
-    _stage(say, "evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out, trust_code))
+    _stage("evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out, trust_code))
     from qretrain.report import write_report
 
     write_report(out)
     return json.loads((out / "evaluate.json").read_text())
 
 
-def _stage(say, name: str, done: Path, work: Callable[[], object], pair: Path | None = None) -> None:
+def _stage(name: str, done: Path, work: Callable[[], object], pair: Path | None = None) -> None:
     """Run ``work`` unless its record ``done`` exists (and names ``pair``'s checksum)."""
     if done.exists() and (pair is None or _paired(done, pair)):
-        say(f"[{name}] done before: {done}")
+        logger.info("[%s] done before: %s", name, done)
         return
-    say(f"[{name}] ...")
+    logger.info("[%s] ...", name)
     start = time.perf_counter()
     work()
-    say(f"[{name}] {time.perf_counter() - start:.1f} s")
+    logger.info("[%s] %.1f s", name, time.perf_counter() - start)
 
 
 def _paired(record: Path, file: Path) -> bool:

@@ -163,8 +163,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
             best = {"epoch": epoch + 1, "score": entry["monitor"],
                     "state": _snapshot(student, names, tuner)}  # fmt: skip
         history.append(entry)
-        if progress:
-            print(_describe(entry))
+        logger.info(_describe(entry))
         if checkpoint is not None and ranks.leader:
             save_checkpoint(checkpoint, epoch + 1, student, names, tuner, optimizer, history,
                             best, config, ranks.world_size, fingerprints)  # fmt: skip

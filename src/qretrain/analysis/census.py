@@ -1,5 +1,9 @@
 """Census: what each layer holds, and which block it belongs to.
 
+Two views of one model, both from here: ``module_census`` lists every module holding
+tensors (what ``qretrain inspect`` prints), ``take_census`` every layer with what it
+owns (what ``qretrain analyze`` sweeps).
+
 A *layer* is a conv or linear module, numbered in forward order as plans number
 them. Each layer owns its weight and bias and the batch-norm module that a forward
 pass calls right after it (the seed counts batch norm per layer too). Layers fall
@@ -10,13 +14,24 @@ model, with no per-architecture table; linear layers form the ``classifier`` blo
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from qretrain._table import format_table
-from qretrain.models.layers import CLUSTERABLE, LAYER_TYPES, kind_of
+from qretrain._table import format_table, human_bytes
+from qretrain.cluster.state import clusters_of
+from qretrain.models.layers import (
+    BN_KINDS,
+    CLUSTERABLE,
+    LAYER_TYPES,
+    ParamKind,
+    describe_tensors,
+    kind_of,
+)
+from qretrain.models.specs import get_arch
 
 # Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
 # batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
@@ -180,3 +195,74 @@ def census_table(rows: list[LayerCensus]) -> str:
         ["block", "layers", *kinds, "share"], block_body, right="rr" + "r" * (len(kinds) + 1)
     )
     return f"{layer_table}\n\n{block_table}"
+
+
+@dataclass(frozen=True)
+class ModuleCensus:
+    """Every module holding tensors, in state-dict order (batch norm after its conv)."""
+
+    model: str
+    layer_order: str  # "forward" (an example input numbered them) or "registration"
+    modules: list[dict[str, Any]]  # layer, name, type, weight_shape, counts, bytes, share,
+    #                                clustered ("attr:k" per clustered tensor)
+    parameters: int
+    buffers: int
+    bytes: int
+
+    @property
+    def layers(self) -> int:
+        return sum(1 for r in self.modules if r["layer"] is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "layer_order": self.layer_order, "layers": self.layers,
+                "parameters": self.parameters, "buffers": self.buffers, "bytes": self.bytes,
+                "modules": self.modules}  # fmt: skip
+
+    def table(self) -> str:
+        rows = [[r["layer"] or "", r["name"] or "(root)", r["type"],
+                 "x".join(map(str, r["weight_shape"])) if r["weight_shape"] else "",
+                 r["counts"].get("weight", ""), r["counts"].get("bias", ""),
+                 r["counts"].get("bn", ""), f"{r['share']:.2%}", ",".join(r["clustered"])]
+                for r in self.modules]  # fmt: skip
+        headers = ["layer", "name", "type", "weight shape", "weights", "biases", "bn", "share",
+                   "clustered (k)"]  # fmt: skip
+        return format_table(headers, rows, right="rlllrrrrl")
+
+    def summary(self) -> str:
+        return (f"{self.model}: {self.layers} conv/linear layers (numbered in "
+                f"{self.layer_order} order), {self.parameters:,} parameters, "
+                f"{self.buffers:,} buffer values, {human_bytes(self.bytes)}")  # fmt: skip
+
+
+def module_census(model: nn.Module) -> ModuleCensus:
+    """Per-module counts per kind and share of the model's bytes, and what is clustered."""
+    arch = get_arch(model)
+    example = arch.example_input() if arch is not None else None
+    infos = describe_tensors(model, example)
+    clusters = clusters_of(model)
+    total_bytes = sum(i.nbytes for i in infos) or 1
+    modules: dict[str, dict] = {}
+    for info in infos:
+        row = modules.setdefault(info.module_name, {
+            "layer": info.layer, "name": info.module_name, "type": info.module_type,
+            "weight_shape": None, "counts": defaultdict(int), "bytes": 0, "clustered": [],
+        })  # fmt: skip
+        if info.kind is ParamKind.WEIGHT:
+            row["weight_shape"] = list(info.shape)
+        group = "bn" if info.kind in BN_KINDS else (info.kind.value if info.kind else "other")
+        row["counts"][group] += info.numel
+        row["bytes"] += info.nbytes
+        if info.name in clusters:
+            row["clustered"].append(f"{info.attr}:{int(clusters[info.name].sizes.max())}")
+    rows = list(modules.values())
+    for row in rows:
+        row["counts"] = dict(row["counts"])
+        row["share"] = row["bytes"] / total_bytes
+    return ModuleCensus(
+        model=arch.spec if arch else type(model).__name__,
+        layer_order="forward" if example is not None else "registration",
+        modules=rows,
+        parameters=sum(i.numel for i in infos if i.is_parameter),
+        buffers=sum(i.numel for i in infos if not i.is_parameter),
+        bytes=total_bytes,
+    )

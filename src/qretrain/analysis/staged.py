@@ -10,7 +10,8 @@ one forward pass for the prefixes and holds one frontier at a time.
 
 Frontiers are kept per input batch, so values that are not batch tensors (fx turns
 ``x.size(0)`` into a plain int) are kept as they are: they depend on shapes, never
-on weights. Models fx cannot trace run whole for every cell.
+on weights. Models fx cannot trace run whole for every cell. The cuts are
+``qretrain.models.graph``'s, which retraining's prefix cache uses too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import fx, nn
+from torch import nn
+
+from qretrain.models.graph import Graph, calls_module
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +32,21 @@ class Stages:
     def __init__(self, model: nn.Module, batches: list[torch.Tensor]):
         """batches: the inputs, each (B, ...), in the model's device and dtype."""
         self.model = model
-        self._graph = _trace(model)
-        self._nodes = list(self._graph.graph.nodes) if self._graph is not None else []
-        self._position = {n: i for i, n in enumerate(self._nodes)}
-        self._boundary = sum(1 for n in self._nodes if n.op == "placeholder")
+        self._graph = Graph.trace(model, "rerunning sweep cells from their layer on")
+        if self._graph is None:
+            logger.warning("%s cannot be traced: every sweep cell runs the whole model",
+                           type(model).__name__)  # fmt: skip
+        self._boundary = self._graph.inputs if self._graph is not None else 0
         self._values = [[x] for x in batches]  # per batch, values of the frontier
         self._suffixes: dict[int, nn.Module] = {}
 
     def boundary_of(self, modules: set[str]) -> int:
         """Graph index of the first node that calls one of ``modules`` or reads their
         tensors: the latest split that leaves all of them after it."""
-        prefixes = tuple(m + "." for m in modules)
-        for i, n in enumerate(self._nodes):
-            if n.op == "call_module" and (n.target in modules or n.target.startswith(prefixes)):
-                return i
-            if n.op == "get_attr" and n.target.startswith(prefixes):
-                return i
-        return self._boundary  # never called: whatever runs from here is correct
+        if self._graph is None:
+            return 0
+        found = self._graph.first(calls_module(modules))
+        return self._boundary if found is None else found  # never called: any split is right
 
     @torch.no_grad()
     def advance(self, boundary: int) -> None:
@@ -54,7 +55,7 @@ class Stages:
         or any boundary of an untraced model, leaves it where it is."""
         if self._graph is None or boundary <= self._boundary:
             return
-        segment = self._subgraph(self._boundary, boundary)
+        segment = self._graph.segment(self._boundary, boundary)
         self._values = [list(segment(*values)) for values in self._values]
         self._boundary = boundary
 
@@ -65,39 +66,5 @@ class Stages:
             return torch.cat([self.model(*values).float().cpu() for values in self._values])
         suffix = self._suffixes.get(self._boundary)
         if suffix is None:
-            suffix = self._suffixes[self._boundary] = self._subgraph(self._boundary, None)
+            suffix = self._suffixes[self._boundary] = self._graph.segment(self._boundary, None)
         return torch.cat([suffix(*values).float().cpu() for values in self._values])
-
-    def _frontier(self, boundary: int) -> list[fx.Node]:
-        """Values computed before ``boundary`` that nodes at or after it read. Parameter
-        reads (get_attr) never are: they are re-read, so a changed tensor is seen."""
-        return [
-            n
-            for n in self._nodes[:boundary]
-            if n.op != "get_attr" and any(self._position[u] >= boundary for u in n.users)
-        ]
-
-    def _subgraph(self, start: int, stop: int | None) -> fx.GraphModule:
-        """Nodes [start, stop) reading the frontier at start; returns the frontier at
-        stop as a tuple, or the model's output when stop is None."""
-        end = len(self._nodes) if stop is None else stop
-        graph, env = fx.Graph(), {}
-        for i, n in enumerate(self._frontier(start)):
-            env[n] = graph.placeholder(f"frontier_{i}")
-        for n in self._nodes[:start]:  # parameter reads the segment needs
-            if n.op == "get_attr" and any(start <= self._position[u] < end for u in n.users):
-                env[n] = graph.node_copy(n, lambda a: env[a])
-        for n in self._nodes[start:end]:
-            env[n] = graph.node_copy(n, lambda a: env[a])
-        if stop is not None:
-            graph.output(tuple(env[n] for n in self._frontier(stop)))
-        return fx.GraphModule(self._graph, graph)
-
-
-def _trace(model: nn.Module) -> fx.GraphModule | None:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as e:  # fx raises many types for untraceable code
-        logger.warning("cannot trace %s (%s): every sweep cell runs the whole model",
-                       type(model).__name__, e)  # fmt: skip
-        return None

@@ -2,68 +2,40 @@
 
 When every trainable parameter lies after a frozen part of the network, that part's
 outputs are the same in every epoch: computing them once makes an epoch cost only
-the trainable tail. The split uses torch.fx; models fx cannot trace (Python control
-flow on tensors) simply run whole.
+the trainable tail. The cut is ``qretrain.models.graph``'s; models fx cannot trace
+simply run whole.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 from torch import fx, nn
 
-logger = logging.getLogger(__name__)
+from qretrain.models.graph import Graph, reads_parameter
 
 
+@dataclass(frozen=True)
 class PrefixSplit:
-    """``prefix(x)`` -> tuple of frontier tensors; ``suffix(*frontier)`` -> logits.
+    """``prefix(x)`` -> tuple of frontier tensors; ``suffix(*frontier)`` -> logits."""
 
-    The frontier holds every prefix value the suffix uses, skip connections included.
-    """
-
-    def __init__(self, prefix: fx.GraphModule, suffix: fx.GraphModule, frontier: int):
-        self.prefix, self.suffix, self.frontier_size = prefix, suffix, frontier
+    prefix: fx.GraphModule
+    suffix: fx.GraphModule
 
 
 def split_before_trainable(model: nn.Module, trainable: set[str]) -> PrefixSplit | None:
     """Split at the first graph node that touches a parameter named in ``trainable``.
 
-    Returns None when fx cannot trace the model or the prefix would be empty.
+    Returns None when fx cannot trace the model, the prefix would be empty, or the raw
+    input is needed after the cut (nothing to save).
     """
-    try:
-        traced = fx.symbolic_trace(model)
-    except Exception as e:  # fx raises many types for untraceable code
-        logger.info("cannot split %s for caching (%s); it runs whole", type(model).__name__, e)
+    graph = Graph.trace(model, "caching a frozen prefix")
+    if graph is None:
         return None
-    nodes = list(traced.graph.nodes)
-    boundary = next((i for i, n in enumerate(nodes) if _touches(n, traced, trainable)), None)
-    if boundary is None:
+    boundary = graph.first(reads_parameter(trainable))
+    if boundary is None or not any(n.op not in ("placeholder", "get_attr")
+                                   for n in graph.nodes[:boundary]):  # fmt: skip
         return None
-    prefix_nodes = [n for n in nodes[:boundary] if n.op != "output"]
-    if not any(n.op != "placeholder" for n in prefix_nodes):
+    if any(n.op == "placeholder" for n in graph.frontier(boundary)):
         return None
-    inside = set(prefix_nodes)
-    frontier = [n for n in prefix_nodes if any(u not in inside for u in n.users)]
-    if any(n.op == "placeholder" for n in frontier):
-        return None  # the raw input is needed later: nothing to save
-    prefix_graph, env = fx.Graph(), {}
-    for n in prefix_nodes:
-        env[n] = prefix_graph.node_copy(n, lambda a: env[a])
-    prefix_graph.output(tuple(env[n] for n in frontier))
-    suffix_graph, env = fx.Graph(), {}
-    for i, n in enumerate(frontier):
-        env[n] = suffix_graph.placeholder(f"frontier_{i}")
-    for n in nodes[boundary:]:
-        env[n] = suffix_graph.node_copy(n, lambda a: env[a])
-    prefix = fx.GraphModule(traced, prefix_graph)
-    suffix = fx.GraphModule(traced, suffix_graph)
-    return PrefixSplit(prefix, suffix, len(frontier))
-
-
-def _touches(node: fx.Node, traced: fx.GraphModule, trainable: set[str]) -> bool:
-    if node.op == "call_module":
-        prefix = node.target + "."
-        return any(name.startswith(prefix) for name in trainable)
-    if node.op == "get_attr":
-        return node.target in trainable
-    return False
+    return PrefixSplit(graph.segment(graph.inputs, boundary), graph.segment(boundary, None))

@@ -69,7 +69,7 @@ def palettizer_rows() -> list[dict]:
 
     import qretrain
     from qretrain.cluster.state import clusters_of
-    from qretrain.cluster.tensor import cluster_and_decode
+    from qretrain.cluster.tensor import cluster_many
     from qretrain.metrics.quality import agreement, predict, topk_accuracy
     from qretrain.models.layers import get_tensor
 
@@ -96,7 +96,7 @@ def palettizer_rows() -> list[dict]:
             if new is None or torch.equal(new, tensor) or not tensor.is_floating_point():
                 continue
             # At most 2^bits distinct values: qretrain stores them exactly at k = 2^bits.
-            clustered, decoded = cluster_and_decode(new, 2**bits, name=name)
+            clustered, decoded = cluster_many(new, [2**bits], name=name)[2**bits]
             assert torch.equal(decoded, new.float()), name
             with torch.no_grad():
                 get_tensor(stored, name).copy_(decoded)

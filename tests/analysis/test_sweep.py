@@ -8,7 +8,7 @@ from qretrain.analysis import AnalyzeSettings, Sweep, analyze, take_census
 from qretrain.analysis import sweep as sweep_module
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.state import clusters_of
-from qretrain.cluster.tensor import cluster_and_decode
+from qretrain.cluster.tensor import cluster_many
 from qretrain.data.sets import tensor_set
 from qretrain.models.layers import get_tensor
 
@@ -67,7 +67,7 @@ def test_every_cell_exists_with_exact_sizes_and_quality(tiny_vgg, tmp_path):
     cell = sweep.cell("5", "weight", 4)
     model = tiny_vgg
     name = "classifier.1.weight"
-    clustered, decoded = cluster_and_decode(get_tensor(model, name), 4)
+    clustered, decoded = cluster_many(get_tensor(model, name), [4])[4]
     with torch.no_grad():
         get_tensor(model, name).copy_(decoded)
     clusters_of(model)[name] = clustered

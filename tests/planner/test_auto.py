@@ -4,9 +4,8 @@ import itertools
 import pytest
 import torch
 
-from qretrain.analysis import AnalyzeSettings, analyze
+from qretrain.analysis import AnalyzeSettings, Cell, Sweep, analyze
 from qretrain.analysis.census import LayerCensus
-from qretrain.analysis import Cell, Sweep
 from qretrain.compress.apply import cluster_
 from qretrain.data.sets import tensor_set
 from qretrain.planner import PlanSettings

@@ -1,6 +1,5 @@
 """A model file or record from a stranger names code: nothing runs, one clear error."""
 
-import json
 import time
 
 import h5py

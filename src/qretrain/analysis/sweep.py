@@ -6,7 +6,7 @@ rest of the model as it was. Quality needs no labels: agreement (share of equal
 top-1 predictions) and mean KL against the unclustered model, plus top-1 accuracy
 when the data has labels.
 
-Cost: each tensor is reduced once and clustered for every k (``cluster_many``); the
+Cost: each tensor is reduced once and clustered for every k (``cluster_many``'s unchecked core); the
 forward pass reruns only from the unit on (``Stages``); a cell that leaves every
 tensor unchanged (k >= its distinct values) takes the baseline's figures without a
 pass. The record is rewritten atomically after every cell, so a killed sweep
@@ -31,7 +31,8 @@ from qretrain.analysis.census import LayerCensus, take_census
 from qretrain.analysis.record import RECORD, Cell, Sweep
 from qretrain.analysis.settings import AnalyzeSettings, Unit
 from qretrain.analysis.staged import Stages
-from qretrain.cluster.tensor import cluster_many
+from qretrain.cluster.options import Granularity
+from qretrain.cluster.tensor import _cluster_many, check_values
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
 from qretrain.models.fingerprint import model_fingerprint
@@ -225,8 +226,11 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
     """Yield the cells of one unit and kind, one per k in ``ks``."""
     names = unit.tensors[kind]
     start = time.perf_counter()
-    clustered = {n: cluster_many(get_tensor(model, n), ks, settings.method, "tensor",
-                                 settings.seed, n) for n in names}  # fmt: skip
+    clustered = {}
+    for n in names:  # the settings checked ks; each tensor is checked here, once
+        check_values(get_tensor(model, n), n)
+        clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
+                                     Granularity.TENSOR, settings.seed)  # fmt: skip
     cluster_seconds = (time.perf_counter() - start) / len(ks)
     for n in names:
         if n not in raw_bytes:

@@ -10,7 +10,8 @@ from qretrain.cluster.state import clusters_of
 from qretrain.cluster.tensor import (
     MAX_K,
     ClusteredTensor,
-    cluster_and_decode,
+    check_values,
+    cluster_many,
     cluster_tensor,
     index_bits,
 )
@@ -22,7 +23,8 @@ __all__ = [
     "Granularity",
     "Method",
     "TensorRecord",
-    "cluster_and_decode",
+    "check_values",
+    "cluster_many",
     "cluster_tensor",
     "clusters_of",
     "index_bits",

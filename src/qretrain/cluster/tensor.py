@@ -1,7 +1,9 @@
 """Cluster one float tensor into a codebook and uint8 indices.
 
-``cluster_tensor`` is the public, validating entry point. The private ``_cluster_*``
-functions assume a finite, non-empty, contiguous float32 1-D tensor and ``1 <= k <=
+``cluster_tensor`` and ``cluster_many`` are the public, validating entry points;
+``_cluster_many``, for callers that checked their input once already (plans check
+k, ``compress`` and the sweep check each tensor with ``check_values``), and the
+private ``_cluster_*`` functions assume a finite, non-empty, contiguous float32 1-D tensor and ``1 <= k <=
 256``; they return the codebook sorted ascending with only values in use, the
 indices, and the squared error.
 """
@@ -86,41 +88,47 @@ def cluster_tensor(
     tensors with fewer than two dimensions fall back to one codebook.
     ``name`` only labels error messages.
     """
-    return cluster_and_decode(values, k, method, granularity, seed, name)[0]
+    return cluster_many(values, [k], method, granularity, seed, name)[k][0]
 
 
-def cluster_and_decode(
-    values: torch.Tensor,
-    k: int,
-    method: Method | str = Method.KMEANS,
-    granularity: Granularity | str = Granularity.TENSOR,
-    seed: int = 0,
-    name: str = "tensor",
-) -> tuple[ClusteredTensor, torch.Tensor]:
-    """``cluster_tensor`` plus the decoded float32 tensor, which it computes anyway."""
-    return cluster_many(values, [k], method, granularity, seed, name)[k]
-
-
-def cluster_many(
-    values: torch.Tensor,
-    ks: list[int],
-    method: Method | str = Method.KMEANS,
-    granularity: Granularity | str = Granularity.TENSOR,
-    seed: int = 0,
-    name: str = "tensor",
-) -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:
-    """``cluster_and_decode`` for several k at once: k -> (clustered, decoded).
+def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Method.KMEANS,
+                 granularity: Granularity | str = Granularity.TENSOR, seed: int = 0,
+                 name: str = "tensor") -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:  # fmt: skip
+    """``cluster_tensor`` for several k at once: k -> (clustered, decoded float32).
 
     k-means reduces each row to its distinct values or histogram once and fits every
     k on that reduction, so a sweep over k reads the weights once, not once per k.
-    Each result equals what ``cluster_and_decode`` returns for that k alone.
+    Each result equals what ``cluster_tensor`` returns for that k alone.
     """
     method = parse_enum(Method, method, "method")
     granularity = parse_enum(Granularity, granularity, "granularity")
     if not ks:
         raise QretrainError(f"no k given for {name}")
-    for k in ks:
-        validate_clusterable(values, k, name)
+    bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K]
+    if bad:
+        raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {bad[0]!r}")
+    check_values(values, name)
+    return _cluster_many(values, ks, method, granularity, seed)
+
+
+def check_values(values: torch.Tensor, name: str) -> None:
+    """Raise QretrainError naming ``name`` unless ``values`` can be clustered: floating
+    point, not empty, finite (one scan)."""
+    if not values.is_floating_point():
+        raise QretrainError(f"{name} has dtype {values.dtype}; only floating point tensors cluster")
+    if values.numel() == 0:
+        raise QretrainError(f"{name} is empty (shape {tuple(values.shape)}); nothing to cluster")
+    lo, hi = torch.aminmax(values.detach())  # NaN and inf propagate to min or max
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        bad = (~torch.isfinite(values)).sum().item()
+        raise QretrainError(
+            f"{name} has {bad} NaN or infinite value(s); clustering needs finite weights"
+        )
+
+
+def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
+                  granularity: Granularity, seed: int) -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:  # fmt: skip
+    """``cluster_many`` on input it has checked: ks in [1, MAX_K], finite float values."""
     x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:
         granularity = Granularity.TENSOR
@@ -150,23 +158,6 @@ def cluster_many(
         )
         results[k] = (clustered, decoded.reshape(x.shape))
     return results
-
-
-def validate_clusterable(values: torch.Tensor, k: int, name: str) -> torch.Tensor:
-    """Raise ValueError naming ``name`` unless ``values`` can be clustered to ``k``."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {k!r}")
-    if not values.is_floating_point():
-        raise QretrainError(f"{name} has dtype {values.dtype}; only floating point tensors cluster")
-    if values.numel() == 0:
-        raise QretrainError(f"{name} is empty (shape {tuple(values.shape)}); nothing to cluster")
-    lo, hi = torch.aminmax(values.detach())  # NaN and inf propagate to min or max
-    if not (torch.isfinite(lo) and torch.isfinite(hi)):
-        bad = (~torch.isfinite(values)).sum().item()
-        raise QretrainError(
-            f"{name} has {bad} NaN or infinite value(s); clustering needs finite weights"
-        )
-    return values
 
 
 def _decode_into(x: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, out: torch.Tensor):

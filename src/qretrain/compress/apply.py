@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from qretrain.cluster.report import ClusterReport, TensorRecord
 from qretrain.cluster.state import clusters_of, plans_of
-from qretrain.cluster.tensor import ClusteredTensor, cluster_and_decode, validate_clusterable
+from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch
@@ -47,9 +47,9 @@ def cluster_(
     clusters = clusters_of(model)
     for d in tqdm(chosen, desc="Clustering", unit="tensor", disable=not progress):
         tensor = get_tensor(model, d.info.name)
-        clustered, decoded = cluster_and_decode(
-            tensor, d.choice.k, d.choice.method, d.choice.granularity, plan.seed, d.info.name
-        )
+        k = d.choice.k  # the plan checked it; _validate checked the tensor
+        clustered, decoded = _cluster_many(tensor, [k], d.choice.method, d.choice.granularity,
+                                           plan.seed)[k]  # fmt: skip
         with torch.no_grad():
             tensor.copy_(decoded)
         clusters[d.info.name] = clustered
@@ -69,8 +69,8 @@ def _validate(model: nn.Module, chosen: list[Decision]) -> None:
             )
             continue
         try:
-            validate_clusterable(tensor, d.choice.k, d.info.name)
-        except ValueError as e:
+            check_values(tensor, d.info.name)
+        except QretrainError as e:
             errors.append(str(e))
     if errors:
         raise QretrainError("nothing was changed:\n" + "\n".join(errors))

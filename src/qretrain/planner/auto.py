@@ -33,8 +33,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from qretrain.analysis.record import Sweep
-from qretrain.cluster.tensor import cluster_and_decode
-from qretrain.compress.apply import cluster_
+from qretrain.cluster.options import Granularity
+from qretrain.cluster.state import clusters_of, plans_of
+from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
@@ -251,9 +252,11 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     metric, budget = result.metric, result.max_drop
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
-    originals = {n: get_tensor(model, n).detach().clone() for p in result.picks
-                 for n in p.tensors}  # fmt: skip
-    decoded: dict[tuple[str, int], torch.Tensor] = {}
+    originals = {n: get_tensor(model, n).detach().clone() for ps in groups.values()
+                 for p in ps for n in p.tensors}  # fmt: skip
+    for name, tensor in originals.items():  # once: every k below clusters them unchecked
+        check_values(tensor, name)
+    cache: dict[tuple[str, int], tuple[ClusteredTensor, torch.Tensor]] = {}
     work = copy.deepcopy(model).eval()
 
     def measure(picks: list[Pick]) -> float:
@@ -262,10 +265,10 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
                 get_tensor(work, name).copy_(value)
             for p in picks:
                 for n in p.tensors:
-                    if (n, p.k) not in decoded:
-                        decoded[n, p.k] = cluster_and_decode(originals[n], p.k, method,
-                                                             seed=seed, name=n)[1]  # fmt: skip
-                    get_tensor(work, n).copy_(decoded[n, p.k])
+                    if (n, p.k) not in cache:
+                        cache[n, p.k] = _cluster_many(originals[n], [p.k], method,
+                                                      Granularity.TENSOR, seed)[p.k]  # fmt: skip
+                    get_tensor(work, n).copy_(cache[n, p.k][1])
         logits, _ = predict(work, data, batch_size=batch_size, device=device)
         return _drop(logits, reference, labels, metric)
 
@@ -292,11 +295,16 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
                                                           final.predicted_file_bytes)  # fmt: skip
-    # The last measurement is the plan's (cluster_ computes the same values, tested);
-    # only the real file remains to be written and sized.
+    # The last measurement is the plan's (cluster_ computes the same values, tested),
+    # and its clusterings are cached: the file is sized without clustering again.
     result.measured_drop = drop
     clustered = copy.deepcopy(model)
-    cluster_(clustered, result.plan)
+    with torch.no_grad():
+        for p in picks:
+            for n in p.tensors:
+                get_tensor(clustered, n).copy_(cache[n, p.k][1])
+                clusters_of(clustered)[n] = cache[n, p.k][0]
+    plans_of(clustered).append(result.plan.to_dict())
     result.file_bytes = file_bytes(clustered)
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 

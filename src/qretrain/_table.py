@@ -22,8 +22,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    """1536 -> '1.50 KiB'; bytes below 1 KiB as a whole number; GiB at most."""
+    unit = "B"
+    for larger in ("KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            break
+        n, unit = n / 1024, larger
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"

@@ -153,7 +153,7 @@ def test_resume_refuses_another_runs_checkpoint(pair, tmp_path, caplog):
         retrain(copy.deepcopy(student), teacher, make_data(), config, checkpoint=ckpt,
                 resume=True, progress=False)  # fmt: skip
     ckpt.unlink()
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         retrain(copy.deepcopy(student), teacher, make_data(), RetrainConfig(epochs=1),
                 checkpoint=ckpt, resume=True, progress=False)  # fmt: skip
     assert "no checkpoint at" in caplog.text and "starting fresh" in caplog.text

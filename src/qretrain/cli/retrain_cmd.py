@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch.distributed as dist
 
@@ -23,6 +24,7 @@ from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
 from qretrain.storage import load, save
 
+logger = logging.getLogger(__name__)
 EXAMPLE = (
     "example: qretrain retrain small.h5 --teacher teacher:vgg --data fashion-mnist:train "
     "--limit 10000 -o retrained.h5"
@@ -92,6 +94,8 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     output = output_file(args.output, (".h5",))
     if not args.labels and not args.teacher:
         raise QretrainError("label-free retraining needs --teacher MODEL (or --labels)")
+    if args.resume and not output.with_suffix(".ckpt").exists():
+        logger.warning("--resume: no checkpoint at %s; starting fresh", output.with_suffix(".ckpt"))
     student = load(args.student, trust_code=args.trust_code)
     teacher = load_model(args.teacher, trust_code=args.trust_code) if args.teacher else None
     contract = get_arch(student).contract if get_arch(student) else None
@@ -111,13 +115,6 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
              "val_data": val.describe() if val else None}  # fmt: skip
     save(result.model.cpu(), output,
          record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record})
-    record = result.record
-    before, after = record["quality_before"], record["quality_after"]
-    print(
-        f"{record['monitor_metric']} on {record['monitor']}: {before:.2%} -> {after:.2%}; "
-        f"{record['wall_seconds']:.1f} s"
-    )
-    if "guard" in record:
-        print(f"guard: {record['guard']} (best on V: {record['val_best']:.2%})")
+    print(result.summary())
     print(f"wrote {output} and {output.with_suffix('.json')}")
     return 0

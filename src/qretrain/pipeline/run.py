@@ -129,17 +129,7 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
         result = auto_plan(Sweep.load(out / "analyze"), model, verify, plan,
                            device=config.device)  # fmt: skip
         write_text_atomic(out / "plan.yaml", result.to_yaml(str(out / "analyze")))
-        record = {
-            "metric": result.metric,
-            "max_drop": result.max_drop,
-            "target_size": result.target_bytes,
-            "predicted_drop": result.predicted_drop,
-            "measured_drop": result.measured_drop,
-            "verify_data": result.verify_data,
-            "file_bytes": result.file_bytes,
-            "cells": len(result.picks),
-            "backoffs": result.backoffs,
-        }
+        record = result.to_dict()
     record["seconds"] = time.perf_counter() - start
     write_text_atomic(out / "plan.json", json.dumps(record, indent=2))
 

@@ -100,6 +100,17 @@ class AutoPlan:
             lines.append(f"# backed off: {step}")
         return "\n".join(lines) + "\n" + self.plan.to_yaml()
 
+    def to_dict(self) -> dict:
+        """The figures plan.json records (the plan itself goes to PLAN.yaml)."""
+        return {"metric": self.metric, "max_drop": self.max_drop,
+                "target_size": self.target_bytes, "predicted_drop": self.predicted_drop,
+                "measured_drop": self.measured_drop, "verify_data": self.verify_data,
+                "file_bytes": self.file_bytes, "cells": len(self.picks),
+                "backoffs": self.backoffs}  # fmt: skip
+
+    def summary(self) -> str:
+        return self.describe()
+
     def describe(self) -> str:
         parts = [f"{len(self.picks)} cells clustered",
                  f"predicted drop {self.predicted_drop:.2f} points of {self.metric}"]  # fmt: skip

@@ -41,6 +41,17 @@ class RetrainResult:
     model: nn.Module  # the student, at its best epoch
     record: dict  # settings, per-epoch history, times, quality before and after
 
+    def to_dict(self) -> dict:
+        return self.record
+
+    def summary(self) -> str:
+        r = self.record
+        text = (f"{r['monitor_metric']} on {r['monitor']}: {r['quality_before']:.2%} -> "
+                f"{r['quality_after']:.2%}; {r['wall_seconds']:.1f} s")  # fmt: skip
+        if "guard" in r:
+            text += f"\nguard: {r['guard']} (best on the guard data: {r['val_best']:.2%})"
+        return text
+
 
 @dataclass
 class _Cached:
@@ -145,7 +156,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         )
         logger.info("resuming %s after epoch %d", checkpoint, first_epoch)
     elif resume:
-        logger.warning("no checkpoint at %s: starting fresh", checkpoint)
+        logger.info("no checkpoint at %s: starting fresh", checkpoint)
     trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
     for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()

@@ -92,6 +92,14 @@ class SaveResult:
     tensor_bytes: dict[str, int]  # bytes each tensor takes on disk after gzip
     sha256: str  # the file's seal: sidecar records name it to pair with the file
 
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "file_bytes": self.file_bytes,
+                "layout": self.layout.value, "sha256": self.sha256,
+                "tensor_bytes": self.tensor_bytes}  # fmt: skip
+
+    def summary(self) -> str:
+        return f"{self.path}: {self.file_bytes:,} bytes, {self.layout.value} layout"
+
 
 def save(
     model: nn.Module,

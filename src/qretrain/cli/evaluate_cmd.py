@@ -16,6 +16,7 @@ from qretrain.cli.common import (
 )
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
+from qretrain.metrics.settings import EvaluateSettings
 from qretrain.models import get_arch, load_model
 
 EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet"
@@ -34,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--reference", metavar="MODEL2", help="model to compare with")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=EvaluateSettings.default("batch_size"))
     add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = EvaluateSettings(batch_size=args.batch_size)
     model = model_from_args(args)
     contract = get_arch(model).contract if get_arch(model) else None
     reference = load_model(args.reference, trust_code=args.trust_code) if args.reference else None
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             f"{get_arch(reference).contract}); compare models with the same input contract"
         )
     data = data_from_args(args, contract)
-    result = evaluate(model, data, reference=reference, batch_size=args.batch_size,
+    result = evaluate(model, data, reference=reference, batch_size=settings.batch_size,
                       device=args.device, progress=progress_bars(args) and not args.json)  # fmt: skip
     if args.json:
         print(json.dumps({"model": args.model, "data": data.describe(), **result.to_dict()},

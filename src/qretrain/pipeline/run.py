@@ -163,7 +163,8 @@ def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
 def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:
     ds = data("evaluate")
     start = time.perf_counter()
-    reference, labels = predict(model, ds, device=config.device)
+    batch = config.evaluate.batch_size
+    reference, labels = predict(model, ds, batch_size=batch, device=config.device)
     labeled = bool((labels >= 0).all())
     models = {"original": None, "clustered": out / "clustered.h5"}
     models.update({n: out / f"{n}.h5" for n in RETRAIN_RUNS if (out / f"{n}.h5").exists()})
@@ -172,7 +173,8 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
         if path is None:
             logits, size = reference, _float_file_bytes(model, out)
         else:
-            logits, _ = predict(load(path, trust_code=trust_code), ds, device=config.device)
+            logits, _ = predict(load(path, trust_code=trust_code), ds, batch_size=batch,
+                                device=config.device)  # fmt: skip
             size = path.stat().st_size
         rows[name] = {
             "label": RUN_LABELS[name],

@@ -1,5 +1,6 @@
 import gzip
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,38 @@ def test_arrays_that_are_not_images_are_refused(tmp_path):
     np.savez(tmp_path / "flat.npz", x=np.zeros((4, 784), np.uint8))
     with pytest.raises(ValueError, match=r"images must be .* got shape \(4, 784\)"):
         load_dataset(tmp_path / "flat.npz")
+
+
+def test_a_class_map_keeps_the_indices_of_a_folder_holding_some_classes(tmp_path, capsys):
+    from qretrain.cli.main import main
+
+    for cls in ("cat", "zebra"):
+        save_png(tmp_path / "set" / cls / "0.png")
+    (tmp_path / "map.txt").write_text("ant\ncat\ndog\nzebra\n")
+    plain = load_dataset(tmp_path / "set")  # no map: sorted subfolders present
+    assert plain.labels.tolist() == [0, 1]
+    mapped = load_dataset(tmp_path / "set", classes=tmp_path / "map.txt")
+    assert mapped.labels.tolist() == [1, 3] and mapped.class_names[3] == "zebra"
+    (tmp_path / "set" / "classes.txt").write_text("ant\ncat\ndog\nzebra\n")
+    assert load_dataset(tmp_path / "set").labels.tolist() == [1, 3]  # the folder's own map
+    (tmp_path / "short.txt").write_text("cat\n")
+    with pytest.raises(ValueError, match="subfolder\\(s\\) zebra not in the class map"):
+        load_dataset(tmp_path / "set", classes=tmp_path / "short.txt")
+    code = main(["evaluate", "qretrain.zoo:vgg_small", "--data", str(tmp_path / "set"),
+                 "--classes", str(tmp_path / "missing.txt")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "class map" in err and "does not exist" in err and err.count("\n") == 1
+
+
+IMAGENET_DEV = Path(__file__).resolve().parents[3] / "shared" / "imagenet-sample-dev"
+
+
+@pytest.mark.skipif(not IMAGENET_DEV.is_dir(), reason="shared/imagenet-sample-dev is absent")
+def test_the_imagenet_evaluation_set_gets_its_labels_from_classes_txt():
+    ds = load_dataset(IMAGENET_DEV)
+    assert len(ds) == 500
+    labels = {p.parent.name: int(y) for p, y in zip(ds.paths, ds.labels)}
+    # Class order of ImageNet-1k: tench is 0, goldfish 1 (absent: odd), great white shark 2.
+    assert labels["n01440764"] == 0 and labels["n01484850"] == 2
+    assert labels["n13133613"] == 998  # ear, the last even class
+    assert sorted(labels.values()) == list(range(0, 1000, 2))

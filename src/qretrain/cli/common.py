@@ -103,6 +103,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, metavar="D", help="dataset: " + "; ".join(known_datasets())
     )
+    parser.add_argument("--classes", metavar="FILE",
+                        help="class map of a labeled folder: one class name per line, line "
+                        "i is class i (default: the folder's classes.txt, else sorted "
+                        "subfolder names)")  # fmt: skip
     parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     parser.add_argument(
@@ -116,4 +120,5 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_from_args(args: argparse.Namespace, contract):
-    return load_dataset(args.data, contract, limit=args.limit, seed=args.seed, offset=args.offset)
+    return load_dataset(args.data, contract, limit=args.limit, seed=args.seed, offset=args.offset,
+                        classes=args.classes)  # fmt: skip

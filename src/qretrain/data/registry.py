@@ -60,9 +60,17 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     offset: int = 0,
+    *,
+    classes: str | Path | None = None,
 ) -> ImageSet:
     """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by
-    ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``)."""
+    ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``).
+
+    ``classes``: a class map for a labeled folder (one class name per line, line i is
+    class i), so that a folder holding some of the classes keeps their indices; a
+    folder's own ``classes.txt`` serves when it is not given.
+    """
+    class_map = read_class_map(classes) if classes is not None else None
     text = str(spec)
     for pattern, loader, _ in _REGISTRY:
         match = pattern.fullmatch(text)
@@ -74,8 +82,10 @@ def load_dataset(
             f"no dataset {text!r}: not a named set and no such path; known: "
             + "; ".join(known_datasets())
         )
+    if class_map is not None and not path.is_dir():
+        raise QretrainError(f"a class map applies to a folder of class subfolders, not {text!r}")
     try:
-        ds = _from_path(path)
+        ds = _from_path(path, class_map)
     except QretrainError:
         raise
     except (ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -86,10 +96,10 @@ def load_dataset(
     return fit_and_subset(ds, contract, limit, seed, offset)
 
 
-def _from_path(path: Path) -> ImageSet:
+def _from_path(path: Path, class_map: list[str] | None = None) -> ImageSet:
     name = path.name
     if path.is_dir():
-        return _folder(path)
+        return _folder(path, class_map)
     suffixes = "".join(path.suffixes[-2:]).lower()
     if suffixes.endswith(".npz"):
         x, y = read_npz(path)
@@ -105,6 +115,9 @@ def _from_path(path: Path) -> ImageSet:
     )
 
 
+CLASS_MAP = "classes.txt"  # a labeled folder's own class map
+
+
 def _idx(images_path: Path) -> ImageSet:
     images = read_idx(images_path)
     if images.ndim != 3:
@@ -116,16 +129,42 @@ def _idx(images_path: Path) -> ImageSet:
     return tensor_set(images_path.name, images, labels)
 
 
-def _folder(folder: Path) -> ImageSet:
+def _folder(folder: Path, class_map: list[str] | None = None) -> ImageSet:
     paths = list_images(folder)
     if not paths:
         raise QretrainError(f"folder {str(folder)!r} holds no image files")
     parts = [p.relative_to(folder).parts for p in paths]
-    if all(len(part) == 2 for part in parts):  # root/class/image: labeled
-        classes = sorted({part[0] for part in parts})
-        index = {c: i for i, c in enumerate(classes)}
-        return file_set(folder.name, paths, [index[part[0]] for part in parts], classes)
-    return file_set(folder.name, paths, None)
+    if not all(len(part) == 2 for part in parts):  # not root/class/image: unlabeled
+        if class_map is not None:
+            raise QretrainError(f"{str(folder)!r} has no class subfolders for its class map")
+        return file_set(folder.name, paths, None)
+    if class_map is None and (folder / CLASS_MAP).is_file():
+        class_map = read_class_map(folder / CLASS_MAP)
+    if class_map is None:  # classes in sorted order of the subfolders present
+        class_map = sorted({part[0] for part in parts})
+    index = {c: i for i, c in enumerate(class_map)}
+    unknown = sorted({part[0] for part in parts} - set(index))
+    if unknown:
+        raise QretrainError(
+            f"{str(folder)!r}: subfolder(s) {', '.join(unknown[:3])} not in the class map "
+            f"({len(class_map)} classes); fix the map or the folder names"
+        )
+    return file_set(folder.name, paths, [index[part[0]] for part in parts], class_map)
+
+
+def read_class_map(path: str | Path) -> list[str]:
+    """One class name per line (line i is class i); blank lines and duplicates refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise QretrainError(f"class map {str(path)!r} does not exist")
+    names = path.read_text().splitlines()
+    while names and not names[-1].strip():
+        names.pop()
+    if not names or any(not n.strip() for n in names) or len(set(names)) != len(names):
+        raise QretrainError(
+            f"class map {str(path)!r} must hold one distinct, non-empty class name per line"
+        )
+    return [n.strip() for n in names]
 
 
 # --- named sets -------------------------------------------------------------------------

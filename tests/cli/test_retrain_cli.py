@@ -38,3 +38,12 @@ def test_output_to_a_file_gets_one_line_per_epoch_and_quiet_gets_none(retrain_fi
     assert "epoch" not in capsys.readouterr().err
     assert main([*argv, "-v"]) == 0 and main(["-v", *argv]) == 0  # -v on either side
     assert "epoch 2: loss" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(retrain_files, capsys):
+    tmp_path = retrain_files(32)
+    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
+            "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "r.h5"), "--epochs", "1",
+            "--resume"]  # fmt: skip
+    assert main(argv) == 0
+    assert "--resume: no checkpoint at" in capsys.readouterr().err

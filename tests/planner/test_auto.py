@@ -109,3 +109,28 @@ def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
     assert 100 * (1 - same) == pytest.approx(result.measured_drop, abs=1e-6)
     text = result.to_yaml("sweepdir")
     assert "# measured drop:" in text and "# backed off:" in text
+
+
+def test_a_kl_budget_is_in_nats_and_verified_in_nats():
+    net = sensitive_net()
+    g = torch.Generator().manual_seed(5)
+    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
+    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(1, 2, 4, 16, 64)), progress=False)
+    budget = 0.05
+    result = auto_plan(sweep, net, data, PlanSettings(max_drop=budget, metric="kl"))
+    assert result.unit == "nats of mean KL" and result.picks
+    assert result.measured_drop <= budget + 1e-9  # mean KL on the data, in nats
+    # The prediction is the picked cells' KL added up.
+    assert result.predicted_drop == pytest.approx(sum(
+        sweep.cell(p.unit, p.kind, p.k).kl for p in result.picks), rel=1e-6, abs=1e-5)
+    clustered = copy.deepcopy(net)
+    cluster_(clustered, result.plan)
+    from qretrain.metrics.quality import mean_kl, predict
+
+    logits, _ = predict(clustered, data)
+    reference, _ = predict(net, data)
+    assert mean_kl(logits, reference) == pytest.approx(result.measured_drop, rel=1e-5)
+    assert "nats of mean KL" in result.to_yaml()
+    tighter = auto_plan(sweep, settings=PlanSettings(max_drop=budget / 10, metric="kl"))
+    assert tighter.predicted_file_bytes >= result.predicted_file_bytes

@@ -181,8 +181,8 @@ def _units(model: nn.Module, rows: list[LayerCensus],
 
 def _select(model: nn.Module, rows: list[LayerCensus], selector: Selector) -> list[LayerCensus]:
     """The layers ``selector`` names (its name, type and layers keys)."""
-    picked = [r for r in rows
-              if selector.matches_module(r.module, r.layer, type_names(model.get_submodule(r.module)))]  # fmt: skip
+    picked = [r for r in rows if selector.matches_module(
+        r.module, r.layer, type_names(model.get_submodule(r.module)))]  # fmt: skip
     if not picked:
         raise QretrainError(
             f"select {str(selector)!r} selects no layer; layers run 1-{len(rows)} "

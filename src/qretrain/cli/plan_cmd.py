@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("sweep", metavar="DIR", help="folder written by `qretrain analyze`")
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--max-drop", type=float, metavar="X", help="budget in points")
+    budget.add_argument("--max-drop", type=float, metavar="X",
+                        help="budget in points of --metric (agreement, accuracy), or in nats "
+                        "of mean KL to the original (kl)")  # fmt: skip
     budget.add_argument("--target-size", type=int, metavar="BYTES", help="packed file budget")
     parser.add_argument("--metric", choices=[m.value for m in Metric],
                         default=PlanSettings.default("metric").value)  # fmt: skip

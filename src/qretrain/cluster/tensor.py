@@ -3,8 +3,8 @@
 ``cluster_tensor`` and ``cluster_many`` are the public, validating entry points;
 ``_cluster_many``, for callers that checked their input once already (plans check
 k, ``compress`` and the sweep check each tensor with ``check_values``), and the
-private ``_cluster_*`` functions assume a finite, non-empty, contiguous float32 1-D tensor and ``1 <= k <=
-256``; they return the codebook sorted ascending with only values in use, the
+private ``_cluster_*`` functions assume valid input: a finite, non-empty,
+contiguous float32 1-D tensor and ``1 <= k <= 256``; they return the codebook sorted ascending with only values in use, the
 indices, and the squared error.
 """
 
@@ -69,6 +69,9 @@ class ClusteredTensor:
         return math.ceil(n * self.bits / 8) + self.codebook.numel() * 4 + extra
 
 
+Clusterings = dict[int, tuple["ClusteredTensor", torch.Tensor]]  # k -> (clustered, decoded)
+
+
 def index_bits(k: int) -> int:
     """ceil(log2 k): bits an index into k values needs (0 for k = 1)."""
     return max(0, (k - 1).bit_length())
@@ -93,7 +96,7 @@ def cluster_tensor(
 
 def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Method.KMEANS,
                  granularity: Granularity | str = Granularity.TENSOR, seed: int = 0,
-                 name: str = "tensor") -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:  # fmt: skip
+                 name: str = "tensor") -> Clusterings:  # fmt: skip
     """``cluster_tensor`` for several k at once: k -> (clustered, decoded float32).
 
     k-means reduces each row to its distinct values or histogram once and fits every
@@ -127,7 +130,7 @@ def check_values(values: torch.Tensor, name: str) -> None:
 
 
 def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
-                  granularity: Granularity, seed: int) -> dict[int, tuple[ClusteredTensor, torch.Tensor]]:  # fmt: skip
+                  granularity: Granularity, seed: int) -> Clusterings:  # fmt: skip
     """``cluster_many`` on input it has checked: ks in [1, MAX_K], finite float values."""
     x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:

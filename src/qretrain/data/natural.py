@@ -71,8 +71,10 @@ def _source(name: str) -> list[Path]:
     return sorted(folder.glob("cifar*.png"))
 
 
-@register_dataset(r"natural(?::(?P<source>opencv|wallpapers|cifar))?",
-                  "natural[:opencv|:wallpapers|:cifar] (unlabeled non-ImageNet photos pooled)")  # fmt: skip
+@register_dataset(
+    r"natural(?::(?P<source>opencv|wallpapers|cifar))?",
+    "natural[:opencv|:wallpapers|:cifar] (unlabeled non-ImageNet photos pooled)",
+)
 def _natural(match: re.Match[str]) -> ImageSet:
     if match["source"]:
         return file_set(f"natural:{match['source']}", _source(match["source"]), None)

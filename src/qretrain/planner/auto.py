@@ -37,7 +37,7 @@ from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.errors import QretrainError
-from qretrain.metrics.quality import agreement, predict, topk_accuracy
+from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.plan.plan import Plan
 from qretrain.plan.rules import Rule
@@ -46,7 +46,8 @@ from qretrain.storage import file_bytes
 
 logger = logging.getLogger(__name__)
 
-STEP = 0.01  # budget resolution, points
+STEP = 0.01  # budget resolution, points (for the kl metric: millinats)
+KL_SCALE = 1000.0  # nats -> the DP's units for the kl metric
 FIT_MAX_DROP = 10.0  # cells used to fit points per nat of KL
 
 
@@ -74,22 +75,30 @@ class AutoPlan:
     target_bytes: int | None
     base_file_bytes: int
     float32_bytes: int
-    predicted_drop: float  # points
+    predicted_drop: float  # in ``unit``
     predicted_file_bytes: int
-    measured_drop: float | None = None  # points, on the verification data
+    measured_drop: float | None = None  # in ``unit``, on the verification data
     file_bytes: int | None = None  # the real packed file
     verify_data: str | None = None
     backoffs: list[str] = field(default_factory=list)
 
+    def _fmt(self, drop: float) -> str:
+        return f"{drop:.4f}" if self.metric == "kl" else f"{drop:.2f}"
+
+    @property
+    def unit(self) -> str:
+        """What the budget and the drops count."""
+        return unit_of(self.metric)
+
     def to_yaml(self, sweep_dir: str | None = None) -> str:
         """The plan as YAML, with what it predicts and measures as header comments."""
         lines = ["# Automatic plan by `qretrain plan`" + (f" from {sweep_dir}" if sweep_dir else "")]
-        budget = (f"max drop {self.max_drop:g} points of {self.metric}" if self.max_drop is not None
+        budget = (f"max drop {self.max_drop:g} {self.unit}" if self.max_drop is not None
                   else f"target size {self.target_bytes:,} bytes")  # fmt: skip
         lines.append(f"# budget: {budget}")
-        lines.append(f"# predicted drop: {self.predicted_drop:.2f} points of {self.metric}")
+        lines.append(f"# predicted drop: {self._fmt(self.predicted_drop)} {self.unit}")
         if self.measured_drop is not None:
-            lines.append(f"# measured drop: {self.measured_drop:.2f} points of {self.metric} "
+            lines.append(f"# measured drop: {self._fmt(self.measured_drop)} {self.unit} "
                          f"on {self.verify_data}")  # fmt: skip
         size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
         what = "packed file" if self.file_bytes is not None else "predicted packed file"
@@ -113,7 +122,7 @@ class AutoPlan:
 
     def describe(self) -> str:
         parts = [f"{len(self.picks)} cells clustered",
-                 f"predicted drop {self.predicted_drop:.2f} points of {self.metric}"]  # fmt: skip
+                 f"predicted drop {self._fmt(self.predicted_drop)} {self.unit}"]  # fmt: skip
         if self.measured_drop is not None:
             parts.append(f"measured drop {self.measured_drop:.2f} on {self.verify_data}")
         size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
@@ -138,10 +147,12 @@ def auto_plan(
     if not isinstance(sweep, Sweep):
         sweep = Sweep.load(sweep)
     metric, max_drop, target_size = settings.metric.value, settings.max_drop, settings.target_size
-    sweep.quality(None, metric)  # raises for accuracy without labels
+    if metric != "kl":
+        sweep.quality(None, metric)  # raises for accuracy without labels
     groups = _groups(sweep, metric)
     if max_drop is not None:
-        chosen = _knapsack(groups, math.floor(max_drop / STEP + 1e-9))
+        scale = KL_SCALE if metric == "kl" else 1.0
+        chosen = _knapsack(groups, math.floor(max_drop * scale / STEP + 1e-9))
     else:
         chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
@@ -151,11 +162,15 @@ def auto_plan(
 
 
 def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
-    """(unit, kind) -> options, by ascending k, with predicted costs."""
-    base_q = sweep.quality(None, metric)
-    drops = [(100 * (base_q - sweep.quality(c, metric)), c.kl) for c in sweep.cells]
-    fit = [(d, kl) for d, kl in drops if 0 < d <= FIT_MAX_DROP and kl > 0]
-    slope = sum(d * kl for d, kl in fit) / sum(kl * kl for _, kl in fit) if fit else 0.0
+    """(unit, kind) -> options, by ascending k, with predicted costs (points, or for the
+    kl metric millinats: a cell's mean KL, which needs no floor)."""
+    if metric == "kl":
+        drops, slope = [(KL_SCALE * c.kl, c.kl) for c in sweep.cells], 0.0
+    else:
+        base_q = sweep.quality(None, metric)
+        drops = [(100 * (base_q - sweep.quality(c, metric)), c.kl) for c in sweep.cells]
+        fit = [(d, kl) for d, kl in drops if 0 < d <= FIT_MAX_DROP and kl > 0]
+        slope = sum(d * kl for d, kl in fit) / sum(kl * kl for _, kl in fit) if fit else 0.0
     census = {str(r.layer): r for r in sweep.census}
     groups: dict[tuple[str, str], list[Pick]] = {}
     for c, (drop, kl) in zip(sweep.cells, drops):
@@ -242,7 +257,7 @@ def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan
         target_bytes=target_size,
         base_file_bytes=sweep.baseline["file_bytes"],
         float32_bytes=sweep.baseline["float32_bytes"],
-        predicted_drop=sum(p.cost for p in picks),
+        predicted_drop=sum(p.cost for p in picks) / (KL_SCALE if metric == "kl" else 1.0),
         predicted_file_bytes=sweep.baseline["file_bytes"] - sum(p.saving for p in picks),
     )
 
@@ -300,8 +315,8 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
         logger.info("backing off: %s", result.backoffs[-1])
         drop = measure(picks)
     if not picks:
-        raise QretrainError(f"no plan fits: even a single cell drops more than {budget:g} points "
-                         "on the verification data")  # fmt: skip
+        raise QretrainError(f"no plan fits: even a single cell drops more than {budget:g} "
+                            f"{unit_of(metric)} on the verification data")  # fmt: skip
     final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
@@ -320,7 +335,14 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 
+def unit_of(metric: str) -> str:
+    return "nats of mean KL" if metric == "kl" else f"points of {metric}"
+
+
 def _drop(logits, reference, labels, metric: str) -> float:
+    """The measured drop, in the budget's unit (points, or nats of mean KL)."""
+    if metric == "kl":
+        return mean_kl(logits, reference)
     if metric == "agreement":
         return 100 * (1 - agreement(logits, reference))
     if not bool((labels >= 0).all()):

@@ -13,12 +13,13 @@ class Metric(str, enum.Enum):
 
     AGREEMENT = "agreement"  # share of top-1 predictions equal to the original's: no labels
     ACCURACY = "accuracy"  # top-1 with the data's labels
+    KL = "kl"  # mean KL(original || clustered) over images, in nats: continuous, no labels
 
 
 @dataclass(frozen=True)
 class PlanSettings(Settings):
-    """Exactly one budget: ``max_drop`` (points of ``metric``) or ``target_size``
-    (packed file bytes)."""
+    """Exactly one budget: ``max_drop`` (points of ``metric``; nats for ``kl``) or
+    ``target_size`` (packed file bytes)."""
 
     max_drop: float | None = setting(None, optional(number(at_least=0)))
     target_size: int | None = setting(None, optional(integer(1)))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qretrain._table import human_bytes
+from qretrain.planner.auto import unit_of
 from qretrain.report import figures
 from qretrain.report.records import RUN_LABELS as LABELS
 from qretrain.report.records import headline_rows, read_json, retrain_records
@@ -85,7 +86,7 @@ def _plan_and_size(out: Path) -> list[Block]:
     if "predicted_drop" in plan:
         b.append(Block("p", f"Automatic plan: {plan['cells']} cells within "
                             f"{_budget(plan)}; predicted drop {plan['predicted_drop']:.2f}, "
-                            f"measured {plan['measured_drop']:.2f} points of {plan['metric']} "
+                            f"measured {plan['measured_drop']:.2f} {unit_of(plan['metric'])} "
                             f"on {plan['verify_data']}."))  # fmt: skip
     elif "file" in plan:
         b.append(Block("p", f"Plan from {plan['file']}."))
@@ -101,7 +102,7 @@ def _plan_and_size(out: Path) -> list[Block]:
 
 def _budget(plan: dict) -> str:
     if plan.get("max_drop") is not None:
-        return f"a budget of {plan['max_drop']:g} points of {plan['metric']}"
+        return f"a budget of {plan['max_drop']:g} {unit_of(plan['metric'])}"
     return f"a target size of {plan['target_size']:,} bytes"
 
 

@@ -39,6 +39,7 @@ from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
+from qretrain.models.selector import parse_layers
 from qretrain.plan.plan import Plan
 from qretrain.plan.rules import Rule
 from qretrain.planner.settings import PlanSettings
@@ -124,7 +125,7 @@ class AutoPlan:
         parts = [f"{len(self.picks)} cells clustered",
                  f"predicted drop {self._fmt(self.predicted_drop)} {self.unit}"]  # fmt: skip
         if self.measured_drop is not None:
-            parts.append(f"measured drop {self.measured_drop:.2f} on {self.verify_data}")
+            parts.append(f"measured drop {self._fmt(self.measured_drop)} on {self.verify_data}")
         size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
         parts.append(f"packed file {size:,} bytes ({self.float32_bytes / max(size, 1):.2f}x "
                      "smaller than float32)")  # fmt: skip
@@ -174,7 +175,7 @@ def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
     census = {str(r.layer): r for r in sweep.census}
     groups: dict[tuple[str, str], list[Pick]] = {}
     for c, (drop, kl) in zip(sweep.cells, drops):
-        rows = [census[str(n)] for n in _layer_numbers(c.layers)]
+        rows = [census[str(n)] for n in sorted(parse_layers(c.layers))]
         tensors = tuple(t for r in rows for t in r.tensors.get(c.kind, ()))
         cost = max(drop, slope * kl, 0.0)
         saving = sweep.baseline["file_bytes"] - c.file_bytes
@@ -184,11 +185,6 @@ def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
     for options in groups.values():
         options.sort(key=lambda p: p.k)
     return groups
-
-
-def _layer_numbers(layers: str) -> range:
-    lo, _, hi = layers.partition("-")
-    return range(int(lo), int(hi or lo) + 1)
 
 
 def _units_of(cost: float) -> int:

@@ -33,6 +33,7 @@ import functools
 import io
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,16 +135,18 @@ def save(
 
 
 def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED) -> int:
-    """The bytes ``save`` would write for ``model``, measured by writing it in memory.
+    """The bytes ``save`` would write for ``model``, measured by writing it to a
+    temporary file (HDF5 lays a file out differently in memory: ~0.3% smaller).
 
     Needs no rebuildable architecture (the size differs from a saved file's by the
     length of the arch spec's JSON at most).
     """
     layout = parse_enum(Layout, layout, "layout")
     arch = get_arch(model) or ArchSpec(type(model).__name__)
-    buffer = io.BytesIO()
-    _write_file(buffer, model, arch, layout)
-    return buffer.getbuffer().nbytes
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "size.h5"
+        _write_file(path, model, arch, layout)
+        return path.stat().st_size
 
 
 def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dict[str, int]:

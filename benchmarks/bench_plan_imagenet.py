@@ -1,0 +1,80 @@
+"""Automatic Lite0 plans made without ImageNet, judged on the ImageNet evaluation set.
+
+    python benchmarks/bench_plan_imagenet.py --imagenet ../shared/imagenet-sample-dev
+
+1. Sweep EfficientNet-Lite0 on 256 images of the ``natural`` pool (seed 0; weights, 9
+   k, bfloat16 passes) unless ``--sweep DIR`` holds one already.
+2. For each planning signal (``agreement``: top-1 flips, the old one; ``kl``: mean KL
+   to the original) and each target size (4.5x, 5x, 6x smaller than float32), the
+   smallest-predicted-cost plan at that size, verified on the next 256 pool images.
+3. Each plan's packed file, top-1/top-5, agreement and top-1 drop with a paired 95%
+   bootstrap interval on the ImageNet evaluation set, which nothing else here reads.
+Results: benchmarks/results/plan_imagenet.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import qretrain
+from bench_imagenet_eval import row
+from qretrain.metrics.quality import predict
+from qretrain.models import get_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "plan_imagenet.json"
+TARGETS = (4.5, 5.0, 6.0)
+SIGNALS = ("agreement", "kl")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
+    parser.add_argument("--sweep", default="out/sweep-natural", help="sweep folder (reused)")
+    args = parser.parse_args()
+    model = qretrain.load_model("efficientnet-lite0")
+    contract = get_arch(model).contract
+    sweep_dir = Path(args.sweep)
+    start = time.perf_counter()
+    if not (sweep_dir / "sweep.json").exists():
+        sweep_data = qretrain.load_dataset("natural", contract, limit=256, seed=0)
+        qretrain.analyze(model, sweep_data, sweep_dir, qretrain.AnalyzeSettings(
+            kinds=["weight"], precision="bfloat16"), plots=False)  # fmt: skip
+    sweep = qretrain.Sweep.load(sweep_dir)
+    verify = qretrain.load_dataset("natural", contract, limit=256, seed=0, offset=256)
+    imagenet = qretrain.load_dataset(args.imagenet, contract)
+    reference, labels = predict(model, imagenet, batch_size=32)
+    float32 = sweep.baseline["float32_bytes"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for signal in SIGNALS:
+            for target in TARGETS:
+                settings = qretrain.PlanSettings(target_size=int(float32 / target), metric=signal)
+                plan = qretrain.auto_plan(sweep, model, verify, settings)
+                clustered = copy.deepcopy(model)
+                qretrain.cluster_(clustered, plan.plan, progress=False)
+                saved = qretrain.save(clustered, Path(tmp) / "plan.h5")
+                logits, _ = predict(clustered, imagenet, batch_size=32)
+                r = row(f"{signal} at {target:g}x", logits, labels, reference, saved.file_bytes,
+                        float32)  # fmt: skip
+                r.update(signal=signal, target_times=target, cells=len(plan.picks),
+                         verify_drop=plan.measured_drop, verify_unit=plan.unit,
+                         plan=plan.plan.to_dict())  # fmt: skip
+                rows.append(r)
+                print(f"{r['model']}: {r['times_smaller']:.2f}x, ImageNet top-1 {r['top1']:.2%} "
+                      f"(drop {r['top1_drop_points']:.1f} [{r['drop_95_interval'][0]:.1f}, "
+                      f"{r['drop_95_interval'][1]:.1f}]), agreement {r['agreement']:.2%}; "
+                      f"on the pool {plan.measured_drop:.4g} {plan.unit}", flush=True)  # fmt: skip
+    record = {"sweep": str(sweep_dir), "sweep_data": sweep.settings["data"],
+              "verify_data": verify.describe(), "imagenet": imagenet.describe(),
+              "float32_bytes": float32, "rows": rows, "seconds": time.perf_counter() - start}  # fmt: skip
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ from qretrain.data import load_dataset
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
+from qretrain.models.contract import InputContract
 from qretrain.plan import Plan, PlanError, Rule
 from qretrain.planner import AutoPlan, PlanSettings, auto_plan
 from qretrain.retrain import RetrainConfig, retrain
@@ -28,6 +29,7 @@ __all__ = [
     "ClusterReport",
     "ClusteredTensor",
     "EvalResult",
+    "InputContract",
     "Granularity",
     "Layout",
     "Method",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from qretrain.device import parse_device
 from qretrain.errors import QretrainError
 from qretrain.models import known_specs, load_model
 from qretrain.storage import check_writable_folder
+
+logger = logging.getLogger(__name__)
 
 
 def add_command(
@@ -96,6 +99,9 @@ def check_output_folder(path: str) -> Path:
 
 def model_from_args(args: argparse.Namespace):
     """MODEL as typed (the user's own spec); a .h5 file's spec needs --trust-code."""
+    if args.model.startswith("torchvision:") and args.weights is None:
+        logger.warning("%s has random weights (torchvision's pretrained ones are not "
+                       "downloaded); pass --weights FILE.pth for trained ones", args.model)  # fmt: skip
     return load_model(args.model, weights=args.weights, trust_code=args.trust_code)
 
 

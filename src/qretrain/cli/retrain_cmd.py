@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
     parser.add_argument("--teacher", metavar="MODEL", help="the original model (label-free)")
+    parser.add_argument("--teacher-weights", metavar="FILE.pth",
+                        help="state dict to load into --teacher (torch.load(weights_only=True))")  # fmt: skip
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
     parser.add_argument(
@@ -71,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="guard: keep the best epoch on V, never worse than the start")
     parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    parser.add_argument("--keep-checkpoint", action="store_true",
+                        help="keep OUT.ckpt after a successful run (removed by default)")  # fmt: skip
     add_device_argument(parser)
     add_trust_argument(parser)
     parser.set_defaults(run=run)  # fmt: skip
@@ -97,7 +101,9 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     if args.resume and not output.with_suffix(".ckpt").exists():
         logger.warning("--resume: no checkpoint at %s; starting fresh", output.with_suffix(".ckpt"))
     student = load(args.student, trust_code=args.trust_code)
-    teacher = load_model(args.teacher, trust_code=args.trust_code) if args.teacher else None
+    teacher = None
+    if args.teacher:
+        teacher = load_model(args.teacher, weights=args.teacher_weights, trust_code=args.trust_code)
     contract = get_arch(student).contract if get_arch(student) else None
     data = data_from_args(args, contract)
     if not args.labels:
@@ -115,6 +121,8 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
              "val_data": val.describe() if val else None}  # fmt: skip
     save(result.model.cpu(), output,
          record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record})
+    if not args.keep_checkpoint:
+        output.with_suffix(".ckpt").unlink(missing_ok=True)  # the run is complete
     print(result.summary())
     print(f"wrote {output} and {output.with_suffix('.json')}")
     return 0

@@ -101,7 +101,10 @@ def _importable(match: re.Match[str]) -> Builder:
     try:
         target: Any = importlib.import_module(match["module"])
     except ImportError as e:
-        raise QretrainError(f"cannot import module {match['module']!r}: {e}") from e
+        raise QretrainError(
+            f"cannot import module {match['module']!r} ({e}); run qretrain from the folder "
+            "that holds it, or add that folder to PYTHONPATH"
+        ) from e
     for part in match["attr"].split("."):
         if not hasattr(target, part):
             raise QretrainError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import inspect
 import json
 import re
@@ -34,6 +35,7 @@ from torch import nn
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.models.contract import InputContract
 
+logger = logging.getLogger(__name__)
 ARCH_ATTR = "_qretrain_arch"
 MAX_SPEC_CHARS = 256
 MAX_JSON_DEPTH = 16  # arch kwargs and plans nest a few levels; deeper is not ours
@@ -242,6 +244,13 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
             )
         if getattr(model, ARCH_ATTR, None) is None:  # a builder may have recorded a better one
             set_arch(model, ArchSpec(spec, dict(kwargs), builder.contract))
+        if origin is Origin.USER and get_arch(model).contract is None:
+            logger.warning(
+                "%s declares no input contract: images are not fitted to it and layers are "
+                "numbered in registration order; give the callable a `contract` attribute "
+                "(qretrain.InputContract(channels, size, mean, std)) or set_arch(model, "
+                "ArchSpec(spec, kwargs, contract))", spec,
+            )
         return model
 
     return build

@@ -158,6 +158,7 @@ def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
         "run": name, "data": ds.describe(), "val_data": val.describe() if val else None,
         "file_bytes": saved.file_bytes, **result.record,
     })  # fmt: skip
+    (out / f"{name}.ckpt").unlink(missing_ok=True)  # the stage's record says it is done
 
 
 def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:

@@ -78,8 +78,8 @@ class Plan:
             raise PlanError(f"{where} must be a mapping with 'rules'; got {type(d).__name__}")
         errors = unknown_keys(d, PLAN_KEYS, where)
         raw_rules = d.get("rules")
-        if not isinstance(raw_rules, list) or not raw_rules:
-            errors.append(f"{where}: 'rules' must be a non-empty list of rules")
+        if not isinstance(raw_rules, list):  # [] is a plan too: a file with nothing clustered
+            errors.append(f"{where}: 'rules' must be a list of rules")
             raw_rules = []
         rules = []
         for i, raw in enumerate(raw_rules, start=1):

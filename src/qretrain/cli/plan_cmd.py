@@ -6,11 +6,8 @@ import argparse
 
 from qretrain.analysis import Sweep
 from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
-from qretrain.data import load_dataset
-from qretrain.errors import QretrainError
-from qretrain.models import Origin, get_arch, load_model
-from qretrain.models.fingerprint import model_fingerprint
 from qretrain.planner import Metric, PlanSettings, auto_plan
+from qretrain.planner.source import DataChoice, sweep_inputs
 from qretrain.storage import write_text_atomic
 
 EXAMPLE = (
@@ -62,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     sweep = Sweep.load(args.sweep)
     model = data = None
     if not args.no_verify:
-        model, data = _model_and_data(sweep, args)
+        choice = DataChoice(args.data, args.limit, args.seed, args.offset)
+        model, data = sweep_inputs(sweep, args.sweep, choice, trust_code=args.trust_code)
     result = auto_plan(sweep, model, data, settings, device=args.device)
     write_text_atomic(output, result.to_yaml(args.sweep))
     for step in result.backoffs:
@@ -70,28 +68,3 @@ def run(args: argparse.Namespace) -> int:
     print(result.describe())
     print(f"wrote {output}")
     return 0
-
-
-def _model_and_data(sweep: Sweep, args: argparse.Namespace):
-    source = sweep.settings.get("source") or {}
-    if not source.get("model"):
-        raise QretrainError(
-            f"the sweep in {args.sweep!r} does not say how to load its model (it was run "
-            "from Python); verify with qretrain.auto_plan(sweep, model, data) or --no-verify"
-        )
-    # The sweep's record names the model: known architectures only, unless trusted.
-    model = load_model(source["model"], weights=source.get("weights"), origin=Origin.RECORD,
-                       trust_code=args.trust_code)  # fmt: skip
-    if model_fingerprint(model) != sweep.settings["model_sha256"]:
-        raise QretrainError(
-            f"{source['model']} no longer has the weights the sweep measured; analyze it again"
-        )
-    arch = get_arch(model)
-    spec = args.data or source.get("data")
-    same = args.data is None
-    limit = args.limit if args.limit is not None else (source.get("limit") if same else None)
-    seed = args.seed if args.seed is not None else source.get("seed", 0)
-    offset = args.offset if args.offset is not None else (source.get("offset", 0) if same else 0)
-    data = load_dataset(spec, arch.contract if arch else None, limit=limit, seed=seed,
-                        offset=offset)  # fmt: skip
-    return model, data

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import inspect
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -10,7 +10,14 @@ their accuracy back without labels.
 from qretrain import teachers, zoo  # noqa: F401  (they register their model specs)
 from qretrain._version import __version__
 from qretrain.analysis import AnalyzeSettings, Sweep, analyze
-from qretrain.cluster import ClusteredTensor, ClusterReport, Granularity, Method, cluster_tensor
+from qretrain.cluster import (
+    ClusteredTensor,
+    ClusterReport,
+    Granularity,
+    Method,
+    cluster_tensor,
+    codebooks,
+)
 from qretrain.compress import cluster_
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
@@ -49,6 +56,7 @@ __all__ = [
     "build_model",
     "cluster_",
     "cluster_tensor",
+    "codebooks",
     "describe_tensors",
     "evaluate",
     "load",

@@ -6,7 +6,7 @@
 
 from qretrain.cluster.options import Granularity, Method
 from qretrain.cluster.report import ClusterReport, TensorRecord
-from qretrain.cluster.state import clusters_of
+from qretrain.cluster.state import clusters_of, codebooks
 from qretrain.cluster.tensor import (
     MAX_K,
     ClusteredTensor,
@@ -27,6 +27,7 @@ __all__ = [
     "cluster_many",
     "cluster_tensor",
     "clusters_of",
+    "codebooks",
     "index_bits",
 ]
 

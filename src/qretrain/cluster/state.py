@@ -7,6 +7,8 @@ attribute on the root module, so the model stays a plain ``nn.Module`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -24,6 +26,12 @@ def clusters_of(model: nn.Module) -> dict[str, ClusteredTensor]:
         clusters = {}
         object.__setattr__(model, CLUSTERS_ATTR, clusters)
     return clusters
+
+
+def codebooks(model: nn.Module) -> Mapping[str, ClusteredTensor]:
+    """State-dict name -> ClusteredTensor (codebook, sizes, indices, k, method), for
+    every clustered tensor of ``model``: a read-only view, the public way to read them."""
+    return MappingProxyType(clusters_of(model))
 
 
 def plans_of(model: nn.Module) -> list[dict[str, Any]]:

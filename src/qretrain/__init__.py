@@ -21,6 +21,7 @@ from qretrain.cluster import (
 from qretrain.compress import cluster_
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
+from qretrain.export import export
 from qretrain.metrics import EvalResult, evaluate
 from qretrain.models import ArchSpec, ParamKind, build_model, describe_tensors, load_model
 from qretrain.models.contract import InputContract
@@ -59,6 +60,7 @@ __all__ = [
     "codebooks",
     "describe_tensors",
     "evaluate",
+    "export",
     "load",
     "load_dataset",
     "load_model",

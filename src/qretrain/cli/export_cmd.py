@@ -1,0 +1,32 @@
+"""``qretrain export MODEL.h5 --format safetensors|torchscript -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+
+from qretrain.cli.common import add_command, add_model_arguments, model_from_args
+from qretrain.export import FORMATS, export
+
+EXAMPLE = "example: qretrain export lite0.h5 --format safetensors -o lite0.safetensors"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        sub,
+        "export",
+        help="write a model for other tools: safetensors (codebooks + indices) or torchscript",
+        description="safetensors keeps the clustering: each clustered tensor as its codebook "
+        "and uint8 indices, plus JSON metadata, no code and no pickle. torchscript is the "
+        "dequantized model, runnable without qretrain, as large as float32. ",
+        example=EXAMPLE,
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--format", choices=FORMATS, required=True)
+    parser.add_argument("-o", "--output", required=True, metavar="OUT")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = export(model_from_args(args), args.output, args.format)
+    print(result.summary())
+    return 0

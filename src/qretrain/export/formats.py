@@ -1,0 +1,129 @@
+"""``export(model, path, format)``: the model in a format other tools read.
+
+- ``safetensors``: every clustered tensor as its codebook (``NAME.codebook``, float32
+  (G, K)), its indices (``NAME.indices``, uint8, the tensor's shape; row g of the
+  tensor reads codebook row g) and, per channel, ``NAME.sizes``; unclustered tensors
+  as they are; the manifest's JSON under the ``qretrain`` metadata key. No code, no
+  pickle: a JSON header and raw little-endian bytes, written here without the
+  ``safetensors`` package (which reads the file).
+- ``torchscript``: the dequantized float32 model traced on an input of its
+  contract: runnable anywhere PyTorch is, and as large as float32 (said so).
+
+Core ML and ONNX exports that keep the codebooks are not written yet.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from qretrain.cluster.state import clusters_of
+from qretrain.errors import QretrainError
+from qretrain.models.specs import get_arch
+from qretrain.storage import atomic_path, check_writable_folder
+
+
+class Format(str, enum.Enum):
+    SAFETENSORS = "safetensors"
+    TORCHSCRIPT = "torchscript"
+
+
+FORMATS = tuple(f.value for f in Format)
+_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
+           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8",
+           torch.bool: "BOOL"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: Format
+    file_bytes: int
+    float32_bytes: int  # the model's floating-point tensors as float32
+
+    def summary(self) -> str:
+        note = " (dequantized: float32-sized)" if self.format is Format.TORCHSCRIPT else ""
+        return (f"{self.path}: {self.format.value}, {self.file_bytes:,} bytes, "
+                f"{self.float32_bytes / self.file_bytes:.2f}x smaller than float32{note}")  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "format": self.format.value,
+                "file_bytes": self.file_bytes, "float32_bytes": self.float32_bytes}  # fmt: skip
+
+
+def export(model: nn.Module, path: str | Path, format: str = "safetensors") -> ExportResult:
+    """Write ``model`` (clustered or not) to ``path`` in ``format``, atomically."""
+    try:
+        fmt = Format(format)
+    except ValueError:
+        raise QretrainError(f"format must be one of {', '.join(FORMATS)}; got {format!r}") from None
+    path = Path(path)
+    check_writable_folder(path)
+    with atomic_path(path) as tmp:
+        if fmt is Format.SAFETENSORS:
+            _write_safetensors(model, tmp)
+        else:
+            _write_torchscript(model, tmp)
+    float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    return ExportResult(path, fmt, path.stat().st_size, float32)
+
+
+def _write_safetensors(model: nn.Module, path: Path) -> None:
+    clusters = clusters_of(model)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        c = clusters.get(name)
+        if c is None:
+            tensors[name] = tensor.detach().cpu().contiguous()
+            continue
+        tensors[f"{name}.codebook"] = c.codebook.contiguous()
+        tensors[f"{name}.indices"] = c.indices.contiguous()
+        if c.codebook.shape[0] > 1:
+            tensors[f"{name}.sizes"] = c.sizes.to(torch.int32).contiguous()
+    arch = get_arch(model)
+    meta = {"arch": arch.to_dict() if arch else None,
+            "clustered": {n: {"k": c.k, "method": c.method.value,
+                              "granularity": c.granularity.value} for n, c in clusters.items()}}  # fmt: skip
+    header: dict = {"__metadata__": {"qretrain": json.dumps(meta)}}
+    offset = 0
+    blobs = []
+    for name, tensor in tensors.items():
+        if tensor.dtype not in _DTYPES:
+            raise QretrainError(f"{name}: dtype {tensor.dtype} has no safetensors type")
+        data = tensor.numpy().tobytes() if tensor.numel() else b""
+        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(data)]}  # fmt: skip
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
+
+
+def _write_torchscript(model: nn.Module, path: Path) -> None:
+    arch = get_arch(model)
+    example = arch.example_input() if arch is not None else None
+    if example is None:
+        raise QretrainError("torchscript export traces the model on an input of its contract, "
+                            "and this model declares none")  # fmt: skip
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example)
+    traced.save(str(path))
+
+
+def read_codebook_tensor(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Decode an exported pair: row g of ``indices`` (the tensor's shape) reads row g of
+    ``codebook`` (G, K); for tests and readers of the safetensors export."""
+    rows = indices.reshape(codebook.shape[0], -1).astype(np.int64)
+    return np.take_along_axis(codebook, rows, 1).reshape(indices.shape)

@@ -48,7 +48,30 @@ def test_export_cli_and_bad_format(tmp_path, tiny_vgg, capsys):
     assert main(["export", str(tmp_path / "m.h5"), "--format", "safetensors", "-o",
                  str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
     assert "safetensors" in capsys.readouterr().out
-    assert main(["export", str(tmp_path / "m.h5"), "--format", "onnx", "-o", "x.onnx"]) == 2
-    assert "invalid choice: 'onnx'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="format must be one of safetensors, torchscript"):
+    assert main(["export", str(tmp_path / "m.h5"), "--format", "coreml", "-o", "x.mlpackage"]) == 2
+    assert "invalid choice: 'coreml'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="format must be one of safetensors, onnx, torchscript"):
         qretrain.export(tiny_vgg, tmp_path / "x", "coreml")
+
+
+def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet):
+    onnx = pytest.importorskip("onnx", reason="pip install 'qretrain[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+    from onnx import numpy_helper
+
+    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Conv2d", "k": 16},
+                                              {"type": "Linear", "k": 4, "granularity": "channel"}]},
+                      progress=False)  # fmt: skip
+    result = qretrain.export(tiny_resnet, tmp_path / "m.onnx", "onnx")
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    for name, c in qretrain.codebooks(tiny_resnet).items():
+        assert name not in inits  # rebuilt in the graph, not stored as float32
+        assert np.array_equal(inits[f"{name}.codebook"], c.codebook.numpy().reshape(-1))
+        assert np.array_equal(inits[f"{name}.indices"].reshape(c.indices.shape), c.indices.numpy())
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    out = session.run(None, {"input": x.numpy()})[0]  # a batch of 5: the batch axis is free
+    with torch.no_grad():
+        assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
+    assert result.file_bytes < result.float32_bytes

@@ -6,16 +6,21 @@
   as they are; the manifest's JSON under the ``qretrain`` metadata key. No code, no
   pickle: a JSON header and raw little-endian bytes, written here without the
   ``safetensors`` package (which reads the file).
+- ``onnx``: the graph torch exports, with each clustered weight rebuilt in the
+  graph from a float32 codebook and uint8 indices (``Cast`` to int64, ``Add`` the
+  row offsets, ``Gather``, ``Reshape``): stock onnxruntime operators, one byte per
+  weight instead of four. Needs ``pip install 'qretrain[onnx]'``.
 - ``torchscript``: the dequantized float32 model traced on an input of its
   contract: runnable anywhere PyTorch is, and as large as float32 (said so).
 
-Core ML and ONNX exports that keep the codebooks are not written yet.
+A Core ML export that keeps the codebooks is not written yet.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +37,12 @@ from qretrain.storage import atomic_path, check_writable_folder
 
 class Format(str, enum.Enum):
     SAFETENSORS = "safetensors"
+    ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
 
 
 FORMATS = tuple(f.value for f in Format)
+logger = logging.getLogger(__name__)
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8",
            torch.bool: "BOOL"}  # fmt: skip
@@ -69,6 +76,8 @@ def export(model: nn.Module, path: str | Path, format: str = "safetensors") -> E
     with atomic_path(path) as tmp:
         if fmt is Format.SAFETENSORS:
             _write_safetensors(model, tmp)
+        elif fmt is Format.ONNX:
+            _write_onnx(model, tmp)
         else:
             _write_torchscript(model, tmp)
     float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
@@ -111,12 +120,68 @@ def _write_safetensors(model: nn.Module, path: Path) -> None:
             f.write(data)
 
 
-def _write_torchscript(model: nn.Module, path: Path) -> None:
+def _example(model: nn.Module, what: str) -> torch.Tensor:
     arch = get_arch(model)
     example = arch.example_input() if arch is not None else None
     if example is None:
-        raise QretrainError("torchscript export traces the model on an input of its contract, "
+        raise QretrainError(f"{what} export traces the model on an input of its contract, "
                             "and this model declares none")  # fmt: skip
+    return example
+
+
+def _write_onnx(model: nn.Module, path: Path) -> None:
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise QretrainError("the onnx export needs the onnx package: "
+                            "pip install 'qretrain[onnx]'") from None  # fmt: skip
+    import io
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), _example(model, "onnx"), buffer, dynamo=False,
+                          do_constant_folding=False, input_names=["input"],
+                          output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+    graph = onnx.load_from_string(buffer.getvalue())
+    books = clusters_of(model)
+    kept, decoders, replaced = [], [], set()
+    for init in graph.graph.initializer:
+        c = books.get(init.name)
+        if c is None:
+            kept.append(init)
+            continue
+        n, (groups, width) = init.name, c.codebook.shape
+        kept += [
+            numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
+            numpy_helper.from_array(c.indices.numpy().reshape(groups, -1), f"{n}.indices"),
+            numpy_helper.from_array(np.arange(groups, dtype=np.int64)[:, None] * width,
+                                    f"{n}.offsets"),  # fmt: skip
+            numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
+        ]
+        decoders += [
+            helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64),
+            helper.make_node("Add", [f"{n}.i64", f"{n}.offsets"], [f"{n}.flat"]),
+            helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
+            helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [n]),
+        ]
+        replaced.add(n)
+    missed = sorted(set(books) - replaced)
+    if missed:  # the exporter folded or renamed them: they stay float32 in the graph
+        logger.warning("onnx export: %d clustered tensor(s) are not graph initializers and "
+                       "stay float32 (%s)", len(missed), ", ".join(missed[:3]))  # fmt: skip
+    del graph.graph.initializer[:]
+    graph.graph.initializer.extend(kept)
+    nodes = list(graph.graph.node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(decoders + nodes)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+
+
+def _write_torchscript(model: nn.Module, path: Path) -> None:
+    example = _example(model, "torchscript")
     with torch.no_grad():
         traced = torch.jit.trace(model.eval(), example)
     traced.save(str(path))

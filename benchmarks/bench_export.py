@@ -1,0 +1,61 @@
+"""File sizes of each export next to the packed .h5, and ONNX outputs under onnxruntime.
+
+    qretrain compress efficientnet-lite0 --plan examples/plans/efficientnet-lite0-auto.yaml -o out/lite0-auto.h5
+    python benchmarks/bench_export.py out/lite0-auto.h5 --data natural --limit 256 --offset 256
+
+Exports the model to safetensors, onnx and torchscript beside it, and runs the ONNX
+file in onnxruntime on the images: top-1 agreement and the largest logit difference
+against the qretrain model. Results: benchmarks/results/export_<stem>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import qretrain
+from qretrain.metrics.quality import agreement, predict
+from qretrain.models import get_arch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a qretrain .h5 file")
+    parser.add_argument("--data", default="natural")
+    parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--offset", type=int, default=256)
+    args = parser.parse_args()
+    import onnxruntime
+
+    path = Path(args.model)
+    model = qretrain.load(path)
+    rows = {"h5": {"file_bytes": path.stat().st_size}}
+    for fmt, suffix in (("safetensors", ".safetensors"), ("onnx", ".onnx"),
+                        ("torchscript", ".pt")):  # fmt: skip
+        result = qretrain.export(model, path.with_suffix(suffix), fmt)
+        rows[fmt] = {"file_bytes": result.file_bytes, "vs_h5": result.file_bytes / rows["h5"]["file_bytes"]}
+        float32 = result.float32_bytes
+    data = qretrain.load_dataset(args.data, get_arch(model).contract, limit=args.limit,
+                                 offset=args.offset)  # fmt: skip
+    reference, _ = predict(model, data, batch_size=32)
+    session = onnxruntime.InferenceSession(str(path.with_suffix(".onnx")))
+    outputs = []
+    for start in range(0, len(data), 32):
+        x = torch.stack([data[i][0] for i in range(start, min(start + 32, len(data)))])
+        outputs.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
+    logits = torch.cat(outputs)
+    rows["onnx"].update(agreement=agreement(logits, reference),
+                        max_abs_logit_difference=float((logits - reference).abs().max()))
+    record = {"model": str(path), "float32_bytes": float32, "data": data.describe(), "rows": rows}
+    out = RESULTS / f"export_{path.stem}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

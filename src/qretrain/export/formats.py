@@ -7,9 +7,10 @@
   pickle: a JSON header and raw little-endian bytes, written here without the
   ``safetensors`` package (which reads the file).
 - ``onnx``: the graph torch exports, with each clustered weight rebuilt in the
-  graph from a float32 codebook and uint8 indices (``Cast`` to int64, ``Add`` the
-  row offsets, ``Gather``, ``Reshape``): stock onnxruntime operators, one byte per
-  weight instead of four. Needs ``pip install 'qretrain[onnx]'``.
+  graph from a float32 codebook and its indices packed at 1, 2, 4 or 8 bits (the
+  next power of two of the file's bits), unpacked by stock operators (``Div`` and
+  ``Mod`` by powers of two, ``Slice``, ``Add`` the row offsets, ``Gather``,
+  ``Reshape``). Needs ``pip install 'qretrain[onnx]'``.
 - ``torchscript``: the dequantized float32 model traced on an input of its
   contract: runnable anywhere PyTorch is, and as large as float32 (said so).
 
@@ -153,16 +154,40 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
             kept.append(init)
             continue
         n, (groups, width) = init.name, c.codebook.shape
+        count = c.indices.numel()
+        bits = 1 << max(0, (c.bits - 1).bit_length()) if c.bits else 8  # 1, 2, 4 or 8
+        per_byte = 8 // bits
+        flat = c.indices.numpy().reshape(-1).astype(np.uint8)
+        if per_byte > 1:  # index j of a byte sits at bits [j * bits, (j + 1) * bits)
+            padded = np.zeros(-(-count // per_byte) * per_byte, np.uint8)
+            padded[:count] = flat
+            lanes = padded.reshape(-1, per_byte).astype(np.uint16) << (np.arange(per_byte) * bits)
+            flat = lanes.sum(1).astype(np.uint8)
         kept += [
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
-            numpy_helper.from_array(c.indices.numpy().reshape(groups, -1), f"{n}.indices"),
+            numpy_helper.from_array(flat, f"{n}.indices"),
             numpy_helper.from_array(np.arange(groups, dtype=np.int64)[:, None] * width,
                                     f"{n}.offsets"),  # fmt: skip
             numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
+            numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
+            numpy_helper.from_array((1 << (np.arange(per_byte) * bits)).astype(np.int64),
+                                    f"{n}.divisors"),  # fmt: skip
+            numpy_helper.from_array(np.array(1 << bits, dtype=np.int64), f"{n}.modulus"),
+            numpy_helper.from_array(np.array([count], dtype=np.int64), f"{n}.count"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
+            numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), f"{n}.column"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
         ]
+        # bytes -> (bytes, 1) // 2^(j*bits) % 2^bits -> indices; then codebook row offsets
         decoders += [
             helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64),
-            helper.make_node("Add", [f"{n}.i64", f"{n}.offsets"], [f"{n}.flat"]),
+            helper.make_node("Reshape", [f"{n}.i64", f"{n}.column"], [f"{n}.col"]),
+            helper.make_node("Div", [f"{n}.col", f"{n}.divisors"], [f"{n}.shifted"]),
+            helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
+            helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
+            helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
+            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
+            helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
             helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
             helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [n]),
         ]

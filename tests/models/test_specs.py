@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -20,7 +22,7 @@ def test_importable_spec_records_its_arch():
     arch = get_arch(model)
     assert arch.spec == "qretrain.zoo:vgg_small" and arch.kwargs == {"width": 4, "hidden": 16}
     assert arch.input_shape == (1, 28, 28)
-    assert ArchSpec.from_json(arch.to_json()) == arch
+    assert ArchSpec.from_dict(json.loads(arch.to_json())) == arch
     with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.mod'"):
         load_model("no_such_pkg.mod:make")
     with pytest.raises(ValueError, match="has no attribute 'nothing'"):

@@ -85,12 +85,19 @@ def sensitive_net() -> torch.nn.Module:
     return net.eval()
 
 
-def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
+@pytest.fixture
+def swept():
+    """sensitive_net, 64 random images, and its sweep over five k."""
     net = sensitive_net()
     g = torch.Generator().manual_seed(5)
     data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
                                             dtype=torch.uint8).numpy(), None)  # fmt: skip
     sweep = analyze(net, data, settings=AnalyzeSettings(ks=(1, 2, 4, 16, 64)), progress=False)
+    return net, data, sweep
+
+
+def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits(swept):
+    net, data, sweep = swept
     # Pretend the first layer's weight is free at every k: selection takes k=1 there,
     # and only the measurement can bring the plan back within budget.
     for c in sweep.cells:
@@ -111,12 +118,8 @@ def test_plans_are_verified_and_backed_off_until_the_measured_drop_fits():
     assert "# measured drop:" in text and "# backed off:" in text
 
 
-def test_a_kl_budget_is_in_nats_and_verified_in_nats():
-    net = sensitive_net()
-    g = torch.Generator().manual_seed(5)
-    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
-                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
-    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(1, 2, 4, 16, 64)), progress=False)
+def test_a_kl_budget_is_in_nats_and_verified_in_nats(swept):
+    net, data, sweep = swept
     budget = 0.05
     result = auto_plan(sweep, net, data, PlanSettings(max_drop=budget, metric="kl"))
     assert result.unit == "nats of mean KL" and result.picks

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = RunConfig.load(args.config, output=args.output).with_overrides(device=args.device)
+    config = RunConfig.load(args.config, output=args.output).with_device(args.device)
     run_pipeline(config, progress=progress_bars(args), trust_code=args.trust_code)
     print()
     print(final_table(config.output))

@@ -96,10 +96,6 @@ class ArchSpec:
         return {"spec": self.spec, "kwargs": self.kwargs, "contract": contract}
 
     @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
-        return cls.from_dict(parse_json(text, "arch"))
-
-    @classmethod
     def from_dict(cls, d: Any) -> ArchSpec:
         """Parse and check an ArchSpec read from a file; ValueError says what is wrong."""
         if not isinstance(d, dict) or set(d) - {"spec", "kwargs", "contract"}:
@@ -112,10 +108,6 @@ class ArchSpec:
         if contract is not None and not isinstance(contract, dict):
             raise QretrainError(f"arch contract must be an object; got {contract!r}")
         return cls(spec, kwargs, InputContract.from_dict(contract) if contract else None)
-
-    def build(self, origin: Origin = Origin.FILE, trust_code: bool = False) -> nn.Module:
-        """A fresh instance of the architecture, resolved as ``origin`` allows."""
-        return make_builder(self.spec, self.kwargs, origin, trust_code)()
 
     def example_input(self, batch: int = 1) -> torch.Tensor | None:
         if self.input_shape is None:
@@ -192,26 +184,36 @@ def named_specs() -> list[str]:
     return [e.description.split("  ")[0] for e in _REGISTRY + _FALLBACKS if e.named]
 
 
+def _entry_for(spec: str) -> tuple[_Entry, re.Match[str]] | None:
+    """The first registry entry matching ``spec`` (specific ones before fallbacks)."""
+    for entry in _REGISTRY + _FALLBACKS:
+        match = entry.pattern.fullmatch(spec)
+        if match is not None:
+            return entry, match
+    return None
+
+
 def is_named(spec: str) -> bool:
     """Whether ``spec`` names a known architecture (files may name it untrusted)."""
-    entry = next((e for e in _REGISTRY + _FALLBACKS if e.pattern.fullmatch(spec)), None)
-    return entry is not None and entry.named
+    found = _entry_for(spec)
+    return found is not None and found[0].named
 
 
 def resolve_builder(spec: str, origin: Origin = Origin.USER, trust_code: bool = False) -> Builder:
     """The Builder for ``spec``; refuses code named by a file or record unless trusted."""
-    for entry in _REGISTRY + _FALLBACKS:
-        match = entry.pattern.fullmatch(spec)
-        if match is None:
-            continue
-        if not entry.named and origin is not Origin.USER and not trust_code:
-            raise UntrustedCodeError(
-                f"the {origin.value} names code to run ({spec!r}); qretrain rebuilds only "
-                f"known architectures from files and records ({', '.join(named_specs())}). "
-                "If you trust its author, pass --trust-code (Python: trust_code=True)"
-            )
-        return entry.factory(match)
-    raise QretrainError(f"unknown model spec {spec!r}; known forms: " + "; ".join(known_specs()))
+    found = _entry_for(spec)
+    if found is None:
+        raise QretrainError(
+            f"unknown model spec {spec!r}; known forms: " + "; ".join(known_specs())
+        )
+    entry, match = found
+    if not entry.named and origin is not Origin.USER and not trust_code:
+        raise UntrustedCodeError(
+            f"the {origin.value} names code to run ({spec!r}); qretrain rebuilds only "
+            f"known architectures from files and records ({', '.join(named_specs())}). "
+            "If you trust its author, pass --trust-code (Python: trust_code=True)"
+        )
+    return entry.factory(match)
 
 
 def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER,

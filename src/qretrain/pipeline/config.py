@@ -121,15 +121,9 @@ class RunConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(plain(self.to_dict()), sort_keys=False)
 
-    def with_overrides(self, output: str | Path | None = None,
-                       device: str | None = None) -> RunConfig:  # fmt: skip
-        """The command line's -o and --device over the file's values."""
-        changes: dict[str, Any] = {}
-        if output is not None:
-            changes["output"] = Path(output)
-        if device is not None:
-            changes["device"] = str(parse_device(device))
-        return replace(self, **changes)
+    def with_device(self, device: str | None) -> RunConfig:
+        """The command line's --device over the file's value (-o goes through ``load``)."""
+        return self if device is None else replace(self, device=str(parse_device(device)))
 
     @classmethod
     def load(cls, path: str | Path, output: str | Path | None = None) -> RunConfig:

@@ -1,7 +1,8 @@
 """``run_pipeline``: load, analyze, plan, compress, retrain, evaluate, report.
 
 Every stage writes its record into the output folder and is skipped when that
-record exists, so a killed run resumes at the stage it was in; retraining also
+record exists and no earlier stage had to run, so a killed run resumes at the stage
+it was in; retraining also
 resumes inside a run from its per-epoch checkpoint, and ends where an uninterrupted
 run would. The resolved config is written first; a rerun with a different config
 into the same folder is refused rather than mixing results.
@@ -72,6 +73,7 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
         ref = config.data[name]
         return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset)
 
+    _stage = _Stages()
     if config.analyze is not None:
         _stage("analyze", out / "analyze" / "summary.md", lambda: analyze(
             model, data("analyze"), out / "analyze", config.analyze, device=config.device,
@@ -96,15 +98,26 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
     return json.loads((out / "evaluate.json").read_text())
 
 
-def _stage(name: str, done: Path, work: Callable[[], object], pair: Path | None = None) -> None:
-    """Run ``work`` unless its record ``done`` exists (and names ``pair``'s checksum)."""
-    if done.exists() and (pair is None or _paired(done, pair)):
-        logger.info("[%s] done before: %s", name, done)
-        return
-    logger.info("[%s] ...", name)
-    start = time.perf_counter()
-    work()
-    logger.info("[%s] %.1f s", name, time.perf_counter() - start)
+class _Stages:
+    """Runs each stage unless its record exists (and names its file's checksum).
+
+    Records are trusted in order only: once one stage runs, every later stage runs
+    too, since its record was made from what the earlier stage has just replaced.
+    """
+
+    def __init__(self) -> None:
+        self.ran = False
+
+    def __call__(self, name: str, done: Path, work: Callable[[], object],
+                 pair: Path | None = None) -> None:  # fmt: skip
+        if not self.ran and done.exists() and (pair is None or _paired(done, pair)):
+            logger.info("[%s] done before: %s", name, done)
+            return
+        self.ran = True
+        logger.info("[%s] ...", name)
+        start = time.perf_counter()
+        work()
+        logger.info("[%s] %.1f s", name, time.perf_counter() - start)
 
 
 def _paired(record: Path, file: Path) -> bool:

@@ -274,8 +274,9 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     metric, budget = result.metric, result.max_drop
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
-    originals = {n: get_tensor(model, n).detach().clone() for ps in groups.values()
-                 for p in ps for n in p.tensors}  # fmt: skip
+    # Backing off changes k within a picked group, never the tensors: the picks' own.
+    originals = {n: get_tensor(model, n).detach().clone() for p in result.picks
+                 for n in p.tensors}  # fmt: skip
     for name, tensor in originals.items():  # once: every k below clusters them unchecked
         check_values(tensor, name)
     cache: dict[tuple[str, int], tuple[ClusteredTensor, torch.Tensor]] = {}

@@ -31,11 +31,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     nothing is left to rename.
     """
     path = Path(path)
-    check_writable_folder(path)
+    _check_folder(path)
     remove_stale_temporaries(path)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as e:
+        raise _no_files(path, e) from None
     os.close(fd)
     os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; files follow the umask
     tmp = Path(tmp_name)
@@ -71,21 +74,30 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def check_writable_folder(path: str | Path) -> None:
-    """QretrainError unless ``path``'s folder exists and takes new files."""
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise QretrainError(
-            f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist; create it first"
-        )
+    """QretrainError unless ``path``'s folder exists and takes new files: the check a
+    command makes before its work starts (writes themselves fail the same way)."""
+    _check_folder(Path(path))
     try:
-        fd, probe = tempfile.mkstemp(prefix=".qretrain-probe.", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".qretrain-probe.", dir=Path(path).parent)
     except OSError as e:
-        raise QretrainError(
-            f"cannot write {str(path)!r}: folder {str(folder)!r} takes no new files "
-            f"({e.strerror}); choose another output folder"
-        ) from None
+        raise _no_files(Path(path), e) from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _check_folder(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise QretrainError(
+            f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist; "
+            "create it first"
+        )
+
+
+def _no_files(path: Path, error: OSError) -> QretrainError:
+    return QretrainError(
+        f"cannot write {str(path)!r}: folder {str(path.parent)!r} takes no new files "
+        f"({error.strerror}); choose another output folder"
+    )
 
 
 def remove_stale_temporaries(path: Path) -> None:

@@ -117,8 +117,9 @@ def save(
     the model was built by qretrain, or an importable no-argument class. It must
     rebuild a model whose state dict fits this one, or save refuses.
     ``record``, when given, makes the JSON sidecar (``record_path``, by default
-    ``path.with_suffix(".json")``) from the result; file and sidecar are committed as one unit (the sidecar names
-    the file's ``sha256``, and a crash never leaves a new file beside an old sidecar).
+    ``path.with_suffix(".json")``) from the result; file and sidecar are committed as
+    one unit (the sidecar names the file's ``sha256``, and a crash never leaves a new
+    file beside an old sidecar).
     """
     layout = parse_enum(Layout, layout, "layout")
     arch = _arch_for(model, arch)
@@ -150,7 +151,7 @@ def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED) -> int:
 
 
 def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dict[str, int]:
-    """Write the HDF5 file (path or file object); returns each tensor's stored bytes."""
+    """Write the HDF5 file at ``target``; returns each tensor's stored bytes."""
     clusters = clusters_of(model)
     state = model.state_dict()
     tensor_bytes = {}

@@ -8,6 +8,7 @@ import torch
 import qretrain
 from qretrain.storage import QretrainFileError
 from qretrain.storage import h5 as h5_module
+from qretrain.storage.schema import read_manifest
 from qretrain.storage.seal import write_seal as reseal
 from qretrain.testing.files import edit_manifest, manifest_of, tensor_entry
 
@@ -52,16 +53,23 @@ def test_file_records_arch_plan_version_and_checksums(tmp_path, tiny_vgg):
     qretrain.cluster_(tiny_vgg, {"rules": PLAN["rules"][:3]})
     qretrain.save(tiny_vgg, tmp_path / "m.h5")
     doc = manifest_of(tmp_path / "m.h5")
-    assert doc["format"] == "qretrain" and doc["format_version"] == 2
+    assert doc["format"] == "qretrain" and doc["format_version"] == 3
     assert doc["arch"]["spec"] == "qretrain.zoo:vgg_small"
     assert doc["plans"][0]["rules"][0]["k"] == 16
+    assert len(doc["sha256"]) == 64
     conv = tensor_entry(doc, "features.0.weight")
     assert conv["encoding"] == "clustered" and conv["cluster"]["bits"] == 4
-    assert len(conv["sha256"]) == 64
+    assert conv["cluster"]["width"] == 16
     with h5py.File(tmp_path / "m.h5") as f:
-        indices = f["tensors/features.0.weight/indices"]
-        assert indices.compression == "gzip" and not indices.shuffle
-        assert not f.attrs and not indices.attrs  # all metadata is in the manifest
+        assert set(f) == {"manifest", "data"}
+        assert f["data"].compression == "gzip" and not f["data"].shuffle
+        assert not f.attrs and not f["data"].attrs  # all metadata is in the manifest
+
+
+def _offset(path, name: str) -> int:
+    with h5py.File(path) as f:
+        manifest = read_manifest(f, "test")
+    return next(e.offset for e in manifest.entries if e.name == name)
 
 
 def test_packed_sizes_within_one_percent_of_the_bound(tmp_path):
@@ -95,12 +103,13 @@ def test_truncated_file_is_refused(tmp_path, tiny_vgg):
 def test_corrupted_values_fail_the_checksum(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
+    at = _offset(path, "classifier.1.weight")
     with h5py.File(path, "r+") as f:
-        f["tensors/classifier.1.weight"][0, 0] += 1.0
-    with pytest.raises(QretrainFileError, match="fails its SHA-256 seal"):
+        f["data"][at : at + 4] = np.frombuffer(np.float32(7.5).tobytes(), np.uint8)
+    with pytest.raises(QretrainFileError, match="(fails its SHA-256 seal|bytes long but was)"):
         qretrain.load(path)
-    reseal(path)  # a stranger's consistent file: the per-tensor checksum still tells
-    with pytest.raises(QretrainFileError, match="'classifier.1.weight' fails its checksum"):
+    reseal(path)  # a stranger's consistent file: the tensors' checksum still tells
+    with pytest.raises(QretrainFileError, match="its tensors fail their checksum"):
         qretrain.load(path)
 
 
@@ -109,7 +118,7 @@ def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
     with h5py.File(path) as f:
-        info = f["tensors/classifier.1.weight/indices"].id.get_chunk_info(0)
+        info = f["data"].id.get_chunk_info(0)
     raw = bytearray(path.read_bytes())
     for i in range(info.byte_offset + 4, info.byte_offset + info.size - 4):
         raw[i] ^= 0x5A
@@ -117,15 +126,15 @@ def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
     with pytest.raises(QretrainFileError, match="fails its SHA-256 seal"):
         qretrain.load(path)
     reseal(path)
-    with pytest.raises(QretrainFileError, match="(fails its checksum|truncated or corrupted)"):
+    with pytest.raises(QretrainFileError, match="(fail their checksum|truncated or corrupted)"):
         qretrain.load(path)
 
 
 def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
-    edit_manifest(path, lambda doc: doc.update(format_version=3))
-    with pytest.raises(QretrainFileError, match="format version 3; this qretrain reads version 2"):
+    edit_manifest(path, lambda doc: doc.update(format_version=2))
+    with pytest.raises(QretrainFileError, match="format version 2; this qretrain reads version 3"):
         qretrain.load(path)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -160,7 +169,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, tiny_vgg, m
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(h5_module, "_write_packed", explode)
+    monkeypatch.setattr(h5_module, "pack_indices", explode)
     with pytest.raises(OSError, match="disk full"):
         qretrain.save(tiny_vgg, path)
     assert path.read_bytes() == old
@@ -193,10 +202,55 @@ def test_paper_layout_stores_float32_and_a_codebook_companion(tmp_path):
     qretrain.cluster_(model, plan)
     qretrain.save(model, tmp_path / "p.h5", layout="paper")
     with h5py.File(tmp_path / "p.h5") as f:
-        assert f["tensors/weight"].dtype == np.float32
-        assert f["tensors/weight.codebook"].shape == (64, 6)
+        (entry,) = read_manifest(f, "test").entries
+        values = f["data"][: 64 * 9 * 4].view("<f4").reshape(64, 9)
+    assert entry.encoding == "raw" and entry.segments() == [("values", 64 * 9 * 4),
+                                                            ("codebook", 64 * 6 * 4)]  # fmt: skip
+    assert np.array_equal(values, model.weight.detach().numpy())
     loaded = qretrain.cluster.clusters_of(qretrain.load(tmp_path / "p.h5", trust_code=True))
     loaded = loaded["weight"]
     original = qretrain.cluster.clusters_of(model)["weight"]
     assert torch.equal(loaded.indices, original.indices)
     assert torch.equal(loaded.codebook, original.codebook)
+
+
+def test_batchnorm_is_stored_folded_with_the_same_outputs(tmp_path, tiny_resnet, images):
+    """Folded: a scale and a shift per channel, running statistics two constants; eval
+    outputs equal up to float rounding. Kept: the four vectors, bit-exact."""
+    with torch.no_grad():  # running statistics a trained net would have
+        for m in tiny_resnet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+    tiny_resnet.eval()
+    expected = tiny_resnet(images)
+    folded = qretrain.save(tiny_resnet, tmp_path / "folded.h5")
+    kept = qretrain.save(tiny_resnet, tmp_path / "kept.h5", fold_batchnorm=False)
+    assert folded.file_bytes < kept.file_bytes
+    doc = manifest_of(tmp_path / "folded.h5")
+    assert tensor_entry(doc, "stem.1.running_mean") == {
+        "name": "stem.1.running_mean", "encoding": "constant", "shape": [4], "dtype": "float32",
+        "value": 0.0}  # fmt: skip
+    assert tensor_entry(doc, "stem.1.running_var")["value"] == pytest.approx(1 - 1e-5)
+    loaded = qretrain.load(tmp_path / "folded.h5", trust_code=True)
+    torch.testing.assert_close(loaded(images), expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(loaded.stem[1].weight, tiny_resnet.stem[1].weight)
+    exact = qretrain.load(tmp_path / "kept.h5", trust_code=True)
+    assert torch.equal(exact(images), expected)
+    for name, tensor in tiny_resnet.state_dict().items():
+        assert torch.equal(exact.state_dict()[name], tensor)
+    # Saving a folded model again folds nothing twice: the same tensors.
+    qretrain.save(loaded, tmp_path / "again.h5")
+    again = qretrain.load(tmp_path / "again.h5", trust_code=True).state_dict()
+    assert all(torch.equal(again[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_folded_batchnorm_refuses_retraining_that_updates_statistics(tmp_path, tiny_resnet,
+                                                                     images):  # fmt: skip
+    qretrain.save(tiny_resnet, tmp_path / "m.h5")
+    student = qretrain.load(tmp_path / "m.h5", trust_code=True)
+    data = torch.utils.data.TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
+    config = qretrain.RetrainConfig(epochs=1, bn_stats="update")
+    with pytest.raises(ValueError, match="'stem.1' .* was saved folded: retrain with bn_stats 'frozen'"):
+        qretrain.retrain(student, tiny_resnet, data, config, progress=False)

@@ -103,14 +103,30 @@ def test_memory_bombs_are_refused_before_anything_is_read(tmp_path, sound_file):
         qretrain.load(sound_file)
     qretrain.save(qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=32),
                   tmp_path / "b.h5")  # fmt: skip
+    bias = 4 * 10  # classifier.7.bias: 10 float32 values
     with h5py.File(tmp_path / "b.h5", "r+") as f:
-        del f["tensors/classifier.7.bias"]
-        f.create_dataset("tensors/classifier.7.bias", shape=(1 << 32,), dtype="float32",
-                         chunks=(1 << 20,), compression="gzip")  # fmt: skip
+        claimed = f["data"].shape[0] - bias + 4 * (1 << 32)
+        del f["data"]
+        f.create_dataset("data", shape=(claimed,), dtype="uint8", chunks=(1 << 20,),
+                         compression="gzip")  # fmt: skip
     edit_manifest(tmp_path / "b.h5",
                   lambda doc: tensor_entry(doc, "classifier.7.bias").update(shape=[1 << 32]))
-    with pytest.raises(QretrainFileError, match="declares 17179869184 bytes but stores 0"):
+    with pytest.raises(QretrainFileError, match=f"declares {claimed} bytes but stores 0"):
         qretrain.load(tmp_path / "b.h5")
+
+
+def test_constants_may_not_claim_more_than_they_store(sound_file):
+    def huge_constant(doc):
+        entry = tensor_entry(doc, "classifier.7.bias")
+        entry.update(encoding="constant", value=0.0, shape=[1 << 40])
+
+    edit_manifest(sound_file, huge_constant)
+    with pytest.raises(QretrainFileError, match="declares 1099511627776 values with none stored"):
+        qretrain.load(sound_file)
+    edit_manifest(sound_file, lambda doc: tensor_entry(doc, "classifier.7.bias").update(
+        shape=[10], value=1e300))  # fmt: skip
+    with pytest.raises(QretrainFileError, match="constant value 1e[+]300 is not a float32"):
+        qretrain.load(sound_file)
 
 
 def test_deep_json_and_bad_contracts_are_refused(sound_file):

@@ -42,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "float32 + gzip",
     )
     parser.add_argument(
+        "--keep-batchnorm",
+        action="store_true",
+        help="store batch norm's four vectors as they are; by default the packed layout "
+        "folds each into a scale and a shift per channel (same eval outputs up to float "
+        "rounding; retrain such a file with --bn-stats frozen)",
+    )
+    parser.add_argument(
         "--method",
         choices=[m.value for m in Method],
         help="default clustering method, overriding the plan's (rules naming one keep it)",
@@ -50,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = CompressSettings(layout=args.layout, method=args.method)
+    settings = CompressSettings(layout=args.layout, method=args.method,
+                                fold_batchnorm=False if args.keep_batchnorm else None)
     output = output_file(args.output, (".h5", ".hdf5"))
     plan = Plan.load(args.plan)
     model = model_from_args(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qretrain._settings import Settings, choice, optional, setting
+from qretrain._settings import Settings, boolean, choice, optional, setting
 from qretrain.cluster.options import Method
 from qretrain.storage import Layout
 
@@ -12,7 +12,10 @@ from qretrain.storage import Layout
 @dataclass(frozen=True)
 class CompressSettings(Settings):
     """``layout``: packed (bit-packed indices + codebooks) or paper (the seed's float32);
-    ``method``: overrides the plan's default method (rules naming one keep it)."""
+    ``method``: overrides the plan's default method (rules naming one keep it);
+    ``fold_batchnorm``: store unclustered batch norm as a scale and a shift per
+    channel (``storage.fold``); by default in the packed layout only."""
 
     layout: Layout = setting(Layout.PACKED, choice(Layout))
+    fold_batchnorm: bool | None = setting(None, optional(boolean))
     method: Method | None = setting(None, optional(choice(Method)))

@@ -31,6 +31,7 @@ from qretrain.retrain.layout import channels_last
 from qretrain.retrain.losses import output_loss
 from qretrain.retrain.split import split_before_trainable
 from qretrain.retrain.trainable import trainable_names
+from qretrain.storage.fold import is_folded
 
 logger = logging.getLogger(__name__)
 MONITOR_MAX = 500  # images held out to monitor agreement when no val_data is given
@@ -220,6 +221,14 @@ def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
             raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
     elif teacher is None:
         raise QretrainError("label-free retraining needs a teacher (the original model)")
+    if config.bn_stats is BNStats.UPDATE:
+        folded = [name for name, m in student.named_modules() if is_folded(m)]
+        if folded:
+            raise QretrainError(
+                f"bn_stats 'update' needs batch norm as trained, but {folded[0]!r} (and "
+                f"{len(folded) - 1} more) was saved folded: retrain with bn_stats 'frozen', "
+                "or compress with fold_batchnorm false"
+            )
     if teacher is not None:
         s, t = student.state_dict(), teacher.state_dict()
         if s.keys() != t.keys() or any(s[k].shape != t[k].shape for k in s):

@@ -1,6 +1,6 @@
-"""Decoding a checked entry's data into a tensor and its clustering.
+"""Decoding a checked entry's bytes into a tensor and its clustering.
 
-``storage.schema`` has checked every declared shape, dtype and size before these
+``storage.schema`` has checked every declared shape, dtype and length before these
 run; here the data itself is checked: each index within its row's values, each
 codebook row ascending and finite, sizes within the codebook.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 
-import h5py
 import numpy as np
 import torch
 
@@ -19,18 +18,56 @@ from qretrain.errors import QretrainFileError
 from qretrain.storage.bitpack import unpack_indices
 from qretrain.storage.schema import EntryMeta
 
+# Every multi-byte value in /data is little-endian.
+_LITTLE = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
+           "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?"}  # fmt: skip
 
-def read_packed(obj: h5py.Group, entry: EntryMeta, label: str) -> ClusteredTensor:
+
+def entry_parts(entry: EntryMeta, data: np.ndarray) -> dict[str, np.ndarray]:
+    """The uint8 slices of ``data`` (all of /data) holding each of the entry's parts."""
+    parts, at = {}, entry.offset
+    for part, n in entry.segments():
+        parts[part] = data[at : at + n]
+        at += n
+    return parts
+
+
+def decode_entry(entry: EntryMeta, data: np.ndarray, label: str):
+    """(tensor, ClusteredTensor or None) of one entry, from all of /data."""
+    parts = entry_parts(entry, data)
+    clustered = None
+    if entry.encoding == "constant":
+        tensor = torch.full(entry.shape, entry.value, dtype=getattr(torch, entry.dtype))
+    elif entry.encoding == "clustered":
+        clustered = _packed(entry, parts, label)
+        tensor = clustered.decode()
+    else:
+        raw = parts["values"]
+        values = raw != 0 if entry.dtype == "bool" else raw.view(_LITTLE[entry.dtype])
+        values = values.astype(entry.dtype)  # a copy, aligned, in native byte order
+        tensor = torch.from_numpy(values).reshape(entry.shape)
+        if entry.cluster is not None:
+            clustered = _from_values(entry, tensor, _codebook(entry, parts), label)
+    return tensor.reshape(entry.shape), clustered
+
+
+def _codebook(entry: EntryMeta, parts: dict[str, np.ndarray]) -> torch.Tensor:
+    values = parts["codebook"].view("<f4").astype(np.float32).reshape(entry.groups,
+                                                                     entry.cluster.width)
+    return torch.from_numpy(values.copy())
+
+
+def _packed(entry: EntryMeta, parts: dict[str, np.ndarray], label: str) -> ClusteredTensor:
     """A packed entry's ClusteredTensor, every index checked against its row."""
-    codebook = torch.from_numpy(np.asarray(obj["codebook"][()], dtype=np.float32))
+    codebook = _codebook(entry, parts)
     cluster = entry.cluster
     if cluster.granularity is Granularity.CHANNEL:
-        sizes = torch.from_numpy(obj["sizes"][()].astype(np.int64))
+        sizes = torch.from_numpy(parts["sizes"].view("<u2").astype(np.int64))
     else:
-        sizes = torch.tensor([entry.width], dtype=torch.int64)
+        sizes = torch.tensor([cluster.width], dtype=torch.int64)
     _check_codebook(codebook, sizes, label)
     if cluster.bits:
-        indices = unpack_indices(np.asarray(obj["indices"][()]), cluster.bits, entry.numel)
+        indices = unpack_indices(parts["indices"], cluster.bits, entry.numel)
     else:
         indices = np.zeros(entry.numel, dtype=np.uint8)
     indices = torch.from_numpy(indices)
@@ -41,11 +78,10 @@ def read_packed(obj: h5py.Group, entry: EntryMeta, label: str) -> ClusteredTenso
                            cluster.method, cluster.granularity, cluster.sq_error)  # fmt: skip
 
 
-def indices_from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: np.ndarray,
-                        label: str) -> ClusteredTensor:  # fmt: skip
+def _from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: torch.Tensor,
+                 label: str) -> ClusteredTensor:  # fmt: skip
     """Rebuild a paper-layout tensor's indices from its values and sorted codebook;
     every value must be one of its row's codebook values."""
-    codebook = torch.from_numpy(np.asarray(codebook, dtype=np.float32))
     sizes = torch.tensor(
         [int(torch.unique_consecutive(row).numel()) for row in codebook], dtype=torch.int64
     )
@@ -65,7 +101,7 @@ def _check_codebook(codebook: torch.Tensor, sizes: torch.Tensor, label: str) -> 
     width = codebook.shape[1]
     if not bool(torch.isfinite(codebook).all()):
         raise QretrainFileError(f"{label}: its codebook holds non-finite values")
-    if bool(((sizes < 1) | (sizes > width)).any()) or int(sizes.max()) != width:
+    if sizes.numel() and (bool(((sizes < 1) | (sizes > width)).any()) or int(sizes.max()) != width):
         raise QretrainFileError(f"{label}: codebook sizes must be in [1, {width}]")
     steps = codebook.diff(dim=1)  # (G, K-1)
     used = torch.arange(width - 1)[None, :] < (sizes[:, None] - 1)
@@ -73,6 +109,16 @@ def _check_codebook(codebook: torch.Tensor, sizes: torch.Tensor, label: str) -> 
         raise QretrainFileError(f"{label}: codebook rows must ascend, then repeat their last value")
 
 
-def tensor_sha256(tensor: torch.Tensor) -> str:
+def tensor_bytes_le(tensor: torch.Tensor) -> bytes:
+    """A tensor's values as /data stores them: C order, little-endian."""
     data = tensor.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(data).cast("B") if data.size else b"").hexdigest()
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return data.astype(_LITTLE[dtype], copy=False).tobytes()
+
+
+def tensors_sha256(tensors) -> str:
+    """SHA-256 over every tensor's little-endian C-order bytes, in order."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor_bytes_le(tensor))
+    return digest.hexdigest()

@@ -1,26 +1,30 @@
 """qretrain model files: HDF5 with gzip, sealed, written atomically, read as untrusted.
 
-Layout of a file (format version 2)::
+Layout of a file (format version 3)::
 
     user block (512 B)    the seal: SHA-256 of the rest of the file (``storage.seal``)
     /manifest             uint8 bytes of one JSON document: format, format_version,
                           layout, qretrain_version, arch {spec, kwargs, contract},
-                          plans, and tensors: per state-dict tensor in order, its
-                          name, encoding, shape, dtype, sha256 (of the decoded
-                          tensor's bytes) and, when clustered, cluster {k, method,
-                          granularity, bits, sq_error}
-    /tensors/<name>       one entry per state-dict tensor:
-        raw tensor        a dataset of its own dtype and shape
-        packed clustered  a group: codebook (G, K) float32, indices (bit-packed uint8;
-                          absent when K = 1), sizes (G,) uint16 when per channel
+                          plans, sha256 (of every decoded tensor), and tensors: per
+                          state-dict tensor in order, its name, encoding (raw,
+                          clustered or constant), shape, dtype and, when clustered,
+                          cluster {k, method, granularity, bits, width, sq_error}
+    /data                 uint8: every tensor's bytes end to end, in manifest order
+        raw tensor        its values, C order, little-endian
+        packed clustered  codebook (G, K) float32, sizes (G,) uint16 when per channel,
+                          bit-packed indices (absent when K = 1)
+        constant          nothing: the manifest holds the one value
+
+One dataset for all tensors keeps HDF5's own metadata to a few kilobytes per file,
+where a dataset per tensor cost ~2.8 KB each (object header, chunk index). Batch
+norm is stored folded by default (``storage.fold``): a scale and a shift per
+channel, its running statistics two constants.
 
 In the ``paper`` layout (the seed's storage) clustered tensors are raw float32
-datasets holding centroid values, with their codebook in a small
-``<name>.codebook`` companion so that loading needs no sort. The file holds no
-HDF5 attributes: all metadata is in the manifest.
+values with their codebook after them, so that loading needs no sort.
 
 Loading trusts nothing in the file: the seal is checked before HDF5 parses it, the
-manifest and every dataset against ``storage.schema`` before any data is read,
+manifest and the data's storage against ``storage.schema`` before any data is read,
 the architecture is built on the meta device and compared with the declared shapes
 before anything is allocated, and the spec resolves only to known architectures
 unless ``trust_code=True``. Every failure is a ``QretrainFileError``.
@@ -29,11 +33,10 @@ unless ``trust_code=True``. Every failure is a ``QretrainFileError``.
 from __future__ import annotations
 
 import enum
-import functools
-import io
 import json
 import logging
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +63,10 @@ from qretrain.models.specs import (
 )
 from qretrain.storage.atomic import atomic_path, commit_pair
 from qretrain.storage.bitpack import pack_indices
-from qretrain.storage.decode import indices_from_values, read_packed, tensor_sha256
+from qretrain.storage.decode import decode_entry, tensor_bytes_le, tensors_sha256
+from qretrain.storage.fold import folded_state
 from qretrain.storage.schema import (
+    DATA,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
@@ -74,6 +79,7 @@ from qretrain.storage.seal import USERBLOCK, check_seal, write_seal
 
 logger = logging.getLogger(__name__)
 GZIP_LEVEL = 4  # level 9 is ~3x slower here for under 1% smaller files
+CHUNK = 1 << 18  # /data's gzip chunks: 256 KiB
 # What parsing a damaged or crafted file can raise inside h5py, numpy and torch; each
 # becomes a QretrainFileError naming the file (the cause stays chained).
 _PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
@@ -90,13 +96,14 @@ class SaveResult:
     path: Path
     file_bytes: int
     layout: Layout
-    tensor_bytes: dict[str, int]  # bytes each tensor takes on disk after gzip
+    tensor_bytes: dict[str, int]  # each tensor's bytes after gzip, compressed on its own
     sha256: str  # the file's seal: sidecar records name it to pair with the file
+    breakdown: dict[str, int]  # file bytes by part: indices, codebooks, unclustered, metadata
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "file_bytes": self.file_bytes,
                 "layout": self.layout.value, "sha256": self.sha256,
-                "tensor_bytes": self.tensor_bytes}  # fmt: skip
+                "breakdown": self.breakdown, "tensor_bytes": self.tensor_bytes}  # fmt: skip
 
     def summary(self) -> str:
         return f"{self.path}: {self.file_bytes:,} bytes, {self.layout.value} layout"
@@ -107,12 +114,16 @@ def save(
     path: str | Path,
     *,
     layout: Layout | str = Layout.PACKED,
+    fold_batchnorm: bool | None = None,
     arch: ArchSpec | str | None = None,
     record: Callable[[SaveResult], dict] | None = None,
     record_path: str | Path | None = None,
 ) -> SaveResult:
     """Write ``model`` (clustered or not) to ``path`` atomically.
 
+    ``fold_batchnorm`` (default: in the packed layout) stores each unclustered batch
+    norm as a scale and a shift per channel (``storage.fold``): eval outputs equal up
+    to float rounding, and the loaded model's running statistics are 0 and 1 - eps.
     ``arch`` says how to rebuild the architecture; by default the one recorded when
     the model was built by qretrain, or an importable no-argument class. It must
     rebuild a model whose state dict fits this one, or save refuses.
@@ -125,9 +136,11 @@ def save(
     arch = _arch_for(model, arch)
     path = Path(path)
     with atomic_path(path) as tmp:
-        tensor_bytes = _write_file(tmp, model, arch, layout)
+        written = _write_file(tmp, model, arch, layout, fold_batchnorm)
         sha = write_seal(tmp)
-        result = SaveResult(path, tmp.stat().st_size, layout, tensor_bytes, sha)
+        size = tmp.stat().st_size
+        breakdown = {**written.parts, "metadata": size - sum(written.parts.values())}
+        result = SaveResult(path, size, layout, written.tensor_bytes, sha, breakdown)
         if record is not None:
             sidecar = {**record(result), "file_sha256": sha}
             sidecar_path = Path(record_path) if record_path else path.with_suffix(".json")
@@ -135,9 +148,10 @@ def save(
     return result
 
 
-def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED) -> int:
+def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED,
+               fold_batchnorm: bool | None = None) -> int:  # fmt: skip
     """The bytes ``save`` would write for ``model``, measured by writing it to a
-    temporary file (HDF5 lays a file out differently in memory: ~0.3% smaller).
+    temporary file.
 
     Needs no rebuildable architecture (the size differs from a saved file's by the
     length of the arch spec's JSON at most).
@@ -146,35 +160,57 @@ def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED) -> int:
     arch = get_arch(model) or ArchSpec(type(model).__name__)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "size.h5"
-        _write_file(path, model, arch, layout)
+        _write_file(path, model, arch, layout, fold_batchnorm)
         return path.stat().st_size
 
 
-def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout) -> dict[str, int]:
-    """Write the HDF5 file at ``target``; returns each tensor's stored bytes."""
+@dataclass(frozen=True)
+class _Written:
+    tensor_bytes: dict[str, int]  # per tensor, gzip on its own
+    parts: dict[str, int]  # /data's stored bytes split by part, in proportion
+
+
+def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
+                fold_batchnorm: bool | None) -> _Written:  # fmt: skip
+    """Write the HDF5 file at ``target``."""
     clusters = clusters_of(model)
     state = model.state_dict()
-    tensor_bytes = {}
+    if fold_batchnorm if fold_batchnorm is not None else layout is Layout.PACKED:
+        state = folded_state(model, state, keep=set(clusters))
+    encoded = [_encode(name, tensor, clusters.get(name), layout) for name, tensor in state.items()]
+    payload = b"".join(b for _, segments in encoded for _, b in segments)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "layout": layout.value,
+        "qretrain_version": __version__,
+        "arch": arch.to_dict(),
+        "plans": plans_of(model),
+        "sha256": tensors_sha256(state.values()),
+        "tensors": [entry.to_dict() for entry, _ in encoded],
+    }
     with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
-        tensors = f.create_group("tensors")
-        entries = [_write_entry(tensors, name, tensor, clusters.get(name), layout)
-                   for name, tensor in state.items()]  # fmt: skip
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "layout": layout.value,
-            "qretrain_version": __version__,
-            "arch": arch.to_dict(),
-            "plans": plans_of(model),
-            "tensors": [entry.to_dict() for entry in entries],
-        }
         _dataset(f, MANIFEST, np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8))
+        data = _dataset(f, DATA, np.frombuffer(payload, dtype=np.uint8))
         f.flush()
-        for name in state:
-            tensor_bytes[name] = _stored_bytes(tensors[name])
-            if f"{name}.codebook" in tensors:
-                tensor_bytes[name] += _stored_bytes(tensors[f"{name}.codebook"])
-    return tensor_bytes
+        stored = data.id.get_storage_size()
+    tensor_bytes, raw_parts = {}, {"indices": 0, "codebooks": 0, "unclustered": 0}
+    for entry, segments in encoded:
+        tensor_bytes[entry.name] = sum(_gzip_bytes(b) for _, b in segments)
+        for part, b in segments:
+            raw_parts[_PART_OF[part]] += len(b)
+    # The parts share /data's gzip: split its stored bytes in proportion to each's size.
+    total = max(1, len(payload))
+    parts = {part: round(stored * n / total) for part, n in raw_parts.items()}
+    return _Written(tensor_bytes, parts)
+
+
+_PART_OF = {"values": "unclustered", "codebook": "codebooks", "sizes": "codebooks",
+            "indices": "indices"}  # fmt: skip
+
+
+def _gzip_bytes(data: bytes) -> int:
+    return len(zlib.compress(data, GZIP_LEVEL)) if data else 0
 
 
 @register_file_loader(".h5", ".hdf5")
@@ -196,7 +232,8 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu",
         with h5py.File(path, "r") as f:
             manifest = read_manifest(f, where)
             make = _architecture(manifest, where, trust_code)
-            state, clusters = _decode(f["tensors"], manifest, where)
+            data = np.asarray(f[DATA][()])
+        state, clusters = _decode(data, manifest, where)
     except QretrainFileError:
         raise
     except _PARSE_ERRORS as e:
@@ -252,26 +289,15 @@ def _file_errors(make: Callable[[], nn.Module], where: str) -> Callable[[], nn.M
     return build
 
 
-def _decode(tensors: h5py.Group, manifest: Manifest, where: str):
+def _decode(data: np.ndarray, manifest: Manifest, where: str):
     state, clusters = {}, {}
     for entry in manifest.entries:
-        obj = tensors[entry.name]
-        label = f"{where}: tensor {entry.name!r}"
-        if entry.encoding == "clustered":
-            clustered = read_packed(obj, entry, label)
-            tensor = clustered.decode()
-        else:
-            tensor = torch.from_numpy(np.asarray(obj[()]).copy())
-            clustered = None
-            if entry.cluster is not None:
-                codebook = tensors[f"{entry.name}.codebook"][()]
-                clustered = indices_from_values(entry, tensor, codebook, label)
-        tensor = tensor.to(getattr(torch, entry.dtype)).reshape(entry.shape)
-        if tensor_sha256(tensor) != entry.sha256:
-            raise QretrainFileError(f"{label} fails its checksum (corrupted file)")
+        tensor, clustered = decode_entry(entry, data, f"{where}: tensor {entry.name!r}")
         state[entry.name] = tensor
         if clustered is not None:
             clusters[entry.name] = clustered
+    if tensors_sha256(state.values()) != manifest.sha256:
+        raise QretrainFileError(f"{where}: its tensors fail their checksum (corrupted file)")
     return state, clusters
 
 
@@ -312,24 +338,50 @@ def _arch_for(model: nn.Module, arch: ArchSpec | str | None) -> ArchSpec:
     return arch
 
 
-def _write_entry(group: h5py.Group, name: str, tensor: torch.Tensor,
-                 clustered: ClusteredTensor | None, layout: Layout) -> EntryMeta:  # fmt: skip
-    """One state-dict tensor's entry (and paper-layout codebook companion)."""
+def _encode(name: str, tensor: torch.Tensor, clustered: ClusteredTensor | None,
+            layout: Layout) -> tuple[EntryMeta, list[tuple[str, bytes]]]:  # fmt: skip
+    """One state-dict tensor's manifest entry and its parts' bytes for /data."""
     tensor = tensor.detach().cpu().contiguous()
-    cluster = None
-    if clustered is not None:
-        _check_still_clustered(name, tensor, clustered)
-        cluster = ClusterMeta(clustered.k, clustered.method, clustered.granularity,
-                              clustered.bits, clustered.sq_error)  # fmt: skip
-    if clustered is not None and layout is Layout.PACKED:
-        _write_packed(group, name, clustered)
-    else:
-        _dataset(group, name, tensor.numpy())
-        if clustered is not None:
-            _dataset(group, f"{name}.codebook", clustered.codebook.numpy())
-    encoding = "clustered" if clustered is not None and layout is Layout.PACKED else "raw"
     dtype = str(tensor.dtype).removeprefix("torch.")
-    return EntryMeta(name, encoding, tuple(tensor.shape), dtype, tensor_sha256(tensor), cluster)
+    shape = tuple(tensor.shape)
+    if clustered is None:
+        value = _constant_value(tensor)
+        if value is not None:
+            return EntryMeta(name, "constant", shape, dtype, value=value), []
+        return EntryMeta(name, "raw", shape, dtype), [("values", tensor_bytes_le(tensor))]
+    _check_still_clustered(name, tensor, clustered)
+    cluster = ClusterMeta(clustered.k, clustered.method, clustered.granularity,
+                          clustered.bits, clustered.sq_error, clustered.codebook.shape[1])  # fmt: skip
+    codebook = ("codebook", tensor_bytes_le(clustered.codebook))
+    if layout is Layout.PAPER:
+        return EntryMeta(name, "raw", shape, dtype, cluster), [("values", tensor_bytes_le(tensor)),
+                                                               codebook]  # fmt: skip
+    segments = [codebook]
+    if clustered.granularity is Granularity.CHANNEL:
+        segments.append(("sizes", clustered.sizes.numpy().astype("<u2").tobytes()))
+    if clustered.bits:
+        packed = pack_indices(clustered.indices.numpy().reshape(-1), clustered.bits)
+        segments.append(("indices", packed.tobytes()))
+    return EntryMeta(name, "clustered", shape, dtype, cluster), segments
+
+
+def _constant_value(tensor: torch.Tensor) -> float | int | bool | None:
+    """The one value of a tensor whose elements are all bit-identical and finite."""
+    if tensor.numel() == 0:
+        return None
+    flat = tensor.reshape(-1)
+    first = flat[:1]
+    if tensor.dtype.is_floating_point:
+        if not bool(torch.isfinite(first).all()):
+            return None
+        same = torch.equal(flat.view(_INT_OF[tensor.dtype]),
+                           first.view(_INT_OF[tensor.dtype]).expand_as(flat))  # fmt: skip
+    else:
+        same = bool((flat == first).all())
+    return first.item() if same else None
+
+
+_INT_OF = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16}
 
 
 def entry_file_bytes(
@@ -338,30 +390,16 @@ def entry_file_bytes(
     clustered: ClusteredTensor | None = None,
     layout: Layout | str = Layout.PACKED,
 ) -> int:
-    """Bytes one tensor's entry adds to a model file, measured by writing it in memory
-    with the code ``save`` uses (gzip included, so the figure depends on the values).
+    """Bytes one tensor's entry adds to a model file: its parts after gzip, plus its
+    manifest entry's JSON (the figure depends on the values).
 
     ``tensor`` must hold ``clustered``'s values when that is given. Entries of a file
     are independent, so a file's size changes by the difference of two such figures
-    when one tensor is clustered (up to HDF5's metadata rounding, a few hundred bytes).
+    when one tensor is clustered (up to gzip's chunking, a few bytes per tensor).
     """
     layout = parse_enum(Layout, layout, "layout")
-    meta = []
-    entry = _memory_file_bytes(lambda g: meta.append(_write_entry(g, name, tensor, clustered,
-                                                                  layout)))  # fmt: skip
-    return entry - _empty_file_bytes() + len(json.dumps(meta[0].to_dict())) + 2
-
-
-@functools.cache
-def _empty_file_bytes() -> int:
-    return _memory_file_bytes(lambda g: [])
-
-
-def _memory_file_bytes(write) -> int:
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        write(f.create_group("tensors"))
-    return buffer.getbuffer().nbytes
+    entry, segments = _encode(name, tensor, clustered, layout)
+    return sum(_gzip_bytes(b) for _, b in segments) + len(json.dumps(entry.to_dict())) + 2
 
 
 def _check_still_clustered(name: str, tensor: torch.Tensor, clustered: ClusteredTensor) -> None:
@@ -373,25 +411,9 @@ def _check_still_clustered(name: str, tensor: torch.Tensor, clustered: Clustered
 
 
 def _dataset(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
-    """gzip on every dataset that HDF5 can chunk (not scalars or empty ones), no shuffle."""
-    if data.ndim == 0 or data.size == 0:
+    """gzip on every dataset that HDF5 can chunk (not empty ones), no shuffle."""
+    if data.size == 0:
         return group.create_dataset(name, data=data)
-    return group.create_dataset(
-        name, data=data, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=False
-    )
-
-
-def _write_packed(group: h5py.Group, name: str, clustered: ClusteredTensor) -> None:
-    entry = group.create_group(name)
-    _dataset(entry, "codebook", clustered.codebook.numpy())
-    if clustered.granularity is Granularity.CHANNEL:
-        _dataset(entry, "sizes", clustered.sizes.numpy().astype(np.uint16))
-    if clustered.bits:
-        packed = pack_indices(clustered.indices.numpy().reshape(-1), clustered.bits)
-        _dataset(entry, "indices", packed)
-
-
-def _stored_bytes(entry: h5py.HLObject) -> int:
-    if isinstance(entry, h5py.Dataset):
-        return entry.id.get_storage_size()
-    return sum(_stored_bytes(entry[key]) for key in entry)
+    return group.create_dataset(name, data=data, chunks=(min(data.size, CHUNK),),
+                                compression="gzip", compression_opts=GZIP_LEVEL,
+                                shuffle=False)  # fmt: skip

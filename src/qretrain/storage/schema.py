@@ -2,11 +2,14 @@
 
 All metadata of a file lives in one JSON document, the ``/manifest`` dataset (uint8
 bytes of UTF-8 JSON): no HDF5 attributes and no variable-length strings, whose
-global-heap reads are where crafted files crash or stall libhdf5. ``read_manifest``
-parses it, checks every field against the format and every dataset it names for the
-storage HDF5 gives it (only gzip, no external or virtual storage, the declared
-dtype and shape) and for a declared size the stored bytes could hold after gzip,
-so a file claiming gigabytes in a few kilobytes is refused before decompressing.
+global-heap reads are where crafted files crash or stall libhdf5. Every tensor's
+bytes lie end to end in the one ``/data`` dataset, in manifest order; each entry's
+length follows from its declared shape, dtype and clustering, so the manifest names
+no offsets that could disagree. ``read_manifest`` parses the manifest, checks every
+field against the format, and checks ``/data`` for the storage HDF5 gives it (only
+gzip, no external or virtual storage, exactly the declared length) and for a length
+the stored bytes could hold after gzip, so a file claiming gigabytes in a few
+kilobytes is refused before decompressing.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from qretrain.models.specs import ArchSpec, parse_json
 from qretrain.storage.bitpack import packed_size
 
 FORMAT = "qretrain"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest"
+DATA = "data"
 ROOT_KEYS = {"format", "format_version", "layout", "arch", "plans", "qretrain_version",
-             "tensors"}  # fmt: skip
-ENTRY_KEYS = {"name", "encoding", "shape", "dtype", "sha256"}
-CLUSTER_KEYS = {"k", "method", "granularity", "bits", "sq_error"}
+             "tensors", "sha256"}  # fmt: skip
+ENTRY_KEYS = {"name", "encoding", "shape", "dtype"}
+CLUSTER_KEYS = {"k", "method", "granularity", "bits", "width", "sq_error"}
+ENCODINGS = ("raw", "clustered", "constant")
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_DIMS = 8
 MAX_TENSORS = 1 << 16
@@ -40,8 +45,8 @@ MAX_MANIFEST_BYTES = 64 << 20
 # would need more than this is refused unread.
 GZIP_RATIO = 1100
 GZIP_SLACK = 4096
-# A k = 1 tensor stores no indices at all; cap the values it may declare.
-MAX_VALUES_WITHOUT_INDICES = 1 << 26
+# Tensors that store no bytes per value (k = 1, constants): cap what they may declare.
+MAX_VALUES_WITHOUT_DATA = 1 << 26
 _SHA = re.compile(r"[0-9a-f]{64}")
 
 
@@ -52,34 +57,59 @@ class ClusterMeta:
     granularity: Granularity
     bits: int
     sq_error: float
+    width: int = 0  # codebook columns K: values in use in the fullest row
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "method": self.method.value, "bits": self.bits,
-                "granularity": self.granularity.value, "sq_error": self.sq_error}  # fmt: skip
+                "width": self.width, "granularity": self.granularity.value,
+                "sq_error": self.sq_error}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EntryMeta:
-    """One state-dict tensor as the manifest declares it."""
+    """One state-dict tensor as the manifest declares it, and where its bytes lie."""
 
     name: str
-    encoding: str  # "raw" | "clustered"
+    encoding: str  # "raw" | "clustered" | "constant"
     shape: tuple[int, ...]
     dtype: str
-    sha256: str
-    cluster: ClusterMeta | None  # clustered, or raw with a paper-layout codebook
-    groups: int = 1  # codebook rows (G)
-    width: int = 0  # codebook columns (K)
+    cluster: ClusterMeta | None = None  # clustered, or raw with a paper-layout codebook
+    value: float | int | bool | None = None  # every element of a constant tensor
+    offset: int = 0  # of its first byte in /data (set by read_manifest)
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def groups(self) -> int:
+        """Codebook rows G: 1 per tensor, or the first dimension per channel."""
+        channel = self.cluster is not None and self.cluster.granularity is Granularity.CHANNEL
+        return self.shape[0] if channel else 1
+
+    def segments(self) -> list[tuple[str, int]]:
+        """(part, bytes) in the order they lie in /data."""
+        if self.encoding == "constant":
+            return []
+        c = self.cluster
+        codebook = [("codebook", self.groups * c.width * 4)] if c is not None else []
+        if self.encoding == "raw":
+            return [("values", self.numel * np.dtype(self.dtype).itemsize), *codebook]
+        sizes = [("sizes", self.groups * 2)] if c.granularity is Granularity.CHANNEL else []
+        indices = [("indices", packed_size(self.numel, c.bits))] if c.bits else []
+        return [*codebook, *sizes, *indices]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _, n in self.segments())
+
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "encoding": self.encoding, "shape": list(self.shape),
-             "dtype": self.dtype, "sha256": self.sha256}  # fmt: skip
+             "dtype": self.dtype}  # fmt: skip
         if self.cluster is not None:
             d["cluster"] = self.cluster.to_dict()
+        if self.encoding == "constant":
+            d["value"] = self.value
         return d
 
 
@@ -88,16 +118,18 @@ class Manifest:
     layout: str
     arch: ArchSpec
     plans: list[dict[str, Any]]
-    entries: list[EntryMeta]  # state-dict order
+    entries: list[EntryMeta]  # state-dict order, offsets set
+    sha256: str  # of every decoded tensor's bytes, in order
+    data_bytes: int  # the length of /data
 
 
 def read_manifest(f: h5py.File, where: str) -> Manifest:
-    """Parse and check ``f``'s manifest and the datasets it names; QretrainFileError
+    """Parse and check ``f``'s manifest and its data's storage; QretrainFileError
     names the first problem."""
-    if set(f) != {MANIFEST, "tensors"}:
+    if set(f) != {MANIFEST, DATA}:
         if MANIFEST not in f:
             raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
-        raise QretrainFileError(f"{where}: the file must hold 'manifest' and 'tensors' only")
+        raise QretrainFileError(f"{where}: the file must hold 'manifest' and 'data' only")
     data = _member(f, MANIFEST, where)
     if not isinstance(data, h5py.Dataset) or data.ndim != 1:
         raise QretrainFileError(f"{where}: 'manifest' must be a 1-D dataset")
@@ -109,16 +141,16 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
         doc = parse_json(text, "manifest")
     except (UnicodeDecodeError, ValueError) as e:
         raise QretrainFileError(f"{where}: its manifest is not JSON ({e})") from None
+    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("format_version") != FORMAT_VERSION:
+        raise QretrainFileError(
+            f"{where} has format version {doc.get('format_version')!r}; this qretrain reads "
+            f"version {FORMAT_VERSION} only (docs/FORMAT.md, 'Versions')"
+        )
     if not isinstance(doc, dict) or set(doc) != ROOT_KEYS:
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise QretrainFileError(f"{where}: the manifest must have keys {sorted(ROOT_KEYS)}; got {got}")
     if doc["format"] != FORMAT:
         raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
-    if doc["format_version"] != FORMAT_VERSION:
-        raise QretrainFileError(
-            f"{where} has format version {doc['format_version']!r}; this qretrain reads "
-            f"version {FORMAT_VERSION} only"
-        )
     layout = doc["layout"]
     if layout not in ("packed", "paper"):
         raise QretrainFileError(f"{where}: layout must be packed or paper; got {layout!r}")
@@ -126,106 +158,86 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
         arch = ArchSpec.from_dict(doc["arch"])
     except ValueError as e:
         raise QretrainFileError(f"{where}: {e}") from None
-    plans, entries = doc["plans"], doc["tensors"]
+    plans, entries, sha = doc["plans"], doc["tensors"], doc["sha256"]
     if not isinstance(plans, list) or not all(isinstance(p, dict) for p in plans):
         raise QretrainFileError(f"{where}: plans must be a list of objects")
     if not isinstance(entries, list) or len(entries) > MAX_TENSORS:
         raise QretrainFileError(f"{where}: tensors must be a list of at most {MAX_TENSORS}")
-    tensors = _member(f, "tensors", where)
-    if not isinstance(tensors, h5py.Group):
-        raise QretrainFileError(f"{where}: 'tensors' must be a group")
-    metas = [_entry(tensors, d, layout, where) for d in entries]
+    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+        raise QretrainFileError(f"{where}: sha256 must be 64 hex digits")
+    metas, offset = [], 0
+    for d in entries:
+        meta = _entry(d, layout, where)
+        metas.append(EntryMeta(meta.name, meta.encoding, meta.shape, meta.dtype,
+                               meta.cluster, meta.value, offset))  # fmt: skip
+        offset += meta.nbytes
     names = [m.name for m in metas]
-    expected = set(names) | {f"{m.name}.codebook" for m in metas if m.encoding == "raw" and m.cluster}
-    if len(set(names)) != len(names) or set(tensors) != expected:
-        extra = sorted(set(tensors) ^ expected)
-        raise QretrainFileError(f"{where}: 'tensors' and the manifest disagree on {extra[:3]}")
-    return Manifest(layout, arch, plans, metas)
+    if len(set(names)) != len(names):
+        raise QretrainFileError(f"{where}: the manifest names a tensor twice")
+    _check_dataset(_member(f, DATA, where), where, "uint8", (offset,))
+    return Manifest(layout, arch, plans, metas, sha, offset)
 
 
-def _entry(tensors: h5py.Group, d: Any, layout: str, where: str) -> EntryMeta:
+def _entry(d: Any, layout: str, where: str) -> EntryMeta:
     if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
         raise QretrainFileError(f"{where}: every manifest tensor needs a name")
     name = d["name"]
     label = f"{where}: tensor {name!r}"
-    keys = ENTRY_KEYS | ({"cluster"} if "cluster" in d else set())
+    encoding, dtype = d.get("encoding"), d.get("dtype")
+    if encoding not in ENCODINGS or (encoding == "clustered" and layout != "packed"):
+        raise QretrainFileError(f"{label} has encoding {encoding!r} in a {layout} file")
+    keys = ENTRY_KEYS | ({"cluster"} if encoding == "clustered" or "cluster" in d else set())
+    keys |= {"value"} if encoding == "constant" else set()
     if set(d) != keys:
         raise QretrainFileError(f"{label}: manifest keys {sorted(d)}; expected {sorted(keys)}")
-    encoding, dtype, sha = d["encoding"], d["dtype"], d["sha256"]
-    clustered = encoding == "clustered"
-    if encoding not in ("raw", "clustered") or (clustered and layout != "packed"):
-        raise QretrainFileError(f"{label} has encoding {encoding!r} in a {layout} file")
-    cluster = _cluster(d["cluster"], label) if "cluster" in d else None
-    if clustered and cluster is None:
-        raise QretrainFileError(f"{label}: a clustered tensor needs its cluster fields")
+    if encoding == "constant" and "cluster" in d:
+        raise QretrainFileError(f"{label}: a constant tensor has no cluster fields")
     shape = _shape(d["shape"], label)
+    cluster = _cluster(d["cluster"], shape, label) if "cluster" in d else None
     if dtype not in DTYPES or (cluster is not None and dtype != "float32"):
         raise QretrainFileError(f"{label}: dtype {dtype!r} is not allowed here")
-    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
-        raise QretrainFileError(f"{label}: sha256 must be 64 hex digits")
-    obj = _member(tensors, name, label)
-    if cluster is None:
-        _check_dataset(obj, label, dtype, shape)
-        return EntryMeta(name, encoding, shape, dtype, sha, None)
-    if clustered:
-        if not isinstance(obj, h5py.Group):
-            raise QretrainFileError(f"{label}: a clustered entry must be a group")
-        codebook = _member(obj, "codebook", label)
-        expected = {"codebook"} | ({"sizes"} if cluster.granularity is Granularity.CHANNEL else set())
-        expected |= {"indices"} if cluster.bits else set()
-        if set(obj) != expected:
-            raise QretrainFileError(f"{label} must hold exactly {sorted(expected)}")
-    else:
-        _check_dataset(obj, label, dtype, shape)
-        codebook = _member(tensors, f"{name}.codebook", label)
-    groups, width = _codebook_shape(codebook, cluster, shape, label)
-    _check_dataset(codebook, label, "float32", (groups, width))
-    if clustered:
-        if cluster.granularity is Granularity.CHANNEL:
-            _check_dataset(_member(obj, "sizes", label), label, "uint16", (groups,))
-        n = math.prod(shape)
-        if cluster.bits:
-            indices = _member(obj, "indices", label)
-            _check_dataset(indices, label, "uint8", (packed_size(n, cluster.bits),))
-        elif n > MAX_VALUES_WITHOUT_INDICES:
-            raise QretrainFileError(f"{label} declares {n} values with no indices stored")
-    return EntryMeta(name, encoding, shape, dtype, sha, cluster, groups, width)
+    n = math.prod(shape)
+    stores_nothing = encoding == "constant" or (encoding == "clustered" and not cluster.bits)
+    if stores_nothing and n > MAX_VALUES_WITHOUT_DATA:
+        raise QretrainFileError(f"{label} declares {n} values with none stored")
+    value = _constant(d["value"], dtype, label) if encoding == "constant" else None
+    return EntryMeta(name, encoding, shape, dtype, cluster, value)
 
 
-def _cluster(d: Any, label: str) -> ClusterMeta:
+def _cluster(d: Any, shape: tuple[int, ...], label: str) -> ClusterMeta:
     if not isinstance(d, dict) or set(d) != CLUSTER_KEYS:
         raise QretrainFileError(f"{label}: cluster fields must be {sorted(CLUSTER_KEYS)}")
     try:
         method, granularity = Method(d["method"]), Granularity(d["granularity"])
     except ValueError as e:
         raise QretrainFileError(f"{label}: {e}") from None
-    k, bits, sq_error = d["k"], d["bits"], d["sq_error"]
+    k, bits, width, sq_error = d["k"], d["bits"], d["width"], d["sq_error"]
     if not _is_int(k) or not 1 <= k <= MAX_K:
         raise QretrainFileError(f"{label}: k must be an int in [1, {MAX_K}]; got {k!r}")
-    if not _is_int(bits):
-        raise QretrainFileError(f"{label}: bits must be an int; got {bits!r}")
+    if not _is_int(width) or not _is_int(bits) or not 1 <= width <= k or bits != index_bits(width):
+        raise QretrainFileError(f"{label}: codebook width {width!r}, k {k} and bits {bits!r} disagree")
     if isinstance(sq_error, bool) or not isinstance(sq_error, (int, float)) or not (
         math.isfinite(sq_error) and sq_error >= 0
     ):
         raise QretrainFileError(f"{label}: sq_error must be finite and >= 0; got {sq_error!r}")
-    return ClusterMeta(k, method, granularity, bits, float(sq_error))
+    if granularity is Granularity.CHANNEL and len(shape) < 2:
+        raise QretrainFileError(f"{label}: channel granularity needs 2 or more dimensions")
+    return ClusterMeta(k, method, granularity, bits, float(sq_error), width)
 
 
-def _codebook_shape(codebook, cluster: ClusterMeta, shape, label: str) -> tuple[int, int]:
-    if not isinstance(codebook, h5py.Dataset) or codebook.ndim != 2:
-        raise QretrainFileError(f"{label}: its codebook must be a (G, K) dataset")
-    groups, width = (int(d) for d in codebook.shape)
-    channel = cluster.granularity is Granularity.CHANNEL
-    if channel and (len(shape) < 2 or groups != shape[0]) or not channel and groups != 1:
-        raise QretrainFileError(
-            f"{label}: {groups} codebook rows do not fit {cluster.granularity.value} "
-            f"granularity of shape {list(shape)}"
-        )
-    if not 1 <= width <= cluster.k or cluster.bits != index_bits(width):
-        raise QretrainFileError(
-            f"{label}: codebook width {width}, k {cluster.k} and bits {cluster.bits} disagree"
-        )
-    return groups, width
+def _constant(value: Any, dtype: str, label: str) -> float | int | bool:
+    """A constant's JSON value, representable in its dtype."""
+    if dtype == "bool":
+        if isinstance(value, bool):
+            return value
+    elif np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        if _is_int(value) and info.min <= value <= info.max:
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if abs(value) <= float(np.finfo(dtype).max):
+            return value
+    raise QretrainFileError(f"{label}: constant value {value!r} is not a {dtype}")
 
 
 def _check_dataset(obj, label: str, dtype: str, shape: tuple[int, ...]) -> None:

@@ -20,7 +20,7 @@ from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.models import get_arch, load_model
 from qretrain.models.selector import SYNTAX
-from qretrain.retrain import BNStats, Loss, RetrainConfig, retrain
+from qretrain.retrain import BNStats, Loss, Objective, RetrainConfig, block_checkpoint, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
 from qretrain.storage import load, save
 
@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "match the teacher's on D (no labels needed), or with --labels by cross-entropy "
         "on D's labels (conventional retraining). Clustered tensors stay on their "
         "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
-        "run record and a checkpoint OUT.ckpt after every epoch. Under torchrun "
+        "run record and a checkpoint OUT.ckpt after every epoch (OUT.blocks.ckpt after every "
+        "pass over a block). Under torchrun "
         "(torchrun --nproc-per-node N -m qretrain retrain ...) each process trains on "
         "its shard of D with DistributedDataParallel (gloo on cpu, nccl on cuda; "
         "--batch-size is per process) and rank 0 writes the files. ",
@@ -61,6 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", choices=[x.value for x in Loss if x is not Loss.CE],
                         default=DEFAULTS.loss.value, help="between output vectors (default kl)")
     parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    parser.add_argument("--objective", choices=[x.value for x in Objective],
+                        default=DEFAULTS.objective.value,
+                        help="output: match the teacher's outputs (the seed's, default); "
+                        "blocks: reconstruct each block's output in turn, --block-epochs "
+                        "passes each; blocks+output: blocks, then --epochs of output matching")
+    parser.add_argument("--block-epochs", type=int, default=DEFAULTS.block_epochs,
+                        help=f"passes over D per block (default {DEFAULTS.block_epochs})")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -94,6 +102,7 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
         labels=args.labels, tune_centroids=args.tune_centroids, seed=args.seed,
+        objective=args.objective, block_epochs=args.block_epochs,
     )  # fmt: skip  (checked before anything is loaded)
     output = output_file(args.output, (".h5",))
     if not args.labels and not args.teacher:
@@ -121,8 +130,9 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
              "val_data": val.describe() if val else None}  # fmt: skip
     save(result.model.cpu(), output,
          record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record})
-    if not args.keep_checkpoint:
-        output.with_suffix(".ckpt").unlink(missing_ok=True)  # the run is complete
+    if not args.keep_checkpoint:  # the run is complete
+        output.with_suffix(".ckpt").unlink(missing_ok=True)
+        block_checkpoint(output.with_suffix(".ckpt")).unlink(missing_ok=True)
     print(result.summary())
     print(f"wrote {output} and {output.with_suffix('.json')}")
     return 0

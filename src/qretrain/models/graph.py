@@ -70,6 +70,47 @@ class Graph:
         return fx.GraphModule(self.traced, graph)
 
 
+    def tensor_frontier(self, boundary: int) -> list[fx.Node] | None:
+        """The frontier at ``boundary`` without the input's batch size (``x.size(0)``,
+        which a segment recomputes from its own input), or None if one of those
+        is the input itself."""
+        rest = [n for n in self.frontier(boundary) if not _batch_size(n)]
+        return None if any(n.op == "placeholder" for n in rest) else rest
+
+    def block(self, start: int, stop: int | None) -> fx.GraphModule:
+        """Nodes [start, stop) between two cuts where one tensor crosses
+        (``tensor_frontier`` of one node): a module from that tensor to the next cut's
+        tensor, or to the model's output when ``stop`` is None. The input's batch
+        size, where the model reads it, is taken from the block's own input."""
+        end = len(self.nodes) if stop is None else stop
+        if start <= self.inputs:  # the first block reads the model's (one) input
+            (crossing,) = [n for n in self.nodes if n.op == "placeholder"]
+        else:
+            (crossing,) = self.tensor_frontier(start)
+        graph = fx.Graph()
+        env = {crossing: graph.placeholder("x")}
+        for n in self.frontier(start):
+            if _batch_size(n):
+                env[n] = graph.call_method("size", (env[crossing], 0))
+        for n in self.nodes[:start]:  # parameter reads the block needs
+            if n.op == "get_attr" and any(start <= self._position[u] < end for u in n.users):
+                env[n] = graph.node_copy(n, lambda a: env[a])
+        for n in self.nodes[start:end]:
+            if n.op == "output" and stop is not None:
+                continue
+            env[n] = graph.node_copy(n, lambda a: env[a])
+        if stop is not None:
+            (out,) = self.tensor_frontier(stop)
+            graph.output(env[out])
+        return fx.GraphModule(self.traced, graph)
+
+
+def _batch_size(n: fx.Node) -> bool:
+    """``x.size(0)`` of the model's input: the batch size."""
+    return (n.op == "call_method" and n.target == "size" and len(n.args) == 2
+            and getattr(n.args[0], "op", None) == "placeholder" and n.args[1] == 0)  # fmt: skip
+
+
 def calls_module(modules: set[str]) -> Callable[[fx.Node], bool]:
     """A ``touches`` test: the node calls one of ``modules`` (or a submodule) or reads
     one of their tensors."""

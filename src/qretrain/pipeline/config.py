@@ -18,7 +18,7 @@ keys (every key optional unless marked; unknown keys are errors naming the key):
     analyze: AnalyzeSettings         # {ks, kinds, unit, select, method, seed, batch_size,
                                      #  precision}; absent with plan.file
     plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size}
-    compress: CompressSettings       # {layout, method}
+    compress: CompressSettings       # {layout, method, fold_batchnorm}
     retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
     evaluate: EvaluateSettings       # {batch_size}
     device: cpu                      # cpu, cuda or cuda:N, checked against the machine
@@ -45,8 +45,8 @@ TOP_KEYS = ("output", "model", "model_args", "weights", "data", "analyze", "plan
             "compress", "retrain", "evaluate", "device")  # fmt: skip
 DATA_NAMES = ("analyze", "verify", "retrain", "evaluate", "far_off", "guard")
 # What a run's retrain section may set: labels and caching are the pipeline's own.
-RETRAIN_KEYS = ("epochs", "batch_size", "lr", "loss", "temperature", "trainable", "bn_stats",
-                "tune_centroids", "seed")  # fmt: skip
+RETRAIN_KEYS = ("objective", "block_epochs", "epochs", "batch_size", "lr", "loss", "temperature",
+                "trainable", "bn_stats", "tune_centroids", "seed")  # fmt: skip
 
 
 class ConfigError(SettingsError):

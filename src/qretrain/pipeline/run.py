@@ -30,7 +30,7 @@ from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
 from qretrain.plan import Plan
 from qretrain.planner.auto import auto_plan
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
-from qretrain.retrain import retrain
+from qretrain.retrain import Objective, block_checkpoint, retrain
 from qretrain.storage import (
     file_sha256,
     folder_lock,
@@ -155,7 +155,9 @@ def _compress(config: RunConfig, model: nn.Module, out: Path) -> None:
 def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
              progress: bool, trust_code: bool) -> None:  # fmt: skip
     labels = name == "conventional"
-    retrain_config = replace(config.retrain.config, labels=labels)
+    # The conventional baseline is cross-entropy on the outputs, whatever the objective.
+    objective = Objective.OUTPUT if labels else config.retrain.config.objective
+    retrain_config = replace(config.retrain.config, labels=labels, objective=objective)
     ds = data("far_off" if name == "far_off" else "retrain")
     if not labels:
         ds.labels = None  # label-free: whatever labels the set has are withheld
@@ -172,6 +174,7 @@ def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
         "file_bytes": saved.file_bytes, **result.record,
     })  # fmt: skip
     (out / f"{name}.ckpt").unlink(missing_ok=True)  # the stage's record says it is done
+    block_checkpoint(out / f"{name}.ckpt").unlink(missing_ok=True)
 
 
 def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:

@@ -1,6 +1,8 @@
-"""Retraining a clustered model: label-free (the seed's method) or conventional."""
+"""Retraining a clustered model: label-free (the seed's method, or block by block)
+or conventional."""
 
-from qretrain.retrain.config import BNStats, Loss, RetrainConfig
-from qretrain.retrain.loop import RetrainResult, retrain
+from qretrain.retrain.config import BNStats, Loss, Objective, RetrainConfig
+from qretrain.retrain.loop import RetrainResult, block_checkpoint, retrain
 
-__all__ = ["BNStats", "Loss", "RetrainConfig", "RetrainResult", "retrain"]
+__all__ = ["BNStats", "Loss", "Objective", "RetrainConfig", "RetrainResult", "block_checkpoint",
+           "retrain"]  # fmt: skip

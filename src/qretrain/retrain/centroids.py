@@ -38,9 +38,11 @@ class CentroidTuner:
     def parameters(self) -> list[nn.Parameter]:
         return list(self.codebooks.values())
 
-    def collect_grads(self) -> None:
-        """Centroid gradient = sum of its members' weight gradients (G, K)."""
-        for name, codebook in self.codebooks.items():
+    def collect_grads(self, only: list[str] | None = None) -> None:
+        """Centroid gradient = sum of its members' weight gradients (G, K); ``only``:
+        these tensors' codebooks (the block being trained), else all."""
+        for name in self.names if only is None else only:
+            codebook = self.codebooks[name]
             weight = get_tensor(self.model, name)
             if weight.grad is None:
                 codebook.grad = None
@@ -52,9 +54,10 @@ class CentroidTuner:
             weight.grad = None
 
     @torch.no_grad()
-    def apply(self) -> None:
-        """Rewrite every clustered weight from its (updated) codebook."""
-        for name, codebook in self.codebooks.items():
+    def apply(self, only: list[str] | None = None) -> None:
+        """Rewrite every clustered weight (or ``only`` these) from its codebook."""
+        for name in self.names if only is None else only:
+            codebook = self.codebooks[name]
             weight = get_tensor(self.model, name)
             index = self.flat_indices[name]
             weight.copy_(torch.gather(codebook, 1, index).reshape(weight.shape))

@@ -16,6 +16,12 @@ class Loss(str, enum.Enum):
     CE = "ce"  # cross-entropy on labels: conventional retraining
 
 
+class Objective(str, enum.Enum):
+    OUTPUT = "output"  # the seed's: match the teacher's output vectors
+    BLOCKS = "blocks"  # reconstruct each block's output in turn (retrain.blocks)
+    BLOCKS_OUTPUT = "blocks+output"  # blocks, then ``epochs`` of output matching
+
+
 class BNStats(str, enum.Enum):
     FROZEN = "frozen"  # batch norm keeps its running statistics (eval mode)
     UPDATE = "update"  # batch norm re-estimates them on the retraining data
@@ -50,9 +56,12 @@ class Trainable:
 @dataclass(frozen=True)
 class RetrainConfig(Settings):
     """``labels=True`` is conventional retraining: cross-entropy on the data's labels
-    (``loss`` becomes ``ce``)."""
+    (``loss`` becomes ``ce``). ``objective`` ``blocks`` trains block by block for
+    ``block_epochs`` passes each (``epochs`` then counts only for ``blocks+output``)."""
 
     epochs: int = setting(5, integer(1))
+    objective: Objective = setting(Objective.OUTPUT, choice(Objective))
+    block_epochs: int = setting(4, integer(1))
     batch_size: int = setting(128, integer(1))
     lr: float = setting(1e-3, number(above=0))
     weight_decay: float = setting(0.0, number(at_least=0))
@@ -71,6 +80,14 @@ class RetrainConfig(Settings):
             object.__setattr__(self, "loss", Loss.CE)
 
     def check(self) -> list[str]:
+        problems = []
         if self.loss is Loss.CE and not self.labels:
-            return ["loss 'ce' needs labels (conventional retraining: labels=True)"]
-        return []
+            problems.append("loss 'ce' needs labels (conventional retraining: labels=True)")
+        if self.objective is not Objective.OUTPUT:
+            if self.labels:
+                problems.append(f"objective {self.objective.value!r} is label-free; "
+                                "conventional retraining (labels=True) uses 'output'")  # fmt: skip
+            if self.bn_stats is BNStats.UPDATE:
+                problems.append(f"objective {self.objective.value!r} keeps batch norm frozen; "
+                                "use bn_stats 'frozen'")  # fmt: skip
+        return problems

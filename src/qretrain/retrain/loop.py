@@ -17,15 +17,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.specs import get_arch
+from qretrain.retrain.blocks import plan_blocks, reconstruct
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
-from qretrain.retrain.config import BNStats, RetrainConfig
+from qretrain.retrain.config import BNStats, Objective, RetrainConfig
 from qretrain.retrain.distributed import Ranks
 from qretrain.retrain.layout import channels_last
 from qretrain.retrain.losses import output_loss
@@ -103,9 +105,66 @@ def retrain(
     if teacher is not None:
         teacher.to(device).eval()
     with channels_last(student, teacher):
-        return _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
-                        resume, device, progress and ranks.leader, ranks, start,
-                        fingerprints)  # fmt: skip
+        blocks = None
+        if config.objective is not Objective.OUTPUT:
+            blocks = _blocks_stage(student, teacher, data, config, val_data, checkpoint, resume,
+                                   device, progress, fingerprints)  # fmt: skip
+        epochs = config.epochs
+        if config.objective is Objective.BLOCKS and "fallback" not in blocks:
+            epochs = 0  # the blocks were the whole run: measure it, train no more
+        result = _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
+                          resume, device, progress and ranks.leader, ranks, start,
+                          fingerprints, epochs)  # fmt: skip
+    if blocks is not None:
+        result.record["blocks"] = blocks
+        if epochs == 0:  # the same monitor as the block stage's: its start is "before"
+            result.record["quality_before"] = blocks["quality_start"]
+        if "guard" in blocks and epochs == 0:
+            result.record["guard"] = blocks["guard"]
+            result.record["val_best"] = max(blocks["quality_start"], blocks["quality_blocks"])
+    return result
+
+
+def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, checkpoint, resume,
+                  device, progress, fingerprints) -> dict:  # fmt: skip
+    """Block-wise reconstruction (``retrain.blocks``), guarded like an epoch: with
+    ``val_data``, a result worse than the clustered start is undone."""
+    plan = plan_blocks(student, teacher)
+    if plan is None:
+        message = (f"cannot split {type(student).__name__} into blocks (fx cannot trace it, or "
+                   "fewer than two blocks hold clustered tensors): output matching instead")  # fmt: skip
+        logger.warning(message)
+        return {"fallback": message}
+    monitor = val_data if val_data is not None else Subset(data, range(min(len(data), MONITOR_MAX)))
+    monitor = _cache(student, teacher, monitor, None, config, device, False)
+    start_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    start_clusters = dict(clusters_of(student))
+    before = _quality(student, monitor, device, Ranks())
+    example = get_arch(student).example_input() if get_arch(student) is not None else None
+    trainable = set(trainable_names(student, config.trainable, example))
+    path = block_checkpoint(checkpoint) if checkpoint is not None else None
+    record = reconstruct(student, teacher, plan, data, config, trainable, device=device,
+                         progress=progress, checkpoint=path, resume=resume,
+                         fingerprints=fingerprints)  # fmt: skip
+    after = _quality(student, monitor, device, Ranks())
+    record.update(quality_start=before, quality_blocks=after,
+                  monitor="val_data" if val_data is not None else f"the first {len(monitor)} images")
+    if val_data is not None:
+        if after < before:
+            student.load_state_dict(start_state)
+            clusters_of(student).clear()
+            clusters_of(student).update(start_clusters)
+            record["guard"] = ("block-wise retraining never beat the clustered start on "
+                               "val_data; the start is kept")  # fmt: skip
+        else:
+            record["guard"] = "the block-wise result is kept"
+    return record
+
+
+def block_checkpoint(checkpoint: str | Path) -> Path:
+    """Where the block stage of a run checkpointing to ``checkpoint`` writes its own."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.blocks{checkpoint.suffix}")
 
 
 def _fingerprints(student, teacher, data, val_data) -> dict[str, str]:
@@ -120,7 +179,7 @@ def _fingerprints(student, teacher, data, val_data) -> dict[str, str]:
 
 
 def _retrain(student, teacher, data, config, val_data, checkpoint, resume, device, progress,
-             ranks: Ranks, start, fingerprints) -> RetrainResult:  # fmt: skip
+             ranks: Ranks, start, fingerprints, epochs: int) -> RetrainResult:  # fmt: skip
     arch = get_arch(student)
     example = arch.example_input() if arch is not None else None
     names = trainable_names(student, config.trainable, example)
@@ -136,9 +195,19 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     head = split.suffix if split is not None else student
 
     cache_start = time.perf_counter()
-    cached = _cache(student, teacher, data, split, config, device, progress)
-    val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
-    monitor, train = (val, cached) if val is not None else _held_out(cached, config.seed)
+    train_images = len(data)
+    if epochs == 0:  # nothing to train: only the monitor is needed
+        monitor = val_data if val_data is not None else Subset(data, range(min(len(data), MONITOR_MAX)))
+        monitor_name = "val_data" if val_data is not None else f"the first {len(monitor)} images"
+        monitor = train = _cache(student, teacher, monitor, split, config, device, progress)
+        val = None
+    else:
+        cached = _cache(student, teacher, data, split, config, device, progress)
+        val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
+        monitor, train = (val, cached) if val is not None else _held_out(cached, config.seed)
+        train_images = len(train)
+        monitor_name = ("val_data" if val_data is not None
+                        else f"{len(monitor) * ranks.world_size} held-out images")  # fmt: skip
     cache_seconds = time.perf_counter() - cache_start
 
     params = [p for n, p in student.named_parameters() if n in names]
@@ -151,7 +220,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     if val is not None:
         best = {"epoch": 0, "score": before, "state": _snapshot(student, names, tuner)}
     first_epoch = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    if resume and checkpoint is not None and Path(checkpoint).exists() and epochs:
         first_epoch, history, best = load_checkpoint(
             checkpoint, student, names, tuner, optimizer, config, ranks.world_size, fingerprints
         )
@@ -159,7 +228,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     elif resume:
         logger.info("no checkpoint at %s: starting fresh", checkpoint)
     trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
-    for epoch in range(first_epoch, config.epochs):
+    for epoch in range(first_epoch, epochs):
         epoch_start = time.perf_counter()
         loss = _train_epoch(trained, student, train, optimizer, tuner, config, epoch, device,
                             progress, ranks)  # fmt: skip
@@ -190,9 +259,8 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         "config": config.to_dict(),
         "trainable": names,
         "world_size": ranks.world_size,
-        "train_images": len(train) * ranks.world_size,
-        "monitor": "val_data" if val_data is not None
-        else f"{len(monitor) * ranks.world_size} held-out images",
+        "train_images": train_images * ranks.world_size,
+        "monitor": monitor_name,
         "monitor_metric": _metric_name(monitor),
         "quality_before": before,
         "quality_after": after,

@@ -1,0 +1,372 @@
+"""Block-wise reconstruction: each block of the student learns to reproduce the
+teacher's output of the same block, in forward order.
+
+**Blocks** are cut on the traced graph (``models.graph``). A cut may fall only where
+one tensor crosses it (its frontier is one value, so a block reads one tensor and
+writes one), and only where the *owner* of the modules called changes: a module
+path down to the first item of a ``ModuleList`` or ``Sequential`` (``_blocks.3``,
+``layer1.0``, ``features.4``), else its top-level module (``_conv_stem``). A block
+holding no clustered tensor joins the block before it (the first joins the next),
+so each block has something the clustering changed. EfficientNet-Lite0 gives the
+stem, each MBConv block, the head convolution and the classifier. Models fx cannot
+trace, and those with fewer than two blocks, have no split: retraining falls back
+to output matching and says so in its record.
+
+**Inputs and targets.** Block i trains on the student's own outputs of blocks
+0..i-1, computed after those were trained (errors do not accumulate unseen), to
+match the teacher's output of block i on the teacher's own input. Each is computed
+once per image and block, in chunks of ``CHUNK`` images; they stay in memory when
+the largest two boundaries' values for all images fit in ``MEMORY_BUDGET``, and
+otherwise in memory-mapped files in the temporary folder (``TMPDIR``). Peak memory:
+about 2 x (largest block input + output) x images x 4 bytes (EfficientNet-Lite0 at
+224 px: ~4.8 MB per image).
+
+Trained per block: its parameters that ``config.trainable`` selects, and with
+``tune_centroids`` its codebook values (assignments fixed). Batch norm stays in
+eval mode throughout (``bn_stats`` must be ``frozen``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from qretrain.cluster.state import clusters_of
+from qretrain.errors import QretrainError, QretrainFileError
+from qretrain.models.graph import Graph
+from qretrain.retrain.centroids import CentroidTuner
+from qretrain.retrain.config import RetrainConfig
+from qretrain.storage.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+CHUNK = 64  # images per forward pass when computing a block's inputs and targets
+MEMORY_BUDGET = 8 << 30  # bytes of block values kept in memory before spilling to files
+
+
+@dataclass(frozen=True)
+class Block:
+    """Graph nodes [start, stop) of a traced model; ``stop`` None: to the output."""
+
+    name: str  # owners it spans: "_blocks.3" or "_conv_head.._fc"
+    start: int
+    stop: int | None
+    parameters: tuple[str, ...]  # state-dict names of the parameters it reads
+
+
+def find_blocks(model: nn.Module) -> tuple[Graph, list[Block]] | None:
+    """The model's blocks in forward order, or None when it cannot be split."""
+    graph = Graph.trace(model, "block-wise retraining")
+    if graph is None:
+        return None
+    clustered = set(clusters_of(model))
+    params = {name for name, _ in model.named_parameters()}
+    owners = [_owner(model, n) for n in graph.nodes]
+    cuts, current = [graph.inputs], None
+    for i, node in enumerate(graph.nodes):
+        if owners[i] is None or node.op == "output":
+            continue
+        if current is not None and owners[i] != current and _one_tensor(graph, i):
+            cuts.append(i)
+        current = owners[i]
+    spans = list(zip(cuts, [*cuts[1:], None]))
+    reads = [_parameters_read(model, graph, a, b, params) for a, b in spans]
+    names = [_span_name(owners, a, b if b is not None else len(owners)) for a, b in spans]
+    # Merge blocks that hold no clustered tensor into the one before (the first: after).
+    merged: list[list] = []
+    for (a, b), read, name in zip(spans, reads, names):
+        if merged and (not clustered & set(read) or not clustered & set(merged[-1][2])):
+            merged[-1] = [merged[-1][0], b, merged[-1][2] + read, _join(merged[-1][3], name)]
+        else:
+            merged.append([a, b, read, name])
+    if merged and not clustered & set(merged[-1][2]) and len(merged) > 1:
+        last = merged.pop()
+        merged[-1] = [merged[-1][0], last[1], merged[-1][2] + last[2], _join(merged[-1][3], last[3])]
+    blocks = [Block(name, a, b, tuple(dict.fromkeys(read))) for a, b, read, name in merged]
+    return (graph, blocks) if len(blocks) >= 2 else None
+
+
+def _owner(model: nn.Module, node: fx.Node) -> str | None:
+    """The module path a node's call or tensor read belongs to (see the module doc)."""
+    if node.op not in ("call_module", "get_attr"):
+        return None
+    parts = str(node.target).split(".")
+    module = model
+    for i, part in enumerate(parts):
+        if isinstance(module, (nn.ModuleList, nn.Sequential)):
+            return ".".join(parts[: i + 1])
+        child = getattr(module, part, None)
+        if not isinstance(child, nn.Module):
+            break
+        module = child
+    return parts[0]
+
+
+def _one_tensor(graph: Graph, boundary: int) -> bool:
+    frontier = graph.tensor_frontier(boundary)
+    return frontier is not None and len(frontier) == 1
+
+
+def _parameters_read(model, graph: Graph, start: int, stop: int | None, params: set[str]):
+    read = []
+    for node in graph.nodes[start:stop]:
+        if node.op == "call_module":
+            prefix = f"{node.target}."
+            read += [f"{prefix}{n}" for n, _ in model.get_submodule(node.target).named_parameters()]
+        elif node.op == "get_attr" and node.target in params:
+            read.append(str(node.target))
+    # Parameter reads before the cut that the segment uses (fx hoists get_attr nodes).
+    end = len(graph.nodes) if stop is None else stop
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    for node in graph.nodes[:start]:
+        if node.op == "get_attr" and node.target in params and any(
+            start <= position[u] < end for u in node.users
+        ):
+            read.append(str(node.target))
+    return read
+
+
+def _span_name(owners: list[str | None], start: int, stop: int) -> str:
+    named = [o for o in owners[start:stop] if o is not None]
+    if not named:
+        return "(no modules)"
+    return named[0] if named[0] == named[-1] else f"{named[0]}..{named[-1]}"
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first.split('..')[0]}..{second.split('..')[-1]}"
+
+
+class _Values:
+    """One value per image at a block boundary: in memory, or in a mapped file."""
+
+    def __init__(self, n: int, shape: tuple[int, ...], spill: bool):
+        size = n * math.prod(shape)
+        if spill:
+            handle, path = tempfile.mkstemp(prefix="qretrain-block-", suffix=".f32")
+            os.close(handle)
+            try:
+                os.truncate(path, size * 4)
+                self.data = torch.from_file(path, shared=True, size=size).view(n, *shape)
+            finally:
+                os.unlink(path)  # the mapping keeps it until released
+        else:
+            self.data = torch.empty(n, *shape)
+
+
+@torch.no_grad()
+def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool) -> torch.Tensor:
+    """segment applied to every row of ``values``, in chunks of CHUNK."""
+    out = None
+    for start in range(0, len(values), CHUNK):
+        y = segment(values[start : start + CHUNK].to(device))
+        y = (y[0] if isinstance(y, tuple) else y).float().cpu()
+        if out is None:
+            out = _Values(len(values), tuple(y.shape[1:]), spill).data
+        out[start : start + len(y)] = y
+    return out
+
+
+@dataclass
+class BlockPlan:
+    """Blocks found for a student and its teacher, with the segments that run them:
+    ``student[i]`` and ``teacher[i]`` map block i's input tensor to its output."""
+
+    blocks: list[Block]
+    student: list[nn.Module]
+    teacher: list[nn.Module]
+
+
+def plan_blocks(student: nn.Module, teacher: nn.Module) -> BlockPlan | None:
+    """The student's blocks and both models' segments, or None without a split."""
+    found = find_blocks(student)
+    if found is None:
+        return None
+    graph, blocks = found
+    teacher_graph = Graph.trace(teacher, "block-wise retraining")
+    if teacher_graph is None or len(teacher_graph.nodes) != len(graph.nodes):
+        return None
+    return BlockPlan(blocks, [graph.block(b.start, b.stop) for b in blocks],
+                     [teacher_graph.block(b.start, b.stop) for b in blocks])  # fmt: skip
+
+
+@dataclass
+class _Progress:
+    """Where a block-wise run stands: the next block and pass to run."""
+
+    block: int = 0
+    epoch: int = 0
+    history: list = field(default_factory=list)  # entries of finished blocks
+    losses: list = field(default_factory=list)  # the current block's passes so far
+    optimizer: dict | None = None  # the current block's optimizer, mid-block only
+
+
+def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: Dataset,
+                config: RetrainConfig, trainable: set[str], *, device, progress: bool,
+                checkpoint: Path | None = None, resume: bool = False,
+                fingerprints: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """Train ``student``'s blocks in turn, in place; returns the stage's record.
+
+    ``trainable``: the unclustered parameters retraining may change (each block trains
+    those it reads). ``checkpoint``: written after every pass over a block;
+    ``resume`` continues from it at the block and pass where it stopped.
+    """
+    start = time.perf_counter()
+    images = _images(data)
+    spill = _needs_spill(plan, images)
+    tuner = CentroidTuner(student) if config.tune_centroids else None
+    student.eval()
+    teacher.eval()
+    at = _Progress()
+    if resume and checkpoint is not None and checkpoint.exists():
+        at = _load(checkpoint, student, tuner, config, fingerprints or {})
+        logger.info("resuming block-wise retraining at block %d, pass %d", at.block + 1,
+                    at.epoch + 1)  # fmt: skip
+    history = at.history
+    teacher_in = student_in = images
+    done = at.block >= len(plan.blocks)  # every block was done before the restart
+    for i, block in enumerate([] if done else plan.blocks):
+        if i < at.block:  # done before the restart: only its outputs are needed
+            teacher_in = _run(plan.teacher[i], teacher_in, device, spill)
+            student_in = _run(plan.student[i], student_in, device, spill)
+            continue
+        block_start = time.perf_counter()
+        target = _run(plan.teacher[i], teacher_in, device, spill)
+        own = [n for n in block.parameters if n in trainable]
+        books = [n for n in block.parameters if tuner is not None and n in tuner.codebooks]
+        for name, p in student.named_parameters():
+            p.requires_grad_(name in own or name in books)
+        params = [p for n, p in student.named_parameters() if n in own]
+        params += [tuner.codebooks[n] for n in books]
+        losses, first = (at.losses, at.epoch) if i == at.block else ([], 0)
+        if params:
+            optimizer = torch.optim.Adam(params, config.lr, weight_decay=config.weight_decay)
+            if i == at.block and at.optimizer is not None:
+                optimizer.load_state_dict(at.optimizer)
+            for epoch in range(first, config.block_epochs):
+                losses.append(_train_pass(plan.student[i], student_in, target, optimizer, tuner,
+                                          books, config, i, epoch, device, progress, block.name))
+                if checkpoint is not None and epoch + 1 < config.block_epochs:
+                    mid = _Progress(i, epoch + 1, history, losses, optimizer.state_dict())
+                    _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
+        for p in student.parameters():
+            p.requires_grad_(False)
+        student_out = _run(plan.student[i], student_in, device, spill)
+        entry = {"block": i + 1, "name": block.name, "trained": len(own), "codebooks": len(books),
+                 "loss_per_pass": losses,
+                 "mse_after": float(((student_out - target) ** 2).mean()),
+                 "seconds": time.perf_counter() - block_start}  # fmt: skip
+        history.append(entry)
+        logger.info("block %d/%d %s: %d tensors and %d codebooks trained, mse %.3g, %.1f s",
+                    i + 1, len(plan.blocks), block.name, len(own), len(books), entry["mse_after"],
+                    entry["seconds"])  # fmt: skip
+        if checkpoint is not None:
+            _save(checkpoint, _Progress(i + 1, 0, history), student, trainable, tuner, config,
+                  fingerprints)  # fmt: skip
+        teacher_in, student_in = target, student_out
+    if tuner is not None:
+        tuner.write_back()
+    return {"blocks": [b.name for b in plan.blocks], "history": history,
+            "activations": "files" if spill else "memory",
+            "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def _train_pass(segment, inputs, target, optimizer, tuner, books, config: RetrainConfig,
+                block: int, epoch: int, device, progress: bool, name: str) -> float:  # fmt: skip
+    """One pass over every image in an order seeded by (seed, block, pass), so that a
+    resumed run repeats an uninterrupted one; returns the mean batch loss."""
+    seed = config.seed * 1_000_003 + 7_919 * block + epoch
+    torch.manual_seed(seed)
+    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
+    total, batches = 0.0, 0
+    steps = range(0, len(order), config.batch_size)
+    for at in tqdm(steps, desc=f"{name} pass {epoch + 1}/{config.block_epochs}", unit="batch",
+                   disable=not progress, leave=False):  # fmt: skip
+        index = order[at : at + config.batch_size]
+        out = segment(inputs[index].to(device))
+        out = out[0] if isinstance(out, tuple) else out
+        loss = torch.nn.functional.mse_loss(out.float(), target[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tuner is not None:
+            tuner.collect_grads(books)
+        optimizer.step()
+        if tuner is not None:
+            tuner.apply(books)
+        total += loss.item()
+        batches += 1
+    return total / max(batches, 1)
+
+
+@torch.no_grad()
+def _images(data: Dataset) -> torch.Tensor:
+    loader = DataLoader(data, batch_size=256, shuffle=False)
+    return torch.cat([x.float() for x, _ in loader])
+
+
+def _needs_spill(plan: BlockPlan, images: torch.Tensor) -> bool:
+    """Whether the block values would pass MEMORY_BUDGET (shapes probed on the
+    student's segments with two images)."""
+    x, biggest = images[:2], 0
+    with torch.no_grad():
+        for segment in plan.student:
+            y = segment(x)
+            x = y[0] if isinstance(y, tuple) else y
+            biggest = max(biggest, x[0].numel())
+    return 4 * biggest * 4 * len(images) > MEMORY_BUDGET
+
+
+def _save(path: Path, at: _Progress, student: nn.Module, trainable: set[str], tuner,
+          config: RetrainConfig, fingerprints: dict[str, str] | None) -> None:  # fmt: skip
+    state = student.state_dict()
+    payload = {
+        "stage": "blocks", "block": at.block, "epoch": at.epoch, "history": at.history,
+        "losses": at.losses, "optimizer": at.optimizer, "config": config.to_dict(),
+        "fingerprints": fingerprints or {},
+        "params": {n: state[n].detach().cpu().clone() for n in sorted(trainable)},
+        "codebooks": tuner.state() if tuner is not None else {},
+    }  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _Progress:
+    """Restore a block-wise checkpoint's weights; refuses another run's."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        stored, stage = payload["fingerprints"], payload.get("stage")
+    except Exception as e:  # torch.load and a damaged payload raise many types
+        raise QretrainFileError(
+            f"checkpoint {str(path)!r} is unreadable or incomplete ({type(e).__name__}: {e}); "
+            "remove it to start fresh"
+        ) from e
+    if stage != "blocks":
+        raise QretrainError(f"checkpoint {str(path)!r} is not a block-wise checkpoint; remove it")
+    changed = [what for what, digest in fingerprints.items() if stored.get(what) != digest]
+    if changed:
+        raise QretrainError(
+            f"checkpoint {str(path)!r} belongs to another run: its {', '.join(changed)} "
+            "differ from this run's; resume only the run that wrote it, or remove it"
+        )
+    if payload["config"] != config.to_dict():
+        raise QretrainError(
+            f"checkpoint {str(path)!r} was written with other settings; resume with the same "
+            "ones or remove it"
+        )
+    state = student.state_dict()
+    with torch.no_grad():
+        for name, value in payload["params"].items():
+            state[name].copy_(value)
+    if tuner is not None:
+        tuner.load_state(payload["codebooks"])
+    return _Progress(payload["block"], payload["epoch"], payload["history"], payload["losses"],
+                     payload["optimizer"])  # fmt: skip

@@ -1,0 +1,161 @@
+"""Block-wise reconstruction (retrain.blocks): what trains, what must not move, how
+often the teacher runs, resuming, and the fallback."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import qretrain
+import qretrain.zoo
+from qretrain.cluster import clusters_of
+from qretrain.data.sets import tensor_set
+from qretrain.retrain import RetrainConfig, retrain
+from qretrain.retrain import blocks as blocks_module
+from qretrain.retrain.blocks import find_blocks, plan_blocks, reconstruct
+
+PLAN = {"rules": [{"type": "Conv2d", "k": 4}, {"type": "Linear", "k": 8}]}
+
+
+def make_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    ds = tensor_set("random", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), None)
+    ds.contract = qretrain.zoo.resnet_small.contract
+    return ds
+
+
+@pytest.fixture
+def pair(tiny_resnet):
+    student = copy.deepcopy(tiny_resnet)
+    qretrain.cluster_(student, PLAN, progress=False)
+    return tiny_resnet.eval(), student
+
+
+def blocks_config(**kw):
+    return RetrainConfig(objective="blocks", block_epochs=2, batch_size=16, lr=1e-2, **kw)
+
+
+def test_blocks_follow_the_forward_order_and_each_holds_a_clustered_tensor(pair):
+    _, student = pair
+    graph, blocks = find_blocks(student)
+    # The stem, one residual block per stage (pooling joins the last), the classifier.
+    assert [b.name for b in blocks] == ["stem.0..stem.2", "layer1.0", "layer2.0",
+                                        "layer3.0..pool", "fc"]  # fmt: skip
+    clustered = set(clusters_of(student))
+    assert all(clustered & set(b.parameters) for b in blocks)
+    read = [n for b in blocks for n in b.parameters]
+    assert sorted(read) == sorted(n for n, _ in student.named_parameters())  # each once
+    # Chained, the blocks compute the model exactly.
+    x = torch.randn(3, 1, 28, 28)
+    y = x
+    for b in blocks:
+        y = graph.block(b.start, b.stop)(y)
+    assert torch.equal(y, student.eval()(x))
+
+
+def test_frozen_tensors_stay_bit_exact_and_clustered_ones_on_their_codebooks(pair):
+    teacher, student = pair
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    result = retrain(student, teacher, make_data(), blocks_config(tune_centroids=True),
+                     progress=False)  # fmt: skip
+    history = result.record["blocks"]["history"]
+    assert len(history) == 5 and all(len(h["loss_per_pass"]) == 2 for h in history)
+    clustered = clusters_of(student)
+    trained = set(result.record["trainable"])
+    moved = 0
+    for name, p in student.named_parameters():
+        if name in clustered:
+            assert p.unique().numel() <= clustered[name].k
+            assert torch.equal(clustered[name].decode(), p)
+            moved += not torch.equal(p, before[name])
+        elif name not in trained:
+            assert torch.equal(p, before[name]), name
+    assert moved > 0  # codebook values trained, assignments fixed
+    for name in trained:
+        assert not torch.equal(dict(student.named_parameters())[name], before[name]), name
+
+
+def test_each_block_target_comes_from_the_teacher_once_per_image(pair):
+    teacher, student = pair
+    plan = plan_blocks(student, teacher)
+    seen = [0] * len(plan.teacher)
+
+    def counting(i, segment):
+        def run(x):
+            seen[i] += len(x)
+            return segment(x)
+
+        return run
+
+    plan.teacher = [counting(i, s) for i, s in enumerate(plan.teacher)]
+    data = make_data(40)
+    trainable = {n for n, _ in student.named_parameters() if n not in clusters_of(student)}
+    reconstruct(student, teacher, plan, data, blocks_config(), trainable, device="cpu",
+                progress=False)  # fmt: skip
+    assert seen == [40] * len(plan.teacher)
+
+
+def test_resuming_mid_block_equals_an_uninterrupted_run(pair, tmp_path, monkeypatch):
+    teacher, student = pair
+    config = blocks_config(tune_centroids=True)
+    whole = copy.deepcopy(student)
+    retrain(whole, teacher, make_data(), config, checkpoint=tmp_path / "a.ckpt", progress=False)
+
+    calls = {"n": 0}
+    original = blocks_module._train_pass
+
+    def killed_in_block_4(*args, **kwargs):
+        if args[7] == 3 and args[8] == 1:  # block 4, second pass
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blocks_module, "_train_pass", killed_in_block_4)
+    interrupted = copy.deepcopy(student)
+    with pytest.raises(KeyboardInterrupt):
+        retrain(interrupted, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
+                progress=False)  # fmt: skip
+    assert (tmp_path / "b.blocks.ckpt").exists()
+    monkeypatch.setattr(blocks_module, "_train_pass", original)
+    resumed = copy.deepcopy(student)
+    retrain(resumed, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt", resume=True,
+            progress=False)  # fmt: skip
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    # Another seed is another run: the result differs.
+    other = copy.deepcopy(student)
+    retrain(other, teacher, make_data(), blocks_config(tune_centroids=True, seed=1),
+            progress=False)  # fmt: skip
+    assert not torch.equal(other.fc.bias, whole.fc.bias)
+
+
+def test_an_untraceable_model_falls_back_to_output_matching(tiny_resnet, caplog):
+    class Untraceable(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if x.sum() > 0:  # Python control flow on a tensor: fx cannot trace it
+                return self.inner(x)
+            return self.inner(-x)
+
+    teacher = Untraceable(tiny_resnet).eval()
+    student = copy.deepcopy(teacher)
+    qretrain.cluster_(student, PLAN, progress=False)
+    result = retrain(student, teacher, make_data(), blocks_config(epochs=1), progress=False)
+    assert "output matching instead" in result.record["blocks"]["fallback"]
+    assert "output matching instead" in caplog.text
+    assert len(result.record["history"]) == 1  # the output epoch ran
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"objective": "layers"}, "objective: must be one of 'output', 'blocks', 'blocks[+]output'; got 'layers'"),
+    ({"objective": "blocks", "block_epochs": 0}, "block_epochs: "),
+    ({"objective": "blocks", "bn_stats": "update"}, "keeps batch norm frozen"),
+    ({"objective": "blocks", "labels": True}, "is label-free"),
+])  # fmt: skip
+def test_bad_block_settings_are_clear_errors(settings, message):
+    with pytest.raises(ValueError, match=message):
+        RetrainConfig(**settings)

@@ -47,3 +47,26 @@ def test_resume_without_a_checkpoint_says_it_starts_fresh(retrain_files, capsys)
             "--resume"]  # fmt: skip
     assert main(argv) == 0
     assert "--resume: no checkpoint at" in capsys.readouterr().err
+
+
+def test_retrain_cli_block_wise_on_augmented_views(retrain_files, capsys):
+    tmp_path = retrain_files(32)
+    out = tmp_path / "blocks.h5"
+    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
+            "--data", str(tmp_path / "d.npz"), "--views", "48", "-o", str(out), "--quiet",
+            "--objective", "blocks", "--block-epochs", "2", "--tune-centroids",
+            "--val-data", str(tmp_path / "d.npz"), "--val-limit", "16"]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    blocks = record["blocks"]
+    assert record["config"]["objective"] == "blocks" and record["history"] == []
+    assert len(blocks["history"]) >= 2 and all(len(h["loss_per_pass"]) == 2
+                                               for h in blocks["history"] if h["trained"] + h["codebooks"])  # fmt: skip
+    assert "48 augmented views" in record["data"] and "guard" in record
+    assert not (tmp_path / "blocks.ckpt").exists() and not (tmp_path / "blocks.blocks.ckpt").exists()
+    assert qretrain.load(out).features[0].weight.unique().numel() <= 4
+    capsys.readouterr()
+    assert main([*argv[:-4], "--views", "0"]) == 2
+    assert "--views must be at least 1; got 0" in capsys.readouterr().err
+    assert main([*argv, "--bn-stats", "update"]) == 2
+    assert "keeps batch norm frozen" in capsys.readouterr().err

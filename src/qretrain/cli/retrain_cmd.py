@@ -17,6 +17,7 @@ from qretrain.cli.common import (
     progress_bars,
 )
 from qretrain.data import load_dataset
+from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
 from qretrain.models import get_arch, load_model
 from qretrain.models.selector import SYNTAX
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher-weights", metavar="FILE.pth",
                         help="state dict to load into --teacher (torch.load(weights_only=True))")  # fmt: skip
     add_data_arguments(parser)
+    parser.add_argument("--views", type=int, metavar="N",
+                        help="retrain on N augmented views of D's images (random resized "
+                        "crops, flips, mixup/cutmix; drawn from --seed, no labels)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
     parser.add_argument(
         "--labels", action="store_true", help="conventional: cross-entropy on labels"
@@ -105,6 +109,8 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         objective=args.objective, block_epochs=args.block_epochs,
     )  # fmt: skip  (checked before anything is loaded)
     output = output_file(args.output, (".h5",))
+    if args.views is not None and args.views < 1:
+        raise QretrainError(f"--views must be at least 1; got {args.views}")
     if not args.labels and not args.teacher:
         raise QretrainError("label-free retraining needs --teacher MODEL (or --labels)")
     if args.resume and not output.with_suffix(".ckpt").exists():
@@ -115,6 +121,8 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         teacher = load_model(args.teacher, weights=args.teacher_weights, trust_code=args.trust_code)
     contract = get_arch(student).contract if get_arch(student) else None
     data = data_from_args(args, contract)
+    if args.views is not None:
+        data = augmented(data, args.views, args.seed)
     if not args.labels:
         data.labels = None  # label-free: whatever labels D has are withheld
     val = None

@@ -17,6 +17,7 @@ from pathlib import Path
 from qretrain._cache import cache_dir
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, tensor_set
+from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
 
@@ -62,14 +63,20 @@ def load_dataset(
     offset: int = 0,
     *,
     classes: str | Path | None = None,
+    views: int | None = None,
 ) -> ImageSet:
     """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by
     ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``).
+    ``views``: that many augmented views of those images instead (``data.views``,
+    drawn from ``seed``; no labels).
 
     ``classes``: a class map for a labeled folder (one class name per line, line i is
     class i), so that a folder holding some of the classes keeps their indices; a
     folder's own ``classes.txt`` serves when it is not given.
     """
+    if views is not None:
+        base = load_dataset(spec, contract, limit, seed, offset, classes=classes)
+        return augmented(base, views, seed)
     class_map = read_class_map(classes) if classes is not None else None
     text = str(spec)
     for pattern, loader, _ in _REGISTRY:

@@ -8,7 +8,7 @@ keys (every key optional unless marked; unknown keys are errors naming the key):
     model: teacher:vgg               # required: a model spec (see `qretrain inspect`)
     model_args: {epochs: 2}          # keyword arguments of the model builder
     weights: null                    # a state dict to load into the model
-    data:                            # named datasets: a spec, or {spec, limit, seed, offset}
+    data:                            # named datasets: a spec, or {spec, limit, seed, offset, views}
       analyze: ...                   # required with analyze: images the sweep measures on
       verify: ...                    # plan verification (default: the analyze set)
       retrain: ...                   # required with retrain: label-free retraining images
@@ -56,12 +56,14 @@ class ConfigError(SettingsError):
 @dataclass(frozen=True)
 class DataRef(Settings):
     """A dataset spec and which of its images: ``limit`` of them from ``offset`` on in
-    the permutation drawn from ``seed`` (all when ``limit`` is None)."""
+    the permutation drawn from ``seed`` (all when ``limit`` is None); ``views``: that
+    many augmented views of them instead (``data.views``)."""
 
     spec: str = setting("", text)
     limit: int | None = setting(None, optional(integer(1)))
     seed: int = setting(0, integer(0))
     offset: int = setting(0, integer(0))
+    views: int | None = setting(None, optional(integer(1)))
 
     @classmethod
     def from_value(cls, value: Any, where: str) -> DataRef:

@@ -71,7 +71,8 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
 
     def data(name: str):
         ref = config.data[name]
-        return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset)
+        return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset,
+                            views=ref.views)  # fmt: skip
 
     _stage = _Stages()
     if config.analyze is not None:

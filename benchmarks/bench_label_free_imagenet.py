@@ -1,0 +1,121 @@
+"""EfficientNet-Lite0 retrained without ImageNet, judged on the ImageNet evaluation set.
+
+    python benchmarks/bench_label_free_imagenet.py --imagenet ../shared/imagenet-sample-dev \\
+        --plan examples/plans/efficientnet-lite0-auto.yaml --variant blocks-pool
+
+The student is the model clustered with PLAN and loaded back from its packed file
+(batch norm folded, as users get it); the teacher is the original. Retraining reads
+only non-ImageNet images (VARIANTS says which); the evaluation set (500 labeled
+ImageNet images, one per even class; read its README) is read by nothing but the
+final measurement: top-1, top-5, agreement with the original, and the top-1 drop
+with a paired 95% bootstrap interval over images (2,000 resamples, seed 0). Wall time
+of the retraining and the process's peak RSS are recorded. Each run adds one entry
+to benchmarks/results/label_free_imagenet.json (keyed by plan and variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import qretrain
+from qretrain.metrics.quality import agreement, predict, topk_accuracy
+from qretrain.models import get_arch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "label_free_imagenet.json"
+POOL = {"spec": "natural", "limit": 512, "seed": 0}
+VARIANTS = {
+    "none": None,  # the clustered model as it is
+    "output-pool": {"data": POOL, "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
+    "blocks-pool": {"data": POOL, "config": {"objective": "blocks", "block_epochs": 4,
+                                             "lr": 3e-4, "tune_centroids": True}},
+    "blocks+output-pool": {"data": POOL, "config": {"objective": "blocks+output",
+                                                    "block_epochs": 4, "epochs": 3, "lr": 3e-4,
+                                                    "tune_centroids": True}},
+}  # fmt: skip
+
+
+def bootstrap_drop(correct_a: torch.Tensor, correct_b: torch.Tensor, n: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:  # fmt: skip
+    """95% interval of 100 * (mean(a) - mean(b)) over images resampled with replacement."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(correct_a), (n, len(correct_a)), generator=g)
+    drops = 100 * (correct_a[index].float().mean(1) - correct_b[index].float().mean(1))
+    return float(drops.quantile(0.025)), float(drops.quantile(0.975))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--variant", choices=list(VARIANTS), required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override a retrain setting (JSON value), e.g. lr=1e-3")
+    args = parser.parse_args()
+    variant = copy.deepcopy(VARIANTS[args.variant])
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    teacher = qretrain.load_model(args.model).eval()
+    contract = get_arch(teacher).contract
+    float32 = sum(t.numel() * 4 for t in teacher.state_dict().values() if t.is_floating_point())
+    with tempfile.TemporaryDirectory() as tmp:
+        student = copy.deepcopy(teacher)
+        qretrain.cluster_(student, args.plan, progress=False)
+        qretrain.save(student, Path(tmp) / "clustered.h5")
+        student = qretrain.load(Path(tmp) / "clustered.h5")
+        record, seconds = None, 0.0
+        if variant is not None:
+            config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
+            ref = variant["data"]
+            data = qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
+                                         seed=ref.get("seed", 0))  # fmt: skip
+            data.labels = None
+            start = time.perf_counter()
+            result = qretrain.retrain(student, teacher, data, config, device=args.device,
+                                      progress=False)  # fmt: skip
+            seconds = time.perf_counter() - start
+            record = result.record
+        saved = qretrain.save(student.cpu(), Path(tmp) / "retrained.h5")
+        model = qretrain.load(saved.path)
+    imagenet = qretrain.load_dataset(args.imagenet, contract)
+    reference, labels = predict(teacher, imagenet, batch_size=32)
+    logits, _ = predict(model, imagenet, batch_size=32)
+    base, correct = reference.argmax(1) == labels, logits.argmax(1) == labels
+    lo, hi = bootstrap_drop(base, correct)
+    entry = {
+        "plan": args.plan, "variant": args.variant, "overrides": overrides,
+        "retrain_config": record["config"] if record else None,
+        "retrain_data": variant["data"] if variant else None,
+        "file_bytes": saved.file_bytes, "times_smaller": float32 / saved.file_bytes,
+        "original_top1": topk_accuracy(reference, labels, 1),
+        "top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
+        "agreement": agreement(logits, reference),
+        "top1_drop_points": 100 * (base.float().mean() - correct.float().mean()).item(),
+        "drop_95_interval": [lo, hi],
+        "retrain_seconds": seconds,
+        "blocks": record.get("blocks") if record else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {args.device}",
+    }  # fmt: skip
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    key = f"{Path(args.plan).stem} {args.variant}" + "".join(f" {s}" for s in args.set)
+    results[key] = entry
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{key}: {entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "
+          f"{entry['original_top1']:.2%}), drop {entry['top1_drop_points']:+.1f} "
+          f"[{lo:+.1f}, {hi:+.1f}], agreement {entry['agreement']:.2%}, retrain {seconds:.0f} s, "
+          f"peak {entry['peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

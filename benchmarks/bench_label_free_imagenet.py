@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import platform
 import resource
 import tempfile
@@ -38,6 +39,11 @@ VARIANTS = {
     "output-pool": {"data": POOL, "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
     "blocks-pool": {"data": POOL, "config": {"objective": "blocks", "block_epochs": 4,
                                              "lr": 3e-4, "tune_centroids": True}},
+    "blocks-views": {"data": {**POOL, "views": 1024},
+                     "config": {"objective": "blocks", "block_epochs": 4, "lr": 3e-4,
+                                "tune_centroids": True}},
+    "output-views": {"data": {**POOL, "views": 1024},
+                     "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
     "blocks+output-pool": {"data": POOL, "config": {"objective": "blocks+output",
                                                     "block_epochs": 4, "epochs": 3, "lr": 3e-4,
                                                     "tune_centroids": True}},
@@ -63,6 +69,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a retrain setting (JSON value), e.g. lr=1e-3")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variant = copy.deepcopy(VARIANTS[args.variant])
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     teacher = qretrain.load_model(args.model).eval()
@@ -78,7 +85,7 @@ def main() -> None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
             ref = variant["data"]
             data = qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
-                                         seed=ref.get("seed", 0))  # fmt: skip
+                                         seed=ref.get("seed", 0), views=ref.get("views"))  # fmt: skip
             data.labels = None
             start = time.perf_counter()
             result = qretrain.retrain(student, teacher, data, config, device=args.device,

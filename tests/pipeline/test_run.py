@@ -215,3 +215,27 @@ def test_a_record_whose_file_changed_is_not_done(tiny_run, capsys):
     assert "[compress] done before" not in text and "[plan] done before" in text
     # Records are trusted in order only: evaluate.json was made from the old file.
     assert "[evaluate] done before" not in text
+
+
+def test_run_retrains_block_wise_on_views_and_reports_the_blocks(tiny_run, capsys):
+    path, config = tiny_run
+    config["data"]["retrain"] = {**config["data"]["retrain"], "views": 48}
+    config["retrain"] = {"objective": "blocks", "block_epochs": 1, "batch_size": 16,
+                         "tune_centroids": True, "conventional": True}  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 2  # views have no labels to be conventional
+    assert "retrain.conventional needs labels, and augmented views" in capsys.readouterr().err
+    assert not Path(config["output"]).exists()
+    config["retrain"]["conventional"] = False
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 0
+    run = qretrain.pipeline.RunConfig.load(path).output
+    record = json.loads((run / "label_free.json").read_text())
+    assert record["config"]["objective"] == "blocks" and "48 augmented views" in record["data"]
+    evaluation = json.loads((run / "evaluate.json").read_text())
+    drop = evaluation["models"]["label_free"]
+    low, high = drop["drop_95"]
+    assert low <= drop["top1_drop"] <= high
+    report = (run / "report.md").read_text()
+    assert "block-wise reconstruction" in report and "drop [95%]" in report
+    assert not list(run.glob("*.ckpt"))

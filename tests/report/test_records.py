@@ -33,7 +33,7 @@ def test_headline_rows_come_from_the_records(tmp_path):
     headers, rows = headline_rows(tmp_path)
     assert headers[:4] == ["model", "file", "vs float32", "top-1"]
     assert rows[0][3] == "87.65%" and rows[0][2] == "1.00x"
-    assert rows[1][2] == "4.00x" and rows[1][3] == "-" and rows[1][4] == "75.00%"
+    assert rows[1][2] == "4.00x" and rows[1][3] == "-" and rows[1][4] == "-" and rows[1][5] == "75.00%"
 
 
 def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):

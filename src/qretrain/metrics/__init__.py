@@ -6,7 +6,9 @@ from qretrain.metrics.quality import (
     evaluate,
     mean_kl,
     predict,
+    top1_drop,
     topk_accuracy,
 )
 
-__all__ = ["EvalResult", "agreement", "evaluate", "mean_kl", "predict", "topk_accuracy"]
+__all__ = ["EvalResult", "agreement", "evaluate", "mean_kl", "predict", "top1_drop",
+           "topk_accuracy"]

@@ -90,6 +90,24 @@ def mean_kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
     return (log_p.exp() * (log_p - log_q)).sum(1).mean().clamp(min=0).item()
 
 
+def top1_drop(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,
+              resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Top-1 points lost against ``reference`` on the same images, with a paired 95%
+    bootstrap interval: (drop, low, high).
+
+    Both models are scored on the same resampled images (``resamples`` draws of N
+    images with replacement, seeded), so the interval is that of the difference,
+    much narrower than two separate intervals. 500 images move top-1 in 0.2 points.
+    """
+    ours = (logits.argmax(1) == labels).float()
+    base = (reference.argmax(1) == labels).float()
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(labels), (resamples, len(labels)), generator=g)
+    drops = 100 * (base[index].mean(1) - ours[index].mean(1))
+    point = 100 * (base.mean() - ours.mean()).item()
+    return point, float(drops.quantile(0.025)), float(drops.quantile(0.975))
+
+
 def evaluate(
     model: nn.Module,
     data: Dataset,

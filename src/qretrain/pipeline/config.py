@@ -183,6 +183,11 @@ class RunConfig:
                 errors.append(f"{where}: data.retrain is required with a retrain section")
             if retrain is not None and retrain.far_off and "far_off" not in data:
                 errors.append(f"{where}: retrain.far_off needs data.far_off")
+            if retrain is not None and retrain.conventional and "retrain" in data \
+                    and data["retrain"].views is not None:  # fmt: skip
+                errors.append(f"{where}: retrain.conventional needs labels, and augmented "
+                              "views (data.retrain.views) have none: set retrain.conventional "
+                              "false, or drop the views")  # fmt: skip
         if "evaluate" not in data:
             errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")
         device = section(lambda: str(parse_device(raw.get("device", "cpu"))), "device")

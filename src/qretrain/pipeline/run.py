@@ -24,7 +24,7 @@ from torch import nn
 from qretrain.analysis import Sweep, analyze
 from qretrain.compress import compress
 from qretrain.data import load_dataset
-from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
+from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
 from qretrain.plan import Plan
@@ -201,6 +201,9 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
             "kl": mean_kl(logits, reference),
             "file_bytes": size,
         }
+        if labeled:  # points of top-1 lost, with a paired 95% bootstrap interval
+            drop, low, high = top1_drop(logits, reference, labels)
+            rows[name].update(top1_drop=drop, drop_95=[low, high])
     record = {"data": ds.describe(), "models": rows, "seconds": time.perf_counter() - start}
     write_text_atomic(out / "evaluate.json", json.dumps(record, indent=2))
 

@@ -33,12 +33,16 @@ def headline_rows(out: Path) -> tuple[list[str], list[list[str]]]:
         raise FileNotFoundError(f"{str(out)!r} holds no finished run (evaluate.json missing)")
     runs = retrain_records(out)
     float32 = compress["float32_bytes"]
-    headers = ["model", "file", "vs float32", "top-1", "agreement", "retraining"]
+    headers = ["model", "file", "vs float32", "top-1", "drop [95%]", "agreement", "retraining"]
     rows = []
     for name, m in evaluation["models"].items():
         top1 = f"{m['top1']:.2%}" if m["top1"] is not None else "-"
+        drop = "-"
+        if m.get("top1_drop") is not None and name != "original":
+            low, high = m["drop_95"]
+            drop = f"{m['top1_drop']:.1f} [{low:.1f}, {high:.1f}]"
         seconds = f"{runs[name]['wall_seconds']:.1f} s" if name in runs else "-"
         rows.append([m["label"], human_bytes(m["file_bytes"]),
-                     f"{float32 / m['file_bytes']:.2f}x", top1, f"{m['agreement']:.2%}",
+                     f"{float32 / m['file_bytes']:.2f}x", top1, drop, f"{m['agreement']:.2%}",
                      seconds])  # fmt: skip
     return headers, rows

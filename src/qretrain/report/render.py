@@ -121,6 +121,8 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
                      f"{r['wall_seconds']:.1f}", f"{r['cache_seconds']:.1f}", guard])  # fmt: skip
     b.append(Block("table", (["run", "data", "monitor", "before", "after", "wall (s)",
                               "cache pass (s)", "guard"], rows)))  # fmt: skip
+    for name, r in runs.items():
+        b += _block_stage(LABELS[name], r.get("blocks"))
     metric = "top1" if all(m["top1"] is not None for m in evaluation["models"].values()) \
         else "agreement"  # fmt: skip
     b.append(Block("image", figures.quality_per_epoch(runs, LABELS, figures_dir / "epochs.png"),
@@ -131,6 +133,27 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     b.append(Block("image", figures.retrain_time(runs, LABELS, figures_dir / "time.png"),
                    "retraining time"))  # fmt: skip
     return b
+
+
+def _block_stage(label: str, stage: dict | None) -> list[Block]:
+    """The block-wise stage of a run: per block, what trained and how close it got."""
+    if not stage:
+        return []
+    if "fallback" in stage:
+        return [Block("p", f"{label}: {stage['fallback']}.")]
+    rows = [[str(h["block"]), h["name"], str(h["trained"]), str(h["codebooks"]),
+             f"{h['loss_per_pass'][0]:.3g}" if h["loss_per_pass"] else "-",
+             f"{h['mse_after']:.3g}", f"{h['seconds']:.1f}"] for h in stage["history"]]  # fmt: skip
+    text = (f"{label}: block-wise reconstruction, {len(stage['history'])} blocks in "
+            f"{stage['seconds']:.0f} s (block values kept in {stage['activations']})")  # fmt: skip
+    if "quality_start" in stage:
+        text += (f"; on {stage['monitor']}: {stage['quality_start']:.2%} before, "
+                 f"{stage['quality_blocks']:.2%} after")  # fmt: skip
+    if "guard" in stage:
+        text += f"; guard: {stage['guard']}"
+    return [Block("p", text + "."),
+            Block("table", (["block", "modules", "tensors trained", "codebooks trained",
+                             "first-pass loss", "error after (MSE)", "seconds"], rows))]  # fmt: skip
 
 
 def _markdown(blocks: list[Block], out: Path) -> str:

@@ -36,6 +36,8 @@ RUNS = [
     ("label-free, last", {"trainable": "last"}),
     ("label-free, unclustered", {"trainable": "unclustered"}),
     ("conventional, unclustered", {"trainable": "unclustered", "labels": True}),
+    ("label-free, blocks", {"trainable": "unclustered", "objective": "blocks",
+                            "tune_centroids": True}),
 ]
 
 
@@ -46,10 +48,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
+                        help="only these runs (conventional always runs: the anchor)")
+    parser.add_argument("--block-epochs", type=int, default=4, help="passes per block")
+    parser.add_argument("--tag", help="results/retrain_<teacher>_<tag>.json; figures not drawn")
     parser.add_argument("--replot", action="store_true",
                         help="only redraw the figures from the JSON record")  # fmt: skip
     args = parser.parse_args()
-    path = RESULTS / f"retrain_{args.teacher}.json"
+    path = RESULTS / f"retrain_{args.teacher}{'_' + args.tag if args.tag else ''}.json"
     if args.replot:
         plot(json.loads(path.read_text()), args.teacher)
         return
@@ -71,13 +77,18 @@ def main() -> None:
     record = {
         "command": " ".join(["python benchmarks/bench_retrain_fmnist.py", f"--teacher {args.teacher}",
                              f"--plan {args.plan}", f"--epochs {args.epochs}"]
-                            + ([f"--train-limit {args.train_limit}"] if args.train_limit else [])),
+                            + ([f"--train-limit {args.train_limit}"] if args.train_limit else [])
+                            + ([f"--runs {' '.join(repr(r) for r in args.runs)}"] if args.runs else [])
+                            + ([f"--block-epochs {args.block_epochs} --tag {args.tag}"] if args.tag else [])),
         "teacher": args.teacher, "plan": args.plan, "epochs": args.epochs, "seed": args.seed,
         "train_images": len(train), "test_images": len(test), "top1": top1, "runs": {},
     }  # fmt: skip
     for name, options in RUNS:
+        if args.runs and name not in args.runs and not options.get("labels"):
+            continue
         student = copy.deepcopy(clustered)
-        config = qretrain.RetrainConfig(epochs=args.epochs, seed=args.seed, **options)
+        blocks = {"block_epochs": args.block_epochs} if "objective" in options else {}
+        config = qretrain.RetrainConfig(epochs=args.epochs, seed=args.seed, **options, **blocks)
         data = train if config.labels else unlabeled
         start = time.perf_counter()
         result = qretrain.retrain(student, None if config.labels else teacher, data, config,
@@ -85,19 +96,21 @@ def main() -> None:
         seconds = time.perf_counter() - start
         after = qretrain.evaluate(student, test, batch_size=512).top1
         record["runs"][name] = {"top1": after, "wall_seconds": seconds, "record": result.record}
-        epochs = sorted(e["seconds"] for e in result.record["history"])
+        epochs = sorted(e["seconds"] for e in result.record["history"]) or [0.0]
         print(f"{name:28s} top-1 {after:.2%}  {seconds:7.1f} s  (one-time pass "
               f"{result.record['cache_seconds']:.1f} s, median epoch {epochs[len(epochs) // 2]:.1f} s, "
               f"cached prefix: {result.record['cached_prefix']})")
     conventional = record["runs"]["conventional, unclustered"]
-    for name in ("label-free, last", "label-free, unclustered"):
-        run = record["runs"][name]
+    for name, run in record["runs"].items():
+        if name == "conventional, unclustered":
+            continue
         run["gap_to_conventional_points"] = 100 * (run["top1"] - conventional["top1"])
         run["time_ratio_to_conventional"] = run["wall_seconds"] / conventional["wall_seconds"]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
-    plot(record, args.teacher)
+    if not args.tag:
+        plot(record, args.teacher)
 
 
 def plot(record: dict, teacher: str) -> None:

@@ -78,3 +78,30 @@ def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet)
     with torch.no_grad():
         assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
     assert result.file_bytes == (tmp_path / "m.onnx").stat().st_size
+
+
+def test_onnx_packs_3_5_6_7_bit_indices_exactly_and_runs(tmp_path, tiny_resnet):
+    """Eight indices in `bits` bytes, as in the .h5 file; the graph unpacks them."""
+    onnx = pytest.importorskip("onnx", reason="pip install 'qretrain[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+    from onnx import numpy_helper
+
+    from qretrain.storage import unpack_indices
+
+    qretrain.cluster_(tiny_resnet, {"rules": [
+        {"type": "Conv2d", "k": 32}, {"layers": "2", "k": 100},
+        {"type": "Linear", "k": 6, "granularity": "channel"}]}, progress=False)  # fmt: skip
+    qretrain.export(tiny_resnet, tmp_path / "m.onnx", "onnx")
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    seen = set()
+    for name, c in qretrain.codebooks(tiny_resnet).items():
+        packed, n = inits[f"{name}.indices"], c.indices.numel()
+        assert packed.size == -(-n // 8) * c.bits  # no padding to a power of two
+        assert np.array_equal(unpack_indices(packed, c.bits, n), c.indices.numpy().reshape(-1))
+        seen.add(c.bits)
+    assert {3, 5, 7} <= seen
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)

@@ -33,7 +33,7 @@ from torch import nn
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.models.specs import get_arch
-from qretrain.storage import atomic_path, check_writable_folder
+from qretrain.storage import atomic_path, check_writable_folder, pack_indices
 
 
 class Format(str, enum.Enum):
@@ -155,35 +155,24 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
             continue
         n, (groups, width) = init.name, c.codebook.shape
         count = c.indices.numel()
-        bits = 1 << max(0, (c.bits - 1).bit_length()) if c.bits else 8  # 1, 2, 4 or 8
-        per_byte = 8 // bits
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
-        if per_byte > 1:  # index j of a byte sits at bits [j * bits, (j + 1) * bits)
-            padded = np.zeros(-(-count // per_byte) * per_byte, np.uint8)
-            padded[:count] = flat
-            lanes = padded.reshape(-1, per_byte).astype(np.uint16) << (np.arange(per_byte) * bits)
-            flat = lanes.sum(1).astype(np.uint8)
+        packed, unpack = _pack_for_onnx(n, flat, c.bits or 1, numpy_helper, helper, TensorProto)
         kept += [
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
-            numpy_helper.from_array(flat, f"{n}.indices"),
+            numpy_helper.from_array(packed, f"{n}.indices"),
             numpy_helper.from_array(np.arange(groups, dtype=np.int64)[:, None] * width,
                                     f"{n}.offsets"),  # fmt: skip
             numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
             numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
-            numpy_helper.from_array((1 << (np.arange(per_byte) * bits)).astype(np.int64),
-                                    f"{n}.divisors"),  # fmt: skip
-            numpy_helper.from_array(np.array(1 << bits, dtype=np.int64), f"{n}.modulus"),
             numpy_helper.from_array(np.array([count], dtype=np.int64), f"{n}.count"),
             numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
-            numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), f"{n}.column"),
             numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
+            *unpack[0],
         ]
-        # bytes -> (bytes, 1) // 2^(j*bits) % 2^bits -> indices; then codebook row offsets
+        # packed bytes -> (groups, lanes) of indices (see _pack_for_onnx), then the
+        # codebook row offsets, Gather, and the weight's shape
         decoders += [
-            helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64),
-            helper.make_node("Reshape", [f"{n}.i64", f"{n}.column"], [f"{n}.col"]),
-            helper.make_node("Div", [f"{n}.col", f"{n}.divisors"], [f"{n}.shifted"]),
-            helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
+            *unpack[1],
             helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
             helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
             helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
@@ -203,6 +192,73 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     graph.graph.node.extend(decoders + nodes)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+
+
+def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):
+    """Indices packed at ``bits`` each and the stock-operator nodes that unpack them
+    into ``{n}.lanes`` (rows of indices); returns (packed bytes, (initializers, nodes)).
+
+    1, 2, 4 or 8 bits: 8 / bits indices per byte, index j at bits [j * bits, ...): a
+    byte divided by 2^(j * bits), modulo 2^bits. 3, 5, 6 or 7 bits: as in the .h5 file,
+    eight indices in ``bits`` bytes (one little-endian word, index j at bits
+    [j * bits, ...)); the graph reads each index from the two bytes it lies in.
+    (Summing a whole 56-bit word into one int64 with ReduceSum decoded 7-bit indices
+    wrongly under onnxruntime; two bytes at a time stay exact in any arithmetic.)
+    """
+    count = flat.size
+    initializers, nodes = [], [
+        helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64)]
+    if bits in (1, 2, 4, 8):
+        per_byte = 8 // bits
+        packed = flat
+        if per_byte > 1:
+            padded = np.zeros(-(-count // per_byte) * per_byte, np.uint8)
+            padded[:count] = flat
+            lanes = padded.reshape(-1, per_byte).astype(np.uint16) << (np.arange(per_byte) * bits)
+            packed = lanes.sum(1).astype(np.uint8)
+        initializers.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64),
+                                                    f"{n}.column"))  # fmt: skip
+        nodes.append(helper.make_node("Reshape", [f"{n}.i64", f"{n}.column"], [f"{n}.words"]))
+    else:
+        packed = pack_indices(flat, bits)
+        # Index j of a group starts at bit j * bits: in byte lo = j * bits // 8, at
+        # shift j * bits % 8, reaching at most into byte lo + 1. Two bytes make a
+        # 16-bit value (exact in any arithmetic); where lo + 1 is past the group, the
+        # index fits in byte lo and whatever the clamped second byte adds is above
+        # 2^bits, which the modulus removes.
+        start = np.arange(8) * bits
+        lo = start // 8
+        initializers += [
+            numpy_helper.from_array(np.array([-1, bits], dtype=np.int64), f"{n}.word_bytes"),
+            numpy_helper.from_array(lo.astype(np.int64), f"{n}.lo"),
+            numpy_helper.from_array(np.minimum(lo + 1, bits - 1).astype(np.int64), f"{n}.hi"),
+            numpy_helper.from_array(np.array(256, dtype=np.int64), f"{n}.byte"),
+            numpy_helper.from_array((1 << (start % 8)).astype(np.int64), f"{n}.divisors"),
+        ]
+        nodes += [
+            helper.make_node("Reshape", [f"{n}.i64", f"{n}.word_bytes"], [f"{n}.bytes"]),
+            helper.make_node("Gather", [f"{n}.bytes", f"{n}.lo"], [f"{n}.low"], axis=1),
+            helper.make_node("Gather", [f"{n}.bytes", f"{n}.hi"], [f"{n}.high"], axis=1),
+            helper.make_node("Mul", [f"{n}.high", f"{n}.byte"], [f"{n}.high_valued"]),
+            helper.make_node("Add", [f"{n}.low", f"{n}.high_valued"], [f"{n}.words"]),
+        ]
+        initializers.append(numpy_helper.from_array(np.array(1 << bits, dtype=np.int64),
+                                                    f"{n}.modulus"))  # fmt: skip
+        nodes += [
+            helper.make_node("Div", [f"{n}.words", f"{n}.divisors"], [f"{n}.shifted"]),
+            helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
+        ]
+        return packed, (initializers, nodes)
+    initializers += [
+        numpy_helper.from_array((1 << (np.arange(per_byte) * bits)).astype(np.int64),
+                                f"{n}.divisors"),  # fmt: skip
+        numpy_helper.from_array(np.array(1 << bits, dtype=np.int64), f"{n}.modulus"),
+    ]
+    nodes += [
+        helper.make_node("Div", [f"{n}.words", f"{n}.divisors"], [f"{n}.shifted"]),
+        helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
+    ]
+    return packed, (initializers, nodes)
 
 
 def _write_torchscript(model: nn.Module, path: Path) -> None:

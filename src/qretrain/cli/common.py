@@ -125,6 +125,6 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def data_from_args(args: argparse.Namespace, contract):
+def data_from_args(args: argparse.Namespace, contract, teacher=None):
     return load_dataset(args.data, contract, limit=args.limit, seed=args.seed, offset=args.offset,
-                        classes=args.classes)  # fmt: skip
+                        classes=args.classes, teacher=teacher)  # fmt: skip

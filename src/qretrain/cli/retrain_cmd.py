@@ -120,7 +120,7 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     if args.teacher:
         teacher = load_model(args.teacher, weights=args.teacher_weights, trust_code=args.trust_code)
     contract = get_arch(student).contract if get_arch(student) else None
-    data = data_from_args(args, contract)
+    data = data_from_args(args, contract, teacher)
     if args.views is not None:
         data = augmented(data, args.views, args.seed)
     if not args.labels:

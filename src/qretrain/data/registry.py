@@ -13,13 +13,18 @@ import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qretrain._cache import cache_dir
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, tensor_set
+from qretrain.data.synthetic import synthesize
 from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 OPENCV_DATA_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -32,6 +37,10 @@ OPENCV_PHOTOS = (
 )  # fmt: skip
 FRAME_STRIDE = 2  # every second frame of each video
 FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (quality 95)
+
+
+SYNTHETIC = re.compile(r"synthetic(?::(?P<n>[1-9][0-9]{0,6}))?")
+SYNTHETIC_DEFAULT = 256
 
 
 class DataSourceMissing(FileNotFoundError):
@@ -52,7 +61,9 @@ def register_dataset(pattern: str, description: str):
 
 
 def known_datasets() -> list[str]:
-    return [d for _, _, d in _REGISTRY] + ["a folder of images, .npz, .csv or an IDX file"]
+    return [d for _, _, d in _REGISTRY] + [
+        "synthetic[:N] (N inputs made from the teacher by batch-norm statistics matching; "
+        "retraining only)", "a folder of images, .npz, .csv or an IDX file"]
 
 
 def load_dataset(
@@ -64,21 +75,32 @@ def load_dataset(
     *,
     classes: str | Path | None = None,
     views: int | None = None,
+    teacher: nn.Module | None = None,
 ) -> ImageSet:
     """The dataset ``spec`` names, fitted to ``contract``; ``limit`` images chosen by
     ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``).
     ``views``: that many augmented views of those images instead (``data.views``,
-    drawn from ``seed``; no labels).
+    drawn from ``seed``; no labels). ``synthetic[:N]`` (N = 256 by default) is made
+    from ``teacher`` (``data.synthetic``), so it needs one.
 
     ``classes``: a class map for a labeled folder (one class name per line, line i is
     class i), so that a folder holding some of the classes keeps their indices; a
     folder's own ``classes.txt`` serves when it is not given.
     """
     if views is not None:
-        base = load_dataset(spec, contract, limit, seed, offset, classes=classes)
+        base = load_dataset(spec, contract, limit, seed, offset, classes=classes, teacher=teacher)
         return augmented(base, views, seed)
     class_map = read_class_map(classes) if classes is not None else None
     text = str(spec)
+    made = SYNTHETIC.fullmatch(text)
+    if made:
+        if teacher is None:
+            raise QretrainError(
+                f"{text!r} is made from a teacher: use it where one is known (retrain --data, "
+                "a run's data.retrain), or qretrain.data.synthetic.synthesize(model, n)"
+            )
+        count = int(made["n"]) if made["n"] else SYNTHETIC_DEFAULT
+        return fit_and_subset(synthesize(teacher, count, seed), None, limit, seed, offset)
     for pattern, loader, _ in _REGISTRY:
         match = pattern.fullmatch(text)
         if match:

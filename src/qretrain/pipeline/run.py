@@ -72,7 +72,7 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
     def data(name: str):
         ref = config.data[name]
         return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset,
-                            views=ref.views)  # fmt: skip
+                            views=ref.views, teacher=model)  # fmt: skip
 
     _stage = _Stages()
     if config.analyze is not None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import qretrain
+import qretrain.data.synthetic
 from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models import get_arch
 
@@ -44,6 +45,9 @@ VARIANTS = {
                                 "tune_centroids": True}},
     "output-views": {"data": {**POOL, "views": 1024},
                      "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
+    "blocks-synthetic": {"data": {"spec": "synthetic:64"},
+                         "config": {"objective": "blocks", "block_epochs": 4, "lr": 3e-4,
+                                    "tune_centroids": True}},
     "blocks+output-pool": {"data": POOL, "config": {"objective": "blocks+output",
                                                     "block_epochs": 4, "epochs": 3, "lr": 3e-4,
                                                     "tune_centroids": True}},
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--variant", choices=list(VARIANTS), required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--synthetic-steps", type=int, default=100,
+                        help="Adam steps per batch of synthetic images")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a retrain setting (JSON value), e.g. lr=1e-3")
     args = parser.parse_args()
@@ -84,8 +90,10 @@ def main() -> None:
         if variant is not None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
             ref = variant["data"]
+            qretrain.data.synthetic.DEFAULT_STEPS = args.synthetic_steps
             data = qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
-                                         seed=ref.get("seed", 0), views=ref.get("views"))  # fmt: skip
+                                         seed=ref.get("seed", 0), views=ref.get("views"),
+                                         teacher=teacher)  # fmt: skip
             data.labels = None
             start = time.perf_counter()
             result = qretrain.retrain(student, teacher, data, config, device=args.device,
@@ -103,6 +111,7 @@ def main() -> None:
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
         "retrain_config": record["config"] if record else None,
         "retrain_data": variant["data"] if variant else None,
+        "synthetic_steps": args.synthetic_steps if "synthetic" in args.variant else None,
         "file_bytes": saved.file_bytes, "times_smaller": float32 / saved.file_bytes,
         "original_top1": topk_accuracy(reference, labels, 1),
         "top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),

@@ -13,6 +13,9 @@ class Method(str, enum.Enum):
     KMEANS = "kmeans"  # least squared error (exact or near-optimal 1-D k-means)
     EQUAL_COUNT = "equal-count"  # the seed's Figure 2: equal populations
     LINEAR = "linear"  # evenly spaced over [min, max], then moved to member means
+    # k-means weighted by each weight's importance: its diagonal Fisher information on
+    # unlabeled data (compress.importance), as SqueezeLLM and coremltools' SKMPalettizer
+    SENSITIVE = "sensitive-kmeans"
 
 
 class Granularity(str, enum.Enum):

@@ -84,19 +84,22 @@ def cluster_tensor(
     granularity: Granularity | str = Granularity.TENSOR,
     seed: int = 0,
     name: str = "tensor",
+    importance: torch.Tensor | None = None,
 ) -> ClusteredTensor:
     """Cluster ``values`` (any shape, floating point) to at most ``k`` shared values.
 
     With ``granularity="channel"`` each slice along dim 0 gets its own codebook;
     tensors with fewer than two dimensions fall back to one codebook.
+    ``importance`` (the shape of ``values``, >= 0): per-value weights of the squared
+    error, required by ``sensitive-kmeans`` (which minimises sum importance * error^2).
     ``name`` only labels error messages.
     """
-    return cluster_many(values, [k], method, granularity, seed, name)[k][0]
+    return cluster_many(values, [k], method, granularity, seed, name, importance)[k][0]
 
 
 def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Method.KMEANS,
                  granularity: Granularity | str = Granularity.TENSOR, seed: int = 0,
-                 name: str = "tensor") -> Clusterings:  # fmt: skip
+                 name: str = "tensor", importance: torch.Tensor | None = None) -> Clusterings:  # fmt: skip
     """``cluster_tensor`` for several k at once: k -> (clustered, decoded float32).
 
     k-means reduces each row to its distinct values or histogram once and fits every
@@ -111,7 +114,17 @@ def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Met
     if bad:
         raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {bad[0]!r}")
     check_values(values, name)
-    return _cluster_many(values, ks, method, granularity, seed)
+    if method is Method.SENSITIVE:
+        if importance is None:
+            raise QretrainError(f"{name}: method 'sensitive-kmeans' needs the importance of "
+                                "each value (compress.importance.fisher_importance)")  # fmt: skip
+        if importance.shape != values.shape or not bool(torch.isfinite(importance).all()) \
+                or bool((importance < 0).any()):  # fmt: skip
+            raise QretrainError(f"{name}: importance must be finite, >= 0 and of shape "
+                                f"{tuple(values.shape)}")  # fmt: skip
+    elif importance is not None:
+        raise QretrainError(f"{name}: importance applies to method 'sensitive-kmeans' only")
+    return _cluster_many(values, ks, method, granularity, seed, importance)
 
 
 def check_values(values: torch.Tensor, name: str) -> None:
@@ -130,13 +143,21 @@ def check_values(values: torch.Tensor, name: str) -> None:
 
 
 def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
-                  granularity: Granularity, seed: int) -> Clusterings:  # fmt: skip
-    """``cluster_many`` on input it has checked: ks in [1, MAX_K], finite float values."""
+                  granularity: Granularity, seed: int,
+                  importance: torch.Tensor | None = None) -> Clusterings:  # fmt: skip
+    """``cluster_many`` on input it has checked: ks in [1, MAX_K], finite float values,
+    importance (for ``sensitive-kmeans``) finite, >= 0, of the values' shape."""
     x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:
         granularity = Granularity.TENSOR
     rows = x.reshape(x.shape[0], -1) if granularity is Granularity.CHANNEL else x.reshape(1, -1)
-    reduced = [_reduce(row) if method is Method.KMEANS else None for row in rows]
+    if method is Method.SENSITIVE:
+        w = importance.detach().to("cpu", torch.float64).reshape(rows.shape)
+        # A floor keeps every value's weight positive (dead inputs still get a centroid).
+        w = w + 1e-6 * float(w.mean()) + 1e-30
+        reduced = [_reduce(row, weights) for row, weights in zip(rows, w)]
+    else:
+        reduced = [_reduce(row) if method is Method.KMEANS else None for row in rows]
     results = {}
     for k in dict.fromkeys(ks):  # distinct, in the given order
         codebooks, indices, decoded, sq_error = [], [], torch.empty_like(rows), 0.0
@@ -181,9 +202,15 @@ def _cluster_flat(
 
     ``reduced``: ``_reduce(x)``, when k-means runs on x for several k.
     """
-    if k == 1:  # every method's single centroid is the mean
+    if k == 1 and method is not Method.SENSITIVE:  # every other method's centroid: the mean
         mean = x.sum(dtype=torch.float64) / x.numel()
         return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
+    if method is Method.SENSITIVE:
+        if k == 1:  # the importance-weighted mean
+            red = reduced
+            mean = (red.x_weights * x.double()).sum() / red.x_weights.sum()
+            return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
+        return _kmeans(reduced, k, seed)
     if method is Method.KMEANS:
         return _kmeans(reduced or _reduce(x), k, seed)
     exact = _exact_if_few_values(x, k)
@@ -194,15 +221,22 @@ def _cluster_flat(
     return _member_means(x, *_linear_indices(x, k))
 
 
-def _member_means(x: torch.Tensor, idx: torch.Tensor, k: int):
-    """Codebook = exact mean of each cluster's members; empty ones dropped, equal merged."""
+def _member_means(x: torch.Tensor, idx: torch.Tensor, k: int, w: torch.Tensor | None = None):
+    """Codebook = exact (or ``w``-weighted) mean of each cluster's members; empty ones
+    dropped, equal merged."""
     sums = torch.zeros(k, dtype=torch.float64)
     counts = torch.zeros(k, dtype=torch.float64)
     for start in range(0, x.numel(), CHUNK):
         i = idx[start : start + CHUNK].long()
-        sums += torch.bincount(i, weights=x[start : start + CHUNK].double(), minlength=k)
-        counts += torch.bincount(i, minlength=k)
-    return _compact(sums / counts.clamp(min=1), counts > 0, idx)
+        part = x[start : start + CHUNK].double()
+        if w is None:
+            sums += torch.bincount(i, weights=part, minlength=k)
+            counts += torch.bincount(i, minlength=k)
+        else:
+            weights = w[start : start + CHUNK]
+            sums += torch.bincount(i, weights=part * weights, minlength=k)
+            counts += torch.bincount(i, weights=weights, minlength=k)
+    return _compact(sums / counts.clamp(min=1e-300), counts > 0, idx)
 
 
 def _compact(means: torch.Tensor, used: torch.Tensor, idx: torch.Tensor):
@@ -244,9 +278,13 @@ class _Reduced:
     lo: float = 0.0  # histogram range start
     scale: float = 0.0  # histogram bins per unit
     nonempty: torch.Tensor | None = None  # (P,) histogram bin of each point
+    x_weights: torch.Tensor | None = None  # (n,) float64 per-value weights (sensitive-kmeans)
 
 
-def _reduce(x: torch.Tensor) -> _Reduced:
+def _reduce(x: torch.Tensor, w: torch.Tensor | None = None) -> _Reduced:
+    """Points and their weights: counts, or sums of ``w`` (n,) float64 when given."""
+    if w is not None:
+        return _reduce_weighted(x, w)
     if x.numel() <= EXACT_POINTS_MAX:
         values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
         return _Reduced(x, values.double(), counts.double(), inverse)
@@ -265,6 +303,27 @@ def _reduce(x: torch.Tensor) -> _Reduced:
     return _Reduced(x, centres, counts[nonempty].double(), None, lo, scale, nonempty)
 
 
+def _reduce_weighted(x: torch.Tensor, w: torch.Tensor) -> _Reduced:
+    """``_reduce`` with each point weighted by the sum of its values' ``w``."""
+    if x.numel() <= EXACT_POINTS_MAX:
+        values, inverse = torch.unique(x, return_inverse=True)
+        weights = torch.bincount(inverse, weights=w, minlength=len(values))
+        return _Reduced(x, values.double(), weights, inverse, x_weights=w)
+    lo, hi = (v.item() for v in torch.aminmax(x))
+    if lo == hi:
+        return _Reduced(x, torch.tensor([lo], dtype=torch.float64), w.sum().reshape(1),
+                        torch.zeros(x.numel(), dtype=torch.int64), x_weights=w)  # fmt: skip
+    scale = HIST_BINS / (hi - lo)
+    weights = torch.zeros(HIST_BINS, dtype=torch.float64)
+    for start in range(0, x.numel(), CHUNK):
+        bins = _bins(x[start : start + CHUNK], lo, scale)
+        weights += torch.bincount(bins.long(), weights=w[start : start + CHUNK],
+                                  minlength=HIST_BINS)  # fmt: skip
+    nonempty = torch.nonzero(weights).squeeze(1)
+    centres = lo + (nonempty.double() + 0.5) / scale
+    return _Reduced(x, centres, weights[nonempty], None, lo, scale, nonempty, x_weights=w)
+
+
 def _kmeans(red: _Reduced, k: int, seed: int):
     """1-D k-means on the distinct values (small x) or a fine histogram (large x)."""
     x = red.x
@@ -273,8 +332,9 @@ def _kmeans(red: _Reduced, k: int, seed: int):
             return red.points.to(torch.float32), red.inverse.to(torch.uint8)
         edges, _ = kmeans_1d(red.points.numpy(), red.weights.numpy(), k, seed)
         point_cluster = torch.from_numpy(np.repeat(np.arange(len(edges) - 1), np.diff(edges)))
-        return _member_means(x, point_cluster.to(torch.uint8)[red.inverse], len(edges) - 1)
-    if len(red.points) <= k:
+        return _member_means(x, point_cluster.to(torch.uint8)[red.inverse], len(edges) - 1,
+                             red.x_weights)  # fmt: skip
+    if len(red.points) <= k:  # exact values: optimal for any weights
         exact = _exact_if_few_values(x, k)
         if exact is not None:
             return exact

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from qretrain.cluster.options import Method
 from qretrain.cluster.report import ClusterReport, TensorRecord
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
+from qretrain.compress.importance import fisher_importance
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch
@@ -25,6 +28,7 @@ def cluster_(
     plan: Plan | dict | str | Path,
     *,
     example_input: torch.Tensor | None = None,
+    data: Dataset | None = None,
     progress: bool = False,
 ) -> ClusterReport:
     """Replace the tensors ``plan`` selects by their centroid values, in place.
@@ -34,6 +38,8 @@ def cluster_(
     the first tensor changes, so a bad plan or bad weights leave the model untouched.
     ``example_input`` (N, C, H, W) numbers layers in forward order; by default it
     comes from the model's recorded architecture when that knows its input shape.
+    ``data``: unlabeled images, needed by rules with method ``sensitive-kmeans``
+    (each weight's Fisher information: ``compress.importance``).
 
     Returns a report covering every state-dict tensor: clustered, or why not.
     """
@@ -44,12 +50,22 @@ def cluster_(
     decisions = plan.resolve(model, example_input)
     chosen = [d for d in decisions if d.choice is not None]
     _validate(model, chosen)
+    sensitive = [d.info.name for d in chosen if d.choice.method is Method.SENSITIVE]
+    importance = {}
+    if sensitive:
+        if data is None:
+            raise QretrainError(
+                f"{len(sensitive)} tensor(s) use method 'sensitive-kmeans', which weighs each "
+                f"weight by its Fisher information on data ({sensitive[0]}, ...): give data (compress "
+                "--data D, cluster_(..., data=...)); nothing was changed"
+            )
+        importance = fisher_importance(model, data, sensitive, seed=plan.seed)
     clusters = clusters_of(model)
     for d in tqdm(chosen, desc="Clustering", unit="tensor", disable=not progress):
         tensor = get_tensor(model, d.info.name)
         k = d.choice.k  # the plan checked it; _validate checked the tensor
         clustered, decoded = _cluster_many(tensor, [k], d.choice.method, d.choice.granularity,
-                                           plan.seed)[k]  # fmt: skip
+                                           plan.seed, importance.get(d.info.name))[k]  # fmt: skip
         with torch.no_grad():
             tensor.copy_(decoded)
         clusters[d.info.name] = clustered

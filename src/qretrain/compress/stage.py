@@ -57,13 +57,16 @@ class CompressResult:
 def compress(model: nn.Module, plan: Plan, path: str | Path,
              settings: CompressSettings = CompressSettings(), *,
              record_path: str | Path | None = None, extra: dict[str, Any] | None = None,
-             progress: bool = True) -> CompressResult:  # fmt: skip
+             data=None, progress: bool = True) -> CompressResult:  # fmt: skip
     """Cluster ``model`` in place with ``plan`` and save it to ``path``; the record
     (``record_path``, by default ``path`` with ``.json``) is committed with the file.
-    ``extra`` adds fields to the record (the CLI records the model spec)."""
+    ``extra`` adds fields to the record (the CLI records the model spec). ``data``:
+    images for ``sensitive-kmeans`` rules (a callable is called only if one needs it)."""
     if settings.method is not None:
         plan = plan.with_method(settings.method)
-    report = cluster_(model, plan, progress=progress)
+    if callable(data):
+        data = data() if plan.needs_data else None
+    report = cluster_(model, plan, data=data, progress=progress)
     holder: dict[str, CompressResult] = {}
 
     def record(saved: SaveResult) -> dict[str, Any]:

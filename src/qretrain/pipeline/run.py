@@ -81,7 +81,7 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
             model_name=config.model, progress=progress,
         ))  # fmt: skip
     _stage("plan", out / "plan.json", lambda: _plan(config, model, data, out))
-    _stage("compress", out / "compress.json", lambda: _compress(config, model, out),
+    _stage("compress", out / "compress.json", lambda: _compress(config, model, out, data),
            pair=out / "clustered.h5")  # fmt: skip
     if config.retrain is not None:
         for name in RETRAIN_RUNS:
@@ -148,9 +148,12 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
     write_text_atomic(out / "plan.json", json.dumps(record, indent=2))
 
 
-def _compress(config: RunConfig, model: nn.Module, out: Path) -> None:
+def _compress(config: RunConfig, model: nn.Module, out: Path, data) -> None:
+    # sensitive-kmeans weighs weights by their Fisher information on the analysis images
+    images = (lambda: data("analyze")) if "analyze" in config.data else None
     compress(copy.deepcopy(model), Plan.load(out / "plan.yaml"), out / "clustered.h5",
-             config.compress, record_path=out / "compress.json", progress=False)  # fmt: skip
+             config.compress, record_path=out / "compress.json", data=images,
+             progress=False)  # fmt: skip
 
 
 def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,

@@ -132,6 +132,12 @@ class Plan:
             return cls.load(plan)
         raise TypeError(f"plan must be a Plan, dict or YAML path; got {type(plan).__name__}")
 
+    @property
+    def needs_data(self) -> bool:
+        """Whether clustering needs data: some rule (or the default) is sensitive-kmeans."""
+        return self.method is Method.SENSITIVE or any(
+            r.method is Method.SENSITIVE for r in self.rules)  # fmt: skip
+
     def with_method(self, method: Method | str) -> Plan:
         """This plan with another default method (rules naming one keep theirs)."""
         return replace(self, method=parse_enum(Method, method, "method"))

@@ -254,3 +254,16 @@ def test_folded_batchnorm_refuses_retraining_that_updates_statistics(tmp_path, t
     config = qretrain.RetrainConfig(epochs=1, bn_stats="update")
     with pytest.raises(ValueError, match="'stem.1' .* was saved folded: retrain with bn_stats 'frozen'"):
         qretrain.retrain(student, tiny_resnet, data, config, progress=False)
+
+
+@pytest.mark.parametrize("which", ["vgg", "resnet"])
+def test_a_small_model_file_is_its_packed_tensors_plus_at_most_4_kib(tmp_path, which,
+                                                                   tiny_vgg, tiny_resnet):  # fmt: skip
+    """Within 10% + 4 KiB of the tensors' packed bytes (indices, codebooks, raw tensors)."""
+    model = tiny_vgg if which == "vgg" else tiny_resnet
+    qretrain.cluster_(model, {"rules": [{"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 16}]})
+    saved = qretrain.save(model, tmp_path / "m.h5", fold_batchnorm=False)
+    books = qretrain.codebooks(model)
+    packed = sum(c.packed_nbytes() for c in books.values()) + sum(
+        t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in books)
+    assert saved.file_bytes <= 1.1 * packed + 4096, (saved.file_bytes, packed, saved.breakdown)

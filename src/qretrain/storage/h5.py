@@ -80,6 +80,9 @@ from qretrain.storage.seal import USERBLOCK, check_seal, write_seal
 logger = logging.getLogger(__name__)
 GZIP_LEVEL = 4  # level 9 is ~3x slower here for under 1% smaller files
 CHUNK = 1 << 18  # /data's gzip chunks: 256 KiB
+# HDF5 1.10+ structures: a one-chunk dataset needs no B-tree, object headers are
+# compact; a file of a small model is then its tensors plus about 2 KB.
+LIBVER = ("v110", "latest")
 # What parsing a damaged or crafted file can raise inside h5py, numpy and torch; each
 # becomes a QretrainFileError naming the file (the cause stays chained).
 _PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
@@ -189,7 +192,7 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
         "sha256": tensors_sha256(state.values()),
         "tensors": [entry.to_dict() for entry, _ in encoded],
     }
-    with h5py.File(target, "w", userblock_size=USERBLOCK) as f:
+    with h5py.File(target, "w", userblock_size=USERBLOCK, libver=LIBVER) as f:
         _dataset(f, MANIFEST, np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8))
         data = _dataset(f, DATA, np.frombuffer(payload, dtype=np.uint8))
         f.flush()

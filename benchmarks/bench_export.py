@@ -3,7 +3,7 @@
     qretrain compress efficientnet-lite0 --plan examples/plans/efficientnet-lite0-auto.yaml -o out/lite0-auto.h5
     python benchmarks/bench_export.py out/lite0-auto.h5 --data natural --limit 256 --offset 256
 
-Exports the model to safetensors, onnx and torchscript beside it, and runs the ONNX
+Exports the model to safetensors, onnx, torchscript and coreml beside it, and runs the ONNX
 file in onnxruntime on the images: top-1 agreement and the largest logit difference
 against the qretrain model. Results: benchmarks/results/export_<stem>.json.
 """
@@ -36,7 +36,7 @@ def main() -> None:
     model = qretrain.load(path)
     rows = {"h5": {"file_bytes": path.stat().st_size}}
     for fmt, suffix in (("safetensors", ".safetensors"), ("onnx", ".onnx"),
-                        ("torchscript", ".pt")):  # fmt: skip
+                        ("torchscript", ".pt"), ("coreml", ".mlpackage")):  # fmt: skip
         result = qretrain.export(model, path.with_suffix(suffix), fmt)
         rows[fmt] = {"file_bytes": result.file_bytes, "vs_h5": result.file_bytes / rows["h5"]["file_bytes"]}
         float32 = result.float32_bytes

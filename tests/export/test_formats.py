@@ -105,3 +105,32 @@ def test_onnx_packs_3_5_6_7_bit_indices_exactly_and_runs(tmp_path, tiny_resnet):
     out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
+
+
+def test_coreml_tables_are_the_codebooks_exactly_when_read_back(tmp_path, tiny_resnet):
+    """Core ML cannot run on Linux: read the saved package's constants back instead."""
+    ct = pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    from qretrain.export.formats import coreml_tables
+
+    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Conv2d", "k": 16},
+                                              {"type": "Linear", "k": 5}]}, progress=False)  # fmt: skip
+    result = qretrain.export(tiny_resnet, tmp_path / "m.mlpackage", "coreml")
+    assert (tmp_path / "m.mlpackage").is_dir() and result.file_bytes > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]  # no temporary left
+    package = ct.models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
+    spec = package.get_spec()
+    program = milproto_load(model_spec=spec, specification_version=spec.specificationVersion,
+                            file_weights_dir=package.weights_dir)  # fmt: skip
+    tables = coreml_tables(program)
+    books = qretrain.codebooks(tiny_resnet)
+    for name, c in books.items():
+        width = c.codebook.shape[1]
+        matches = [(v, i) for v, i in tables if i.shape == tuple(c.indices.shape)
+                   and np.array_equal(i.astype(np.uint8), c.indices.numpy())]  # fmt: skip
+        assert matches, name
+        values, _ = matches[0]
+        assert np.array_equal(values[:width], c.codebook.numpy().reshape(-1)), name
+    image = spec.description.input[0].type.imageType
+    assert image.width == 28 and image.height == 28  # the contract became the image input

@@ -1,4 +1,4 @@
-"""``qretrain export MODEL.h5 --format safetensors|onnx|torchscript -o OUT``."""
+"""``qretrain export MODEL.h5 --format safetensors|onnx|torchscript|coreml -o OUT``."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = add_command(
         sub,
         "export",
-        help="write a model for other tools: safetensors, onnx (both keep the codebooks) "
-        "or torchscript",
+        help="write a model for other tools: safetensors, onnx, coreml (all keep the "
+        "codebooks) or torchscript",
         description="safetensors keeps the clustering: each clustered tensor as its codebook "
         "and uint8 indices, plus JSON metadata, no code and no pickle. onnx rebuilds each "
-        "clustered weight in the graph from its codebook and uint8 indices (Gather; stock "
-        "onnxruntime operators; pip install 'qretrain[onnx]'). torchscript is the "
-        "dequantized model, runnable without qretrain, as large as float32. ",
+        "clustered weight in the graph from its codebook and bit-packed indices (Gather; "
+        "stock onnxruntime operators; pip install 'qretrain[onnx]'). coreml writes an ML "
+        "program .mlpackage (iOS 18 / macOS 15) whose clustered weights are lookup tables "
+        "of exactly their codebook values, the input contract as the image input's "
+        "preprocessing (pip install 'qretrain[coreml]'). torchscript is the dequantized "
+        "model, runnable without qretrain, as large as float32. ",
         example=EXAMPLE,
     )
     add_model_arguments(parser)

@@ -14,7 +14,16 @@
 - ``torchscript``: the dequantized float32 model traced on an input of its
   contract: runnable anywhere PyTorch is, and as large as float32 (said so).
 
-A Core ML export that keeps the codebooks is not written yet.
+- ``coreml``: an ML program ``.mlpackage`` (a folder; iOS 18 / macOS 15 or later)
+  converted at float32 precision, whose clustered weights are lookup tables holding
+  exactly the file's codebook values and indices (coremltools' ``palettize_weights``
+  in ``unique`` mode: a tensor of K distinct values becomes a LUT of the next
+  supported size, 2 to 256, padded, with ceil(log2 K)-bit indices). A per-channel
+  codebook becomes one table of all its rows' values when they number 256 or
+  fewer, else stays float32 (logged). The input contract becomes the image input's
+  preprocessing (scale 1 / (255 std), bias -mean / std) when std is the same for
+  every channel, else the input is a float tensor already normalised; resizing is
+  the caller's. Needs ``pip install 'qretrain[coreml]'``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ class Format(str, enum.Enum):
     SAFETENSORS = "safetensors"
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
+    COREML = "coreml"
 
 
 FORMATS = tuple(f.value for f in Format)
@@ -74,6 +84,11 @@ def export(model: nn.Module, path: str | Path, format: str = "safetensors") -> E
         raise QretrainError(f"format must be one of {', '.join(FORMATS)}; got {format!r}") from None
     path = Path(path)
     check_writable_folder(path)
+    float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    if fmt is Format.COREML:
+        _write_coreml(model, path)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return ExportResult(path, fmt, size, float32)
     with atomic_path(path) as tmp:
         if fmt is Format.SAFETENSORS:
             _write_safetensors(model, tmp)
@@ -81,7 +96,6 @@ def export(model: nn.Module, path: str | Path, format: str = "safetensors") -> E
             _write_onnx(model, tmp)
         else:
             _write_torchscript(model, tmp)
-    float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     return ExportResult(path, fmt, path.stat().st_size, float32)
 
 
@@ -266,6 +280,85 @@ def _write_torchscript(model: nn.Module, path: Path) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model.eval(), example)
     traced.save(str(path))
+
+
+def _write_coreml(model: nn.Module, path: Path) -> None:
+    """Convert, palettize with the model's own values, check them, save as a folder
+    that replaces ``path`` only once complete."""
+    try:
+        import coremltools as ct
+        from coremltools.optimize.coreml import (
+            OpPalettizerConfig,
+            OptimizationConfig,
+            palettize_weights,
+        )
+    except ImportError:
+        raise QretrainError("the coreml export needs coremltools: "
+                            "pip install 'qretrain[coreml]'") from None  # fmt: skip
+    example = _example(model, "coreml")
+    contract = get_arch(model).contract
+    with torch.no_grad():
+        traced = torch.jit.trace(model.eval(), example)
+    if len(set(contract.std)) == 1:
+        std = contract.std[0]
+        layout = ct.colorlayout.RGB if contract.channels == 3 else ct.colorlayout.GRAYSCALE
+        bias = [-m / std for m in contract.mean]
+        inputs = [ct.ImageType(name="input", shape=example.shape, scale=1 / (255 * std),
+                               bias=bias if contract.channels == 3 else bias[0],
+                               color_layout=layout)]  # fmt: skip
+    else:
+        inputs = [ct.TensorType(name="input", shape=example.shape)]
+    # Folding batch norm or a scale into a convolution's weights would turn its codebook
+    # into other values: those passes are off, so the tables hold the file's values.
+    passes = ct.PassPipeline.DEFAULT
+    passes.remove_passes(["common::fuse_conv_batchnorm", "common::fuse_conv_scale"])
+    converted = ct.convert(traced, inputs=inputs, convert_to="mlprogram",
+                           compute_precision=ct.precision.FLOAT32, pass_pipeline=passes,
+                           minimum_deployment_target=ct.target.iOS18)  # fmt: skip
+    config = OptimizationConfig(global_config=OpPalettizerConfig(mode="unique", weight_threshold=1))
+    palettized = palettize_weights(converted, config)
+    tables = coreml_tables(palettized._mil_program)
+    kept = [n for n, c in clusters_of(model).items() if not _has_table(c, tables)]
+    if kept:
+        logger.warning("coreml export: %d clustered tensor(s) are not lookup tables and stay "
+                       "float32 (%s): per-channel codebooks of over 256 values in all",
+                       len(kept), ", ".join(kept[:3]))  # fmt: skip
+    import os
+    import shutil
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mlpackage")
+    shutil.rmtree(tmp, ignore_errors=True)
+    palettized.save(str(tmp))
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(values (L,), indices (the weight's shape)) of every lookup table in a Core ML
+    program (in memory, or read back from a saved package with coremltools'
+    ``milproto`` loader)."""
+    tables = []
+    for function in program.functions.values():
+        for op in function.operations:
+            if op.op_type == "constexpr_lut_to_dense":
+                tables.append((np.asarray(op.inputs["lut"].val).reshape(-1),
+                               np.asarray(op.inputs["indices"].val)))  # fmt: skip
+    return tables
+
+
+def _has_table(c, tables) -> bool:
+    """Whether some table holds exactly ``c``'s values and indices (per-tensor
+    codebooks); per-channel ones only need to decode to the same weights."""
+    decoded = c.decode().numpy()
+    for values, indices in tables:
+        if indices.shape != decoded.shape:
+            continue
+        if np.array_equal(values[indices.astype(np.int64)], decoded):
+            return True
+    return False
 
 
 def read_codebook_tensor(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:

@@ -48,10 +48,13 @@ def test_export_cli_and_bad_format(tmp_path, tiny_vgg, capsys):
     assert main(["export", str(tmp_path / "m.h5"), "--format", "safetensors", "-o",
                  str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
     assert "safetensors" in capsys.readouterr().out
-    assert main(["export", str(tmp_path / "m.h5"), "--format", "coreml", "-o", "x.mlpackage"]) == 2
-    assert "invalid choice: 'coreml'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="format must be one of safetensors, onnx, torchscript"):
-        qretrain.export(tiny_vgg, tmp_path / "x", "coreml")
+    assert main(["export", str(tmp_path / "m.h5"), "--format", "tflite", "-o",
+                 str(tmp_path / "x.tflite")]) == 2  # fmt: skip
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="format must be one of safetensors, onnx, torchscript, "
+                                         "coreml; got 'tflite'"):  # fmt: skip
+        qretrain.export(tiny_vgg, tmp_path / "x", "tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.json", "m.safetensors"]
 
 
 def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet):

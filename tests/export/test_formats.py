@@ -54,7 +54,7 @@ def test_export_cli_and_bad_format(tmp_path, tiny_vgg, capsys):
     with pytest.raises(ValueError, match="format must be one of safetensors, onnx, torchscript, "
                                          "coreml; got 'tflite'"):  # fmt: skip
         qretrain.export(tiny_vgg, tmp_path / "x", "tflite")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.json", "m.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5", "m.safetensors"]
 
 
 def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet):

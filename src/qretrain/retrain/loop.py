@@ -225,7 +225,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
             checkpoint, student, names, tuner, optimizer, config, ranks.world_size, fingerprints
         )
         logger.info("resuming %s after epoch %d", checkpoint, first_epoch)
-    elif resume:
+    elif resume and epochs:
         logger.info("no checkpoint at %s: starting fresh", checkpoint)
     trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
     for epoch in range(first_epoch, epochs):

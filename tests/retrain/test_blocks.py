@@ -159,3 +159,25 @@ def test_an_untraceable_model_falls_back_to_output_matching(tiny_resnet, caplog)
 def test_bad_block_settings_are_clear_errors(settings, message):
     with pytest.raises(ValueError, match=message):
         RetrainConfig(**settings)
+
+
+def test_the_guard_undoes_a_block_stage_worse_than_the_start(pair, monkeypatch):
+    from qretrain.retrain import loop
+
+    teacher, student = pair
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+
+    def ruinous(student, *args, **kwargs):  # a block stage that makes things worse
+        with torch.no_grad():
+            student.fc.bias.add_(100 * torch.arange(10.0))
+        return {"blocks": [], "history": [], "activations": "memory", "seconds": 0.0}
+
+    monkeypatch.setattr(loop, "reconstruct", ruinous)
+    result = retrain(student, teacher, make_data(), blocks_config(), val_data=make_data(16, 1),
+                     progress=False)  # fmt: skip
+    record = result.record
+    assert "never beat the clustered start" in record["guard"]
+    assert record["quality_after"] == record["quality_before"]
+    assert record["blocks"]["quality_blocks"] < record["blocks"]["quality_start"]
+    for name, value in student.state_dict().items():
+        assert torch.equal(value, start[name]), name

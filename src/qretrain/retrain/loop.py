@@ -109,20 +109,40 @@ def retrain(
         if config.objective is not Objective.OUTPUT:
             blocks = _blocks_stage(student, teacher, data, config, val_data, checkpoint, resume,
                                    device, progress, fingerprints)  # fmt: skip
-        epochs = config.epochs
         if config.objective is Objective.BLOCKS and "fallback" not in blocks:
-            epochs = 0  # the blocks were the whole run: measure it, train no more
+            return _blocks_result(student, blocks, config, len(data), start)
         result = _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
                           resume, device, progress and ranks.leader, ranks, start,
-                          fingerprints, epochs)  # fmt: skip
+                          fingerprints)  # fmt: skip
     if blocks is not None:
         result.record["blocks"] = blocks
-        if epochs == 0:  # the same monitor as the block stage's: its start is "before"
-            result.record["quality_before"] = blocks["quality_start"]
-        if "guard" in blocks and epochs == 0:
-            result.record["guard"] = blocks["guard"]
-            result.record["val_best"] = max(blocks["quality_start"], blocks["quality_blocks"])
     return result
+
+
+def _blocks_result(student, blocks: dict, config: RetrainConfig, images: int,
+                   start: float) -> RetrainResult:  # fmt: skip
+    """The record of a blocks-only run, in the form of an output-matching one."""
+    record = {
+        "config": config.to_dict(),
+        "trainable": blocks.pop("trainable"),
+        "world_size": 1,
+        "train_images": images,
+        "monitor": blocks["monitor"],
+        "monitor_metric": blocks["monitor_metric"],
+        "quality_before": blocks["quality_start"],
+        "quality_after": blocks["quality_start"] if blocks.get("restored")
+        else blocks["quality_blocks"],
+        "history": [],
+        "cached_prefix": False,
+        "cache_seconds": 0.0,
+        "wall_seconds": time.perf_counter() - start,
+        "blocks": blocks,
+    }  # fmt: skip
+    if "guard" in blocks:
+        record["guard"] = blocks["guard"]
+        record["val_best"] = max(blocks["quality_start"], blocks["quality_blocks"])
+    student.eval()
+    return RetrainResult(student, record)
 
 
 def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, checkpoint, resume,
@@ -147,7 +167,8 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
                          progress=progress, checkpoint=path, resume=resume,
                          fingerprints=fingerprints)  # fmt: skip
     after = _quality(student, monitor, device, Ranks())
-    record.update(quality_start=before, quality_blocks=after,
+    record.update(quality_start=before, quality_blocks=after, trainable=sorted(trainable),
+                  monitor_metric=_metric_name(monitor),
                   monitor="val_data" if val_data is not None else f"the first {len(monitor)} images")
     if val_data is not None:
         if after < before:
@@ -158,6 +179,7 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
                                "val_data; the start is kept")  # fmt: skip
         else:
             record["guard"] = "the block-wise result is kept"
+        record["restored"] = after < before
     return record
 
 
@@ -179,7 +201,7 @@ def _fingerprints(student, teacher, data, val_data) -> dict[str, str]:
 
 
 def _retrain(student, teacher, data, config, val_data, checkpoint, resume, device, progress,
-             ranks: Ranks, start, fingerprints, epochs: int) -> RetrainResult:  # fmt: skip
+             ranks: Ranks, start, fingerprints) -> RetrainResult:  # fmt: skip
     arch = get_arch(student)
     example = arch.example_input() if arch is not None else None
     names = trainable_names(student, config.trainable, example)
@@ -195,19 +217,9 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     head = split.suffix if split is not None else student
 
     cache_start = time.perf_counter()
-    train_images = len(data)
-    if epochs == 0:  # nothing to train: only the monitor is needed
-        monitor = val_data if val_data is not None else Subset(data, range(min(len(data), MONITOR_MAX)))
-        monitor_name = "val_data" if val_data is not None else f"the first {len(monitor)} images"
-        monitor = train = _cache(student, teacher, monitor, split, config, device, progress)
-        val = None
-    else:
-        cached = _cache(student, teacher, data, split, config, device, progress)
-        val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
-        monitor, train = (val, cached) if val is not None else _held_out(cached, config.seed)
-        train_images = len(train)
-        monitor_name = ("val_data" if val_data is not None
-                        else f"{len(monitor) * ranks.world_size} held-out images")  # fmt: skip
+    cached = _cache(student, teacher, data, split, config, device, progress)
+    val = _cache(student, teacher, val_data, split, config, device, False) if val_data else None
+    monitor, train = (val, cached) if val is not None else _held_out(cached, config.seed)
     cache_seconds = time.perf_counter() - cache_start
 
     params = [p for n, p in student.named_parameters() if n in names]
@@ -220,15 +232,15 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     if val is not None:
         best = {"epoch": 0, "score": before, "state": _snapshot(student, names, tuner)}
     first_epoch = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists() and epochs:
+    if resume and checkpoint is not None and Path(checkpoint).exists():
         first_epoch, history, best = load_checkpoint(
             checkpoint, student, names, tuner, optimizer, config, ranks.world_size, fingerprints
         )
         logger.info("resuming %s after epoch %d", checkpoint, first_epoch)
-    elif resume and epochs:
+    elif resume:
         logger.info("no checkpoint at %s: starting fresh", checkpoint)
     trained = ranks.wrap(head, device)  # DDP averages gradients when several ranks run
-    for epoch in range(first_epoch, epochs):
+    for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()
         loss = _train_epoch(trained, student, train, optimizer, tuner, config, epoch, device,
                             progress, ranks)  # fmt: skip
@@ -259,8 +271,9 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         "config": config.to_dict(),
         "trainable": names,
         "world_size": ranks.world_size,
-        "train_images": train_images * ranks.world_size,
-        "monitor": monitor_name,
+        "train_images": len(train) * ranks.world_size,
+        "monitor": "val_data" if val_data is not None
+        else f"{len(monitor) * ranks.world_size} held-out images",
         "monitor_metric": _metric_name(monitor),
         "quality_before": before,
         "quality_after": after,

@@ -94,3 +94,13 @@ def test_plan_from_yaml_path(tiny_vgg, tmp_path):
     path.write_text("rules:\n  - {layers: 5-6, k: 2}\n")
     report = qretrain.cluster_(tiny_vgg, str(path))
     assert {r.name for r in report.clustered} == {"classifier.1.weight", "classifier.4.weight"}
+
+
+def test_clustering_that_makes_a_tensor_larger_is_warned(caplog):
+    model = qretrain.build_model("torch.nn:Linear", in_features=3, out_features=3, bias=False)
+    qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": 9}]})
+    assert "1 clustered tensor(s) take more bytes than as float32 (weight: 41 bytes" in caplog.text
+    caplog.clear()
+    big = qretrain.build_model("torch.nn:Linear", in_features=64, out_features=64, bias=False)
+    qretrain.cluster_(big, {"rules": [{"type": "Linear", "k": 16}]})
+    assert "take more bytes" not in caplog.text

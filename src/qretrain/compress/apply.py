@@ -71,7 +71,22 @@ def cluster_(
         clusters[d.info.name] = clustered
         logger.debug("clustered %s to %d values", d.info.name, clustered.sizes.max().item())
     plans_of(model).append(plan.to_dict())
+    _warn_if_larger(chosen, clusters)
     return _report(decisions, clusters)
+
+
+def _warn_if_larger(chosen: list[Decision], clusters: dict[str, ClusteredTensor]) -> None:
+    """Say which tensors take more bytes clustered than as float32 (tiny kernels at a
+    large k: the codebook outweighs the indices), so the plan can leave them out."""
+    larger = [(d.info.name, clusters[d.info.name].packed_nbytes(), d.info.numel * 4)
+              for d in chosen if clusters[d.info.name].packed_nbytes() > d.info.numel * 4]  # fmt: skip
+    if larger:
+        name, packed, raw = larger[0]
+        logger.warning(
+            "%d clustered tensor(s) take more bytes than as float32 (%s: %d bytes of indices "
+            "and codebook against %d): give them k: null in the plan, or a smaller k",
+            len(larger), name, packed, raw,
+        )
 
 
 def _validate(model: nn.Module, chosen: list[Decision]) -> None:

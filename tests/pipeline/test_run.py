@@ -63,6 +63,11 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tiny_run, capsys):
     assert far["val_best"] >= far["quality_before"]  # the guard at work
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "Figure" in page
+    report = (run / "report.md").read_text()
+    compress = json.loads((run / "compress.json").read_text())
+    largest = max(compress["tensor_file_bytes"], key=compress["tensor_file_bytes"].get)
+    assert "bits per weight (on disk)" in report and largest in report  # the per-tensor table
+    assert f"metadata {qretrain._table.human_bytes(compress['breakdown']['metadata'])}" in report
     assert main(["run", str(path)]) == 0
     rerun = capsys.readouterr().err  # stage lines are log lines, on stderr
     assert rerun.count("done before") == 7  # analyze, plan, compress, 3 retrains, evaluate

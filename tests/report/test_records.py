@@ -47,3 +47,14 @@ def test_report_pages_carry_the_figures(tmp_path):
     assert "87.65%" in md.read_text() and "87.65%" in page.read_text()
     assert "<html" in page.read_text() and "type: Linear, k: 4" in md.read_text()
     assert "2 of 4 tensors clustered" in md.read_text()
+
+
+def test_report_says_plainly_when_the_guard_kept_the_clustered_start(tmp_path):
+    write_run(tmp_path)
+    run = {"data": "d: 10 images", "monitor": "val_data", "monitor_metric": "agreement",
+           "quality_before": 0.8, "quality_after": 0.8, "wall_seconds": 1.0, "cache_seconds": 0.1,
+           "history": [{"epoch": 1, "monitor": 0.7}],
+           "guard": "retraining never beat the clustered start on val_data; the start is kept"}  # fmt: skip
+    (tmp_path / "label_free.json").write_text(json.dumps(run))
+    md, _ = write_report(tmp_path)
+    assert "the guard kept the start: that model is the clustered one" in md.read_text()

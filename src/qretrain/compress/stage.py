@@ -41,6 +41,7 @@ class CompressResult:
             "tensors_clustered": len(self.report.clustered),
             "tensors": len(self.report.records),
             "tensor_file_bytes": self.saved.tensor_bytes,
+            "breakdown": self.saved.breakdown,
             "report": self.report.to_dict(),
         }
 

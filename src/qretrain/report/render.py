@@ -97,6 +97,36 @@ def _plan_and_size(out: Path) -> list[Block]:
                             f"float32 {human_bytes(c['float32_bytes'])} -> {c['layout']} file "
                             f"{human_bytes(c['file_bytes'])} ({c['reduction']:.2%} smaller, "
                             f"{c['float32_bytes'] / c['file_bytes']:.2f}x)."))  # fmt: skip
+        b += _file_table(c)
+    return b
+
+
+TENSOR_ROWS = 25  # the largest tensors shown one by one; the rest summed
+
+
+def _file_table(c: dict) -> list[Block]:
+    """What the file holds: its parts, and per tensor its bytes, k and bits per weight."""
+    b = []
+    if "breakdown" in c:
+        parts = ", ".join(f"{part} {human_bytes(n)} ({n / c['file_bytes']:.1%})"
+                          for part, n in c["breakdown"].items())  # fmt: skip
+        b.append(Block("p", f"The file: {parts}."))
+    sizes = c.get("tensor_file_bytes") or {}
+    records = {r["name"]: r for r in c.get("report", {}).get("tensors", [])}
+    order = sorted(sizes, key=sizes.get, reverse=True)
+    rows = []
+    for name in order[:TENSOR_ROWS]:
+        r = records.get(name, {})
+        k = str(r.get("k_used")) if r.get("clustered") else "float32"
+        bits = f"{8 * sizes[name] / r['numel']:.2f}" if r.get("numel") else "-"
+        rows.append([name, k, bits, f"{sizes[name]:,}", f"{sizes[name] / c['file_bytes']:.1%}"])
+    rest = sum(sizes[n] for n in order[TENSOR_ROWS:])
+    if rest:
+        rows.append([f"({len(order) - TENSOR_ROWS} more tensors)", "", "", f"{rest:,}",
+                     f"{rest / c['file_bytes']:.1%}"])  # fmt: skip
+    if rows:
+        b.append(Block("table", (["tensor", "k", "bits per weight (on disk)", "bytes (gzip)",
+                                  "share of the file"], rows)))  # fmt: skip
     return b
 
 
@@ -122,6 +152,10 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     b.append(Block("table", (["run", "data", "monitor", "before", "after", "wall (s)",
                               "cache pass (s)", "guard"], rows)))  # fmt: skip
     for name, r in runs.items():
+        if "start is kept" in r.get("guard", ""):
+            b.append(Block("p", f"Note: for {LABELS[name]}, retraining never beat the clustered "
+                                "start on the guard data, so the guard kept the start: that "
+                                "model is the clustered one."))  # fmt: skip
         b += _block_stage(LABELS[name], r.get("blocks"))
     metric = "top1" if all(m["top1"] is not None for m in evaluation["models"].values()) \
         else "agreement"  # fmt: skip

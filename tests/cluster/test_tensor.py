@@ -11,6 +11,14 @@ from qretrain.cluster.kmeans1d import _exact_edges, _Prefix
 METHODS = list(Method)
 
 
+def run(x: torch.Tensor, k: int, method: Method, **kw):
+    """cluster_tensor; sensitive-kmeans with equal importance everywhere (plain k-means:
+    tests/compress/test_sensitive.py checks the weighting itself)."""
+    if method is Method.SENSITIVE:
+        kw["importance"] = torch.ones_like(x)
+    return cluster_tensor(x, k, method, **kw)
+
+
 def sample(dist: str, n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     if dist == "gaussian":
@@ -23,7 +31,7 @@ def sample(dist: str, n: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("k", [1, 2, 7, 16, 256])
 def test_at_most_k_values_and_decode_matches_indices(method, k):
     x = sample("gaussian", 5000).reshape(50, 100)
-    c = cluster_tensor(x, k, method)
+    c = run(x, k, method)
     decoded = c.decode()
     assert decoded.shape == x.shape
     assert decoded.unique().numel() <= k
@@ -36,7 +44,7 @@ def test_at_most_k_values_and_decode_matches_indices(method, k):
 @pytest.mark.parametrize("method", METHODS)
 def test_k1_gives_the_mean(method):
     x = sample("laplace", 999)
-    c = cluster_tensor(x, 1, method)
+    c = run(x, 1, method)
     assert c.bits == 0
     assert c.codebook.item() == pytest.approx(x.double().mean().item(), abs=1e-6)
 
@@ -65,7 +73,7 @@ def test_linear_centroids_are_member_means_of_evenly_spaced_bins():
 @pytest.mark.parametrize("n", [3000, 200_000])  # exact-values path and histogram path
 def test_kmeans_error_at_most_equal_count_and_linear(dist, k, n):
     x = sample(dist, n, seed=k)
-    errors = {m: cluster_tensor(x, k, m).sq_error for m in METHODS}
+    errors = {m: run(x, k, m).sq_error for m in METHODS}
     assert errors[Method.KMEANS] <= errors[Method.EQUAL_COUNT] * (1 + 1e-6)
     assert errors[Method.KMEANS] <= errors[Method.LINEAR] * (1 + 1e-6)
 
@@ -94,7 +102,7 @@ def test_histogram_path_close_to_exact_values_path(monkeypatch):
 def test_exact_when_k_at_least_distinct_values(method, n):
     levels = torch.tensor([-0.75, -0.1, 0.0, 0.3, 2.5])
     x = levels[torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(0))]
-    c = cluster_tensor(x, 8, method)
+    c = run(x, 8, method)
     assert torch.equal(c.decode(), x)
     assert c.sq_error == 0.0
     assert torch.equal(c.codebook[0], levels)  # only values in use, sorted

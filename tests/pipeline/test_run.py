@@ -54,8 +54,12 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tiny_run, capsys):
         assert (run / name).exists(), name
     evaluation = json.loads((run / "evaluate.json").read_text())
     assert set(evaluation["models"]) == {"original", "clustered", "label_free",
-                                         "conventional", "far_off"}  # fmt: skip
+                                         "conventional", "far_off", "uniform"}  # fmt: skip
     assert evaluation["models"]["original"]["agreement"] == 1.0
+    uniform = evaluation["models"]["uniform"]  # one k for every weight, no larger a file
+    assert uniform["label"].startswith("uniform k=")  # (else the smallest k tried: 2)
+    assert (uniform["file_bytes"] <= evaluation["models"]["clustered"]["file_bytes"]
+            or uniform["label"].startswith("uniform k=2 "))  # fmt: skip
     # The final table shows the records' figures.
     for m in evaluation["models"].values():
         assert f"{m['agreement']:.2%}" in out_text

@@ -22,8 +22,9 @@ from pathlib import Path
 from torch import nn
 
 from qretrain.analysis import Sweep, analyze
-from qretrain.compress import compress
+from qretrain.compress import cluster_, compress
 from qretrain.data import load_dataset
+from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
@@ -32,6 +33,7 @@ from qretrain.planner.auto import auto_plan
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
 from qretrain.retrain import Objective, block_checkpoint, retrain
 from qretrain.storage import (
+    file_bytes,
     file_sha256,
     folder_lock,
     load,
@@ -189,16 +191,24 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
     labeled = bool((labels >= 0).all())
     models = {"original": None, "clustered": out / "clustered.h5"}
     models.update({n: out / f"{n}.h5" for n in RETRAIN_RUNS if (out / f"{n}.h5").exists()})
+    baseline = _uniform_baseline(model, (out / "clustered.h5").stat().st_size)
+    if baseline is not None:
+        models["uniform"] = baseline
     rows = {}
     for name, path in models.items():
+        label = RUN_LABELS.get(name)
         if path is None:
             logits, size = reference, _float_file_bytes(model, out)
+        elif name == "uniform":
+            k, uniform, size = baseline
+            logits, _ = predict(uniform, ds, batch_size=batch, device=config.device)
+            label = f"uniform k={k} (baseline)"
         else:
             logits, _ = predict(load(path, trust_code=trust_code), ds, batch_size=batch,
                                 device=config.device)  # fmt: skip
             size = path.stat().st_size
         rows[name] = {
-            "label": RUN_LABELS[name],
+            "label": label,
             "top1": topk_accuracy(logits, labels, 1) if labeled else None,
             "agreement": agreement(logits, reference),
             "kl": mean_kl(logits, reference),
@@ -209,6 +219,27 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
             rows[name].update(top1_drop=drop, drop_95=[low, high])
     record = {"data": ds.describe(), "models": rows, "seconds": time.perf_counter() - start}
     write_text_atomic(out / "evaluate.json", json.dumps(record, indent=2))
+
+
+UNIFORM_KS = (256, 128, 64, 32, 16, 8, 4, 2)
+
+
+def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int] | None:
+    """Every convolution and linear weight at one k: the largest k whose packed file is
+    no larger than ``size`` (what one bit width for all tensors reaches at that size),
+    else the smallest k tried; (k, the clustered copy, its file bytes), or None when
+    the model has no such layers."""
+    uniform = None
+    for k in UNIFORM_KS:
+        uniform = copy.deepcopy(model)
+        try:
+            cluster_(uniform, {"rules": [{"type": "Conv2d", "k": k}, {"type": "Linear", "k": k}]})
+        except QretrainError:
+            return None  # no convolution or linear layer to cluster
+        bytes_ = file_bytes(uniform)
+        if bytes_ <= size:
+            break
+    return k, uniform, bytes_
 
 
 def _float_file_bytes(model: nn.Module, out: Path) -> int:

@@ -37,7 +37,11 @@ def main() -> None:
     rows = {"h5": {"file_bytes": path.stat().st_size}}
     for fmt, suffix in (("safetensors", ".safetensors"), ("onnx", ".onnx"),
                         ("torchscript", ".pt"), ("coreml", ".mlpackage")):  # fmt: skip
-        result = qretrain.export(model, path.with_suffix(suffix), fmt)
+        try:
+            result = qretrain.export(model, path.with_suffix(suffix), fmt)
+        except Exception as e:  # one format failing must not hide the others' figures
+            rows[fmt] = {"error": f"{type(e).__name__}: {e}"}
+            continue
         rows[fmt] = {"file_bytes": result.file_bytes, "vs_h5": result.file_bytes / rows["h5"]["file_bytes"]}
         float32 = result.float32_bytes
     data = qretrain.load_dataset(args.data, get_arch(model).contract, limit=args.limit,

@@ -43,9 +43,12 @@ def coremltools_palettized(model: torch.nn.Module, bits: int) -> torch.nn.Module
 
     config = PostTrainingPalettizerConfig.from_dict(
         {"global_config": {"n_bits": bits, "granularity": "per_tensor"}})  # fmt: skip
-    out = PostTrainingPalettizer(copy.deepcopy(model), config).compress(inplace=True)
-    # Store its tables: cluster each palettized tensor again at k = its distinct values
-    # (exact), so the packed file holds exactly coremltools' values.
+    palettized = PostTrainingPalettizer(copy.deepcopy(model), config).compress(inplace=True)
+    # Its values in a plain copy (coremltools adds _COREML_ buffers), then each palettized
+    # tensor clustered again at k = its distinct values (exact), so that the packed file
+    # holds exactly coremltools' values.
+    out = copy.deepcopy(model)
+    out.load_state_dict({k: v for k, v in palettized.state_dict().items() if "_COREML_" not in k})
     rules = []
     for name, p in out.named_parameters():
         if name.endswith("weight") and p.dim() > 1 and p.unique().numel() <= 2**bits:

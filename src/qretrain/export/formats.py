@@ -297,22 +297,26 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
                             "pip install 'qretrain[coreml]'") from None  # fmt: skip
     example = _example(model, "coreml")
     contract = get_arch(model).contract
+    # torch.export, not jit.trace: coremltools' TorchScript frontend fails on some
+    # graphs (EfficientNet-Lite's static same-padding) that the exported program carries.
     with torch.no_grad():
-        traced = torch.jit.trace(model.eval(), example)
+        program = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    name = next(s.arg.name for s in program.graph_signature.input_specs
+                if s.kind == torch.export.graph_signature.InputKind.USER_INPUT)  # fmt: skip
     if len(set(contract.std)) == 1:
         std = contract.std[0]
         layout = ct.colorlayout.RGB if contract.channels == 3 else ct.colorlayout.GRAYSCALE
         bias = [-m / std for m in contract.mean]
-        inputs = [ct.ImageType(name="input", shape=example.shape, scale=1 / (255 * std),
+        inputs = [ct.ImageType(name=name, shape=example.shape, scale=1 / (255 * std),
                                bias=bias if contract.channels == 3 else bias[0],
                                color_layout=layout)]  # fmt: skip
     else:
-        inputs = [ct.TensorType(name="input", shape=example.shape)]
+        inputs = [ct.TensorType(name=name, shape=example.shape)]
     # Folding batch norm or a scale into a convolution's weights would turn its codebook
     # into other values: those passes are off, so the tables hold the file's values.
     passes = ct.PassPipeline.DEFAULT
     passes.remove_passes(["common::fuse_conv_batchnorm", "common::fuse_conv_scale"])
-    converted = ct.convert(traced, inputs=inputs, convert_to="mlprogram",
+    converted = ct.convert(program, inputs=inputs, convert_to="mlprogram",
                            compute_precision=ct.precision.FLOAT32, pass_pipeline=passes,
                            minimum_deployment_target=ct.target.iOS18)  # fmt: skip
     config = OptimizationConfig(global_config=OpPalettizerConfig(mode="unique", weight_threshold=1))

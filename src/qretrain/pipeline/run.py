@@ -230,15 +230,22 @@ def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int]
     else the smallest k tried; (k, the clustered copy, its file bytes), or None when
     the model has no such layers."""
     uniform = None
-    for k in UNIFORM_KS:
-        uniform = copy.deepcopy(model)
-        try:
-            cluster_(uniform, {"rules": [{"type": "Conv2d", "k": k}, {"type": "Linear", "k": k}]})
-        except QretrainError:
-            return None  # no convolution or linear layer to cluster
-        bytes_ = file_bytes(uniform)
-        if bytes_ <= size:
-            break
+    quiet = logging.getLogger("qretrain.compress.apply")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the baseline's own tiny tensors need no advice
+    try:
+        for k in UNIFORM_KS:
+            uniform = copy.deepcopy(model)
+            try:
+                cluster_(uniform, {"rules": [{"type": "Conv2d", "k": k},
+                                             {"type": "Linear", "k": k}]})  # fmt: skip
+            except QretrainError:
+                return None  # no convolution or linear layer to cluster
+            bytes_ = file_bytes(uniform)
+            if bytes_ <= size:
+                break
+    finally:
+        quiet.setLevel(level)
     return k, uniform, bytes_
 
 

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "retrain",
         help="win a clustered model's quality back, label-free or with labels",
         description="Retrain the unclustered parameters of STUDENT.h5 so that its outputs "
-        "match the teacher's on D (no labels needed), or with --labels by cross-entropy "
+        "match the teacher's on D (no labels needed), or, with --objective blocks, so that "
+        "each block's output matches the teacher's block by block (docs/RETRAINING.md), "
+        "or with --labels by cross-entropy "
         "on D's labels (conventional retraining). Clustered tensors stay on their "
         "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
         "run record and a checkpoint OUT.ckpt after every epoch (OUT.blocks.ckpt after every "

@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher-epochs", type=int,
+                        help="the cached teacher of this many epochs (default: the reference one)")
     parser.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
                         help="only these runs (conventional always runs: the anchor)")
     parser.add_argument("--block-epochs", type=int, default=4, help="passes per block")
@@ -62,7 +64,8 @@ def main() -> None:
     if not args.plan:
         parser.error("--plan is required (unless --replot)")
 
-    teacher = load_teacher(args.teacher)
+    teacher = (load_teacher(args.teacher, epochs=args.teacher_epochs) if args.teacher_epochs
+               else load_teacher(args.teacher))  # fmt: skip
     contract = get_arch(teacher).contract
     test = load_dataset("fashion-mnist:test", contract)
     train = load_dataset("fashion-mnist:train", contract, limit=args.train_limit, seed=args.seed)
@@ -79,7 +82,8 @@ def main() -> None:
                              f"--plan {args.plan}", f"--epochs {args.epochs}"]
                             + ([f"--train-limit {args.train_limit}"] if args.train_limit else [])
                             + ([f"--runs {' '.join(repr(r) for r in args.runs)}"] if args.runs else [])
-                            + ([f"--block-epochs {args.block_epochs} --tag {args.tag}"] if args.tag else [])),
+                            + ([f"--block-epochs {args.block_epochs} --tag {args.tag}"] if args.tag else [])
+                            + ([f"--teacher-epochs {args.teacher_epochs}"] if args.teacher_epochs else [])),
         "teacher": args.teacher, "plan": args.plan, "epochs": args.epochs, "seed": args.seed,
         "train_images": len(train), "test_images": len(test), "top1": top1, "runs": {},
     }  # fmt: skip

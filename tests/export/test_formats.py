@@ -75,6 +75,8 @@ def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet)
         assert packed.size == -(-c.indices.numel() // 2)
         unpacked = np.stack([packed & 15, packed >> 4], 1).reshape(-1)[: c.indices.numel()]
         assert np.array_equal(unpacked.reshape(c.indices.shape), c.indices.numpy())
+    # Batch norm as one scale and one shift per channel, as the .h5 stores it.
+    assert not any(n.op_type == "BatchNormalization" for n in graph.graph.node)
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     out = session.run(None, {"input": x.numpy()})[0]  # a batch of 5: the batch axis is free

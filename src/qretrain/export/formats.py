@@ -199,13 +199,55 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     if missed:  # the exporter folded or renamed them: they stay float32 in the graph
         logger.warning("onnx export: %d clustered tensor(s) are not graph initializers and "
                        "stay float32 (%s)", len(missed), ", ".join(missed[:3]))  # fmt: skip
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in onnx.shape_inference.infer_shapes(graph).graph.value_info}  # fmt: skip
+    kept, nodes = _batchnorm_as_scale_and_shift(kept, decoders + list(graph.graph.node), ranks,
+                                                numpy_helper, helper,
+                                                {o.name for o in graph.graph.output})  # fmt: skip
     del graph.graph.initializer[:]
     graph.graph.initializer.extend(kept)
-    nodes = list(graph.graph.node)
     del graph.graph.node[:]
-    graph.graph.node.extend(decoders + nodes)
+    graph.graph.node.extend(nodes)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+
+
+def _batchnorm_as_scale_and_shift(initializers, nodes, ranks, numpy_helper, helper,
+                                  graph_outputs=frozenset()):
+    """Each BatchNormalization of a 4-D input over constant statistics as Mul and Add by
+    one scale and one shift per channel (as the .h5 stores folded batch norm): two
+    vectors instead of four, the same function up to float rounding. ``ranks``: the
+    rank of each value shape inference knows. Constants the exporter shared between
+    layers (equal tensors become one) are dropped only once nothing reads them."""
+    constants = {i.name: numpy_helper.to_array(i) for i in initializers}
+    for node in nodes:  # the exporter shares equal tensors through Identity nodes
+        if node.op_type == "Constant" and len(node.output) == 1 and node.attribute \
+                and node.attribute[0].name == "value":  # fmt: skip
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in constants:
+            constants[node.output[0]] = constants[node.input[0]]
+    out, added = [], []
+    for node in nodes:
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 \
+                or ranks.get(node.input[0]) != 4 \
+                or not all(name in constants for name in node.input[1:5]):  # fmt: skip
+            out.append(node)
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale, bias, mean, var = (constants[n].astype(np.float64) for n in node.input[1:5])
+        a = scale / np.sqrt(var + eps)
+        b = bias - mean * a
+        name = node.name or node.output[0]
+        added += [numpy_helper.from_array(a.astype(np.float32).reshape(-1, 1, 1), f"{name}.scale"),
+                  numpy_helper.from_array(b.astype(np.float32).reshape(-1, 1, 1), f"{name}.shift")]  # fmt: skip
+        out += [helper.make_node("Mul", [node.input[0], f"{name}.scale"], [f"{name}.scaled"]),
+                helper.make_node("Add", [f"{name}.scaled", f"{name}.shift"], [node.output[0]])]  # fmt: skip
+    for _ in range(2):  # drop constants and their Identity copies that nothing reads now
+        read = {name for node in out for name in node.input}
+        out = [n for n in out if n.op_type not in ("Constant", "Identity")
+               or n.output[0] in read or n.output[0] in graph_outputs]  # fmt: skip
+    read = {name for node in out for name in node.input}
+    return [i for i in initializers if i.name in read] + added, out
 
 
 def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):

@@ -24,30 +24,18 @@ from pathlib import Path
 import torch
 
 import qretrain
-from qretrain.metrics.quality import agreement, predict, topk_accuracy
+from qretrain.metrics.quality import agreement, predict, top1_drop, topk_accuracy
 from qretrain.models import get_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "imagenet_eval.json"
 
 
-def bootstrap_drop(correct_a: torch.Tensor, correct_b: torch.Tensor, n: int = 2000,
-                   seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """95% interval of 100 * (mean(a) - mean(b)) over images resampled with replacement."""
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, len(correct_a), (n, len(correct_a)), generator=g)
-    drops = 100 * (correct_a[index].float().mean(1) - correct_b[index].float().mean(1))
-    return float(drops.quantile(0.025)), float(drops.quantile(0.975))
-
-
 def row(name: str, logits, labels, reference, file_bytes: int, float32: int) -> dict:
-    correct = logits.argmax(1) == labels
-    base = reference.argmax(1) == labels
-    lo, hi = bootstrap_drop(base, correct)
+    drop, lo, hi = top1_drop(logits, reference, labels)
     return {"model": name, "file_bytes": file_bytes, "times_smaller": float32 / file_bytes,
             "top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
-            "agreement": agreement(logits, reference),
-            "top1_drop_points": 100 * (base.float().mean() - correct.float().mean()).item(),
+            "agreement": agreement(logits, reference), "top1_drop_points": drop,
             "drop_95_interval": [lo, hi]}  # fmt: skip
 
 

@@ -29,7 +29,7 @@ import torch
 
 import qretrain
 import qretrain.data.synthetic
-from qretrain.metrics.quality import agreement, predict, topk_accuracy
+from qretrain.metrics.quality import agreement, predict, top1_drop, topk_accuracy
 from qretrain.models import get_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,15 +55,6 @@ VARIANTS = {
                                                     "block_epochs": 4, "epochs": 3, "lr": 3e-4,
                                                     "tune_centroids": True}},
 }  # fmt: skip
-
-
-def bootstrap_drop(correct_a: torch.Tensor, correct_b: torch.Tensor, n: int = 2000,
-                   seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """95% interval of 100 * (mean(a) - mean(b)) over images resampled with replacement."""
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, len(correct_a), (n, len(correct_a)), generator=g)
-    drops = 100 * (correct_a[index].float().mean(1) - correct_b[index].float().mean(1))
-    return float(drops.quantile(0.025)), float(drops.quantile(0.975))
 
 
 def main() -> None:
@@ -108,8 +99,7 @@ def main() -> None:
     imagenet = qretrain.load_dataset(args.imagenet, contract)
     reference, labels = predict(teacher, imagenet, batch_size=32)
     logits, _ = predict(model, imagenet, batch_size=32)
-    base, correct = reference.argmax(1) == labels, logits.argmax(1) == labels
-    lo, hi = bootstrap_drop(base, correct)
+    drop, lo, hi = top1_drop(logits, reference, labels)
     entry = {
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
         "retrain_config": record["config"] if record else None,
@@ -119,7 +109,7 @@ def main() -> None:
         "original_top1": topk_accuracy(reference, labels, 1),
         "top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
         "agreement": agreement(logits, reference),
-        "top1_drop_points": 100 * (base.float().mean() - correct.float().mean()).item(),
+        "top1_drop_points": drop,
         "drop_95_interval": [lo, hi],
         "retrain_seconds": seconds,
         "blocks": record.get("blocks") if record else None,

@@ -54,21 +54,26 @@ class Graph:
     def segment(self, start: int, stop: int | None) -> fx.GraphModule:
         """Nodes [start, stop) reading the frontier at ``start``; returns the frontier
         at ``stop`` as a tuple, or the model's output when ``stop`` is None."""
-        end = len(self.nodes) if stop is None else stop
         graph, env = fx.Graph(), {}
         for i, n in enumerate(self.frontier(start)):
             env[n] = graph.placeholder(f"frontier_{i}")
-        for n in self.nodes[:start]:  # parameter reads the segment needs
+        self._copy(graph, env, start, stop)
+        if stop is not None:
+            graph.output(tuple(env[n] for n in self.frontier(stop)))
+        return fx.GraphModule(self.traced, graph)
+
+    def _copy(self, graph: fx.Graph, env: dict, start: int, stop: int | None) -> None:
+        """Copy nodes [start, stop) into ``graph`` (the output node only when ``stop``
+        is None), with the parameter reads before ``start`` that they use; ``env``
+        maps the frontier's nodes to the new graph's inputs and receives the copies."""
+        end = len(self.nodes) if stop is None else stop
+        for n in self.nodes[:start]:
             if n.op == "get_attr" and any(start <= self._position[u] < end for u in n.users):
                 env[n] = graph.node_copy(n, lambda a: env[a])
         for n in self.nodes[start:end]:
             if n.op == "output" and stop is not None:
                 continue
             env[n] = graph.node_copy(n, lambda a: env[a])
-        if stop is not None:
-            graph.output(tuple(env[n] for n in self.frontier(stop)))
-        return fx.GraphModule(self.traced, graph)
-
 
     def tensor_frontier(self, boundary: int) -> list[fx.Node] | None:
         """The frontier at ``boundary`` without the input's batch size (``x.size(0)``,
@@ -82,7 +87,6 @@ class Graph:
         (``tensor_frontier`` of one node): a module from that tensor to the next cut's
         tensor, or to the model's output when ``stop`` is None. The input's batch
         size, where the model reads it, is taken from the block's own input."""
-        end = len(self.nodes) if stop is None else stop
         if start <= self.inputs:  # the first block reads the model's (one) input
             (crossing,) = [n for n in self.nodes if n.op == "placeholder"]
         else:
@@ -92,13 +96,7 @@ class Graph:
         for n in self.frontier(start):
             if _batch_size(n):
                 env[n] = graph.call_method("size", (env[crossing], 0))
-        for n in self.nodes[:start]:  # parameter reads the block needs
-            if n.op == "get_attr" and any(start <= self._position[u] < end for u in n.users):
-                env[n] = graph.node_copy(n, lambda a: env[a])
-        for n in self.nodes[start:end]:
-            if n.op == "output" and stop is not None:
-                continue
-            env[n] = graph.node_copy(n, lambda a: env[a])
+        self._copy(graph, env, start, stop)
         if stop is not None:
             (out,) = self.tensor_frontier(stop)
             graph.output(env[out])

@@ -45,6 +45,7 @@ from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
 from qretrain.retrain.centroids import CentroidTuner
+from qretrain.retrain.checkpoint import check_same_run
 from qretrain.retrain.config import RetrainConfig
 from qretrain.storage.atomic import atomic_path
 
@@ -343,7 +344,7 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
     """Restore a block-wise checkpoint's weights; refuses another run's."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        stored, stage = payload["fingerprints"], payload.get("stage")
+        stage = payload.get("stage")
     except Exception as e:  # torch.load and a damaged payload raise many types
         raise QretrainFileError(
             f"checkpoint {str(path)!r} is unreadable or incomplete ({type(e).__name__}: {e}); "
@@ -351,17 +352,7 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
         ) from e
     if stage != "blocks":
         raise QretrainError(f"checkpoint {str(path)!r} is not a block-wise checkpoint; remove it")
-    changed = [what for what, digest in fingerprints.items() if stored.get(what) != digest]
-    if changed:
-        raise QretrainError(
-            f"checkpoint {str(path)!r} belongs to another run: its {', '.join(changed)} "
-            "differ from this run's; resume only the run that wrote it, or remove it"
-        )
-    if payload["config"] != config.to_dict():
-        raise QretrainError(
-            f"checkpoint {str(path)!r} was written with other settings; resume with the same "
-            "ones or remove it"
-        )
+    check_same_run(payload, path, config, fingerprints)
     state = student.state_dict()
     with torch.no_grad():
         for name, value in payload["params"].items():

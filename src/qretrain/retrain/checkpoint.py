@@ -55,8 +55,9 @@ def load_checkpoint(path, student: nn.Module, names, tuner, optimizer, config: R
     return payload["epoch"], payload["history"], payload["best"]
 
 
-def _restore(payload, path, student, names, tuner, optimizer, config, world_size,
-             fingerprints: dict[str, str]) -> None:  # fmt: skip
+def check_same_run(payload: dict, path, config: RetrainConfig,
+                   fingerprints: dict[str, str]) -> None:  # fmt: skip
+    """Refuse a checkpoint another run wrote: other student, teacher, data or settings."""
     stored = payload.get("fingerprints", {})
     changed = [what for what, digest in fingerprints.items() if stored.get(what) != digest]
     if changed:
@@ -69,6 +70,11 @@ def _restore(payload, path, student, names, tuner, optimizer, config, world_size
             f"checkpoint {str(path)!r} was written with other settings "
             f"({payload['config']}); resume with the same ones or remove it"
         )
+
+
+def _restore(payload, path, student, names, tuner, optimizer, config, world_size,
+             fingerprints: dict[str, str]) -> None:  # fmt: skip
+    check_same_run(payload, path, config, fingerprints)
     if payload.get("world_size", 1) != world_size:
         raise QretrainError(
             f"checkpoint {str(path)!r} was written by {payload.get('world_size', 1)} "

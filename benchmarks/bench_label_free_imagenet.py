@@ -84,15 +84,17 @@ def main() -> None:
         qretrain.cluster_(student, args.plan, progress=False)
         qretrain.save(student, Path(tmp) / "clustered.h5")
         student = qretrain.load(Path(tmp) / "clustered.h5")
-        record, seconds = None, 0.0
+        record, seconds, data_seconds = None, 0.0, 0.0
         if variant is not None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
             ref = variant["data"]
             qretrain.data.synthetic.DEFAULT_STEPS = args.synthetic_steps
+            loading = time.perf_counter()  # synthetic data is made here (or read from its cache)
             data = qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
                                          seed=ref.get("seed", 0), views=ref.get("views"),
                                          teacher=teacher)  # fmt: skip
             data.labels = None
+            data_seconds = time.perf_counter() - loading
             start = time.perf_counter()
             result = qretrain.retrain(student, teacher, data, config, device=args.device,
                                       progress=False)  # fmt: skip
@@ -116,6 +118,7 @@ def main() -> None:
         "top1_drop_points": drop,
         "drop_95_interval": [lo, hi],
         "retrain_seconds": seconds,
+        "data_seconds": data_seconds,
         "blocks": record.get("blocks") if record else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {args.device}",

@@ -181,3 +181,9 @@ def test_the_guard_undoes_a_block_stage_worse_than_the_start(pair, monkeypatch):
     assert record["blocks"]["quality_blocks"] < record["blocks"]["quality_start"]
     for name, value in student.state_dict().items():
         assert torch.equal(value, start[name]), name
+
+
+def test_block_wise_refuses_several_processes(pair):
+    teacher, student = pair
+    with pytest.raises(ValueError, match="objective 'blocks' runs in one process"):
+        retrain(student, teacher, make_data(), blocks_config(), world_size=2, progress=False)

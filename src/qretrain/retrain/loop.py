@@ -98,7 +98,7 @@ def retrain(
     of ``data`` and DistributedDataParallel keeps the models identical.
     """
     start = time.perf_counter()
-    _check_inputs(student, teacher, data, config)
+    _check_inputs(student, teacher, data, config, world_size)
     fingerprints = _fingerprints(student, teacher, data, val_data) if checkpoint else {}
     ranks = Ranks(rank, world_size)
     student.to(device)
@@ -293,7 +293,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     return RetrainResult(student, record)
 
 
-def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
+def _check_inputs(student, teacher, data, config: RetrainConfig, world_size: int = 1) -> None:
     if len(data) == 0:
         raise QretrainError("the retraining data holds no images")
     if config.labels:
@@ -302,6 +302,9 @@ def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
             raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
     elif teacher is None:
         raise QretrainError("label-free retraining needs a teacher (the original model)")
+    if config.objective is not Objective.OUTPUT and world_size > 1:
+        raise QretrainError(f"objective {config.objective.value!r} runs in one process; "
+                            "under torchrun use objective 'output'")  # fmt: skip
     if config.bn_stats is BNStats.UPDATE:
         folded = [name for name, m in student.named_modules() if is_folded(m)]
         if folded:

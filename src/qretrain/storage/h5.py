@@ -163,7 +163,7 @@ def file_bytes(model: nn.Module, layout: Layout | str = Layout.PACKED,
     arch = get_arch(model) or ArchSpec(type(model).__name__)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "size.h5"
-        _write_file(path, model, arch, layout, fold_batchnorm)
+        _write_file(path, model, arch, layout, fold_batchnorm, per_tensor=False)
         return path.stat().st_size
 
 
@@ -174,8 +174,9 @@ class _Written:
 
 
 def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
-                fold_batchnorm: bool | None) -> _Written:  # fmt: skip
-    """Write the HDF5 file at ``target``."""
+                fold_batchnorm: bool | None, per_tensor: bool = True) -> _Written:  # fmt: skip
+    """Write the HDF5 file at ``target``; ``per_tensor``: also gzip each tensor on its
+    own for ``SaveResult.tensor_bytes`` (a second compression pass: only ``save``)."""
     clusters = clusters_of(model)
     state = model.state_dict()
     if fold_batchnorm if fold_batchnorm is not None else layout is Layout.PACKED:
@@ -199,7 +200,8 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
         stored = data.id.get_storage_size()
     tensor_bytes, raw_parts = {}, {"indices": 0, "codebooks": 0, "unclustered": 0}
     for entry, segments in encoded:
-        tensor_bytes[entry.name] = sum(_gzip_bytes(b) for _, b in segments)
+        if per_tensor:
+            tensor_bytes[entry.name] = sum(_gzip_bytes(b) for _, b in segments)
         for part, b in segments:
             raw_parts[_PART_OF[part]] += len(b)
     # The parts share /data's gzip: split its stored bytes in proportion to each's size.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h5py
@@ -167,9 +167,8 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
         raise QretrainFileError(f"{where}: sha256 must be 64 hex digits")
     metas, offset = [], 0
     for d in entries:
-        meta = _entry(d, layout, where)
-        metas.append(EntryMeta(meta.name, meta.encoding, meta.shape, meta.dtype,
-                               meta.cluster, meta.value, offset))  # fmt: skip
+        meta = replace(_entry(d, layout, where), offset=offset)
+        metas.append(meta)
         offset += meta.nbytes
     names = [m.name for m in metas]
     if len(set(names)) != len(names):

@@ -77,6 +77,12 @@ def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet)
         assert np.array_equal(unpacked.reshape(c.indices.shape), c.indices.numpy())
     # Batch norm as one scale and one shift per channel, as the .h5 stores it.
     assert not any(n.op_type == "BatchNormalization" for n in graph.graph.node)
+    # Names kept short and small constants shared: the graph's own bytes stay small.
+    small = [(tuple(i.dims), i.raw_data) for i in graph.graph.initializer if not i.name.endswith(
+        (".codebook", ".indices")) and len(i.raw_data) <= 64]  # fmt: skip
+    assert len(small) == len(set(small)) > 0
+    nodes = graph.graph.node
+    assert all(not n.name for n in nodes) and max(len(o) for n in nodes for o in n.output) <= 8
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     out = session.run(None, {"input": x.numpy()})[0]  # a batch of 5: the batch axis is free

@@ -208,8 +208,47 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     graph.graph.initializer.extend(kept)
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
+    _compact_names(graph.graph)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+
+
+def _compact_names(graph) -> None:
+    """Shorten what a reader never looks up, in place: every intermediate value gets a
+    short name, node names go, and equal small constants (the decoders' shapes, moduli
+    and divisors repeat for every tensor of a bit width) become one. With 1,200 nodes
+    the long names alone were ~150 KB of an EfficientNet-Lite0 export, 5% of the file.
+    Kept as they are: the graph's inputs and outputs, every ``{name}.codebook`` and
+    ``{name}.indices``, and other initializers over 64 bytes (float weights)."""
+    outside = {v.name for v in graph.input} | {v.name for v in graph.output}
+    renamed, canonical, kept = {}, {}, []
+    for init in graph.initializer:
+        if len(init.raw_data) > 64 or init.name in outside \
+                or init.name.endswith((".codebook", ".indices")):  # fmt: skip
+            kept.append(init)
+            continue
+        key = (init.data_type, tuple(init.dims), init.raw_data,
+               tuple(init.int64_data), tuple(init.float_data), tuple(init.int32_data))  # fmt: skip
+        if key not in canonical:
+            canonical[key] = f"c{len(canonical)}"
+            init.name, original = canonical[key], init.name
+            kept.append(init)
+            renamed[original] = canonical[key]
+        else:
+            renamed[init.name] = canonical[key]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    count = 0
+    for node in graph.node:
+        node.name = ""
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+        for i, name in enumerate(node.output):
+            if name and name not in outside:
+                renamed[name] = node.output[i] = f"v{count}"
+                count += 1
+    del graph.value_info[:]  # it names the old values; shape inference remakes it
 
 
 def _batchnorm_as_scale_and_shift(initializers, nodes, ranks, numpy_helper, helper,

@@ -58,6 +58,15 @@ VARIANTS = {
     "blocks+output-pool": {"data": POOL, "config": {"objective": "blocks+output",
                                                     "block_epochs": 4, "epochs": 3, "lr": 3e-4,
                                                     "tune_centroids": True}},
+    "blocks+output-views": {"data": {**POOL, "views": 1024},
+                            "config": {"objective": "blocks+output", "block_epochs": 4,
+                                       "epochs": 3, "lr": 3e-4, "tune_centroids": True}},
+    "blocks+output-synthetic": {"data": {"spec": "synthetic:64"},
+                                "config": {"objective": "blocks+output", "block_epochs": 4,
+                                           "epochs": 3, "lr": 3e-4, "tune_centroids": True}},
+    # a list: the sets joined, in order (qretrain.data.joined)
+    "output-synthetic+pool": {"data": [{"spec": "synthetic:64"}, POOL],
+                              "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
 }  # fmt: skip
 
 
@@ -87,12 +96,13 @@ def main() -> None:
         record, seconds, data_seconds = None, 0.0, 0.0
         if variant is not None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
-            ref = variant["data"]
+            refs = variant["data"] if isinstance(variant["data"], list) else [variant["data"]]
             qretrain.data.synthetic.DEFAULT_STEPS = args.synthetic_steps
             loading = time.perf_counter()  # synthetic data is made here (or read from its cache)
-            data = qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
-                                         seed=ref.get("seed", 0), views=ref.get("views"),
-                                         teacher=teacher)  # fmt: skip
+            parts = [qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
+                                           seed=ref.get("seed", 0), views=ref.get("views"),
+                                           teacher=teacher) for ref in refs]  # fmt: skip
+            data = parts[0] if len(parts) == 1 else qretrain.data.joined(*parts)
             data.labels = None
             data_seconds = time.perf_counter() - loading
             start = time.perf_counter()

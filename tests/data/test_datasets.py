@@ -259,3 +259,25 @@ def test_a_missing_pool_source_names_its_packages(monkeypatch, tmp_path):
                                                 "plasma-workspace-wallpapers"):
         load_dataset("natural:wallpapers")
     assert len(load_dataset("natural")) > 0  # the other sources still make a pool
+
+
+def test_joined_sets_keep_each_parts_contract_and_order(tmp_path):
+    from qretrain.data import joined
+
+    np.savez(tmp_path / "gray.npz", x=images(4), y=np.arange(4))
+    np.savez(tmp_path / "more.npz", x=images(3, seed=1), y=np.arange(3) + 10)
+    a = load_dataset(tmp_path / "gray.npz", GRAY28)
+    b = load_dataset(tmp_path / "more.npz", InputContract(1, 28, (0.5,), (0.5,)))
+    both = joined(a, b)
+    assert len(both) == 7 and both.labels.tolist() == [0, 1, 2, 3, 10, 11, 12]
+    for i in range(4):
+        assert torch.equal(both[i][0], a[i][0]) and both[i][1] == i
+    for i in range(3):  # the second part is fitted by its own contract, not the first's
+        assert torch.equal(both[4 + i][0], b[i][0]) and both[4 + i][1] == 10 + i
+    assert not torch.equal(both[4][0], a.contract.fit(b.raw(0)))
+    with pytest.raises(IndexError):
+        both[7]
+    assert both.fingerprint() != joined(b, a).fingerprint()  # order is part of the data
+    assert both.fingerprint() == joined(a, b).fingerprint()
+    a.labels = None
+    assert joined(a, b).labels is None and joined(a, b)[5][1] == -1

@@ -7,15 +7,24 @@ from qretrain.data.registry import (
     load_dataset,
     register_dataset,
 )
-from qretrain.data.sets import NO_LABEL, FileImageSet, ImageSet, TensorImageSet
+from qretrain.data.sets import (
+    NO_LABEL,
+    FileImageSet,
+    ImageSet,
+    JoinedImageSet,
+    TensorImageSet,
+    joined,
+)
 
 __all__ = [
     "NO_LABEL",
     "DataSourceMissing",
     "FileImageSet",
     "ImageSet",
+    "JoinedImageSet",
     "TensorImageSet",
     "known_datasets",
     "load_dataset",
+    "joined",
     "register_dataset",
 ]

@@ -123,6 +123,43 @@ class FileImageSet(ImageSet):
                             paths=[self.paths[i] for i in index.tolist()])  # fmt: skip
 
 
+@dataclass
+class JoinedImageSet(ImageSet):
+    """Several sets one after the other (say a pool and synthetic inputs), each fitted
+    by its own contract; labeled only when every part is."""
+
+    parts: list[ImageSet] = None
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise QretrainError("joining datasets needs at least one; got none")
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"image {i} of {len(self)}")
+        part = int(np.searchsorted(self._starts, i, side="right")) - 1
+        x, y = self.parts[part][i - int(self._starts[part])]
+        return x, y if self.labels is not None else NO_LABEL
+
+    def _content(self) -> bytes:
+        return " ".join(p.fingerprint() for p in self.parts).encode()
+
+    def describe(self) -> str:
+        return " + ".join(p.describe() for p in self.parts)
+
+
+def joined(*parts: ImageSet) -> JoinedImageSet:
+    """``parts`` as one set, in order (ds[i] is part 0's images first)."""
+    labels = None
+    if parts and all(p.labels is not None for p in parts):
+        labels = torch.cat([p.labels for p in parts])
+    return JoinedImageSet(" + ".join(p.name for p in parts), labels, parts=list(parts))
+
+
 def tensor_set(name: str, images: np.ndarray, labels: np.ndarray | None) -> TensorImageSet:
     """From an image array (uint8 kept as is, to save memory) and optional labels."""
     t = as_nchw(images)

@@ -70,6 +70,13 @@ VARIANTS = {
 }  # fmt: skip
 
 
+def refs_of(variant: dict | None) -> list[dict]:
+    """The data references a variant retrains on (a list: the sets joined, in order)."""
+    if variant is None:
+        return []
+    return variant["data"] if isinstance(variant["data"], list) else [variant["data"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
@@ -79,11 +86,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--synthetic-steps", type=int, default=100,
                         help="Adam steps per batch of synthetic images")
+    parser.add_argument("--synthetic-images", type=int, default=64,
+                        help="how many synthetic images the synthetic variants use")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a retrain setting (JSON value), e.g. lr=1e-3")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variant = copy.deepcopy(VARIANTS[args.variant])
+    for ref in refs_of(variant):
+        if ref["spec"].startswith("synthetic"):
+            ref["spec"] = f"synthetic:{args.synthetic_images}"
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     teacher = qretrain.load_model(args.model).eval()
     contract = get_arch(teacher).contract
@@ -96,12 +108,11 @@ def main() -> None:
         record, seconds, data_seconds = None, 0.0, 0.0
         if variant is not None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
-            refs = variant["data"] if isinstance(variant["data"], list) else [variant["data"]]
             qretrain.data.synthetic.DEFAULT_STEPS = args.synthetic_steps
             loading = time.perf_counter()  # synthetic data is made here (or read from its cache)
             parts = [qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
                                            seed=ref.get("seed", 0), views=ref.get("views"),
-                                           teacher=teacher) for ref in refs]  # fmt: skip
+                                           teacher=teacher) for ref in refs_of(variant)]  # fmt: skip
             data = parts[0] if len(parts) == 1 else qretrain.data.joined(*parts)
             data.labels = None
             data_seconds = time.perf_counter() - loading
@@ -135,6 +146,8 @@ def main() -> None:
     }  # fmt: skip
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     key = f"{Path(args.plan).stem} {args.variant}" + "".join(f" {s}" for s in args.set)
+    if "synthetic" in args.variant and args.synthetic_images != 64:
+        key += f" synthetic:{args.synthetic_images}"
     results[key] = entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{key}: {entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "

@@ -7,9 +7,12 @@
 2. For each planning signal (``agreement``: top-1 flips, the old one; ``kl``: mean KL
    to the original) and each target size (4.5x, 5x, 6x smaller than float32), the
    smallest-predicted-cost plan at that size, verified on the next 256 pool images.
+   With ``--budget 1``: instead, the plan each signal makes at a budget of 1 point of
+   agreement; for ``kl`` the point is turned into nats by the sweep's own cells (the
+   median KL per point of flips over the pool's cells, label-free).
 3. Each plan's packed file, top-1/top-5, agreement and top-1 drop with a paired 95%
    bootstrap interval on the ImageNet evaluation set, which nothing else here reads.
-Results: benchmarks/results/plan_imagenet.json.
+Results: benchmarks/results/plan_imagenet.json (rows merged by name).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
     parser.add_argument("--sweep", default="out/sweep-natural", help="sweep folder (reused)")
+    parser.add_argument("--budget", type=float, metavar="POINTS",
+                        help="plans at this budget instead of the target sizes")
     args = parser.parse_args()
     model = qretrain.load_model("efficientnet-lite0")
     contract = get_arch(model).contract
@@ -51,27 +57,38 @@ def main() -> None:
     reference, labels = predict(model, imagenet, batch_size=32)
     float32 = sweep.baseline["float32_bytes"]
     rows = []
+    # nats of mean KL per point of top-1 flips, over the sweep's cells that flip any
+    nats = statistics.median(c.kl / (100 * (1 - c.agreement)) for c in sweep.cells
+                             if c.agreement < 1)  # fmt: skip
+    if args.budget is not None:
+        cases = [(signal, None, args.budget * (nats if signal == "kl" else 1.0))
+                 for signal in SIGNALS]  # fmt: skip
+    else:
+        cases = [(signal, target, None) for signal in SIGNALS for target in TARGETS]
     with tempfile.TemporaryDirectory() as tmp:
-        for signal in SIGNALS:
-            for target in TARGETS:
-                settings = qretrain.PlanSettings(target_size=int(float32 / target), metric=signal)
-                plan = qretrain.auto_plan(sweep, model, verify, settings)
-                clustered = copy.deepcopy(model)
-                qretrain.cluster_(clustered, plan.plan, progress=False)
-                saved = qretrain.save(clustered, Path(tmp) / "plan.h5")
-                logits, _ = predict(clustered, imagenet, batch_size=32)
-                r = row(f"{signal} at {target:g}x", logits, labels, reference, saved.file_bytes,
-                        float32)  # fmt: skip
-                r.update(signal=signal, target_times=target, cells=len(plan.picks),
-                         verify_drop=plan.measured_drop, verify_unit=plan.unit,
-                         plan=plan.plan.to_dict())  # fmt: skip
-                rows.append(r)
-                print(f"{r['model']}: {r['times_smaller']:.2f}x, ImageNet top-1 {r['top1']:.2%} "
-                      f"(drop {r['top1_drop_points']:.1f} [{r['drop_95_interval'][0]:.1f}, "
-                      f"{r['drop_95_interval'][1]:.1f}]), agreement {r['agreement']:.2%}; "
-                      f"on the pool {plan.measured_drop:.4g} {plan.unit}", flush=True)  # fmt: skip
+        for signal, target, budget in cases:
+            size = int(float32 / target) if target else None
+            settings = qretrain.PlanSettings(metric=signal, max_drop=budget, target_size=size)
+            unit = "nats" if signal == "kl" else "points"
+            name = f"{signal} at {target:g}x" if target else f"{signal} at {budget:.4g} {unit}"
+            plan = qretrain.auto_plan(sweep, model, verify, settings)
+            clustered = copy.deepcopy(model)
+            qretrain.cluster_(clustered, plan.plan, progress=False)
+            saved = qretrain.save(clustered, Path(tmp) / "plan.h5")
+            logits, _ = predict(clustered, imagenet, batch_size=32)
+            r = row(name, logits, labels, reference, saved.file_bytes, float32)
+            r.update(signal=signal, target_times=target, cells=len(plan.picks),
+                     verify_drop=plan.measured_drop, verify_unit=plan.unit,
+                     plan=plan.plan.to_dict())  # fmt: skip
+            rows.append(r)
+            print(f"{r['model']}: {r['times_smaller']:.2f}x, ImageNet top-1 {r['top1']:.2%} "
+                  f"(drop {r['top1_drop_points']:.1f} [{r['drop_95_interval'][0]:.1f}, "
+                  f"{r['drop_95_interval'][1]:.1f}]), agreement {r['agreement']:.2%}; "
+                  f"on the pool {plan.measured_drop:.4g} {plan.unit}", flush=True)  # fmt: skip
+    old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+    rows = [r for r in old if r["model"] not in {n["model"] for n in rows}] + rows
     record = {"sweep": str(sweep_dir), "sweep_data": sweep.settings["data"],
-              "verify_data": verify.describe(), "imagenet": imagenet.describe(),
+              "kl_nats_per_point": nats, "verify_data": verify.describe(), "imagenet": imagenet.describe(),
               "float32_bytes": float32, "rows": rows, "seconds": time.perf_counter() - start}  # fmt: skip
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 

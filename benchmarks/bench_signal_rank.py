@@ -11,6 +11,14 @@ pool, as the sweep recorded them, and top-1 flips on 256 street-video frames
 (`opencv-frames:video`, the signal of the earlier plans), measured here. Reported:
 Spearman's rank correlation of each signal with the ImageNet drop over the sample.
 Results: benchmarks/results/signal_rank.json.
+
+    python benchmarks/bench_signal_rank.py --imagenet ../shared/imagenet-sample-dev \
+        --plans examples/plans/*.yaml benchmarks/results/plan_imagenet.json
+
+The same for whole plans (plan files, and the plans a plan_imagenet.json holds):
+flips and mean KL on the 138 `natural` images (of 650) that neither the sweep nor
+the plans' verification read (offset 512), flips on the 256 frames, against each
+plan's ImageNet drop. Results: benchmarks/results/signal_rank_plans.json.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import torch
 
 import qretrain
 from qretrain.metrics import agreement, predict, topk_accuracy
+from qretrain.metrics.quality import mean_kl
 from qretrain.models import get_arch
 
 RESULTS = Path(__file__).parent / "results" / "signal_rank.json"
+PLAN_RESULTS = Path(__file__).parent / "results" / "signal_rank_plans.json"
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -55,7 +65,11 @@ def main() -> None:
     parser.add_argument("--sweep", default="out/sweep-natural")
     parser.add_argument("--cells", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plans", nargs="+", metavar="FILE",
+                        help="rank whole plans instead: plan files and plan_imagenet.json")
     args = parser.parse_args()
+    if args.plans:
+        return rank_plans(args)
     sweep = json.loads((Path(args.sweep) / "sweep.json").read_text())
     pool = [c for c in sweep["cells"] if 2 <= c["k"] <= 32 and c["kind"] == "weight"]
     cells = random.Random(args.seed).sample(pool, min(args.cells, len(pool)))
@@ -84,6 +98,47 @@ def main() -> None:
                            for s in ("frames_flips", "pool_flips", "pool_kl")},
               "rows": rows}  # fmt: skip
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["spearman"], indent=2))
+
+
+def read_plans(files: list[str]) -> list[tuple[str, dict | str]]:
+    plans = []
+    for f in files:
+        if f.endswith(".json"):
+            plans += [(r["model"], r["plan"]) for r in json.loads(Path(f).read_text())["rows"]]
+        else:
+            plans.append((Path(f).stem, f))
+    return plans
+
+
+def rank_plans(args) -> None:
+    model = qretrain.load_model("efficientnet-lite0").eval()
+    contract = get_arch(model).contract
+    imagenet = qretrain.load_dataset(args.imagenet, contract)
+    frames = qretrain.load_dataset("opencv-frames:video", contract, limit=256)
+    pool = qretrain.load_dataset("natural", contract, limit=138, seed=0, offset=512)
+    ref, labels = predict(model, imagenet, batch_size=32)
+    frames_ref, _ = predict(model, frames, batch_size=32)
+    pool_ref, _ = predict(model, pool, batch_size=32)
+    base = topk_accuracy(ref, labels, 1)
+    rows = []
+    for name, plan in read_plans(args.plans):
+        clustered = copy.deepcopy(model)
+        qretrain.cluster_(clustered, plan, progress=False)
+        logits, _ = predict(clustered, imagenet, batch_size=32)
+        frame_logits, _ = predict(clustered, frames, batch_size=32)
+        pool_logits, _ = predict(clustered, pool, batch_size=32)
+        rows.append({"plan": name, "frames_flips": 1 - agreement(frame_logits, frames_ref),
+                     "pool_flips": 1 - agreement(pool_logits, pool_ref),
+                     "pool_kl": mean_kl(pool_logits, pool_ref),
+                     "imagenet_drop": 100 * (base - topk_accuracy(logits, labels, 1))})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    drops = [r["imagenet_drop"] for r in rows]
+    result = {"plans": len(rows), "pool": pool.describe(), "frames": frames.describe(),
+              "spearman": {s: spearman([r[s] for r in rows], drops)
+                           for s in ("frames_flips", "pool_flips", "pool_kl")},
+              "rows": rows}  # fmt: skip
+    PLAN_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["spearman"], indent=2))
 
 

@@ -104,3 +104,5 @@ def test_clustering_that_makes_a_tensor_larger_is_warned(caplog):
     big = qretrain.build_model("torch.nn:Linear", in_features=64, out_features=64, bias=False)
     qretrain.cluster_(big, {"rules": [{"type": "Linear", "k": 16}]})
     assert "take more bytes" not in caplog.text
+    qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": 9}]}, warn_larger=False)
+    assert "take more bytes" not in caplog.text

@@ -1,3 +1,4 @@
+import copy
 import json
 from pathlib import Path
 
@@ -248,3 +249,20 @@ def test_run_retrains_block_wise_on_views_and_reports_the_blocks(tiny_run, capsy
     report = (run / "report.md").read_text()
     assert "block-wise reconstruction" in report and "drop [95%]" in report
     assert not list(run.glob("*.ckpt"))
+
+
+def test_the_uniform_baseline_bisects_to_the_largest_k_that_fits(tiny_vgg):
+    from qretrain.pipeline.run import UNIFORM_KS, _uniform_baseline
+    from qretrain.storage import file_bytes
+
+    sizes = {}
+    for k in UNIFORM_KS:  # the linear scan the bisection must agree with
+        model = copy.deepcopy(tiny_vgg)
+        qretrain.cluster_(model, {"rules": [{"type": "Conv2d", "k": k}, {"type": "Linear", "k": k}]},
+                          warn_larger=False)  # fmt: skip
+        sizes[k] = file_bytes(model)
+    assert [sizes[k] for k in UNIFORM_KS] == sorted(sizes.values(), reverse=True)
+    for budget in (sizes[256] + 1, sizes[64], sizes[64] - 1, sizes[2] - 1):
+        expected = next((k for k in UNIFORM_KS if sizes[k] <= budget), UNIFORM_KS[-1])
+        k, model, size = _uniform_baseline(tiny_vgg, budget)
+        assert (k, size) == (expected, sizes[expected]) and file_bytes(model) == size

@@ -30,6 +30,7 @@ def cluster_(
     example_input: torch.Tensor | None = None,
     data: Dataset | None = None,
     progress: bool = False,
+    warn_larger: bool = True,
 ) -> ClusterReport:
     """Replace the tensors ``plan`` selects by their centroid values, in place.
 
@@ -39,7 +40,9 @@ def cluster_(
     ``example_input`` (N, C, H, W) numbers layers in forward order; by default it
     comes from the model's recorded architecture when that knows its input shape.
     ``data``: unlabeled images, needed by rules with method ``sensitive-kmeans``
-    (each weight's Fisher information: ``compress.importance``).
+    (each weight's Fisher information: ``compress.importance``). ``warn_larger``:
+    warn when clustering makes a tensor larger on disk than float32 (a plan worth
+    changing; baselines that cluster every layer on purpose turn it off).
 
     Returns a report covering every state-dict tensor: clustered, or why not.
     """
@@ -71,7 +74,8 @@ def cluster_(
         clusters[d.info.name] = clustered
         logger.debug("clustered %s to %d values", d.info.name, clustered.sizes.max().item())
     plans_of(model).append(plan.to_dict())
-    _warn_if_larger(chosen, clusters)
+    if warn_larger:
+        _warn_if_larger(chosen, clusters)
     return _report(decisions, clusters)
 
 

@@ -202,16 +202,12 @@ def _cluster_flat(
 
     ``reduced``: ``_reduce(x)``, when k-means runs on x for several k.
     """
-    if k == 1 and method is not Method.SENSITIVE:  # every other method's centroid: the mean
-        mean = x.sum(dtype=torch.float64) / x.numel()
+    if k == 1:  # every method's single centroid: the mean (importance-weighted: SENSITIVE)
+        w = reduced.x_weights if method is Method.SENSITIVE else None
+        mean = x.sum(dtype=torch.float64) / x.numel() if w is None \
+            else (w * x.double()).sum() / w.sum()  # fmt: skip
         return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
-    if method is Method.SENSITIVE:
-        if k == 1:  # the importance-weighted mean
-            red = reduced
-            mean = (red.x_weights * x.double()).sum() / red.x_weights.sum()
-            return mean.to(torch.float32).reshape(1), torch.zeros(x.numel(), dtype=torch.uint8)
-        return _kmeans(reduced, k, seed)
-    if method is Method.KMEANS:
+    if method in (Method.KMEANS, Method.SENSITIVE):  # SENSITIVE always comes reduced
         return _kmeans(reduced or _reduce(x), k, seed)
     exact = _exact_if_few_values(x, k)
     if exact is not None:
@@ -283,42 +279,29 @@ class _Reduced:
 
 def _reduce(x: torch.Tensor, w: torch.Tensor | None = None) -> _Reduced:
     """Points and their weights: counts, or sums of ``w`` (n,) float64 when given."""
-    if w is not None:
-        return _reduce_weighted(x, w)
     if x.numel() <= EXACT_POINTS_MAX:
         values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
-        return _Reduced(x, values.double(), counts.double(), inverse)
-    lo, hi = (v.item() for v in torch.aminmax(x))
-    if lo == hi:
-        return _Reduced(x, torch.tensor([lo], dtype=torch.float64),
-                        torch.tensor([float(x.numel())], dtype=torch.float64),
-                        torch.zeros(x.numel(), dtype=torch.int64))  # fmt: skip
-    scale = HIST_BINS / (hi - lo)
-    # histc bins as _bins does up to rounding at bin edges; the lookup table in
-    # _kmeans covers every bin, so a value rounded into a neighbouring bin still
-    # gets a cluster.
-    counts = torch.histc(x, HIST_BINS, lo, hi).to(torch.int64)
-    nonempty = torch.nonzero(counts).squeeze(1)
-    centres = lo + (nonempty.double() + 0.5) / scale
-    return _Reduced(x, centres, counts[nonempty].double(), None, lo, scale, nonempty)
-
-
-def _reduce_weighted(x: torch.Tensor, w: torch.Tensor) -> _Reduced:
-    """``_reduce`` with each point weighted by the sum of its values' ``w``."""
-    if x.numel() <= EXACT_POINTS_MAX:
-        values, inverse = torch.unique(x, return_inverse=True)
-        weights = torch.bincount(inverse, weights=w, minlength=len(values))
+        weights = counts.double() if w is None else torch.bincount(inverse, weights=w,
+                                                                   minlength=len(values))  # fmt: skip
         return _Reduced(x, values.double(), weights, inverse, x_weights=w)
     lo, hi = (v.item() for v in torch.aminmax(x))
     if lo == hi:
-        return _Reduced(x, torch.tensor([lo], dtype=torch.float64), w.sum().reshape(1),
+        total = torch.tensor([float(x.numel())], dtype=torch.float64) if w is None \
+            else w.sum().reshape(1)  # fmt: skip
+        return _Reduced(x, torch.tensor([lo], dtype=torch.float64), total,
                         torch.zeros(x.numel(), dtype=torch.int64), x_weights=w)  # fmt: skip
     scale = HIST_BINS / (hi - lo)
-    weights = torch.zeros(HIST_BINS, dtype=torch.float64)
-    for start in range(0, x.numel(), CHUNK):
-        bins = _bins(x[start : start + CHUNK], lo, scale)
-        weights += torch.bincount(bins.long(), weights=w[start : start + CHUNK],
-                                  minlength=HIST_BINS)  # fmt: skip
+    if w is None:
+        # histc bins as _bins does up to rounding at bin edges; the lookup table in
+        # _kmeans covers every bin, so a value rounded into a neighbouring bin still
+        # gets a cluster.
+        weights = torch.histc(x, HIST_BINS, lo, hi).to(torch.int64).double()
+    else:  # histc takes no weights: bincount over the same bins, a chunk at a time
+        weights = torch.zeros(HIST_BINS, dtype=torch.float64)
+        for start in range(0, x.numel(), CHUNK):
+            bins = _bins(x[start : start + CHUNK], lo, scale)
+            weights += torch.bincount(bins.long(), weights=w[start : start + CHUNK],
+                                      minlength=HIST_BINS)  # fmt: skip
     nonempty = torch.nonzero(weights).squeeze(1)
     centres = lo + (nonempty.double() + 0.5) / scale
     return _Reduced(x, centres, weights[nonempty], None, lo, scale, nonempty, x_weights=w)

@@ -63,3 +63,28 @@ def test_a_locked_folder_refuses_a_second_owner(tmp_path):
                 pass
     with folder_lock(tmp_path, "qretrain run"):  # released: free again
         pass
+
+
+def test_a_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
+    from qretrain.storage import atomic_folder
+
+    path = tmp_path / "m.mlpackage"
+    dead = tmp_path / ".m.mlpackage.999999999.new.mlpackage"  # a killed writer's
+    live = tmp_path / f".m.mlpackage.{os.getppid()}.new.mlpackage"  # a live one's
+    for p in (dead, live):
+        p.mkdir()
+    with atomic_folder(path) as tmp:
+        assert tmp.suffix == ".mlpackage" and not tmp.exists()
+        tmp.mkdir()
+        (tmp / "a").write_text("first")
+    assert (path / "a").read_text() == "first" and not dead.exists() and live.exists()
+    with pytest.raises(RuntimeError), atomic_folder(path) as tmp:
+        tmp.mkdir()
+        (tmp / "b").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in path.iterdir()) == ["a"]  # the old folder, untouched
+    with atomic_folder(path) as tmp:
+        tmp.mkdir()
+        (tmp / "b").write_text("second")
+    assert sorted(p.name for p in path.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, live.name])

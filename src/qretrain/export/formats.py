@@ -42,7 +42,7 @@ from torch import nn
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.models.specs import get_arch
-from qretrain.storage import atomic_path, check_writable_folder, pack_indices
+from qretrain.storage import atomic_folder, atomic_path, check_writable_folder, pack_indices
 
 
 class Format(str, enum.Enum):
@@ -408,17 +408,8 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
         logger.warning("coreml export: %d clustered tensor(s) are not lookup tables and stay "
                        "float32 (%s): per-channel codebooks of over 256 values in all",
                        len(kept), ", ".join(kept[:3]))  # fmt: skip
-    import os
-    import shutil
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mlpackage")
-    shutil.rmtree(tmp, ignore_errors=True)
-    palettized.save(str(tmp))
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(path) as tmp:
+        palettized.save(str(tmp))
 
 
 def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -2,6 +2,7 @@
 
 from qretrain.errors import QretrainFileError
 from qretrain.storage.atomic import (
+    atomic_folder,
     atomic_path,
     check_writable_folder,
     commit_pair,
@@ -18,6 +19,7 @@ __all__ = [
     "Layout",
     "QretrainFileError",
     "SaveResult",
+    "atomic_folder",
     "atomic_path",
     "check_seal",
     "check_writable_folder",

@@ -4,7 +4,8 @@
 failure at any point leaves the target as it was (absent or the old version). The
 temporary name carries the writer's pid, so the next write to the same path removes
 temporaries whose writer died (killed runs leave them behind) and leaves live ones.
-``commit_pair`` renames a file and its JSON sidecar so that no crash leaves a new
+``atomic_folder`` does the same for a folder written by someone else's code (a Core
+ML package). ``commit_pair`` renames a file and its JSON sidecar so that no crash leaves a new
 file beside an old sidecar. ``folder_lock`` keeps a second process out of a folder.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +52,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a path beside ``path`` for the body to create a folder at (its name ends
+    in ``path``'s suffix, which some writers insist on); on success the folder takes
+    ``path``'s place (an old folder there is moved aside first, then removed). A
+    failure leaves ``path`` as it was; temporaries of writers that died are removed."""
+    path = Path(path)
+    _check_folder(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(new|old){re.escape(path.suffix)}")
+    for candidate in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        match = pattern.fullmatch(candidate.name)
+        if match and not _alive(int(match[1])):
+            shutil.rmtree(candidate, ignore_errors=True)
+    tmp, old = (path.with_name(f".{path.name}.{os.getpid()}.{part}{path.suffix}")
+                for part in ("new", "old"))  # fmt: skip
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        yield tmp
+        if tmp.exists():
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def commit_pair(tmp: Path, path: Path, sidecar_text: str, sidecar: Path) -> None:

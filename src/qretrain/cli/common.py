@@ -105,10 +105,10 @@ def model_from_args(args: argparse.Namespace):
     return load_model(args.model, weights=args.weights, trust_code=args.trust_code)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, metavar="D", help="dataset: " + "; ".join(known_datasets())
-    )
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True,
+                       purpose: str = "dataset") -> None:  # fmt: skip
+    parser.add_argument("--data", required=required, metavar="D",
+                        help=f"{purpose}: " + "; ".join(known_datasets()))  # fmt: skip
     parser.add_argument("--classes", metavar="FILE",
                         help="class map of a labeled folder: one class name per line, line "
                         "i is class i (default: the folder's classes.txt, else sorted "

@@ -6,14 +6,15 @@ import argparse
 
 from qretrain.cli.common import (
     add_command,
+    add_data_arguments,
     add_model_arguments,
+    data_from_args,
     model_from_args,
     output_file,
     progress_bars,
 )
 from qretrain.cluster import Method
 from qretrain.compress import CompressSettings, compress
-from qretrain.data import load_dataset
 from qretrain.models import get_arch
 from qretrain.plan import Plan
 from qretrain.storage import Layout
@@ -43,11 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="packed: bit-packed indices + codebook (default); paper: the seed's "
         "float32 + gzip",
     )
-    parser.add_argument("--data", metavar="D",
-                        help="unlabeled images for sensitive-kmeans rules (each weight's Fisher "
-                        "information on them weighs its k-means error)")  # fmt: skip
-    parser.add_argument("--limit", type=int, default=256, metavar="N",
-                        help="images of D to use (default 256)")
+    add_data_arguments(parser, required=False,
+                       purpose="unlabeled images for sensitive-kmeans rules (each weight's "
+                       "Fisher information on its first 256 weighs its k-means error)")  # fmt: skip
     parser.add_argument(
         "--keep-batchnorm",
         action="store_true",
@@ -69,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     output = output_file(args.output, (".h5", ".hdf5"))
     plan = Plan.load(args.plan)
     model = model_from_args(args)
-    contract = get_arch(model).contract if get_arch(model) is not None else None
-    data = (lambda: load_dataset(args.data, contract, limit=args.limit)) if args.data else None
+    arch = get_arch(model)
+    contract = arch.contract if arch is not None else None
+    data = (lambda: data_from_args(args, contract)) if args.data else None
     result = compress(model, plan, output, settings, extra={"model": args.model}, data=data,
                       progress=progress_bars(args))  # fmt: skip
     if not args.quiet:

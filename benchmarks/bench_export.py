@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +22,18 @@ from qretrain.metrics.quality import agreement, predict
 from qretrain.models import get_arch
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def onnx_parts(path: Path) -> dict[str, int]:
+    """Raw bytes of the ONNX file's initializers: codebooks, indices, other (float)."""
+    import onnx
+
+    parts = {"codebooks": 0, "indices": 0, "other": 0}
+    for t in onnx.load(str(path)).graph.initializer:
+        suffix = t.name.rsplit(".", 1)[-1]
+        part = {"codebook": "codebooks", "indices": "indices"}.get(suffix, "other")
+        parts[part] += len(t.raw_data)
+    return parts
 
 
 def main() -> None:
@@ -34,7 +47,9 @@ def main() -> None:
 
     path = Path(args.model)
     model = qretrain.load(path)
-    rows = {"h5": {"file_bytes": path.stat().st_size}}
+    with tempfile.TemporaryDirectory() as tmp:  # its parts (saving again: the same bytes)
+        breakdown = qretrain.save(model, Path(tmp) / "m.h5").breakdown
+    rows = {"h5": {"file_bytes": path.stat().st_size, "breakdown": breakdown}}
     for fmt, suffix in (("safetensors", ".safetensors"), ("onnx", ".onnx"),
                         ("torchscript", ".pt"), ("coreml", ".mlpackage")):  # fmt: skip
         try:
@@ -53,6 +68,7 @@ def main() -> None:
         x = torch.stack([data[i][0] for i in range(start, min(start + 32, len(data)))])
         outputs.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
     logits = torch.cat(outputs)
+    rows["onnx"]["initializer_bytes"] = onnx_parts(path.with_suffix(".onnx"))
     rows["onnx"].update(agreement=agreement(logits, reference),
                         max_abs_logit_difference=float((logits - reference).abs().max()))
     record = {"model": str(path), "float32_bytes": float32, "data": data.describe(), "rows": rows}

@@ -96,6 +96,37 @@ def test_each_block_target_comes_from_the_teacher_once_per_image(pair):
     assert seen == [40] * len(plan.teacher)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_values_spilled_to_files_train_the_same_model_as_values_in_memory(
+        pair, monkeypatch, layout):  # fmt: skip
+    teacher, student = pair
+    config = blocks_config(tune_centroids=True)
+    runs = {}
+    for where in ("memory", "files"):
+        if where == "files":
+            monkeypatch.setattr(blocks_module, "MEMORY_BUDGET", 0)
+        a, b = copy.deepcopy(teacher).to(memory_format=layout), copy.deepcopy(student)
+        b.to(memory_format=layout)
+        plan = plan_blocks(b, a)
+        trainable = {n for n, _ in b.named_parameters() if n not in clusters_of(b)}
+        record = reconstruct(b, a, plan, make_data(), config, trainable, device="cpu",
+                             progress=False)  # fmt: skip
+        assert record["activations"] == where
+        runs[where] = (b, record)
+    (memory, kept), (files, spilled) = runs["memory"], runs["files"]
+    for (name, x), y in zip(memory.state_dict().items(), files.state_dict().values()):
+        assert torch.equal(x, y), name
+    # Each block's error is the mean squared difference of its outputs, all images.
+    plan = plan_blocks(memory, teacher)
+    x = torch.stack([make_data()[i][0] for i in range(48)])
+    with torch.no_grad():
+        y_student = plan.student[0](x)
+        y_teacher = plan.teacher[0](x)
+    assert kept["history"][0]["mse_after"] == pytest.approx(
+        float(((y_student - y_teacher) ** 2).mean()), rel=1e-4)
+    assert [h["mse_after"] for h in kept["history"]] == [h["mse_after"] for h in spilled["history"]]
+
+
 def test_resuming_mid_block_equals_an_uninterrupted_run(pair, tmp_path, monkeypatch):
     teacher, student = pair
     config = blocks_config(tune_centroids=True)

@@ -148,33 +148,49 @@ def _join(first: str, second: str) -> str:
 
 
 class _Values:
-    """One value per image at a block boundary: in memory, or in a mapped file."""
+    """One value per image at a block boundary: in memory, or in a mapped file.
 
-    def __init__(self, n: int, shape: tuple[int, ...], spill: bool):
+    4-D values are stored channels-last when the segment writes them so (the layout
+    ``retrain.layout`` gives convolutional models): copying each chunk into a store
+    of the other layout would transpose every value twice per block."""
+
+    def __init__(self, n: int, like: torch.Tensor, spill: bool):
+        shape = tuple(like.shape[1:])
+        last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
+            memory_format=torch.channels_last)
+        stored = (shape[1], shape[2], shape[0]) if last else shape  # (H, W, C) when last
         size = n * math.prod(shape)
         if spill:
             handle, path = tempfile.mkstemp(prefix="qretrain-block-", suffix=".f32")
             os.close(handle)
             try:
                 os.truncate(path, size * 4)
-                self.data = torch.from_file(path, shared=True, size=size).view(n, *shape)
+                data = torch.from_file(path, shared=True, size=size).view(n, *stored)
             finally:
                 os.unlink(path)  # the mapping keeps it until released
         else:
-            self.data = torch.empty(n, *shape)
+            data = torch.empty(n, *stored)
+        self.data = data.permute(0, 3, 1, 2) if last else data
 
 
 @torch.no_grad()
-def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool) -> torch.Tensor:
-    """segment applied to every row of ``values``, in chunks of CHUNK."""
-    out = None
+def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool,
+         target: torch.Tensor | None = None) -> tuple[torch.Tensor, float | None]:  # fmt: skip
+    """segment applied to every row of ``values``, in chunks of CHUNK; with ``target``
+    also the mean squared error to it, summed chunk by chunk (a whole-set difference
+    would allocate another copy of the block's outputs)."""
+    out, squared = None, 0.0
     for start in range(0, len(values), CHUNK):
         y = segment(values[start : start + CHUNK].to(device))
-        y = (y[0] if isinstance(y, tuple) else y).float().cpu()
+        y = (y[0] if isinstance(y, tuple) else y).float()
+        if target is not None:
+            squared += float(torch.nn.functional.mse_loss(
+                y, target[start : start + len(y)].to(device), reduction="sum"))
+        y = y.cpu()
         if out is None:
-            out = _Values(len(values), tuple(y.shape[1:]), spill).data
+            out = _Values(len(values), y, spill).data
         out[start : start + len(y)] = y
-    return out
+    return out, (None if target is None else squared / out.numel())
 
 
 @dataclass
@@ -237,11 +253,11 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
     done = at.block >= len(plan.blocks)  # every block was done before the restart
     for i, block in enumerate([] if done else plan.blocks):
         if i < at.block:  # done before the restart: only its outputs are needed
-            teacher_in = _run(plan.teacher[i], teacher_in, device, spill)
-            student_in = _run(plan.student[i], student_in, device, spill)
+            teacher_in, _ = _run(plan.teacher[i], teacher_in, device, spill)
+            student_in, _ = _run(plan.student[i], student_in, device, spill)
             continue
         block_start = time.perf_counter()
-        target = _run(plan.teacher[i], teacher_in, device, spill)
+        target, _ = _run(plan.teacher[i], teacher_in, device, spill)
         own = [n for n in block.parameters if n in trainable]
         books = [n for n in block.parameters if tuner is not None and n in tuner.codebooks]
         for name, p in student.named_parameters():
@@ -261,10 +277,10 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                     _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
         for p in student.parameters():
             p.requires_grad_(False)
-        student_out = _run(plan.student[i], student_in, device, spill)
+        student_out, mse = _run(plan.student[i], student_in, device, spill, target)
         entry = {"block": i + 1, "name": block.name, "trained": len(own), "codebooks": len(books),
                  "loss_per_pass": losses,
-                 "mse_after": float(((student_out - target) ** 2).mean()),
+                 "mse_after": mse,
                  "seconds": time.perf_counter() - block_start}  # fmt: skip
         history.append(entry)
         logger.info("block %d/%d %s: %d tensors and %d codebooks trained, mse %.3g, %.1f s",

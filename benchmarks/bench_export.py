@@ -25,13 +25,17 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def onnx_parts(path: Path) -> dict[str, int]:
-    """Raw bytes of the ONNX file's initializers: codebooks, indices, other (float)."""
+    """Raw bytes of the ONNX file's initializers: codebooks, indices, float tensors
+    stored split (export.formats._split_floats), other (float32 and small constants)."""
     import onnx
 
-    parts = {"codebooks": 0, "indices": 0, "other": 0}
+    parts = {"codebooks": 0, "indices": 0, "split_floats": 0, "other": 0}
     for t in onnx.load(str(path)).graph.initializer:
-        suffix = t.name.rsplit(".", 1)[-1]
-        part = {"codebook": "codebooks", "indices": "indices"}.get(suffix, "other")
+        if any(f".{p}" in t.name for p in ("pair.", "m_high.", "m_low", "base", "step")):
+            part = "split_floats"
+        else:
+            part = {"codebook": "codebooks", "indices": "indices"}.get(t.name.rsplit(".", 1)[-1],
+                                                                        "other")  # fmt: skip
         parts[part] += len(t.raw_data)
     return parts
 

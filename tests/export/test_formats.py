@@ -145,3 +145,54 @@ def test_coreml_tables_are_the_codebooks_exactly_when_read_back(tmp_path, tiny_r
         assert np.array_equal(values[:width], c.codebook.numpy().reshape(-1)), name
     image = spec.description.input[0].type.imageType
     assert image.width == 28 and image.height == 28  # the contract became the image input
+
+
+def test_onnx_stores_large_float_tensors_split_and_rebuilds_them_bit_for_bit(tmp_path):
+    """Sign-exponent index + 23-bit mantissa (export.formats._split_floats): exact for
+    normal values, subnormals and both zeros; non-finite or many-exponent tensors stay."""
+    onnx = pytest.importorskip("onnx", reason="pip install 'qretrain[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qretrain.export.formats import SPLIT_MIN, _split_floats
+
+    assert SPLIT_MIN <= 13 * 320
+    rng = np.random.default_rng(0)
+    weights = (rng.standard_normal(13 * 320) * 0.05).astype(np.float32)
+    weights[:6] = [0.0, -0.0, 1e-40, -3e-45, np.float32(2.0**-126), -1.5]  # zeros, subnormals
+    spread = np.ldexp(1.0, rng.integers(-126, 127, SPLIT_MIN)).astype(np.float32)
+    spread[::2] *= -1  # 506 (sign, exponent) pairs: more than an 8-bit index holds
+    with_inf = weights.copy()
+    with_inf[7] = np.inf
+    inits = [numpy_helper.from_array(weights.reshape(13, -1), "w"),
+             numpy_helper.from_array(spread, "spread"), numpy_helper.from_array(with_inf, "inf")]
+    kept, nodes = _split_floats(inits, numpy_helper, helper, TensorProto)
+    names = {i.name for i in kept}
+    assert "w" not in names and {"spread", "inf"} <= names
+    stored = sum(len(i.raw_data) for i in kept if i.name.startswith("w."))
+    assert stored < 0.93 * weights.nbytes  # 29 of 32 bits, plus two small tables
+    graph = helper.make_graph(nodes, "g", [], [helper.make_tensor_value_info(
+        "w", TensorProto.FLOAT, [13, 320])], kept)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    (rebuilt,) = ort.InferenceSession(model.SerializeToString()).run(None, {})
+    assert rebuilt.shape == (13, len(weights) // 13)
+    assert np.array_equal(rebuilt.reshape(-1).view(np.uint32), weights.view(np.uint32))
+
+
+def test_onnx_export_of_float_layers_runs_like_the_model(tmp_path, tiny_resnet, monkeypatch):
+    onnx = pytest.importorskip("onnx", reason="pip install 'qretrain[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+    from qretrain.export import formats
+
+    monkeypatch.setattr(formats, "SPLIT_MIN", 64)  # the tiny model's tensors are small
+
+    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Linear", "k": 4}]}, progress=False)
+    qretrain.export(tiny_resnet, tmp_path / "m.onnx", "onnx")
+    names = {i.name for i in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
+    split = {n[: -len(".m_low")] for n in names if n.endswith(".m_low")}
+    assert split and not split & names  # large float convolutions stored split
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)

@@ -137,3 +137,87 @@ def test_a_kl_budget_is_in_nats_and_verified_in_nats(swept):
     assert "nats of mean KL" in result.to_yaml()
     tighter = auto_plan(sweep, settings=PlanSettings(max_drop=budget / 10, metric="kl"))
     assert tighter.predicted_file_bytes >= result.predicted_file_bytes
+
+
+def pooled_mlp() -> torch.nn.Module:
+    """Six linear layers of about the same size (the sensitive net's first layer is
+    most of its file, which leaves a knapsack no alternatives)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(7), torch.nn.Flatten(),
+                              torch.nn.Linear(49, 48), torch.nn.ReLU(),
+                              *[m for _ in range(4) for m in (torch.nn.Linear(48, 48), torch.nn.ReLU())],
+                              torch.nn.Linear(48, 10))  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    return net.eval()
+
+
+def test_a_refining_round_is_kept_only_when_it_measures_better():
+    net = pooled_mlp()
+    g = torch.Generator().manual_seed(5)
+    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
+    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(2, 4, 8, 16), kinds=("weight",)),
+                    progress=False)  # fmt: skip
+    target = sweep.baseline["file_bytes"] - 8000
+    plain = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl"))
+    refined = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl", refine=3))
+    # This plan's re-chosen cells measure worse: the round is undone, the plan kept.
+    assert len(refined.refinements) == 1 and refined.refinements[0].endswith("(undone)")
+    assert refined.plan == plain.plan and refined.measured_drop == plain.measured_drop
+    assert refined.file_bytes == plain.file_bytes <= target
+    assert "# refined: round 1: 2 cells in or out" in refined.to_yaml()
+    clustered = copy.deepcopy(net)
+    cluster_(clustered, refined.plan)
+    from qretrain.metrics.quality import mean_kl, predict
+
+    logits, _ = predict(clustered, data)
+    assert mean_kl(logits, predict(net, data)[0]) == pytest.approx(refined.measured_drop, rel=1e-5)
+
+
+def test_regrouped_costs_are_measured_shares_and_scaled_sweep_costs():
+    from qretrain.planner.auto import Pick, _regroup
+
+    def pick(unit, k, cost):
+        return Pick(unit, unit, "weight", k, (f"{unit}.weight",), cost, 100 // k)
+
+    groups = {("a", "weight"): [pick("a", 2, 4.0), pick("a", 8, 1.0)],
+              ("b", "weight"): [pick("b", 2, 6.0), pick("b", 8, 2.0)],
+              ("c", "weight"): [pick("c", 2, 3.0), pick("c", 8, 0.5)]}  # fmt: skip
+    picks = [groups["a", "weight"][1], groups["b", "weight"][1]]
+    # Measured 9 units; shares 1:2 give a 3 (ratio 3) and b 6 (ratio 3): median 3.
+    regrouped = _regroup(groups, picks, 9.0, [0.001, 0.002])
+    costs = {key: [o.cost for o in options] for key, options in regrouped.items()}
+    assert costs["a", "weight"] == pytest.approx([3.0 + 3 * 3.0, 3.0])  # the pick + scaled step
+    assert costs["b", "weight"] == pytest.approx([6.0 + 4 * 3.0, 6.0])
+    assert costs["c", "weight"] == pytest.approx([9.0, 1.5])  # unchosen: scaled by 3
+    # A negative share (interactions cancel) costs 0, never less; its larger k stay >= 0.
+    regrouped = _regroup(groups, picks, 9.0, [-0.001, 0.002])
+    assert [o.cost for o in regrouped["a", "weight"]][1] == 0.0
+    assert all(o.cost >= 0 for options in regrouped.values() for o in options)
+
+
+def test_kl_shares_add_up_to_the_plans_kl_for_small_changes(swept):
+    """g . (w - w0) / 2 per cell: for a quadratic KL the shares sum to it exactly."""
+    from qretrain.metrics.quality import mean_kl, predict
+    from qretrain.planner.auto import Pick, _kl_shares
+
+    net, data, _ = swept
+    work = copy.deepcopy(net)
+    picks, originals = [], {}
+    for name, p in work.named_parameters():
+        originals[name] = p.detach().clone()
+        with torch.no_grad():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(picks))))
+        picks.append(Pick(name, name, "weight", 64, (name,), 0.0, 1))
+    reference, _ = predict(net, data)
+    shares = _kl_shares(work, picks, originals, reference, data, 16, "cpu")
+    kl = mean_kl(predict(work, data)[0], reference)
+    assert kl > 0 and sum(shares) == pytest.approx(kl, rel=0.05)
+    assert all(p.grad is None for p in work.parameters())
+
+
+def test_refine_needs_a_target_size():
+    with pytest.raises(ValueError, match="refine re-chooses a target-size plan"):
+        PlanSettings(max_drop=1.0, refine=1)

@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--offset", type=int, metavar="M", help="images M .. M+N of the "
                         "seed's permutation (the sweep's --limit as offset: disjoint images)")
     parser.add_argument("--no-verify", action="store_true", help="selection only")
+    parser.add_argument("--refine", type=int, metavar="R", default=PlanSettings.default("refine"),
+                        help="with --target-size: R rounds of re-choosing the cells with each "
+                        "one's share of the measured drop (one backward pass each; a round is "
+                        "kept only if it measures better)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=PlanSettings.default("batch_size"),
                         help="images per forward pass")  # fmt: skip
     add_device_argument(parser)
@@ -54,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = PlanSettings.from_dict(
         {"max_drop": args.max_drop, "target_size": args.target_size, "metric": args.metric,
-         "batch_size": args.batch_size}, "plan")  # fmt: skip
+         "batch_size": args.batch_size, "refine": args.refine}, "plan")  # fmt: skip
     output = output_file(args.output, (".yaml", ".yml"))
     sweep = Sweep.load(args.sweep)
     model = data = None
@@ -65,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(output, result.to_yaml(args.sweep))
     for step in result.backoffs:
         print(f"backed off: {step}")
+    for step in result.refinements:
+        print(f"refined: {step}")
     print(result.describe())
     print(f"wrote {output}")
     return 0

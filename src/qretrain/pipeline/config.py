@@ -17,7 +17,7 @@ keys (every key optional unless marked; unknown keys are errors naming the key):
       guard: ...                     # the retraining guard's val_data (optional)
     analyze: AnalyzeSettings         # {ks, kinds, unit, select, method, seed, batch_size,
                                      #  precision}; absent with plan.file
-    plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size}
+    plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size, refine}
     compress: CompressSettings       # {layout, method, fold_batchnorm}
     retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
     evaluate: EvaluateSettings       # {batch_size}

@@ -18,11 +18,22 @@ Verification. The chosen plan is applied, the real drop is measured on the
 verification data, and while it exceeds the budget the chosen cell with the largest
 predicted drop moves to its next larger k (or is left alone after the largest),
 each step measured again. The real packed file is then written and its size read.
+
+Refinement (``refine`` rounds, target-size plans). Drops do not add up: clustering
+many cells compounds some errors and cancels others, so the knapsack's sweep costs
+misjudge the cells a plan adds last. A round measures the plan's gradient of the mean
+KL to the original on the verification data (one backward pass) and gives each
+chosen cell its share of the measured drop, ``g . (w - w0) / 2`` for its tensors'
+change ``w - w0`` (for a quadratic KL the shares sum to the KL exactly, interactions
+split evenly). Every other cost is scaled by the chosen cells' median ratio of
+share to sweep cost (a chosen cell's other k keep their scaled difference to it), the knapsack runs
+again at the same size, and the new plan is kept only if its measured drop is lower.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -30,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from qretrain.analysis.record import Sweep
 from qretrain.cluster.options import Granularity
@@ -82,6 +93,7 @@ class AutoPlan:
     file_bytes: int | None = None  # the real packed file
     verify_data: str | None = None
     backoffs: list[str] = field(default_factory=list)
+    refinements: list[str] = field(default_factory=list)
 
     def _fmt(self, drop: float) -> str:
         return f"{drop:.4f}" if self.metric == "kl" else f"{drop:.2f}"
@@ -108,6 +120,8 @@ class AutoPlan:
                      f"file {self.base_file_bytes:,} bytes")  # fmt: skip
         for step in self.backoffs:
             lines.append(f"# backed off: {step}")
+        for step in self.refinements:
+            lines.append(f"# refined: {step}")
         return "\n".join(lines) + "\n" + self.plan.to_yaml()
 
     def to_dict(self) -> dict:
@@ -116,7 +130,7 @@ class AutoPlan:
                 "target_size": self.target_bytes, "predicted_drop": self.predicted_drop,
                 "measured_drop": self.measured_drop, "verify_data": self.verify_data,
                 "file_bytes": self.file_bytes, "cells": len(self.picks),
-                "backoffs": self.backoffs}  # fmt: skip
+                "backoffs": self.backoffs, "refinements": self.refinements}  # fmt: skip
 
     def summary(self) -> str:
         return self.describe()
@@ -158,7 +172,8 @@ def auto_plan(
         chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
-        _verify(result, sweep, groups, model, data, settings.batch_size, device)
+        _verify(result, sweep, groups, model, data, settings.batch_size, device,
+                refine=settings.refine)
     return result
 
 
@@ -227,11 +242,13 @@ def _knapsack(groups, budget: int) -> list[Pick]:
     return _trace(choices, option_lists, budget)
 
 
-def _smallest_cost_for(groups, needed: int) -> list[Pick]:
-    """The cheapest choice saving at least ``needed`` bytes."""
+def _smallest_cost_for(groups, needed: int, cap: int | None = None) -> list[Pick]:
+    """The cheapest choice saving at least ``needed`` bytes; ``cap``: the cost of a
+    choice known to save enough (bounds the DP's table), else every group's largest."""
     if needed <= 0:
         return []
-    cap = sum(max((_units_of(p.cost) for p in opts), default=0) for opts in groups.values())
+    if cap is None:
+        cap = sum(max((_units_of(p.cost) for p in opts), default=0) for opts in groups.values())
     best, choices, option_lists = _dp(groups, cap)
     reachable = np.nonzero(best >= needed)[0]
     if len(reachable) == 0:
@@ -270,15 +287,12 @@ def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) ->
     return Plan(rules=tuple(rules), method=method, seed=seed)
 
 
-def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) -> None:
+def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
+            refine: int = 0) -> None:  # fmt: skip
     metric, budget = result.metric, result.max_drop
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
-    # Backing off changes k within a picked group, never the tensors: the picks' own.
-    originals = {n: get_tensor(model, n).detach().clone() for p in result.picks
-                 for n in p.tensors}  # fmt: skip
-    for name, tensor in originals.items():  # once: every k below clusters them unchecked
-        check_values(tensor, name)
+    originals: dict[str, torch.Tensor] = {}  # every tensor a measured plan clustered
     cache: dict[tuple[str, int], tuple[ClusteredTensor, torch.Tensor]] = {}
     work = copy.deepcopy(model).eval()
 
@@ -288,6 +302,9 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
                 get_tensor(work, name).copy_(value)
             for p in picks:
                 for n in p.tensors:
+                    if n not in originals:  # checked once: every k clusters it unchecked
+                        originals[n] = get_tensor(model, n).detach().clone()
+                        check_values(originals[n], n)
                     if (n, p.k) not in cache:
                         cache[n, p.k] = _cluster_many(originals[n], [p.k], method,
                                                       Granularity.TENSOR, seed)[p.k]  # fmt: skip
@@ -314,6 +331,29 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     if not picks:
         raise QretrainError(f"no plan fits: even a single cell drops more than {budget:g} "
                             f"{unit_of(metric)} on the verification data")  # fmt: skip
+    needed = sweep.baseline["file_bytes"] - (result.target_bytes or 0)
+    for round_ in range(refine if result.target_bytes is not None else 0):
+        # work holds ``picks``, the plan measured last (a round undone ends the loop)
+        regrouped = _regroup(groups, picks, drop * (KL_SCALE if metric == "kl" else 1.0),
+                             _kl_shares(work, picks, originals, reference, data, batch_size,
+                                        device))  # fmt: skip
+        same = {(p.unit, p.kind, p.k) for p in picks}  # costs of this plan, recalibrated
+        cap = sum(_units_of(o.cost) for opts in regrouped.values() for o in opts
+                  if (o.unit, o.kind, o.k) in same)  # fmt: skip
+        candidate = _smallest_cost_for(regrouped, needed, cap)
+        changed = {(p.unit, p.kind, p.k) for p in candidate} ^ {(p.unit, p.kind, p.k) for p in picks}
+        if not changed:
+            result.refinements.append(f"round {round_ + 1}: the same cells again (done)")
+            break
+        measured = measure(candidate)
+        kept = measured < drop
+        result.refinements.append(
+            f"round {round_ + 1}: {len(changed)} cells in or out, measured "
+            f"drop {result._fmt(drop)} -> {result._fmt(measured)} ({'kept' if kept else 'undone'})")
+        logger.info("refining: %s", result.refinements[-1])
+        if not kept:
+            break
+        picks, drop, groups = candidate, measured, regrouped
     final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
@@ -330,6 +370,59 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device) ->
     plans_of(clustered).append(result.plan.to_dict())
     result.file_bytes = file_bytes(clustered)
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
+
+
+def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, batch_size,
+               device) -> list[float]:  # fmt: skip
+    """Each pick's share of the mean KL of ``work`` (which holds the plan) to the
+    ``reference`` logits (N, classes): half its tensors' gradient times their change
+    ``w - w0``. One forward and backward pass over ``data``."""
+    tensors = {n: get_tensor(work, n) for p in picks for n in p.tensors}
+    flags = {id(t): t.requires_grad for t in work.parameters()}
+    for t in work.parameters():
+        t.requires_grad_(False)
+    for t in tensors.values():
+        t.requires_grad_(True)
+        t.grad = None
+    work.to(device)
+    at = 0
+    with torch.enable_grad():
+        for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
+            log_q = torch.log_softmax(work(x.to(device)).float(), dim=1)
+            log_p = torch.log_softmax(reference[at : at + len(x)].to(device), dim=1)
+            at += len(x)
+            ((log_p.exp() * (log_p - log_q)).sum() / len(reference)).backward()
+    shares = []
+    with torch.no_grad():
+        for p in picks:
+            shares.append(0.5 * sum(float((tensors[n].grad * (tensors[n] - originals[n].to(device)))
+                                          .sum()) for n in p.tensors))  # fmt: skip
+    for t in work.parameters():
+        t.requires_grad_(flags[id(t)])
+        t.grad = None
+    return shares
+
+
+def _regroup(groups, picks: list[Pick], measured: float, shares: list[float]):
+    """``groups`` with costs recalibrated by a measured plan (in the DP's units): each
+    pick costs its share of ``measured``; every cost the sweep predicts is scaled by the
+    picks' median ratio of share to sweep cost, and the other k of a picked group keep
+    their scaled difference to the pick. (Scaling them by the pick's own factor instead makes a
+    group whose share is about 0, as interactions allow, free at every k.)"""
+    total = sum(max(a, 0.0) for a in shares)
+    costs = [measured * max(a, 0.0) / total if total > 0 else p.cost for p, a in zip(picks, shares)]
+    ratios = [c / p.cost for p, c in zip(picks, costs) if p.cost > 0]
+    calibration = float(np.median(ratios)) if ratios else 1.0  # one misjudged cell moves it not
+    chosen = {(p.unit, p.kind): (p, c) for p, c in zip(picks, costs)}
+    regrouped = {}
+    for key, options in groups.items():
+        if key not in chosen:
+            regrouped[key] = [dataclasses.replace(o, cost=o.cost * calibration) for o in options]
+            continue
+        pick, cost = chosen[key]
+        regrouped[key] = [dataclasses.replace(o, cost=max(cost + (o.cost - pick.cost) * calibration,
+                                                          0.0)) for o in options]  # fmt: skip
+    return regrouped
 
 
 def unit_of(metric: str) -> str:

@@ -19,14 +19,19 @@ class Metric(str, enum.Enum):
 @dataclass(frozen=True)
 class PlanSettings(Settings):
     """Exactly one budget: ``max_drop`` (points of ``metric``; nats for ``kl``) or
-    ``target_size`` (packed file bytes)."""
+    ``target_size`` (packed file bytes). ``refine``: rounds of re-choosing a
+    target-size plan with each chosen cell's share of the measured drop in place of its
+    sweep cost (``planner.auto``); a round is kept only if it measures better."""
 
     max_drop: float | None = setting(None, optional(number(at_least=0)))
     target_size: int | None = setting(None, optional(integer(1)))
     metric: Metric = setting(Metric.AGREEMENT, choice(Metric))
     batch_size: int = setting(64, integer(1))
+    refine: int = setting(0, integer(0))
 
     def check(self) -> list[str]:
         if (self.max_drop is None) == (self.target_size is None):
             return ["give exactly one budget: max_drop (points) or target_size (bytes)"]
+        if self.refine and self.target_size is None:
+            return ["refine re-chooses a target-size plan: give target_size, or refine 0"]
         return []

@@ -31,7 +31,7 @@ def onnx_parts(path: Path) -> dict[str, int]:
 
     parts = {"codebooks": 0, "indices": 0, "split_floats": 0, "other": 0}
     for t in onnx.load(str(path)).graph.initializer:
-        if any(f".{p}" in t.name for p in ("pair.", "m_high.", "m_low", "base", "step")):
+        if t.name.endswith((".pair.indices", ".m_high.indices", ".m_low", ".base", ".step")):
             part = "split_floats"
         else:
             part = {"codebook": "codebooks", "indices": "indices"}.get(t.name.rsplit(".", 1)[-1],

@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import torch
+from bench_imagenet_eval import scores
 
 import qretrain
 import qretrain.data.synthetic
-from qretrain.metrics.quality import agreement, predict, top1_drop, topk_accuracy
+from qretrain.metrics.quality import predict, topk_accuracy
 from qretrain.models import get_arch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,6 @@ def main() -> None:
     imagenet = qretrain.load_dataset(args.imagenet, contract)
     reference, labels = predict(teacher, imagenet, batch_size=32)
     logits, _ = predict(model, imagenet, batch_size=32)
-    drop, lo, hi = top1_drop(logits, reference, labels)
     entry = {
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
         "retrain_config": record["config"] if record else None,
@@ -134,10 +134,7 @@ def main() -> None:
         "synthetic_steps": args.synthetic_steps if "synthetic" in args.variant else None,
         "file_bytes": saved.file_bytes, "times_smaller": float32 / saved.file_bytes,
         "original_top1": topk_accuracy(reference, labels, 1),
-        "top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5),
-        "agreement": agreement(logits, reference),
-        "top1_drop_points": drop,
-        "drop_95_interval": [lo, hi],
+        **scores(logits, labels, reference),
         "retrain_seconds": seconds,
         "data_seconds": data_seconds,
         "blocks": record.get("blocks") if record else None,
@@ -152,7 +149,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{key}: {entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "
           f"{entry['original_top1']:.2%}), drop {entry['top1_drop_points']:+.1f} "
-          f"[{lo:+.1f}, {hi:+.1f}], agreement {entry['agreement']:.2%}, retrain {seconds:.0f} s, "
+          f"[{entry['drop_95_interval'][0]:+.1f}, {entry['drop_95_interval'][1]:+.1f}], agreement {entry['agreement']:.2%}, retrain {seconds:.0f} s, "
           f"peak {entry['peak_rss_mib']:.0f} MiB")
 
 

@@ -23,9 +23,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_imagenet_eval import scores
 
 import qretrain
-from qretrain.metrics import agreement, predict, top1_drop, topk_accuracy
+from qretrain.metrics import predict, topk_accuracy
 from qretrain.models import get_arch
 
 RESULTS = Path(__file__).parent / "results" / "uniform_imagenet.json"
@@ -79,14 +80,12 @@ def main() -> None:
                                      coremltools_palettized(model, bits))):  # fmt: skip
                 saved = qretrain.save(clustered, Path(tmp) / "m.h5")
                 logits, _ = predict(qretrain.load(saved.path), data, batch_size=32)
-                drop, low, high = top1_drop(logits, reference, labels)
                 rows.append({"method": name, "bits": bits, "file_bytes": saved.file_bytes,
                              "times_smaller": float32 / saved.file_bytes,
                              "clustered_tensors": len(qretrain.codebooks(clustered)),
-                             "top1": topk_accuracy(logits, labels, 1),
-                             "agreement": agreement(logits, reference),
-                             "top1_drop_points": drop, "drop_95_interval": [low, high]})  # fmt: skip
+                             **scores(logits, labels, reference)})  # fmt: skip
                 r = rows[-1]
+                drop, (low, high) = r["top1_drop_points"], r["drop_95_interval"]
                 print(f"{name:36s} {bits} bits {r['times_smaller']:5.2f}x "
                       f"({r['clustered_tensors']} tensors) top-1 {r['top1']:.2%} drop "
                       f"{drop:+.1f} [{low:+.1f}, {high:+.1f}] agreement {r['agreement']:.2%}")

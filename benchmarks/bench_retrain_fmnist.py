@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
                         help="only these runs (conventional always runs: the anchor)")
     parser.add_argument("--block-epochs", type=int, default=4, help="passes per block")
+    parser.add_argument("--block-images", type=int,
+                        help="the block-wise run sees only the first N of the training images")
+    parser.add_argument("--block-batch", type=int, help="batch size of the block-wise run")
     parser.add_argument("--tag", help="results/retrain_<teacher>_<tag>.json; figures not drawn")
     parser.add_argument("--replot", action="store_true",
                         help="only redraw the figures from the JSON record")  # fmt: skip
@@ -83,6 +86,8 @@ def main() -> None:
                             + ([f"--train-limit {args.train_limit}"] if args.train_limit else [])
                             + ([f"--runs {' '.join(repr(r) for r in args.runs)}"] if args.runs else [])
                             + ([f"--block-epochs {args.block_epochs} --tag {args.tag}"] if args.tag else [])
+                            + ([f"--block-images {args.block_images}"] if args.block_images else [])
+                            + ([f"--block-batch {args.block_batch}"] if args.block_batch else [])
                             + ([f"--teacher-epochs {args.teacher_epochs}"] if args.teacher_epochs else [])),
         "teacher": args.teacher, "plan": args.plan, "epochs": args.epochs, "seed": args.seed,
         "train_images": len(train), "test_images": len(test), "top1": top1, "runs": {},
@@ -92,14 +97,22 @@ def main() -> None:
             continue
         student = copy.deepcopy(clustered)
         blocks = {"block_epochs": args.block_epochs} if "objective" in options else {}
+        if "objective" in options and args.block_batch:
+            blocks["batch_size"] = args.block_batch
         config = qretrain.RetrainConfig(epochs=args.epochs, seed=args.seed, **options, **blocks)
         data = train if config.labels else unlabeled
+        if "objective" in options and args.block_images:
+            # The first N of the same seeded permutation: N of the images above.
+            data = load_dataset("fashion-mnist:train", contract, limit=args.block_images,
+                                seed=args.seed)  # fmt: skip
+            data.labels = None
         start = time.perf_counter()
         result = qretrain.retrain(student, None if config.labels else teacher, data, config,
                                   progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         after = qretrain.evaluate(student, test, batch_size=512).top1
-        record["runs"][name] = {"top1": after, "wall_seconds": seconds, "record": result.record}
+        record["runs"][name] = {"top1": after, "wall_seconds": seconds, "images": len(data),
+                                "record": result.record}  # fmt: skip
         epochs = sorted(e["seconds"] for e in result.record["history"]) or [0.0]
         print(f"{name:28s} top-1 {after:.2%}  {seconds:7.1f} s  (one-time pass "
               f"{result.record['cache_seconds']:.1f} s, median epoch {epochs[len(epochs) // 2]:.1f} s, "

@@ -1,0 +1,74 @@
+"""Block-wise retraining settings for the fast Fashion-MNIST run, chosen on held-out
+training images (never on fashion-mnist:test).
+
+The reference VGG-style teacher clustered with a plan; block-wise retraining
+(``--tune-centroids``) on the first N of the 20,000 training images that
+bench_retrain_fmnist.py uses (the same seeded permutation), for each N, passes per
+block and batch size of the grid; each scored by top-1 on 10,000 *other* training
+images (offset 20,000 in that permutation: a validation split). The fast row of
+docs/BENCHMARKS.md takes the best validation top-1 whose wall time fits 1/20 of
+conventional retraining's; bench_retrain_fmnist.py then measures it on the test set.
+
+    python benchmarks/bench_blocks_fmnist_grid.py --plan examples/plans/vgg-small-fmnist.yaml
+    # -> benchmarks/results/blocks_grid_vgg.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import time
+from pathlib import Path
+
+import qretrain
+from qretrain.data import load_dataset
+from qretrain.models import get_arch
+from qretrain.teachers import teacher as load_teacher
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--images", type=int, nargs="+", default=[20000, 10000, 5000])
+    parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    teacher = load_teacher("vgg")
+    contract = get_arch(teacher).contract
+    val = load_dataset("fashion-mnist:train", contract, limit=10000, offset=20000, seed=args.seed)
+    clustered = copy.deepcopy(teacher)
+    qretrain.cluster_(clustered, args.plan, progress=False)
+    record = {
+        "command": "python benchmarks/bench_blocks_fmnist_grid.py --plan " + args.plan,
+        "seed": args.seed, "validation": "fashion-mnist:train, 10,000 images at offset 20,000",
+        "teacher_val_top1": qretrain.evaluate(teacher, val, batch_size=512).top1,
+        "clustered_val_top1": qretrain.evaluate(clustered, val, batch_size=512).top1, "rows": [],
+    }  # fmt: skip
+    for images, passes, batch in itertools.product(args.images, args.passes, args.batch):
+        data = load_dataset("fashion-mnist:train", contract, limit=images, seed=args.seed)
+        data.labels = None
+        student = copy.deepcopy(clustered)
+        config = qretrain.RetrainConfig(objective="blocks", tune_centroids=True, seed=args.seed,
+                                        block_epochs=passes, batch_size=batch)  # fmt: skip
+        start = time.perf_counter()
+        qretrain.retrain(student, teacher, data, config, progress=False)
+        seconds = time.perf_counter() - start
+        row = {"images": images, "passes": passes, "batch": batch, "wall_seconds": seconds,
+               "val_top1": qretrain.evaluate(student, val, batch_size=512).top1}  # fmt: skip
+        record["rows"].append(row)
+        print(f"{images:6d} images, {passes} pass(es), batch {batch:4d}: "
+              f"validation top-1 {row['val_top1']:.2%} in {seconds:.1f} s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "blocks_grid_vgg.json"
+    path.write_text(json.dumps(record, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

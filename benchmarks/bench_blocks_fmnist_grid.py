@@ -1,7 +1,7 @@
 """Block-wise retraining settings for the fast Fashion-MNIST run, chosen on held-out
 training images (never on fashion-mnist:test).
 
-The reference VGG-style teacher clustered with a plan; block-wise retraining
+A reference teacher (``--teacher vgg|resnet``) clustered with a plan; block-wise retraining
 (``--tune-centroids``) on the first N of the 20,000 training images that
 bench_retrain_fmnist.py uses (the same seeded permutation), for each N, passes per
 block and batch size of the grid; each scored by top-1 on 10,000 *other* training
@@ -10,7 +10,7 @@ docs/BENCHMARKS.md takes the best validation top-1 whose wall time fits 1/20 of
 conventional retraining's; bench_retrain_fmnist.py then measures it on the test set.
 
     python benchmarks/bench_blocks_fmnist_grid.py --plan examples/plans/vgg-small-fmnist.yaml
-    # -> benchmarks/results/blocks_grid_vgg.json
+    # -> benchmarks/results/blocks_grid_vgg.json (--teacher resnet: blocks_grid_resnet.json)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
     parser.add_argument("--plan", required=True)
     parser.add_argument("--images", type=int, nargs="+", default=[20000, 10000, 5000])
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
@@ -39,13 +40,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    teacher = load_teacher("vgg")
+    teacher = load_teacher(args.teacher)
     contract = get_arch(teacher).contract
     val = load_dataset("fashion-mnist:train", contract, limit=10000, offset=20000, seed=args.seed)
     clustered = copy.deepcopy(teacher)
     qretrain.cluster_(clustered, args.plan, progress=False)
     record = {
-        "command": "python benchmarks/bench_blocks_fmnist_grid.py --plan " + args.plan,
+        "command": f"python benchmarks/bench_blocks_fmnist_grid.py --teacher {args.teacher} "
+                   f"--plan {args.plan}",
         "seed": args.seed, "validation": "fashion-mnist:train, 10,000 images at offset 20,000",
         "teacher_val_top1": qretrain.evaluate(teacher, val, batch_size=512).top1,
         "clustered_val_top1": qretrain.evaluate(clustered, val, batch_size=512).top1, "rows": [],
@@ -65,7 +67,7 @@ def main() -> None:
         print(f"{images:6d} images, {passes} pass(es), batch {batch:4d}: "
               f"validation top-1 {row['val_top1']:.2%} in {seconds:.1f} s", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "blocks_grid_vgg.json"
+    path = RESULTS / f"blocks_grid_{args.teacher}.json"
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
 

@@ -218,6 +218,10 @@ def test_kl_shares_add_up_to_the_plans_kl_for_small_changes(swept):
     assert all(p.grad is None for p in work.parameters())
 
 
-def test_refine_needs_a_target_size():
+def test_refine_needs_a_target_size_and_data_to_measure_on(swept):
     with pytest.raises(ValueError, match="refine re-chooses a target-size plan"):
         PlanSettings(max_drop=1.0, refine=1)
+    _, _, sweep = swept
+    settings = PlanSettings(target_size=sweep.baseline["file_bytes"] // 2, metric="kl", refine=1)
+    with pytest.raises(ValueError, match="refine measures each round on verification data"):
+        auto_plan(sweep, settings=settings)

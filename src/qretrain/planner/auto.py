@@ -159,6 +159,9 @@ def auto_plan(
     With ``model`` and ``data`` the plan is verified and backed off until the measured
     drop fits ``max_drop``.
     """
+    if settings.refine and (model is None or data is None):
+        raise QretrainError("refine measures each round on verification data: pass the model "
+                            "and data (on the command line: drop --no-verify), or refine 0")  # fmt: skip
     if not isinstance(sweep, Sweep):
         sweep = Sweep.load(sweep)
     metric, max_drop, target_size = settings.metric.value, settings.max_drop, settings.target_size

@@ -170,27 +170,20 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
             kept.append(init)
             continue
         n, (groups, width) = init.name, c.codebook.shape
-        count = c.indices.numel()
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
-        packed, unpack = _pack_for_onnx(n, flat, c.bits or 1, numpy_helper, helper, TensorProto)
+        unpack = _indices_for_onnx(n, flat, c.bits or 1, numpy_helper, helper, TensorProto)
         kept += [
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
-            numpy_helper.from_array(packed, f"{n}.indices"),
             numpy_helper.from_array(np.arange(groups, dtype=np.int64)[:, None] * width,
                                     f"{n}.offsets"),  # fmt: skip
             numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
             numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
-            numpy_helper.from_array(np.array([count], dtype=np.int64), f"{n}.count"),
-            numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
-            numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
             *unpack[0],
         ]
-        # packed bytes -> (groups, lanes) of indices (see _pack_for_onnx), then the
-        # codebook row offsets, Gather, and the weight's shape
+        # packed bytes -> the indices (see _indices_for_onnx), then the codebook row
+        # offsets, Gather, and the weight's shape
         decoders += [
             *unpack[1],
-            helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
-            helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
             helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
             helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
             helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
@@ -322,47 +315,52 @@ def _split_floats(initializers, numpy_helper, helper, TensorProto):
         if width > 8:
             out.append(init)
             continue
-        n, count = init.name, values.size
+        n = init.name
         exponent, negative = (pairs & 0xFF).astype(np.int64), (pairs >> 8).astype(bool)
         sign = np.where(negative, -1.0, 1.0)
         base = sign * np.where(exponent > 0, np.ldexp(1.0, exponent - 127), 0.0)  # -0.0 stays
         step = sign * np.ldexp(1.0, np.maximum(exponent, 1) - 150)
         mantissa = bits & 0x7FFFFF
-        high_bytes, high = _pack_for_onnx(f"{n}.m_high", (mantissa >> 16).astype(np.uint8), 7,
-                                          numpy_helper, helper, TensorProto)  # fmt: skip
-        code_bytes, unpack = _pack_for_onnx(f"{n}.pair", code.astype(np.uint8), width,
-                                            numpy_helper, helper, TensorProto)  # fmt: skip
+        high = _indices_for_onnx(f"{n}.m_high", (mantissa >> 16).astype(np.uint8), 7,
+                                 numpy_helper, helper, TensorProto)  # fmt: skip
+        pair = _indices_for_onnx(f"{n}.pair", code.astype(np.uint8), width, numpy_helper,
+                                 helper, TensorProto)  # fmt: skip
         out += [
-            numpy_helper.from_array(code_bytes, f"{n}.pair.indices"),
-            numpy_helper.from_array(high_bytes, f"{n}.m_high.indices"),
             numpy_helper.from_array((mantissa & 0xFFFF).astype(np.uint16), f"{n}.m_low"),
             numpy_helper.from_array(base.astype(np.float32), f"{n}.base"),
             numpy_helper.from_array(step.astype(np.float32), f"{n}.step"),
-            numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
-            numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
-            numpy_helper.from_array(np.array([count], dtype=np.int64), f"{n}.count"),
             numpy_helper.from_array(np.array(1 << 16, dtype=np.int64), f"{n}.m_scale"),
             numpy_helper.from_array(np.array(values.shape, dtype=np.int64), f"{n}.shape"),
-            *unpack[0], *high[0],
+            *pair[0], *high[0],
         ]
-        for part, decoder in (("pair", unpack[1]), ("m_high", high[1])):
-            nodes += [*decoder,  # (groups, lanes) -> the first count values
-                      helper.make_node("Reshape", [f"{n}.{part}.lanes", f"{n}.line"],
-                                       [f"{n}.{part}.all"]),
-                      helper.make_node("Slice", [f"{n}.{part}.all", f"{n}.zero", f"{n}.count"],
-                                       [f"{n}.{part}.flat"])]  # fmt: skip
         nodes += [
+            *pair[1], *high[1],
             helper.make_node("Cast", [f"{n}.m_low"], [f"{n}.m_low64"], to=TensorProto.INT64),
-            helper.make_node("Mul", [f"{n}.m_high.flat", f"{n}.m_scale"], [f"{n}.m_up"]),
+            helper.make_node("Mul", [f"{n}.m_high.idx", f"{n}.m_scale"], [f"{n}.m_up"]),
             helper.make_node("Add", [f"{n}.m_up", f"{n}.m_low64"], [f"{n}.m"]),
             helper.make_node("Cast", [f"{n}.m"], [f"{n}.mf"], to=TensorProto.FLOAT),
-            helper.make_node("Gather", [f"{n}.base", f"{n}.pair.flat"], [f"{n}.b"]),
-            helper.make_node("Gather", [f"{n}.step", f"{n}.pair.flat"], [f"{n}.s"]),
+            helper.make_node("Gather", [f"{n}.base", f"{n}.pair.idx"], [f"{n}.b"]),
+            helper.make_node("Gather", [f"{n}.step", f"{n}.pair.idx"], [f"{n}.s"]),
             helper.make_node("Mul", [f"{n}.mf", f"{n}.s"], [f"{n}.ms"]),
             helper.make_node("Add", [f"{n}.b", f"{n}.ms"], [f"{n}.flat_values"]),
             helper.make_node("Reshape", [f"{n}.flat_values", f"{n}.shape"], [n]),
         ]
     return out, nodes
+
+
+def _indices_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):
+    """``flat`` (count,) uint8 indices stored as ``{n}.indices``, packed at ``bits``, and
+    the nodes that unpack them into ``{n}.idx`` (count,) int64: (initializers, nodes)."""
+    packed, (initializers, nodes) = _pack_for_onnx(n, flat, bits, numpy_helper, helper,
+                                                   TensorProto)  # fmt: skip
+    initializers = [numpy_helper.from_array(packed, f"{n}.indices"), *initializers,
+                    numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
+                    numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
+                    numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count")]  # fmt: skip
+    nodes = [*nodes,  # (groups, lanes) -> the first count values
+             helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
+             helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"])]
+    return initializers, nodes
 
 
 def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):

@@ -83,11 +83,17 @@ def agreement(logits: torch.Tensor, reference: torch.Tensor) -> float:
     return (logits.argmax(1) == reference.argmax(1)).float().mean().item()
 
 
+def kl_per_input(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(reference) || softmax(logits)) per row of (N, classes) logits, (N,),
+    in nats, in the inputs' dtype and differentiable in ``logits``."""
+    log_p = torch.log_softmax(reference, dim=1)
+    log_q = torch.log_softmax(logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(1)
+
+
 def mean_kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean over inputs of KL(softmax(reference) || softmax(logits)), in nats."""
-    log_p = torch.log_softmax(reference.double(), dim=1)
-    log_q = torch.log_softmax(logits.double(), dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(1).mean().clamp(min=0).item()
+    return kl_per_input(logits.double(), reference.double()).mean().clamp(min=0).item()
 
 
 def top1_drop(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,

@@ -48,7 +48,7 @@ from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.errors import QretrainError
-from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
+from qretrain.metrics.quality import agreement, kl_per_input, mean_kl, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.models.selector import parse_layers
 from qretrain.plan.plan import Plan
@@ -334,17 +334,17 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     if not picks:
         raise QretrainError(f"no plan fits: even a single cell drops more than {budget:g} "
                             f"{unit_of(metric)} on the verification data")  # fmt: skip
-    needed = sweep.baseline["file_bytes"] - (result.target_bytes or 0)
-    for round_ in range(refine if result.target_bytes is not None else 0):
+    for round_ in range(refine):  # PlanSettings allows it only with a target size
         # work holds ``picks``, the plan measured last (a round undone ends the loop)
         regrouped = _regroup(groups, picks, drop * (KL_SCALE if metric == "kl" else 1.0),
                              _kl_shares(work, picks, originals, reference, data, batch_size,
                                         device))  # fmt: skip
-        same = {(p.unit, p.kind, p.k) for p in picks}  # costs of this plan, recalibrated
+        now = _cells(picks)  # this plan's recalibrated cost bounds the DP's table
         cap = sum(_units_of(o.cost) for opts in regrouped.values() for o in opts
-                  if (o.unit, o.kind, o.k) in same)  # fmt: skip
-        candidate = _smallest_cost_for(regrouped, needed, cap)
-        changed = {(p.unit, p.kind, p.k) for p in candidate} ^ {(p.unit, p.kind, p.k) for p in picks}
+                  if (o.unit, o.kind, o.k) in now)  # fmt: skip
+        candidate = _smallest_cost_for(regrouped, sweep.baseline["file_bytes"] - result.target_bytes,
+                                       cap)  # fmt: skip
+        changed = _cells(candidate) ^ now
         if not changed:
             result.refinements.append(f"round {round_ + 1}: the same cells again (done)")
             break
@@ -375,6 +375,11 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 
+def _cells(picks) -> set[tuple[str, str, int]]:
+    """(unit, kind, k) of each pick: what a plan chooses, whatever the costs say."""
+    return {(p.unit, p.kind, p.k) for p in picks}
+
+
 def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, batch_size,
                device) -> list[float]:  # fmt: skip
     """Each pick's share of the mean KL of ``work`` (which holds the plan) to the
@@ -391,10 +396,9 @@ def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, b
     at = 0
     with torch.enable_grad():
         for x, _ in DataLoader(data, batch_size=batch_size, shuffle=False):
-            log_q = torch.log_softmax(work(x.to(device)).float(), dim=1)
-            log_p = torch.log_softmax(reference[at : at + len(x)].to(device), dim=1)
+            kl = kl_per_input(work(x.to(device)).float(), reference[at : at + len(x)].to(device))
             at += len(x)
-            ((log_p.exp() * (log_p - log_q)).sum() / len(reference)).backward()
+            (kl.sum() / len(reference)).backward()
     shares = []
     with torch.no_grad():
         for p in picks:

@@ -62,11 +62,8 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     failure leaves ``path`` as it was; temporaries of writers that died are removed."""
     path = Path(path)
     _check_folder(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(new|old){re.escape(path.suffix)}")
-    for candidate in path.parent.glob(f".{glob_escape(path.name)}.*"):
-        match = pattern.fullmatch(candidate.name)
-        if match and not _alive(int(match[1])):
-            shutil.rmtree(candidate, ignore_errors=True)
+    for stale in _dead_writers(path, rf"(new|old){re.escape(path.suffix)}"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp, old = (path.with_name(f".{path.name}.{os.getpid()}.{part}{path.suffix}")
                 for part in ("new", "old"))  # fmt: skip
     for leftover in (tmp, old):
@@ -132,11 +129,16 @@ def _no_files(path: Path, error: OSError) -> QretrainError:
 
 def remove_stale_temporaries(path: Path) -> None:
     """Remove ``.NAME.PID.*.tmp`` files beside ``path`` whose writer is gone."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp")
-    for candidate in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-        match = pattern.fullmatch(candidate.name)
-        if match and not _alive(int(match[1])):
-            candidate.unlink(missing_ok=True)
+    for stale in _dead_writers(path, r"[^.]+\.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _dead_writers(path: Path, tail: str) -> list[Path]:
+    """Temporaries ``.NAME.PID.TAIL`` beside ``path`` (``tail`` a regex) whose writer,
+    process PID, is gone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.{tail}")
+    return [candidate for candidate in path.parent.glob(f".{glob_escape(path.name)}.*")
+            if (match := pattern.fullmatch(candidate.name)) and not _alive(int(match[1]))]
 
 
 @contextlib.contextmanager

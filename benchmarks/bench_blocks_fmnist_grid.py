@@ -52,8 +52,10 @@ def main() -> None:
         "teacher_val_top1": qretrain.evaluate(teacher, val, batch_size=512).top1,
         "clustered_val_top1": qretrain.evaluate(clustered, val, batch_size=512).top1, "rows": [],
     }  # fmt: skip
+    subsets = {n: load_dataset("fashion-mnist:train", contract, limit=n, seed=args.seed)
+               for n in args.images}  # fmt: skip
     for images, passes, batch in itertools.product(args.images, args.passes, args.batch):
-        data = load_dataset("fashion-mnist:train", contract, limit=images, seed=args.seed)
+        data = subsets[images]
         data.labels = None
         student = copy.deepcopy(clustered)
         config = qretrain.RetrainConfig(objective="blocks", tune_centroids=True, seed=args.seed,

@@ -147,9 +147,10 @@ def main() -> None:
         key += f" synthetic:{args.synthetic_images}"
     results[key] = entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    lo, hi = entry["drop_95_interval"]
     print(f"{key}: {entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "
           f"{entry['original_top1']:.2%}), drop {entry['top1_drop_points']:+.1f} "
-          f"[{entry['drop_95_interval'][0]:+.1f}, {entry['drop_95_interval'][1]:+.1f}], agreement {entry['agreement']:.2%}, retrain {seconds:.0f} s, "
+          f"[{lo:+.1f}, {hi:+.1f}], agreement {entry['agreement']:.2%}, retrain {seconds:.0f} s, "
           f"peak {entry['peak_rss_mib']:.0f} MiB")
 
 

@@ -33,7 +33,8 @@ def pair(tiny_resnet):
 
 
 def blocks_config(**kw):
-    return RetrainConfig(objective="blocks", block_epochs=2, batch_size=16, lr=1e-2, **kw)
+    return RetrainConfig(**{"objective": "blocks", "block_epochs": 2, "batch_size": 16, "lr": 1e-2,
+                            **kw})
 
 
 def test_blocks_follow_the_forward_order_and_each_holds_a_clustered_tensor(pair):
@@ -137,7 +138,7 @@ def test_resuming_mid_block_equals_an_uninterrupted_run(pair, tmp_path, monkeypa
     original = blocks_module._train_pass
 
     def killed_in_block_4(*args, **kwargs):
-        if args[7] == 3 and args[8] == 1:  # block 4, second pass
+        if args[8] == 3 and args[9] == 1:  # block 4, second pass
             raise KeyboardInterrupt
         calls["n"] += 1
         return original(*args, **kwargs)

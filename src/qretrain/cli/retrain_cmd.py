@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="batch-norm running statistics: frozen (default) or update")
     parser.add_argument("--tune-centroids", action="store_true",
                         help="also train clustered tensors' codebook values (indices fixed)")
+    parser.add_argument("--tune-assignments", action="store_true",
+                        help="block-wise, with --tune-centroids: each weight also chooses "
+                        "between its two nearest centroids by the block's output")
     parser.add_argument("--val-data", metavar="V",
                         help="guard: keep the best epoch on V, never worse than the start")
     parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
@@ -107,7 +110,8 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     config = RetrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
-        labels=args.labels, tune_centroids=args.tune_centroids, seed=args.seed,
+        labels=args.labels, tune_centroids=args.tune_centroids,
+        tune_assignments=args.tune_assignments, seed=args.seed,
         objective=args.objective, block_epochs=args.block_epochs,
     )  # fmt: skip  (checked before anything is loaded)
     output = output_file(args.output, (".h5",))

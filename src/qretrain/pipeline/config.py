@@ -46,7 +46,7 @@ TOP_KEYS = ("output", "model", "model_args", "weights", "data", "analyze", "plan
 DATA_NAMES = ("analyze", "verify", "retrain", "evaluate", "far_off", "guard")
 # What a run's retrain section may set: labels and caching are the pipeline's own.
 RETRAIN_KEYS = ("objective", "block_epochs", "epochs", "batch_size", "lr", "loss", "temperature",
-                "trainable", "bn_stats", "tune_centroids", "seed")  # fmt: skip
+                "trainable", "bn_stats", "tune_centroids", "tune_assignments", "seed")  # fmt: skip
 
 
 class ConfigError(SettingsError):

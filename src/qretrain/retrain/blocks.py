@@ -22,8 +22,9 @@ about 2 x (largest block input + output) x images x 4 bytes (EfficientNet-Lite0 
 224 px: ~4.8 MB per image).
 
 Trained per block: its parameters that ``config.trainable`` selects, and with
-``tune_centroids`` its codebook values (assignments fixed). Batch norm stays in
-eval mode throughout (``bn_stats`` must be ``frozen``).
+``tune_centroids`` its codebook values (assignments fixed; with ``tune_assignments``
+each weight also chooses between its two neighbouring centroids, ``retrain.rounding``).
+Batch norm stays in eval mode throughout (``bn_stats`` must be ``frozen``).
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ from tqdm.auto import tqdm
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
+from qretrain.models.layers import get_tensor
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import check_same_run
 from qretrain.retrain.config import RetrainConfig
+from qretrain.retrain.rounding import LR as ROUNDING_LR
+from qretrain.retrain.rounding import LearnedAssignments
 from qretrain.storage.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 CHUNK = 64  # images per forward pass when computing a block's inputs and targets
 MEMORY_BUDGET = 8 << 30  # bytes of block values kept in memory before spilling to files
+CHOICE_IMAGES = 256  # images on which learned assignments must beat the nearest centroids
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,7 @@ class _Progress:
     history: list = field(default_factory=list)  # entries of finished blocks
     losses: list = field(default_factory=list)  # the current block's passes so far
     optimizer: dict | None = None  # the current block's optimizer, mid-block only
+    rounding: dict | None = None  # the current block's learned assignments, mid-block only
 
 
 def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: Dataset,
@@ -265,15 +271,35 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         params = [p for n, p in student.named_parameters() if n in own]
         params += [tuner.codebooks[n] for n in books]
         losses, first = (at.losses, at.epoch) if i == at.block else ([], 0)
+        # Learned assignments: every pass but the last (retrain.rounding), then chosen.
+        soft = max(config.block_epochs - 1, 1) if config.tune_assignments and books else 0
+        resumed = at.rounding if i == at.block else None
+        chosen = resumed if resumed is not None and "chosen" in resumed else None
+        rounding = None
         if params:
-            optimizer = torch.optim.Adam(params, config.lr, weight_decay=config.weight_decay)
+            groups = [{"params": params}]
+            if first < soft:
+                steps = soft * math.ceil(len(student_in) / config.batch_size)
+                rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
+                                              steps, target[0].numel())  # fmt: skip
+                groups.append({"params": rounding.parameters(), "lr": ROUNDING_LR,
+                               "weight_decay": 0.0})  # fmt: skip
+                if resumed is not None:
+                    rounding.load_state(resumed)
+            optimizer = torch.optim.Adam(groups, config.lr, weight_decay=config.weight_decay)
             if i == at.block and at.optimizer is not None:
                 optimizer.load_state_dict(at.optimizer)
             for epoch in range(first, config.block_epochs):
+                active = rounding if epoch < soft else None
                 losses.append(_train_pass(plan.student[i], student_in, target, optimizer, tuner,
-                                          books, config, i, epoch, device, progress, block.name))
+                                          books, active, config, i, epoch, device, progress,
+                                          block.name))  # fmt: skip
+                if active is not None and epoch + 1 == soft:
+                    chosen = _choose(rounding, plan.student[i], student_in, target, device)
+                    optimizer = _without_rounding(optimizer)
                 if checkpoint is not None and epoch + 1 < config.block_epochs:
-                    mid = _Progress(i, epoch + 1, history, losses, optimizer.state_dict())
+                    state = chosen if epoch + 1 >= soft else rounding.state() if soft else None
+                    mid = _Progress(i, epoch + 1, history, losses, optimizer.state_dict(), state)
                     _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
         for p in student.parameters():
             p.requires_grad_(False)
@@ -282,6 +308,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                  "loss_per_pass": losses,
                  "mse_after": mse,
                  "seconds": time.perf_counter() - block_start}  # fmt: skip
+        if chosen is not None:
+            entry["assignments"] = chosen
         history.append(entry)
         logger.info("block %d/%d %s: %d tensors and %d codebooks trained, mse %.3g, %.1f s",
                     i + 1, len(plan.blocks), block.name, len(own), len(books), entry["mse_after"],
@@ -297,10 +325,56 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def _train_pass(segment, inputs, target, optimizer, tuner, books, config: RetrainConfig,
-                block: int, epoch: int, device, progress: bool, name: str) -> float:  # fmt: skip
+def _choose(rounding: LearnedAssignments, segment, inputs, target, device) -> dict:
+    """Keep the learned assignments if they reconstruct the block's output better than
+    the nearest centroids on (up to CHOICE_IMAGES of) its images; returns the record."""
+    sample = slice(0, min(len(inputs), CHOICE_IMAGES))
+    errors = {}
+    for learned in (True, False):
+        moved = rounding.use(learned)
+        errors[learned] = _run(segment, inputs[sample], device, False, target[sample])[1]
+    keep = errors[True] < errors[False]
+    rounding.use(keep)
+    return {"chosen": "learned" if keep else "nearest", "moved": moved if keep else 0,
+            "free": rounding.free_count(), "mse_learned": errors[True],
+            "mse_nearest": errors[False]}  # fmt: skip
+
+
+def _without_rounding(optimizer: torch.optim.Adam) -> torch.optim.Adam:
+    """The optimizer without its learned-assignment group (the last pass trains the
+    codebooks and parameters alone; their Adam state carries on)."""
+    state = optimizer.state_dict()
+    state["param_groups"] = state["param_groups"][:1]
+    kept = set(state["param_groups"][0]["params"])
+    state["state"] = {k: v for k, v in state["state"].items() if k in kept}
+    fresh = torch.optim.Adam(optimizer.param_groups[0]["params"])
+    fresh.load_state_dict(state)
+    return fresh
+
+
+def _originals(teacher: nn.Module, student: nn.Module, names: list[str]) -> dict:
+    """The teacher's values of the student's clustered tensors ``names`` (the values
+    the learned assignments start from)."""
+    originals = {}
+    for name in names:
+        value = get_tensor(teacher, name)
+        if value.shape != get_tensor(student, name).shape:
+            raise QretrainError(f"tune_assignments: the teacher's {name!r} has shape "
+                                f"{tuple(value.shape)}, the student's "
+                                f"{tuple(get_tensor(student, name).shape)}; "
+                                "retrain with the original as the teacher")  # fmt: skip
+        originals[name] = value
+    return originals
+
+
+def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
+                config: RetrainConfig, block: int, epoch: int, device, progress: bool,
+                name: str) -> float:  # fmt: skip
     """One pass over every image in an order seeded by (seed, block, pass), so that a
-    resumed run repeats an uninterrupted one; returns the mean batch loss."""
+    resumed run repeats an uninterrupted one; returns the mean batch loss (the
+    reconstruction error, without ``rounding``'s term)."""
+    if rounding is not None:
+        rounding.write()
     seed = config.seed * 1_000_003 + 7_919 * block + epoch
     torch.manual_seed(seed)
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
@@ -314,10 +388,14 @@ def _train_pass(segment, inputs, target, optimizer, tuner, books, config: Retrai
         loss = torch.nn.functional.mse_loss(out.float(), target[index].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tuner is not None:
+        if rounding is not None:
+            rounding.collect_grads()
+        elif tuner is not None:
             tuner.collect_grads(books)
         optimizer.step()
-        if tuner is not None:
+        if rounding is not None:
+            rounding.write()
+        elif tuner is not None:
             tuner.apply(books)
         total += loss.item()
         batches += 1
@@ -347,7 +425,8 @@ def _save(path: Path, at: _Progress, student: nn.Module, trainable: set[str], tu
     state = student.state_dict()
     payload = {
         "stage": "blocks", "block": at.block, "epoch": at.epoch, "history": at.history,
-        "losses": at.losses, "optimizer": at.optimizer, "config": config.to_dict(),
+        "losses": at.losses, "optimizer": at.optimizer, "rounding": at.rounding,
+        "config": config.to_dict(),
         "fingerprints": fingerprints or {},
         "params": {n: state[n].detach().cpu().clone() for n in sorted(trainable)},
         "codebooks": tuner.state() if tuner is not None else {},
@@ -376,4 +455,4 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
     if tuner is not None:
         tuner.load_state(payload["codebooks"])
     return _Progress(payload["block"], payload["epoch"], payload["history"], payload["losses"],
-                     payload["optimizer"])  # fmt: skip
+                     payload["optimizer"], payload.get("rounding"))  # fmt: skip

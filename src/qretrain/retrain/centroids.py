@@ -3,7 +3,9 @@
 Each clustered weight receives its usual gradient; the gradient of a centroid is
 the sum over the weights assigned to it (trained quantization, as in Deep
 Compression). After each step the weights are rewritten from their codebooks, so
-they keep at most k distinct values and the file keeps its size.
+they keep at most k distinct values and the file keeps its size. The indices stay
+fixed here; ``retrain.rounding`` may choose new ones (``flat_indices``), which the
+state and ``write_back`` carry.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from qretrain.cluster.state import clusters_of
 from qretrain.cluster.tensor import ClusteredTensor
+from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 
 
@@ -63,26 +66,45 @@ class CentroidTuner:
             weight.copy_(torch.gather(codebook, 1, index).reshape(weight.shape))
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {f"{n}::codebook": c.detach().clone() for n, c in self.codebooks.items()}
+        state = {f"{n}::codebook": c.detach().clone() for n, c in self.codebooks.items()}
+        for name, index in self.flat_indices.items():
+            state[f"{name}::indices"] = index.to(torch.uint8).cpu()
+        return state
 
     @torch.no_grad()
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
         for name, codebook in self.codebooks.items():
             if f"{name}::codebook" in state:
                 codebook.copy_(state[f"{name}::codebook"])
+            if f"{name}::indices" in state:
+                self.flat_indices[name] = self._checked(name, state[f"{name}::indices"])
         self.apply()
+
+    def _checked(self, name: str, indices: torch.Tensor) -> torch.Tensor:
+        """Saved indices of ``name``, (G, N) long, refused unless each is < its row's size."""
+        shape = self.flat_indices[name].shape
+        sizes = self.clusters[name].sizes
+        if indices.numel() != shape.numel() or (
+                indices.reshape(shape).long() >= sizes[:, None]).any():  # fmt: skip
+            raise QretrainFileError(
+                f"saved indices of {name!r} do not fit its codebook ({shape.numel()} values "
+                f"< the row sizes expected); remove the checkpoint to start fresh")
+        return indices.reshape(shape).long().to(self.flat_indices[name].device)
 
     def write_back(self) -> None:
         """Store the tuned codebooks in the model's clustering, sorted again."""
         clusters = clusters_of(self.model)
         for name, codebook in self.codebooks.items():
-            clusters[name] = _resorted(self.clusters[name], codebook.detach().cpu())
+            clusters[name] = _resorted(self.clusters[name], codebook.detach().cpu(),
+                                       self.flat_indices[name].cpu())  # fmt: skip
 
 
-def _resorted(old: ClusteredTensor, codebook: torch.Tensor) -> ClusteredTensor:
-    """Rows sorted ascending (used entries only, padding repeats the last), indices remapped."""
+def _resorted(old: ClusteredTensor, codebook: torch.Tensor,
+              indices: torch.Tensor) -> ClusteredTensor:  # fmt: skip
+    """Rows sorted ascending (used entries only, padding repeats the last), ``indices``
+    (G, N) remapped."""
     codebook = codebook.clone()
-    indices = old.indices.reshape(codebook.shape[0], -1).long().clone()
+    indices = indices.long().clone()
     for g, size in enumerate(old.sizes.tolist()):
         values, order = codebook[g, :size].sort()
         remap = torch.empty(size, dtype=torch.long)

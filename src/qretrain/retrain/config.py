@@ -57,7 +57,8 @@ class Trainable:
 class RetrainConfig(Settings):
     """``labels=True`` is conventional retraining: cross-entropy on the data's labels
     (``loss`` becomes ``ce``). ``objective`` ``blocks`` trains block by block for
-    ``block_epochs`` passes each (``epochs`` then counts only for ``blocks+output``)."""
+    ``block_epochs`` passes each (``epochs`` then counts only for ``blocks+output``);
+    ``tune_assignments`` lets each block also choose its weights' centroids."""
 
     epochs: int = setting(5, integer(1))
     objective: Objective = setting(Objective.OUTPUT, choice(Objective))
@@ -71,6 +72,7 @@ class RetrainConfig(Settings):
     bn_stats: BNStats = setting(BNStats.FROZEN, choice(BNStats))
     labels: bool = setting(False, boolean)
     tune_centroids: bool = setting(False, boolean)
+    tune_assignments: bool = setting(False, boolean)  # block-wise: retrain.rounding
     cache: bool = setting(True, boolean)  # teacher outputs and frozen-prefix features, once
     seed: int = setting(0, integer(0))
 
@@ -83,10 +85,16 @@ class RetrainConfig(Settings):
         problems = []
         if self.loss is Loss.CE and not self.labels:
             problems.append("loss 'ce' needs labels (conventional retraining: labels=True)")
+        if self.tune_assignments and self.objective is Objective.OUTPUT:
+            problems.append("tune_assignments is block-wise (each block chooses its weights' "
+                            "centroids); use objective 'blocks' or 'blocks+output'")  # fmt: skip
         if self.objective is not Objective.OUTPUT:
             if self.labels:
                 problems.append(f"objective {self.objective.value!r} is label-free; "
                                 "conventional retraining (labels=True) uses 'output'")  # fmt: skip
+            if self.tune_assignments and not self.tune_centroids:
+                problems.append("tune_assignments trains codebook values with the assignments; "
+                                "set tune_centroids too")  # fmt: skip
             if self.bn_stats is BNStats.UPDATE:
                 problems.append(f"objective {self.objective.value!r} keeps batch norm frozen; "
                                 "use bn_stats 'frozen'")  # fmt: skip

@@ -1,0 +1,168 @@
+"""Learned assignments: each clustered weight chooses between its two neighbouring
+centroids by what the block's output needs (AdaRound for codebooks).
+
+k-means gives every weight its *nearest* centroid, which is best for the weight but
+not for the block's output. Here each weight whose original value ``w0`` lies between
+two used centroids ``c_lo < c_hi`` of its row becomes, while its block trains,
+
+    w = c_lo + h(V) * (c_hi - c_lo),   h(V) = clamp(sigmoid(V) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+with ``V`` initialised so that ``w = w0`` (AdaRound's rectified sigmoid, Nagel et al.,
+ICML 2020). The block's loss gains ``LAMBDA * sum(1 - |2h - 1| ** beta) / D`` (D: the
+block's output values per image, so the balance with the mean squared error is
+BRECQ's, Li et al., ICLR 2021), with ``beta`` decayed from BETA[0] to BETA[1] after
+the first WARMUP share of the block's steps: the term is 0 only at h in {0, 1} and
+pushes every weight to one side by the end. Then each weight takes ``c_hi`` where
+h >= 1/2 and ``c_lo`` otherwise: still one of the row's used values, so a tensor keeps
+at most k values and its file its size. Weights below the row's smallest centroid or
+above its largest (and those whose index is neither neighbour) keep their index.
+
+Centroid values train with the assignments (they reach the codebooks through the same
+soft weights); ``CentroidTuner`` holds both. The neighbours come from the clustering the
+block started with (``tuner.clusters``), so a resumed run finds the same ones.
+
+A block has a few hundred steps, not AdaRound's 20,000, and the rounding term does not
+make every h 0 or 1 in that time (in a block with few weights and many outputs least
+of all): ``retrain.blocks`` therefore learns them in all passes but the last, takes the
+choices only where they reconstruct the block's output better than the nearest
+centroids do, and trains the last pass with the assignments fixed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qretrain.models.layers import get_tensor
+from qretrain.retrain.centroids import CentroidTuner
+
+ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound)
+LAMBDA = 0.01  # weight of the rounding term (AdaRound's and BRECQ's default)
+BETA = (20.0, 2.0)  # the rounding term's exponent, from soft to hard
+WARMUP = 0.2  # share of a block's steps before the rounding term starts
+LR = 0.1  # Adam's step for V: a block trains for ~100 steps, not AdaRound's 20,000
+
+
+class LearnedAssignments:
+    """The soft assignments of one block's clustered tensors ``names``.
+
+    ``originals``: each tensor's unclustered values (the teacher's), any shape with the
+    tensor's element count. ``steps``: the block's optimizer steps in all, for the
+    schedule of ``beta``. ``per_image``: D above.
+    """
+
+    def __init__(self, tuner: CentroidTuner, names: list[str],
+                 originals: dict[str, torch.Tensor], steps: int, per_image: int):  # fmt: skip
+        self.tuner, self.names = tuner, list(names)
+        self.steps, self.per_image, self.step = steps, per_image, 0
+        self.lo: dict[str, torch.Tensor] = {}
+        self.hi: dict[str, torch.Tensor] = {}
+        self.free: dict[str, torch.Tensor] = {}
+        self.v: dict[str, nn.Parameter] = {}
+        self.nearest: dict[str, torch.Tensor] = {}
+        for name in self.names:
+            clustered = tuner.clusters[name]
+            device = tuner.codebooks[name].device
+            codebook = clustered.codebook.to(device)
+            index = clustered.indices.reshape(codebook.shape[0], -1).long().to(device)
+            w0 = originals[name].detach().reshape(index.shape).to(codebook)
+            lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
+            self.nearest[name] = index
+            free = (lo != hi) & ((index == lo) | (index == hi))
+            c_lo, c_hi = codebook.gather(1, lo), codebook.gather(1, hi)
+            h0 = ((w0 - c_lo) / torch.where(free, c_hi - c_lo, 1.0)).clamp(0.01, 0.99)
+            v = -torch.log((ZETA - GAMMA) / (h0 - GAMMA) - 1)
+            self.lo[name] = torch.where(free, lo, index)
+            self.hi[name] = torch.where(free, hi, index)
+            self.free[name] = free
+            self.v[name] = nn.Parameter(torch.where(free, v, 0.0))
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.v.values())
+
+    def _h(self, name: str) -> torch.Tensor:
+        h = (torch.sigmoid(self.v[name]) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
+        return torch.where(self.free[name], h, 0.0)
+
+    def _soft(self, name: str) -> torch.Tensor:
+        """The tensor's soft values, (G, N), differentiable in V and the codebook."""
+        codebook = self.tuner.codebooks[name]
+        c_lo, c_hi = codebook.gather(1, self.lo[name]), codebook.gather(1, self.hi[name])
+        return c_lo + self._h(name) * (c_hi - c_lo)
+
+    def beta(self) -> float | None:
+        """The rounding term's exponent at the current step; None during warm-up."""
+        start = WARMUP * self.steps
+        if self.step < start:
+            return None
+        share = (self.step - start) / max(self.steps - start, 1)
+        return BETA[1] + (BETA[0] - BETA[1]) * max(0.0, 1.0 - share)
+
+    @torch.no_grad()
+    def write(self) -> None:
+        """Put the soft values into the model's weights (before a forward pass)."""
+        for name in self.names:
+            weight = get_tensor(self.tuner.model, name)
+            weight.copy_(self._soft(name).reshape(weight.shape))
+
+    def collect_grads(self) -> float:
+        """Turn the weights' gradients into V's and the codebooks', with the rounding
+        term's; returns that term's value (0 during warm-up)."""
+        beta, total = self.beta(), 0.0
+        surrogate = 0.0
+        for name in self.names:
+            weight = get_tensor(self.tuner.model, name)
+            codebook = self.tuner.codebooks[name]
+            codebook.grad = None
+            if weight.grad is not None:
+                surrogate = surrogate + (self._soft(name) * weight.grad.reshape(-1).view_as(
+                    self.lo[name])).sum()  # fmt: skip
+                weight.grad = None
+            if beta is not None:
+                h = self._h(name)[self.free[name]]
+                term = LAMBDA * (1 - (2 * h - 1).abs().pow(beta)).sum() / self.per_image
+                surrogate = surrogate + term
+                total += float(term.detach())
+        if isinstance(surrogate, torch.Tensor):
+            surrogate.backward()
+        self.step += 1
+        return total
+
+    @torch.no_grad()
+    def use(self, learned: bool) -> int:
+        """Give each weight its learned centroid (h >= 1/2: ``c_hi``), or its nearest
+        one, in the tuner's indices and the model's weights; returns how many weights
+        the learned choice moves off their nearest centroid."""
+        moved = 0
+        for name in self.names:
+            index = torch.where(self._h(name) >= 0.5, self.hi[name], self.lo[name])
+            moved += int((index != self.nearest[name]).sum())
+            self.tuner.flat_indices[name] = index if learned else self.nearest[name]
+        self.tuner.apply(self.names)
+        return moved
+
+    def free_count(self) -> int:
+        return sum(int(f.sum()) for f in self.free.values())
+
+    def state(self) -> dict:
+        return {"step": self.step, "v": {n: v.detach().clone() for n, v in self.v.items()}}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        for name, v in self.v.items():
+            v.copy_(state["v"][name])
+
+
+def _neighbours(codebook: torch.Tensor, sizes: torch.Tensor, w0: torch.Tensor):
+    """Per value of ``w0`` (G, N), the codebook slots of the largest used centroid
+    <= it and the smallest >= it ((G, N) each; the same slot at either end)."""
+    used = torch.arange(codebook.shape[1], device=codebook.device)[None, :] < sizes[:, None]
+    values, order = torch.where(used, codebook, math.inf).sort(dim=1)
+    position = torch.searchsorted(values, w0.contiguous())
+    last = (sizes - 1)[:, None]
+    hi = torch.minimum(position, last)
+    lo = torch.minimum((position - 1).clamp(min=0), last)
+    return order.gather(1, lo), order.gather(1, hi)

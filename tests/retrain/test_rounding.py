@@ -1,0 +1,157 @@
+"""Learned assignments (retrain.rounding): where the soft weights start, which
+centroids a weight may move to, the per-block choice, resuming, and bad settings."""
+
+import copy
+
+import pytest
+import torch
+from test_blocks import PLAN, blocks_config, make_data
+
+import qretrain
+from qretrain.cluster import clusters_of
+from qretrain.errors import QretrainFileError
+from qretrain.models.layers import get_tensor
+from qretrain.retrain import RetrainConfig, retrain
+from qretrain.retrain import blocks as blocks_module
+from qretrain.retrain.centroids import CentroidTuner
+from qretrain.retrain.rounding import LearnedAssignments
+
+
+@pytest.fixture
+def pair(tiny_resnet):
+    student = copy.deepcopy(tiny_resnet)
+    qretrain.cluster_(student, PLAN, progress=False)
+    return tiny_resnet.eval(), student
+
+
+def assignments(student, teacher):
+    tuner = CentroidTuner(student)
+    names = list(tuner.names)
+    originals = {n: get_tensor(teacher, n) for n in names}
+    return tuner, LearnedAssignments(tuner, names, originals, steps=10, per_image=100)
+
+
+def test_soft_weights_start_at_the_originals_between_two_neighbouring_centroids(pair):
+    teacher, student = pair
+    tuner, rounding = assignments(student, teacher)
+    rounding.write()
+    for name in rounding.names:
+        cluster = tuner.clusters[name]
+        codebook, free = cluster.codebook, rounding.free[name]
+        w0 = get_tensor(teacher, name).detach().reshape(free.shape)
+        c_lo, c_hi = codebook.gather(1, rounding.lo[name]), codebook.gather(1, rounding.hi[name])
+        assert free.any(), name
+        # Neighbours: c_lo <= w0 <= c_hi, and no used centroid strictly between them.
+        assert (c_lo[free] <= w0[free]).all() and (w0[free] <= c_hi[free]).all()
+        for g in range(codebook.shape[0]):
+            used = codebook[g, : cluster.sizes[g]]
+            between = (used[None, :] > c_lo[g][:, None]) & (used[None, :] < c_hi[g][:, None])
+            assert not between[free[g]].any(), name
+        # The soft weight is the original where it lies inside the clamp of h (0.01..0.99).
+        soft = get_tensor(student, name).detach().reshape(free.shape)
+        inside = free & (w0 - c_lo > 0.011 * (c_hi - c_lo)) & (c_hi - w0 > 0.011 * (c_hi - c_lo))
+        assert inside.any()
+        assert torch.allclose(soft[inside], w0[inside], atol=1e-6)
+        # The nearest centroid is one of the two neighbours wherever a weight is free.
+        nearest = rounding.nearest[name]
+        assert ((nearest == rounding.lo[name]) | (nearest == rounding.hi[name]))[free].all()
+
+
+def test_a_learned_choice_takes_the_neighbour_h_points_to_and_keeps_the_rest(pair):
+    teacher, student = pair
+    tuner, rounding = assignments(student, teacher)
+    with torch.no_grad():
+        for v in rounding.v.values():
+            v.fill_(5.0)  # h = 1 everywhere: every free weight takes c_hi
+    moved = rounding.use(learned=True)
+    assert moved > 0
+    for name in rounding.names:
+        free, index = rounding.free[name], tuner.flat_indices[name]
+        assert torch.equal(index[free], rounding.hi[name][free])
+        assert torch.equal(index[~free], rounding.nearest[name][~free])
+        weight = get_tensor(student, name)
+        assert torch.equal(weight.reshape(index.shape), tuner.codebooks[name].gather(1, index))
+    assert rounding.use(learned=False) == moved  # the learned choice, counted either way
+    for name in rounding.names:
+        assert torch.equal(tuner.flat_indices[name], rounding.nearest[name])
+
+
+def test_block_wise_with_learned_assignments_keeps_k_values_and_records_each_choice(pair):
+    teacher, student = pair
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    initial = {n: c.indices.clone() for n, c in clusters_of(student).items()}
+    config = blocks_config(tune_centroids=True, tune_assignments=True)
+    result = retrain(student, teacher, make_data(), config, progress=False)
+    history = result.record["blocks"]["history"]
+    clustered = clusters_of(student)
+    for name, p in student.named_parameters():
+        if name in clustered:
+            assert p.unique().numel() <= clustered[name].k
+            assert torch.equal(clustered[name].decode(), p)
+        elif name not in result.record["trainable"]:
+            assert torch.equal(p, before[name]), name
+    choices = [h["assignments"] for h in history]
+    assert all(c["chosen"] in ("learned", "nearest") for c in choices)
+    for c in choices:  # the choice is the lower error, and only a learned one moves weights
+        assert (c["mse_learned"] < c["mse_nearest"]) == (c["chosen"] == "learned")
+        assert c["moved"] <= c["free"] and (c["moved"] == 0) == (c["chosen"] == "nearest")
+    assert any(c["chosen"] == "learned" and c["moved"] > 0 for c in choices)
+    # Some weights changed centroid: the order of values in a row is kept by write_back,
+    # so a changed rank is a changed assignment.
+    assert any(not torch.equal(clustered[n].indices, initial[n]) for n in clustered)
+    # Without learned assignments every weight keeps its rank (assignments fixed).
+    fixed = copy.deepcopy(teacher)
+    qretrain.cluster_(fixed, PLAN, progress=False)
+    retrain(fixed, teacher, make_data(), blocks_config(tune_centroids=True), progress=False)
+    assert all(torch.equal(clusters_of(fixed)[n].indices, initial[n]) for n in initial)
+
+
+@pytest.mark.parametrize("killed_at", [1, 2])  # pass 2: learning assignments; 3: after the choice
+def test_resuming_learned_assignments_mid_block_equals_an_uninterrupted_run(
+        pair, tmp_path, monkeypatch, killed_at):  # fmt: skip
+    teacher, student = pair
+    config = blocks_config(tune_centroids=True, tune_assignments=True, block_epochs=3)
+    whole = copy.deepcopy(student)
+    retrain(whole, teacher, make_data(), config, checkpoint=tmp_path / "a.ckpt", progress=False)
+    original = blocks_module._train_pass
+
+    def killed(*args, **kwargs):
+        if args[8] == 2 and args[9] == killed_at:  # block 3
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blocks_module, "_train_pass", killed)
+    interrupted = copy.deepcopy(student)
+    with pytest.raises(KeyboardInterrupt):
+        retrain(interrupted, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
+                progress=False)  # fmt: skip
+    monkeypatch.setattr(blocks_module, "_train_pass", original)
+    resumed = copy.deepcopy(student)
+    result = retrain(resumed, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
+                     resume=True, progress=False)  # fmt: skip
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name, cluster in clusters_of(whole).items():
+        assert torch.equal(cluster.indices, clusters_of(resumed)[name].indices), name
+    assert "assignments" in result.record["blocks"]["history"][2]
+
+
+def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair):
+    _, student = pair
+    tuner = CentroidTuner(student)
+    state = tuner.state()
+    name = tuner.names[0]
+    state[f"{name}::indices"] = torch.full_like(state[f"{name}::indices"], 255)
+    with pytest.raises(QretrainFileError, match=f"saved indices of '{name}' do not fit"):
+        tuner.load_state(state)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"objective": "blocks", "tune_assignments": True},
+     "tune_assignments trains codebook values with the assignments; set tune_centroids too"),
+    ({"tune_assignments": True, "tune_centroids": True},
+     "tune_assignments is block-wise"),
+])  # fmt: skip
+def test_bad_assignment_settings_are_clear_errors(settings, message):
+    with pytest.raises(ValueError, match=message):
+        RetrainConfig(**settings)

@@ -231,7 +231,8 @@ def test_run_retrains_block_wise_on_views_and_reports_the_blocks(tiny_run, capsy
     path, config = tiny_run
     config["data"]["retrain"] = {**config["data"]["retrain"], "views": 48}
     config["retrain"] = {"objective": "blocks", "block_epochs": 1, "batch_size": 16,
-                         "tune_centroids": True, "conventional": True}  # fmt: skip
+                         "tune_centroids": True, "tune_assignments": True,
+                         "conventional": True}  # fmt: skip
     path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path), "--quiet"]) == 2  # views have no labels to be conventional
     assert "retrain.conventional needs labels, and augmented views" in capsys.readouterr().err
@@ -248,6 +249,13 @@ def test_run_retrains_block_wise_on_views_and_reports_the_blocks(tiny_run, capsy
     assert low <= drop["top1_drop"] <= high
     report = (run / "report.md").read_text()
     assert "block-wise reconstruction" in report and "drop [95%]" in report
+    assert record["config"]["tune_assignments"] is True
+    choices = [h["assignments"] for h in record["blocks"]["history"]]
+    assert "| assignments |" in report
+    for choice in choices:  # each block's choice is in the report's table
+        shown = (f"learned: {choice['moved']:,} of {choice['free']:,} moved"
+                 if choice["chosen"] == "learned" else f"nearest (of {choice['free']:,} free)")
+        assert shown in report
     assert not list(run.glob("*.ckpt"))
 
 

@@ -178,6 +178,15 @@ def _block_stage(label: str, stage: dict | None) -> list[Block]:
     rows = [[str(h["block"]), h["name"], str(h["trained"]), str(h["codebooks"]),
              f"{h['loss_per_pass'][0]:.3g}" if h["loss_per_pass"] else "-",
              f"{h['mse_after']:.3g}", f"{h['seconds']:.1f}"] for h in stage["history"]]  # fmt: skip
+    header = ["block", "modules", "tensors trained", "codebooks trained", "first-pass loss",
+              "error after (MSE)", "seconds"]  # fmt: skip
+    if any("assignments" in h for h in stage["history"]):  # learned assignments (rounding)
+        header.append("assignments")
+        for row, h in zip(rows, stage["history"]):
+            a = h.get("assignments")
+            row.append("-" if a is None else f"nearest (of {a['free']:,} free)"
+                       if a["chosen"] == "nearest" else f"learned: {a['moved']:,} of "
+                       f"{a['free']:,} moved")  # fmt: skip
     text = (f"{label}: block-wise reconstruction, {len(stage['history'])} blocks in "
             f"{stage['seconds']:.0f} s (block values kept in {stage['activations']})")  # fmt: skip
     if "quality_start" in stage:
@@ -186,8 +195,7 @@ def _block_stage(label: str, stage: dict | None) -> list[Block]:
     if "guard" in stage:
         text += f"; guard: {stage['guard']}"
     return [Block("p", text + "."),
-            Block("table", (["block", "modules", "tensors trained", "codebooks trained",
-                             "first-pass loss", "error after (MSE)", "seconds"], rows))]  # fmt: skip
+            Block("table", (header, rows))]
 
 
 def _markdown(blocks: list[Block], out: Path) -> str:

@@ -1,6 +1,7 @@
 """Block-wise reconstruction (retrain.blocks): what trains, what must not move, how
 often the teacher runs, resuming, and the fallback."""
 
+import contextlib
 import copy
 
 import numpy as np
@@ -128,28 +129,34 @@ def test_values_spilled_to_files_train_the_same_model_as_values_in_memory(
     assert [h["mse_after"] for h in kept["history"]] == [h["mse_after"] for h in spilled["history"]]
 
 
+@contextlib.contextmanager
+def interrupted_at(monkeypatch, block: int, epoch: int):
+    """Block-wise passes raise KeyboardInterrupt at (block, epoch), both from 0, inside."""
+    original = blocks_module._train_pass
+
+    def killed(*args, **kwargs):
+        if args[8] == block and args[9] == epoch:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(blocks_module, "_train_pass", killed)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(blocks_module, "_train_pass", original)
+
+
 def test_resuming_mid_block_equals_an_uninterrupted_run(pair, tmp_path, monkeypatch):
     teacher, student = pair
     config = blocks_config(tune_centroids=True)
     whole = copy.deepcopy(student)
     retrain(whole, teacher, make_data(), config, checkpoint=tmp_path / "a.ckpt", progress=False)
 
-    calls = {"n": 0}
-    original = blocks_module._train_pass
-
-    def killed_in_block_4(*args, **kwargs):
-        if args[8] == 3 and args[9] == 1:  # block 4, second pass
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(blocks_module, "_train_pass", killed_in_block_4)
     interrupted = copy.deepcopy(student)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, block=3, epoch=1), pytest.raises(KeyboardInterrupt):
         retrain(interrupted, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
                 progress=False)  # fmt: skip
     assert (tmp_path / "b.blocks.ckpt").exists()
-    monkeypatch.setattr(blocks_module, "_train_pass", original)
     resumed = copy.deepcopy(student)
     retrain(resumed, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt", resume=True,
             progress=False)  # fmt: skip

@@ -5,14 +5,13 @@ import copy
 
 import pytest
 import torch
-from test_blocks import PLAN, blocks_config, make_data
+from test_blocks import PLAN, blocks_config, interrupted_at, make_data
 
 import qretrain
 from qretrain.cluster import clusters_of
 from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 from qretrain.retrain import RetrainConfig, retrain
-from qretrain.retrain import blocks as blocks_module
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.rounding import LearnedAssignments
 
@@ -113,19 +112,10 @@ def test_resuming_learned_assignments_mid_block_equals_an_uninterrupted_run(
     config = blocks_config(tune_centroids=True, tune_assignments=True, block_epochs=3)
     whole = copy.deepcopy(student)
     retrain(whole, teacher, make_data(), config, checkpoint=tmp_path / "a.ckpt", progress=False)
-    original = blocks_module._train_pass
-
-    def killed(*args, **kwargs):
-        if args[8] == 2 and args[9] == killed_at:  # block 3
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(blocks_module, "_train_pass", killed)
     interrupted = copy.deepcopy(student)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, block=2, epoch=killed_at), pytest.raises(KeyboardInterrupt):
         retrain(interrupted, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
                 progress=False)  # fmt: skip
-    monkeypatch.setattr(blocks_module, "_train_pass", original)
     resumed = copy.deepcopy(student)
     result = retrain(resumed, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
                      resume=True, progress=False)  # fmt: skip

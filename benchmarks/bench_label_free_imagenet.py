@@ -35,6 +35,7 @@ import qretrain
 import qretrain.data.synthetic
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models import get_arch
+from qretrain.retrain import rounding
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "label_free_imagenet.json"
@@ -95,6 +96,9 @@ def main() -> None:
                         help="how many synthetic images the synthetic variants use")
     parser.add_argument("--views", type=int, default=None,
                         help="how many augmented views the *-views variants use (1024)")
+    parser.add_argument("--rounding-lambda", type=float, default=None,
+                        help="weight of the learned assignments' rounding term "
+                        "(qretrain.retrain.rounding.LAMBDA)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a retrain setting (JSON value), e.g. lr=1e-3")
     args = parser.parse_args()
@@ -106,6 +110,8 @@ def main() -> None:
         if "views" in ref and args.views is not None:
             ref["views"] = args.views
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.rounding_lambda is not None:
+        rounding.LAMBDA = args.rounding_lambda
     teacher = qretrain.load_model(args.model).eval()
     contract = get_arch(teacher).contract
     float32 = sum(t.numel() * 4 for t in teacher.state_dict().values() if t.is_floating_point())
@@ -141,6 +147,7 @@ def main() -> None:
     logits, _ = predict(model, imagenet, batch_size=32)
     entry = {
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
+        "rounding_lambda": rounding.LAMBDA,
         "retrain_config": record["config"] if record else None,
         "retrain_data": variant["data"] if variant else None,
         "synthetic_steps": args.synthetic_steps if "synthetic" in args.variant else None,
@@ -161,6 +168,8 @@ def main() -> None:
         key += f" synthetic:{args.synthetic_images}"
     if "views" in args.variant and args.views is not None:
         key += f" views:{args.views}"
+    if args.rounding_lambda is not None:
+        key += f" rounding_lambda={args.rounding_lambda:g}"
     results[key] = entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     lo, hi = entry["drop_95_interval"]

@@ -126,6 +126,17 @@ def test_resuming_learned_assignments_mid_block_equals_an_uninterrupted_run(
     assert "assignments" in result.record["blocks"]["history"][2]
 
 
+def test_saved_soft_assignments_of_another_shape_are_refused(pair):
+    teacher, student = pair
+    _, rounding = assignments(student, teacher)
+    state = rounding.state()
+    name = rounding.names[0]
+    state["v"][name] = state["v"][name][:, :1]
+    with pytest.raises(QretrainFileError, match=f"learned assignments of '{name}' are missing"):
+        rounding.load_state(state)
+    assert rounding.step == 0
+
+
 def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair):
     _, student = pair
     tuner = CentroidTuner(student)

@@ -298,7 +298,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                     chosen = _choose(rounding, plan.student[i], student_in, target, device)
                     optimizer = _without_rounding(optimizer)
                 if checkpoint is not None and epoch + 1 < config.block_epochs:
-                    state = chosen if epoch + 1 >= soft else rounding.state() if soft else None
+                    # Mid-block: the soft assignments while they learn, then the choice.
+                    state = rounding.state() if epoch + 1 < soft else chosen
                     mid = _Progress(i, epoch + 1, history, losses, optimizer.state_dict(), state)
                     _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
         for p in student.parameters():

@@ -35,6 +35,7 @@ import math
 import torch
 from torch import nn
 
+from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 from qretrain.retrain.centroids import CentroidTuner
 
@@ -151,9 +152,16 @@ class LearnedAssignments:
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
+        """Restore ``state()``; refuses one that does not fit these tensors."""
+        saved = state.get("v", {})
+        for name, v in self.v.items():
+            if name not in saved or saved[name].shape != v.shape:
+                raise QretrainFileError(
+                    f"the checkpoint's learned assignments of {name!r} are missing or of "
+                    "another shape; remove the checkpoint to start fresh")
         self.step = int(state["step"])
         for name, v in self.v.items():
-            v.copy_(state["v"][name])
+            v.copy_(saved[name])
 
 
 def _neighbours(codebook: torch.Tensor, sizes: torch.Tensor, w0: torch.Tensor):

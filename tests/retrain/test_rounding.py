@@ -137,12 +137,34 @@ def test_saved_soft_assignments_of_another_shape_are_refused(pair):
     assert rounding.step == 0
 
 
+def test_the_state_carries_only_changed_indices_and_restores_the_others(pair):
+    teacher, student = pair
+    tuner, rounding = assignments(student, teacher)
+    assert not any(k.endswith("::indices") for k in tuner.state())  # nothing moved yet
+    with torch.no_grad():
+        for v in rounding.v.values():
+            v.fill_(5.0)
+    rounding.use(learned=True)
+    state = tuner.state()
+    moved = {n for n in tuner.names if not torch.equal(tuner.flat_indices[n],
+                                                        tuner.clustered_indices[n])}  # fmt: skip
+    assert moved and {k.split("::")[0] for k in state if k.endswith("::indices")} == moved
+    rounding.use(learned=False)  # back to the clustering's indices, then the state again
+    tuner.load_state(state)
+    for name in tuner.names:
+        expected = state.get(f"{name}::indices", tuner.clustered_indices[name])
+        assert torch.equal(tuner.flat_indices[name], expected.long().reshape_as(
+            tuner.flat_indices[name]))  # fmt: skip
+    tuner.load_state({})  # a state without indices: every tensor as clustered
+    assert all(torch.equal(tuner.flat_indices[n], tuner.clustered_indices[n]) for n in tuner.names)
+
+
 def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair):
     _, student = pair
     tuner = CentroidTuner(student)
     state = tuner.state()
     name = tuner.names[0]
-    state[f"{name}::indices"] = torch.full_like(state[f"{name}::indices"], 255)
+    state[f"{name}::indices"] = torch.full_like(tuner.flat_indices[name], 255).to(torch.uint8)
     with pytest.raises(QretrainFileError, match=f"saved indices of '{name}' do not fit"):
         tuner.load_state(state)
 

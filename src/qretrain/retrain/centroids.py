@@ -33,10 +33,12 @@ class CentroidTuner:
             n: nn.Parameter(c.codebook.clone().to(get_tensor(model, n).device))
             for n, c in self.clusters.items()
         }
-        self.flat_indices = {
+        # (G, N) long: the indices each tensor was clustered with, and those in use
+        self.clustered_indices = {
             n: c.indices.reshape(c.codebook.shape[0], -1).long().to(get_tensor(model, n).device)
             for n, c in self.clusters.items()
         }
+        self.flat_indices = dict(self.clustered_indices)  # retrain.rounding may replace them
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.codebooks.values())
@@ -66,9 +68,12 @@ class CentroidTuner:
             weight.copy_(torch.gather(codebook, 1, index).reshape(weight.shape))
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Codebooks, and the indices of tensors whose assignments changed (most keep
+        theirs: no copy of every index in each checkpoint and guard snapshot)."""
         state = {f"{n}::codebook": c.detach().clone() for n, c in self.codebooks.items()}
         for name, index in self.flat_indices.items():
-            state[f"{name}::indices"] = index.to(torch.uint8).cpu()
+            if not torch.equal(index, self.clustered_indices[name]):
+                state[f"{name}::indices"] = index.to(torch.uint8).cpu()
         return state
 
     @torch.no_grad()
@@ -76,20 +81,21 @@ class CentroidTuner:
         for name, codebook in self.codebooks.items():
             if f"{name}::codebook" in state:
                 codebook.copy_(state[f"{name}::codebook"])
-            if f"{name}::indices" in state:
-                self.flat_indices[name] = self._checked(name, state[f"{name}::indices"])
+            saved = state.get(f"{name}::indices")
+            self.flat_indices[name] = (self.clustered_indices[name] if saved is None
+                                       else self._checked(name, saved))  # fmt: skip
         self.apply()
 
     def _checked(self, name: str, indices: torch.Tensor) -> torch.Tensor:
         """Saved indices of ``name``, (G, N) long, refused unless each is < its row's size."""
         shape = self.flat_indices[name].shape
-        sizes = self.clusters[name].sizes
-        if indices.numel() != shape.numel() or (
-                indices.reshape(shape).long() >= sizes[:, None]).any():  # fmt: skip
+        sizes = self.clusters[name].sizes.to(self.flat_indices[name].device)
+        indices = indices.long().to(sizes.device)
+        if indices.numel() != shape.numel() or (indices.reshape(shape) >= sizes[:, None]).any():
             raise QretrainFileError(
-                f"saved indices of {name!r} do not fit its codebook ({shape.numel()} values "
-                f"< the row sizes expected); remove the checkpoint to start fresh")
-        return indices.reshape(shape).long().to(self.flat_indices[name].device)
+                f"saved indices of {name!r} do not fit its codebook (expected {shape.numel()} "
+                "indices, each below its row's size); remove the checkpoint to start fresh")
+        return indices.reshape(shape)
 
     def write_back(self) -> None:
         """Store the tuned codebooks in the model's clustering, sorted again."""

@@ -67,7 +67,7 @@ class LearnedAssignments:
             clustered = tuner.clusters[name]
             device = tuner.codebooks[name].device
             codebook = clustered.codebook.to(device)
-            index = clustered.indices.reshape(codebook.shape[0], -1).long().to(device)
+            index = tuner.clustered_indices[name]
             w0 = originals[name].detach().reshape(index.shape).to(codebook)
             lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
             self.nearest[name] = index
@@ -108,28 +108,24 @@ class LearnedAssignments:
             weight = get_tensor(self.tuner.model, name)
             weight.copy_(self._soft(name).reshape(weight.shape))
 
-    def collect_grads(self) -> float:
-        """Turn the weights' gradients into V's and the codebooks', with the rounding
-        term's; returns that term's value (0 during warm-up)."""
-        beta, total = self.beta(), 0.0
-        surrogate = 0.0
+    def collect_grads(self) -> None:
+        """Turn the weights' gradients into V's and the codebooks', adding the rounding
+        term's (after warm-up)."""
+        beta, surrogate = self.beta(), 0.0
         for name in self.names:
             weight = get_tensor(self.tuner.model, name)
-            codebook = self.tuner.codebooks[name]
-            codebook.grad = None
+            self.tuner.codebooks[name].grad = None
             if weight.grad is not None:
-                surrogate = surrogate + (self._soft(name) * weight.grad.reshape(-1).view_as(
-                    self.lo[name])).sum()  # fmt: skip
+                grad = weight.grad.reshape(self.lo[name].shape)
+                surrogate = surrogate + (self._soft(name) * grad).sum()
                 weight.grad = None
             if beta is not None:
                 h = self._h(name)[self.free[name]]
                 term = LAMBDA * (1 - (2 * h - 1).abs().pow(beta)).sum() / self.per_image
                 surrogate = surrogate + term
-                total += float(term.detach())
         if isinstance(surrogate, torch.Tensor):
             surrogate.backward()
         self.step += 1
-        return total
 
     @torch.no_grad()
     def use(self, learned: bool) -> int:

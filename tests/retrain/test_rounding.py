@@ -95,9 +95,12 @@ def test_block_wise_with_learned_assignments_keeps_k_values_and_records_each_cho
         assert (c["mse_learned"] < c["mse_nearest"]) == (c["chosen"] == "learned")
         assert c["moved"] <= c["free"] and (c["moved"] == 0) == (c["chosen"] == "nearest")
     assert any(c["chosen"] == "learned" and c["moved"] > 0 for c in choices)
-    # Some weights changed centroid: the order of values in a row is kept by write_back,
-    # so a changed rank is a changed assignment.
-    assert any(not torch.equal(clustered[n].indices, initial[n]) for n in clustered)
+    # A moved weight takes the neighbouring centroid, one rank up or down in its row
+    # (write_back sorts rows again; here the tuned values keep their order): exactly
+    # the recorded weights changed rank, each by one.
+    changes = [clustered[n].indices.long() - initial[n].long() for n in clustered]
+    assert sum(int((d != 0).sum()) for d in changes) == sum(c["moved"] for c in choices)
+    assert all(d.abs().max() <= 1 for d in changes)
     # Without learned assignments every weight keeps its rank (assignments fixed).
     fixed = copy.deepcopy(teacher)
     qretrain.cluster_(fixed, PLAN, progress=False)

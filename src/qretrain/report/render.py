@@ -183,10 +183,7 @@ def _block_stage(label: str, stage: dict | None) -> list[Block]:
     if any("assignments" in h for h in stage["history"]):  # learned assignments (rounding)
         header.append("assignments")
         for row, h in zip(rows, stage["history"]):
-            a = h.get("assignments")
-            row.append("-" if a is None else f"nearest (of {a['free']:,} free)"
-                       if a["chosen"] == "nearest" else f"learned: {a['moved']:,} of "
-                       f"{a['free']:,} moved")  # fmt: skip
+            row.append(_assignments(h.get("assignments")))
     text = (f"{label}: block-wise reconstruction, {len(stage['history'])} blocks in "
             f"{stage['seconds']:.0f} s (block values kept in {stage['activations']})")  # fmt: skip
     if "quality_start" in stage:
@@ -196,6 +193,15 @@ def _block_stage(label: str, stage: dict | None) -> list[Block]:
         text += f"; guard: {stage['guard']}"
     return [Block("p", text + "."),
             Block("table", (header, rows))]
+
+
+def _assignments(choice: dict | None) -> str:
+    """A block's learned-assignment choice (``retrain.blocks._choose``'s record)."""
+    if choice is None:
+        return "-"
+    if choice["chosen"] == "nearest":
+        return f"nearest (of {choice['free']:,} free)"
+    return f"learned: {choice['moved']:,} of {choice['free']:,} moved"
 
 
 def _markdown(blocks: list[Block], out: Path) -> str:

@@ -8,10 +8,11 @@ The student is the model clustered with PLAN and loaded back from its packed fil
 only non-ImageNet images (VARIANTS says which); the evaluation set (500 labeled
 ImageNet images, one per even class; read its README) is read by nothing but the
 final measurement: top-1, top-5, agreement with the original, and the top-1 drop
-with a paired 95% bootstrap interval over images (2,000 resamples, seed 0). The
-label-free signal settings are chosen by is recorded next to it: agreement and mean
-KL with the original on the pool images no variant retrains on (``natural`` from
-offset 512 of the seed-0 permutation, 138 images; ``pool_heldout``). Wall time
+with a paired 95% bootstrap interval over images (2,000 resamples, seed 0). Next to
+it, the label-free signal that settings are chosen by (``pool_heldout``): agreement
+and mean KL with the original on the 138 pool images no variant retrains on
+(``natural`` from offset 512 of the seed-0 permutation; mostly video frames next to
+training frames, so not independent of them: docs/BENCHMARKS.md). Wall time
 of the retraining and the process's peak RSS are recorded. Each run adds one entry
 to benchmarks/results/label_free_imagenet.json (keyed by plan and variant).
 """

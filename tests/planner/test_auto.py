@@ -168,12 +168,32 @@ def test_a_refining_round_is_kept_only_when_it_measures_better():
     assert refined.plan == plain.plan and refined.measured_drop == plain.measured_drop
     assert refined.file_bytes == plain.file_bytes <= target
     assert "# refined: round 1: 2 cells in or out" in refined.to_yaml()
+    assert not refined.costs_refined and "re-fitted" not in refined.to_yaml()
     clustered = copy.deepcopy(net)
     cluster_(clustered, refined.plan)
     from qretrain.metrics.quality import mean_kl, predict
 
     logits, _ = predict(clustered, data)
     assert mean_kl(logits, predict(net, data)[0]) == pytest.approx(refined.measured_drop, rel=1e-5)
+
+
+def test_a_kept_round_says_its_predicted_drop_comes_from_refitted_costs():
+    net = pooled_mlp()
+    g = torch.Generator().manual_seed(1)
+    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
+    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(2, 4, 8, 16), kinds=("weight",)),
+                    progress=False)  # fmt: skip
+    target = sweep.baseline["file_bytes"] - 16000
+    plain = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl"))
+    refined = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl", refine=3))
+    assert refined.refinements[0].endswith("(kept)") and refined.measured_drop < plain.measured_drop
+    # After a kept round the cells' costs are the re-fitted ones: the header says so.
+    assert refined.costs_refined and not plain.costs_refined
+    header = [line for line in refined.to_yaml().splitlines() if "predicted drop" in line]
+    assert header == [f"# predicted drop: {refined.predicted_drop:.4f} nats (costs re-fitted to "
+                      "the measured drop by refining, not the sweep's)"]
+    assert "re-fitted" not in plain.to_yaml()
 
 
 def test_regrouped_costs_are_measured_shares_and_scaled_sweep_costs():

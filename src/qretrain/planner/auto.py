@@ -87,13 +87,14 @@ class AutoPlan:
     target_bytes: int | None
     base_file_bytes: int
     float32_bytes: int
-    predicted_drop: float  # in ``unit``
+    predicted_drop: float  # in ``unit``: the sum of the picked cells' costs
     predicted_file_bytes: int
     measured_drop: float | None = None  # in ``unit``, on the verification data
     file_bytes: int | None = None  # the real packed file
     verify_data: str | None = None
     backoffs: list[str] = field(default_factory=list)
     refinements: list[str] = field(default_factory=list)
+    costs_refined: bool = False  # a kept refine round re-costed the cells from a measurement
 
     def _fmt(self, drop: float) -> str:
         return f"{drop:.4f}" if self.metric == "kl" else f"{drop:.2f}"
@@ -109,7 +110,9 @@ class AutoPlan:
         budget = (f"max drop {self.max_drop:g} {self.unit}" if self.max_drop is not None
                   else f"target size {self.target_bytes:,} bytes")  # fmt: skip
         lines.append(f"# budget: {budget}")
-        lines.append(f"# predicted drop: {self._fmt(self.predicted_drop)} {self.unit}")
+        basis = (" (costs re-fitted to the measured drop by refining, not the sweep's)"
+                 if self.costs_refined else "")
+        lines.append(f"# predicted drop: {self._fmt(self.predicted_drop)} {self.unit}{basis}")
         if self.measured_drop is not None:
             lines.append(f"# measured drop: {self._fmt(self.measured_drop)} {self.unit} "
                          f"on {self.verify_data}")  # fmt: skip
@@ -130,7 +133,8 @@ class AutoPlan:
                 "target_size": self.target_bytes, "predicted_drop": self.predicted_drop,
                 "measured_drop": self.measured_drop, "verify_data": self.verify_data,
                 "file_bytes": self.file_bytes, "cells": len(self.picks),
-                "backoffs": self.backoffs, "refinements": self.refinements}  # fmt: skip
+                "backoffs": self.backoffs, "refinements": self.refinements,
+                "costs_refined": self.costs_refined}  # fmt: skip
 
     def summary(self) -> str:
         return self.describe()
@@ -357,6 +361,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
         if not kept:
             break
         picks, drop, groups = candidate, measured, regrouped
+        result.costs_refined = True
     final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,

@@ -181,3 +181,21 @@ def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair):
 def test_bad_assignment_settings_are_clear_errors(settings, message):
     with pytest.raises(ValueError, match=message):
         RetrainConfig(**settings)
+
+
+def test_a_teacher_whose_tensor_has_another_shape_is_refused(pair):
+    """The soft weights start at the teacher's values: a teacher that is not the
+    student's original is refused with one line before anything trains."""
+    from qretrain.errors import QretrainError
+    from qretrain.retrain.blocks import _originals
+
+    teacher, student = pair
+    name = next(iter(CentroidTuner(student).names))
+    other = copy.deepcopy(teacher)
+    module_name, _, attr = name.rpartition(".")
+    module = other.get_submodule(module_name)
+    setattr(module, attr, torch.nn.Parameter(torch.zeros(3, *get_tensor(teacher, name).shape[1:])))
+    assert _originals(teacher, student, [name])[name] is get_tensor(teacher, name)
+    with pytest.raises(QretrainError, match=rf"tune_assignments: the teacher's '{name}' has "
+                       r"shape \(3, .*retrain with the original as the teacher"):
+        _originals(other, student, [name])

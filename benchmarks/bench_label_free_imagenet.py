@@ -7,13 +7,16 @@ The student is the model clustered with PLAN and loaded back from its packed fil
 (batch norm folded, as users get it); the teacher is the original. Retraining reads
 only non-ImageNet images (VARIANTS says which); the evaluation set (500 labeled
 ImageNet images, one per even class; read its README) is read by nothing but the
-final measurement: top-1, top-5, agreement with the original, and the top-1 drop
-with a paired 95% bootstrap interval over images (2,000 resamples, seed 0). Next to
-it, the label-free signal that settings are chosen by (``pool_heldout``): agreement
-and mean KL with the original on the 138 pool images no variant retrains on
-(``natural`` from offset 512 of the seed-0 permutation; mostly video frames next to
-training frames, so not independent of them: docs/BENCHMARKS.md). Wall time
-of the retraining and the process's peak RSS are recorded. Each run adds one entry
+final measurement: top-1, top-5, agreement and mean KL with the original, and the
+top-1 drop with a paired 95% bootstrap interval over images (2,000 resamples, seed
+0). Next to it, the label-free signals that settings are chosen by: agreement and
+mean KL with the original on the 138 pool images no variant retrains on
+(``pool_heldout``: ``natural`` from offset 512 of the seed-0 permutation; mostly
+video frames next to training frames, so not independent of them, docs/BENCHMARKS.md;
+``by_source`` splits it into those frames and the 16 photographs), and on 64
+synthetic images made from the original (``synthetic_heldout``: seed 0, 100 steps;
+recorded when the variant does not train on them). Wall time of the retraining and
+the process's peak RSS are recorded. Each run adds one entry
 to benchmarks/results/label_free_imagenet.json (keyed by plan and variant).
 """
 
@@ -42,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "label_free_imagenet.json"
 POOL = {"spec": "natural", "limit": 512, "seed": 0}
 HELDOUT = {"spec": "natural", "offset": 512, "limit": 138, "seed": 0}  # the rest of the pool
+SYNTHETIC_HELDOUT = 64  # synthetic images (seed 0, 100 steps) scored when not trained on
 VARIANTS = {
     "none": None,  # the clustered model as it is
     "output-pool": {"data": POOL, "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
@@ -84,6 +88,36 @@ def refs_of(variant: dict | None) -> list[dict]:
     return variant["data"] if isinstance(variant["data"], list) else [variant["data"]]
 
 
+def signal(logits: torch.Tensor, reference: torch.Tensor) -> dict:
+    """The label-free signal on (N, classes) logits against the original's."""
+    return {"images": len(logits), "agreement": agreement(logits, reference),
+            "mean_kl": mean_kl(logits, reference)}
+
+
+def sources(heldout) -> dict[str, torch.Tensor]:
+    """Rows of the held-out pool images by kind: video frames (most have a neighbouring
+    frame among the training images) and photographs (each a picture of its own)."""
+    frames = torch.tensor(["opencv-frames" in str(p) for p in heldout.paths])
+    return {"frames": frames.nonzero()[:, 0], "photographs": (~frames).nonzero()[:, 0]}
+
+
+def summary(entry: dict) -> str:
+    """One line: the ImageNet figures, then the label-free signals next to them."""
+    lo, hi = entry["drop_95_interval"]
+    imagenet = (f"{entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "
+                f"{entry['original_top1']:.2%}), drop {entry['top1_drop_points']:+.1f} "
+                f"[{lo:+.1f}, {hi:+.1f}], agreement {entry['agreement']:.2%}, "
+                f"KL {entry['mean_kl']:.4f}")  # fmt: skip
+    parts = [imagenet]
+    held = entry["pool_heldout"]
+    signals = {"held-out pool": held, "its photographs": held["by_source"]["photographs"],
+               "synthetic": entry["synthetic_heldout"]}  # fmt: skip
+    parts += [f"{name} agreement {s['agreement']:.2%}, KL {s['mean_kl']:.4f}"
+              for name, s in signals.items() if s is not None]  # fmt: skip
+    parts.append(f"retrain {entry['retrain_seconds']:.0f} s, peak {entry['peak_rss_mib']:.0f} MiB")
+    return "; ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
@@ -100,6 +134,9 @@ def main() -> None:
     parser.add_argument("--rounding-lambda", type=float, default=None,
                         help="weight of the learned assignments' rounding term "
                         "(qretrain.retrain.rounding.LAMBDA)")
+    parser.add_argument("--pool-limit", type=int, default=None,
+                        help="retrain on the first N of the pool's 512 images (a subset of "
+                        "them; the held-out images stay the same)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override a retrain setting (JSON value), e.g. lr=1e-3")
     args = parser.parse_args()
@@ -110,6 +147,11 @@ def main() -> None:
             ref["spec"] = f"synthetic:{args.synthetic_images}"
         if "views" in ref and args.views is not None:
             ref["views"] = args.views
+        if ref.get("spec") == "natural" and args.pool_limit is not None:
+            if not 1 <= args.pool_limit <= POOL["limit"]:
+                parser.error(f"--pool-limit must be 1 .. {POOL['limit']} (the held-out images "
+                             f"start at {HELDOUT['offset']}); got {args.pool_limit}")
+            ref["limit"] = args.pool_limit
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.rounding_lambda is not None:
         rounding.LAMBDA = args.rounding_lambda
@@ -143,6 +185,11 @@ def main() -> None:
                                     HELDOUT["offset"])  # fmt: skip
     pool_reference, _ = predict(teacher, heldout, batch_size=32)
     pool_logits, _ = predict(model, heldout, batch_size=32)
+    synthetic = None  # made from the teacher alone; held out unless the variant trains on it
+    if not any(ref["spec"].startswith("synthetic") for ref in refs_of(variant)):
+        made = qretrain.data.synthetic.synthesize(teacher, SYNTHETIC_HELDOUT, seed=0, steps=100)
+        synthetic = signal(predict(model, made, batch_size=32)[0],
+                           predict(teacher, made, batch_size=32)[0])  # fmt: skip
     imagenet = qretrain.load_dataset(args.imagenet, contract)
     reference, labels = predict(teacher, imagenet, batch_size=32)
     logits, _ = predict(model, imagenet, batch_size=32)
@@ -155,8 +202,11 @@ def main() -> None:
         "file_bytes": saved.file_bytes, "times_smaller": float32 / saved.file_bytes,
         "original_top1": topk_accuracy(reference, labels, 1),
         **scores(logits, labels, reference),
-        "pool_heldout": {"images": len(heldout), "agreement": agreement(pool_logits, pool_reference),
-                         "mean_kl": mean_kl(pool_logits, pool_reference)},
+        "mean_kl": mean_kl(logits, reference),  # evaluation only, like every ImageNet figure
+        "pool_heldout": {**signal(pool_logits, pool_reference),
+                         "by_source": {name: signal(pool_logits[rows], pool_reference[rows])
+                                       for name, rows in sources(heldout).items()}},
+        "synthetic_heldout": synthetic,
         "retrain_seconds": seconds,
         "data_seconds": data_seconds,
         "blocks": record.get("blocks") if record else None,
@@ -171,16 +221,11 @@ def main() -> None:
         key += f" views:{args.views}"
     if args.rounding_lambda is not None:
         key += f" rounding_lambda={args.rounding_lambda:g}"
+    if args.pool_limit is not None:
+        key += f" pool_limit={args.pool_limit}"
     results[key] = entry
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    lo, hi = entry["drop_95_interval"]
-    print(f"{key}: {entry['times_smaller']:.2f}x, top-1 {entry['top1']:.2%} (original "
-          f"{entry['original_top1']:.2%}), drop {entry['top1_drop_points']:+.1f} "
-          f"[{lo:+.1f}, {hi:+.1f}], agreement {entry['agreement']:.2%}; held-out pool agreement "
-          f"{entry['pool_heldout']['agreement']:.2%}, KL {entry['pool_heldout']['mean_kl']:.4f}; "
-          f"retrain {seconds:.0f} s, "
-          f"peak {entry['peak_rss_mib']:.0f} MiB")
-
+    print(f"{key}: {summary(entry)}")
 
 if __name__ == "__main__":
     main()

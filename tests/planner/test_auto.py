@@ -153,16 +153,23 @@ def pooled_mlp() -> torch.nn.Module:
     return net.eval()
 
 
-def test_a_refining_round_is_kept_only_when_it_measures_better():
+def plain_and_refined(data_seed: int, saving: int):
+    """The pooled MLP's KL plan for ``saving`` bytes off its file, without and with
+    up to 3 refine rounds, on 64 random images drawn from ``data_seed``."""
     net = pooled_mlp()
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(data_seed)
     data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
                                             dtype=torch.uint8).numpy(), None)  # fmt: skip
     sweep = analyze(net, data, settings=AnalyzeSettings(ks=(2, 4, 8, 16), kinds=("weight",)),
                     progress=False)  # fmt: skip
-    target = sweep.baseline["file_bytes"] - 8000
+    target = sweep.baseline["file_bytes"] - saving
     plain = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl"))
     refined = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl", refine=3))
+    return net, data, target, plain, refined
+
+
+def test_a_refining_round_is_kept_only_when_it_measures_better():
+    net, data, target, plain, refined = plain_and_refined(5, 8000)
     # This plan's re-chosen cells measure worse: the round is undone, the plan kept.
     assert len(refined.refinements) == 1 and refined.refinements[0].endswith("(undone)")
     assert refined.plan == plain.plan and refined.measured_drop == plain.measured_drop
@@ -178,21 +185,14 @@ def test_a_refining_round_is_kept_only_when_it_measures_better():
 
 
 def test_a_kept_round_says_its_predicted_drop_comes_from_refitted_costs():
-    net = pooled_mlp()
-    g = torch.Generator().manual_seed(1)
-    data = tensor_set("rand", torch.randint(0, 256, (64, 1, 28, 28), generator=g,
-                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
-    sweep = analyze(net, data, settings=AnalyzeSettings(ks=(2, 4, 8, 16), kinds=("weight",)),
-                    progress=False)  # fmt: skip
-    target = sweep.baseline["file_bytes"] - 16000
-    plain = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl"))
-    refined = auto_plan(sweep, net, data, PlanSettings(target_size=target, metric="kl", refine=3))
+    _, _, _, plain, refined = plain_and_refined(1, 16000)
     assert refined.refinements[0].endswith("(kept)") and refined.measured_drop < plain.measured_drop
     # After a kept round the cells' costs are the re-fitted ones: the header says so.
     assert refined.costs_refined and not plain.costs_refined
     header = [line for line in refined.to_yaml().splitlines() if "predicted drop" in line]
-    assert header == [f"# predicted drop: {refined.predicted_drop:.4f} nats (costs re-fitted to "
-                      "the measured drop by refining, not the sweep's)"]
+    expected = (f"# predicted drop: {refined.predicted_drop:.4f} nats (costs re-fitted to the "
+                "measured drop by refining, not the sweep's)")  # fmt: skip
+    assert header == [expected]
     assert "re-fitted" not in plain.to_yaml()
 
 

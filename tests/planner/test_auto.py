@@ -190,7 +190,7 @@ def test_a_kept_round_says_its_predicted_drop_comes_from_refitted_costs():
     # After a kept round the cells' costs are the re-fitted ones: the header says so.
     assert refined.costs_refined and not plain.costs_refined
     header = [line for line in refined.to_yaml().splitlines() if "predicted drop" in line]
-    expected = (f"# predicted drop: {refined.predicted_drop:.4f} nats (costs re-fitted to the "
+    expected = (f"# predicted drop: {refined.predicted_drop:.4f} {refined.unit} (costs re-fitted to the "
                 "measured drop by refining, not the sweep's)")  # fmt: skip
     assert header == [expected]
     assert "re-fitted" not in plain.to_yaml()

@@ -52,7 +52,7 @@ def test_soft_weights_start_at_the_originals_between_two_neighbouring_centroids(
         assert inside.any()
         assert torch.allclose(soft[inside], w0[inside], atol=1e-6)
         # The nearest centroid is one of the two neighbours wherever a weight is free.
-        nearest = rounding.nearest[name]
+        nearest = tuner.clustered_indices[name]
         assert ((nearest == rounding.lo[name]) | (nearest == rounding.hi[name]))[free].all()
 
 
@@ -67,12 +67,12 @@ def test_a_learned_choice_takes_the_neighbour_h_points_to_and_keeps_the_rest(pai
     for name in rounding.names:
         free, index = rounding.free[name], tuner.flat_indices[name]
         assert torch.equal(index[free], rounding.hi[name][free])
-        assert torch.equal(index[~free], rounding.nearest[name][~free])
+        assert torch.equal(index[~free], tuner.clustered_indices[name][~free])
         weight = get_tensor(student, name)
         assert torch.equal(weight.reshape(index.shape), tuner.codebooks[name].gather(1, index))
     assert rounding.use(learned=False) == moved  # the learned choice, counted either way
     for name in rounding.names:
-        assert torch.equal(tuner.flat_indices[name], rounding.nearest[name])
+        assert torch.equal(tuner.flat_indices[name], tuner.clustered_indices[name])
 
 
 def test_block_wise_with_learned_assignments_keeps_k_values_and_records_each_choice(pair):
@@ -162,14 +162,28 @@ def test_the_state_carries_only_changed_indices_and_restores_the_others(pair):
     assert all(torch.equal(tuner.flat_indices[n], tuner.clustered_indices[n]) for n in tuner.names)
 
 
-def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair):
+@pytest.mark.parametrize("bad", [255, -1])  # beyond the codebook; negative (gather would fail)
+def test_saved_indices_that_do_not_fit_the_codebook_are_refused(pair, bad):
     _, student = pair
     tuner = CentroidTuner(student)
     state = tuner.state()
     name = tuner.names[0]
-    state[f"{name}::indices"] = torch.full_like(tuner.flat_indices[name], 255).to(torch.uint8)
+    state[f"{name}::indices"] = torch.full_like(tuner.flat_indices[name], bad)
     with pytest.raises(QretrainFileError, match=f"saved indices of '{name}' do not fit"):
         tuner.load_state(state)
+
+
+@pytest.mark.parametrize("step", [None, "3", -1, 11])
+def test_a_saved_step_outside_the_schedule_is_refused(pair, step):
+    teacher, student = pair
+    _, rounding = assignments(student, teacher)  # 10 steps
+    state = rounding.state()
+    state["step"] = step
+    with pytest.raises(QretrainFileError, match=r"at step .*expected 0 \.\. 10; remove the"):
+        rounding.load_state(state)
+    state["step"] = 10
+    rounding.load_state(state)
+    assert rounding.step == 10
 
 
 @pytest.mark.parametrize("settings,message", [

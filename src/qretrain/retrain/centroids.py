@@ -87,14 +87,17 @@ class CentroidTuner:
         self.apply()
 
     def _checked(self, name: str, indices: torch.Tensor) -> torch.Tensor:
-        """Saved indices of ``name``, (G, N) long, refused unless each is < its row's size."""
+        """Saved indices of ``name``, (G, N) long, refused unless each is in 0 .. its
+        row's size - 1."""
         shape = self.flat_indices[name].shape
         sizes = self.clusters[name].sizes.to(self.flat_indices[name].device)
         indices = indices.long().to(sizes.device)
-        if indices.numel() != shape.numel() or (indices.reshape(shape) >= sizes[:, None]).any():
+        if (indices.numel() != shape.numel() or (indices < 0).any()
+                or (indices.reshape(shape) >= sizes[:, None]).any()):  # fmt: skip
             raise QretrainFileError(
                 f"saved indices of {name!r} do not fit its codebook (expected {shape.numel()} "
-                "indices, each below its row's size); remove the checkpoint to start fresh")
+                "indices, each from 0 to below its row's size); remove the checkpoint to start "
+                "fresh")
         return indices.reshape(shape)
 
     def write_back(self) -> None:

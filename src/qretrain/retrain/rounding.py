@@ -62,7 +62,6 @@ class LearnedAssignments:
         self.hi: dict[str, torch.Tensor] = {}
         self.free: dict[str, torch.Tensor] = {}
         self.v: dict[str, nn.Parameter] = {}
-        self.nearest: dict[str, torch.Tensor] = {}
         for name in self.names:
             clustered = tuner.clusters[name]
             device = tuner.codebooks[name].device
@@ -70,7 +69,6 @@ class LearnedAssignments:
             index = tuner.clustered_indices[name]
             w0 = originals[name].detach().reshape(index.shape).to(codebook)
             lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
-            self.nearest[name] = index
             free = (lo != hi) & ((index == lo) | (index == hi))
             c_lo, c_hi = codebook.gather(1, lo), codebook.gather(1, hi)
             h0 = ((w0 - c_lo) / torch.where(free, c_hi - c_lo, 1.0)).clamp(0.01, 0.99)
@@ -135,8 +133,9 @@ class LearnedAssignments:
         moved = 0
         for name in self.names:
             index = torch.where(self._h(name) >= 0.5, self.hi[name], self.lo[name])
-            moved += int((index != self.nearest[name]).sum())
-            self.tuner.flat_indices[name] = index if learned else self.nearest[name]
+            nearest = self.tuner.clustered_indices[name]
+            moved += int((index != nearest).sum())
+            self.tuner.flat_indices[name] = index if learned else nearest
         self.tuner.apply(self.names)
         return moved
 
@@ -150,12 +149,16 @@ class LearnedAssignments:
     def load_state(self, state: dict) -> None:
         """Restore ``state()``; refuses one that does not fit these tensors."""
         saved = state.get("v", {})
+        if not isinstance(state.get("step"), int) or not 0 <= state["step"] <= self.steps:
+            raise QretrainFileError(
+                f"the checkpoint's learned assignments are at step {state.get('step')!r}, "
+                f"expected 0 .. {self.steps}; remove the checkpoint to start fresh")
         for name, v in self.v.items():
             if name not in saved or saved[name].shape != v.shape:
                 raise QretrainFileError(
                     f"the checkpoint's learned assignments of {name!r} are missing or of "
                     "another shape; remove the checkpoint to start fresh")
-        self.step = int(state["step"])
+        self.step = state["step"]
         for name, v in self.v.items():
             v.copy_(saved[name])
 

@@ -37,6 +37,7 @@ from bench_imagenet_eval import scores
 
 import qretrain
 import qretrain.data.synthetic
+from qretrain.data.registry import opencv_paths
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models import get_arch
 from qretrain.retrain import rounding
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "label_free_imagenet.json"
 POOL = {"spec": "natural", "limit": 512, "seed": 0}
 HELDOUT = {"spec": "natural", "offset": 512, "limit": 138, "seed": 0}  # the rest of the pool
-SYNTHETIC_HELDOUT = 64  # synthetic images (seed 0, 100 steps) scored when not trained on
 VARIANTS = {
     "none": None,  # the clustered model as it is
     "output-pool": {"data": POOL, "config": {"objective": "output", "epochs": 10, "lr": 3e-4}},
@@ -94,10 +94,17 @@ def signal(logits: torch.Tensor, reference: torch.Tensor) -> dict:
             "mean_kl": mean_kl(logits, reference)}
 
 
+def synthetic_heldout(teacher: torch.nn.Module):
+    """The 64 synthetic images (seed 0, 100 steps) scored when a variant does not train
+    on them; made from ``teacher`` once, then read from the cache."""
+    return qretrain.data.synthetic.synthesize(teacher, 64, seed=0, steps=100)
+
+
 def sources(heldout) -> dict[str, torch.Tensor]:
     """Rows of the held-out pool images by kind: video frames (most have a neighbouring
     frame among the training images) and photographs (each a picture of its own)."""
-    frames = torch.tensor(["opencv-frames" in str(p) for p in heldout.paths])
+    video = set(opencv_paths("video"))
+    frames = torch.tensor([p in video for p in heldout.paths])
     return {"frames": frames.nonzero()[:, 0], "photographs": (~frames).nonzero()[:, 0]}
 
 
@@ -187,7 +194,7 @@ def main() -> None:
     pool_logits, _ = predict(model, heldout, batch_size=32)
     synthetic = None  # made from the teacher alone; held out unless the variant trains on it
     if not any(ref["spec"].startswith("synthetic") for ref in refs_of(variant)):
-        made = qretrain.data.synthetic.synthesize(teacher, SYNTHETIC_HELDOUT, seed=0, steps=100)
+        made = synthetic_heldout(teacher)
         synthetic = signal(predict(model, made, batch_size=32)[0],
                            predict(teacher, made, batch_size=32)[0])  # fmt: skip
     imagenet = qretrain.load_dataset(args.imagenet, contract)

@@ -5,9 +5,9 @@
 Each MODEL.h5 (a model retrained from ``--model``, EfficientNet-Lite0 by default) is
 scored against the original on 64 synthetic images made from the original alone
 (batch-norm statistics matching, seed 0, 100 steps: the held-out synthetic images of
-bench_label_free_imagenet.py, read from the cache when made before). No image of any
-dataset is read. Results go to benchmarks/results/synthetic_signal.json, keyed by
-the file's name.
+bench_label_free_imagenet.py, ``synthetic_heldout``; read from the cache when made
+before). No image of any dataset is read. Results go to
+benchmarks/results/synthetic_signal.json, keyed by the file's name.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
+from bench_label_free_imagenet import signal, synthetic_heldout
+
 import qretrain
-import qretrain.data.synthetic
-from qretrain.metrics.quality import agreement, mean_kl, predict
+from qretrain.metrics.quality import predict
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "synthetic_signal.json"
-IMAGES, SEED, STEPS = 64, 0, 100  # as bench_label_free_imagenet.SYNTHETIC_HELDOUT
 
 
 def main() -> None:
@@ -30,14 +30,12 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0", help="the original")
     args = parser.parse_args()
     teacher = qretrain.load_model(args.model).eval()
-    made = qretrain.data.synthetic.synthesize(teacher, IMAGES, seed=SEED, steps=STEPS)
+    made = synthetic_heldout(teacher)
     reference, _ = predict(teacher, made, batch_size=32)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for path in args.models:
         logits, _ = predict(qretrain.load(path), made, batch_size=32)
-        entry = {"original": args.model, "images": IMAGES, "seed": SEED, "steps": STEPS,
-                 "mean_kl": mean_kl(logits, reference),
-                 "agreement": agreement(logits, reference)}  # fmt: skip
+        entry = {"original": args.model, **signal(logits, reference)}
         results[Path(path).name] = entry
         print(f"{Path(path).name}: synthetic KL {entry['mean_kl']:.4f}, "
               f"agreement {entry['agreement']:.2%}")  # fmt: skip

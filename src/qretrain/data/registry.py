@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from qretrain._cache import cache_dir
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
-from qretrain.data.sets import ImageSet, file_set, fit_and_subset, tensor_set
+from qretrain.data.sets import ImageSet, file_set, fit_and_subset, joined, tensor_set
 from qretrain.data.synthetic import synthesize
 from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
@@ -39,6 +39,7 @@ FRAME_STRIDE = 2  # every second frame of each video
 FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (quality 95)
 
 
+JOIN = "+"  # "A+B": the images of A, then those of B, as one set
 SYNTHETIC = re.compile(r"synthetic(?::(?P<n>[1-9][0-9]{0,6}))?")
 SYNTHETIC_DEFAULT = 256
 
@@ -63,7 +64,8 @@ def register_dataset(pattern: str, description: str):
 def known_datasets() -> list[str]:
     return [d for _, _, d in _REGISTRY] + [
         "synthetic[:N] (N inputs made from the teacher by batch-norm statistics matching; "
-        "retraining only)", "a folder of images, .npz, .csv or an IDX file"]
+        "retraining only)", "a folder of images, .npz, .csv or an IDX file",
+        "A+B (the images of A, then B's, as one set)"]
 
 
 def load_dataset(
@@ -81,7 +83,9 @@ def load_dataset(
     ``seed`` (from ``offset`` on in the seed's permutation: see ``fit_and_subset``).
     ``views``: that many augmented views of those images instead (``data.views``,
     drawn from ``seed``; no labels). ``synthetic[:N]`` (N = 256 by default) is made
-    from ``teacher`` (``data.synthetic``), so it needs one.
+    from ``teacher`` (``data.synthetic``), so it needs one. ``A+B`` is the images of
+    ``A`` then those of ``B`` as one set (each read as its own spec; the subset and
+    views are drawn from the joined set); labeled only when every part is.
 
     ``classes``: a class map for a labeled folder (one class name per line, line i is
     class i), so that a folder holding some of the classes keeps their indices; a
@@ -92,6 +96,14 @@ def load_dataset(
         return augmented(base, views, seed)
     class_map = read_class_map(classes) if classes is not None else None
     text = str(spec)
+    if JOIN in text and not Path(text).exists():  # a path holding "+" is still a path
+        names = text.split(JOIN)
+        if not all(names):
+            raise QretrainError(
+                f"dataset {text!r}: an empty part; join specs as A+B, e.g. natural+tuxpaint-stamps"
+            )
+        parts = [load_dataset(name, contract, classes=classes, teacher=teacher) for name in names]
+        return fit_and_subset(joined(*parts), contract, limit, seed, offset)
     made = SYNTHETIC.fullmatch(text)
     if made:
         if teacher is None:

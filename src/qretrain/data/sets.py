@@ -151,6 +151,17 @@ class JoinedImageSet(ImageSet):
     def describe(self) -> str:
         return " + ".join(p.describe() for p in self.parts)
 
+    def subset(self, index: torch.Tensor) -> JoinedImageSet:
+        """The images at ``index`` (sorted, as ``fit_and_subset`` passes them), each
+        part keeping its own contract; parts left without an image drop out."""
+        parts = []
+        for part, start, end in zip(self.parts, self._starts[:-1], self._starts[1:]):
+            local = index[(index >= start) & (index < end)] - int(start)
+            if len(local):
+                parts.append(part.subset(local))
+        return JoinedImageSet(self.name, self.labels[index] if self.labels is not None else None,
+                              self.contract, parts=parts)  # fmt: skip
+
 
 def joined(*parts: ImageSet) -> JoinedImageSet:
     """``parts`` as one set, in order (ds[i] is part 0's images first)."""

@@ -1,0 +1,81 @@
+"""``tuxpaint-stamps``: Tux Paint's stamps, cut-out pictures of single objects.
+
+The ``natural`` pool is mostly frames of three videos: many images, few scenes, and
+almost no picture of one object, which is what ImageNet is made of. Tux Paint's
+stamps (Debian ``tuxpaint-stamps-default``) are a few hundred cut-outs of animals,
+birds, fish, fruit, vegetables, flowers, instruments, tools and vehicles, most of
+them photographs, with a transparent background. Taken here: every stamp outside
+the ``cartoon`` folders and ``symbols/`` (letters, signs of maths and money), in its
+original orientation (the ``_mirror`` files are left out); drawings among them
+(hats, clothes, road signs, flags) are kept, not picked out by eye.
+
+Each stamp is composited once, centred on a mid-grey square 1.25 times its longer
+side (so the model's centre crop keeps the whole object), and cached as JPEG in the
+user cache; later loads read the cache and no longer need the package. None is an
+ImageNet image: docs/DATA.md records the hash check against the evaluation set.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from qretrain._cache import cache_dir
+from qretrain.data.registry import DataSourceMissing, register_dataset
+from qretrain.data.sets import ImageSet, file_set
+from qretrain.storage.atomic import atomic_path
+
+STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
+STAMPS_PACKAGE = "tuxpaint-stamps-default"
+LEFT_OUT = ("cartoon", "symbols")  # folder names whose stamps are not taken
+BACKGROUND = (127, 127, 127)  # mid-grey: close to the mean of most models' inputs
+MARGIN = 1.25  # canvas side / the stamp's longer side
+JPEG_QUALITY = 95
+
+
+def stamp_sources(root: Path = STAMPS_DIR) -> list[Path]:
+    """The stamp files taken, in sorted order (see the module docstring)."""
+    return sorted(
+        p for p in root.rglob("*.png")
+        if not set(p.relative_to(root).parts[:-1]) & set(LEFT_OUT)
+        and not p.stem.endswith(("_mirror", "_thumb"))
+    )  # fmt: skip
+
+
+def composite(stamp: Image.Image) -> Image.Image:
+    """``stamp`` (any mode, transparency honoured) centred on a grey square, RGB."""
+    rgba = stamp.convert("RGBA")
+    side = max(1, int(max(rgba.size) * MARGIN))
+    canvas = Image.new("RGBA", (side, side), (*BACKGROUND, 255))
+    canvas.alpha_composite(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
+    return canvas.convert("RGB")
+
+
+def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
+    """The composited stamps in the user cache, made on first use."""
+    folder = cache_dir("tuxpaint-stamps", f"grey{BACKGROUND[0]}-margin{MARGIN}")
+    done = folder / "complete"
+    if not done.exists():
+        sources = stamp_sources(root) if root.is_dir() else []
+        if not sources:
+            raise DataSourceMissing(
+                f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
+                f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
+            )
+        for source in sources:
+            name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
+            with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
+                composite(stamp).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        with atomic_path(done) as tmp:  # written last: a killed run makes them all again
+            tmp.write_text(f"{len(sources)}\n")
+    return sorted(folder.glob("*.jpg"))
+
+
+@register_dataset(
+    r"tuxpaint-stamps",
+    "tuxpaint-stamps (unlabeled cut-out photos of single objects, Debian tuxpaint-stamps-default)",
+)
+def _tuxpaint_stamps(match: re.Match[str]) -> ImageSet:
+    return file_set("tuxpaint-stamps", stamp_paths(), None)

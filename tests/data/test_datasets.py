@@ -335,6 +335,8 @@ def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path,
     assert (made[0, 0] == stamps.BACKGROUND).all()  # transparency became the grey
     assert (made[12, 12] == (200, 30, 40)).all()  # the centred stamp's opaque pixels kept
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
+    folder = stamps.cache_dir("tuxpaint-stamps", stamps.CACHE_KEY)
+    (folder / "gone_stamp.jpg").write_bytes(b"left by an unfinished run")
     paths = stamps.stamp_paths(tmp_path / "stamps")
     assert [p.name for p in paths] == ["animals_birds_owl.jpg", "food_pear.jpg"]
     (tmp_path / "stamps" / "food" / "pear.png").unlink()  # once cached, the cache serves

@@ -33,6 +33,7 @@ LEFT_OUT = ("cartoon", "symbols")  # folder names whose stamps are not taken
 BACKGROUND = (127, 127, 127)  # mid-grey: close to the mean of most models' inputs
 MARGIN = 1.25  # canvas side / the stamp's longer side
 JPEG_QUALITY = 95
+CACHE_KEY = f"grey{BACKGROUND[0]}-margin{MARGIN}"  # the user cache's folder for these settings
 
 
 def stamp_sources(root: Path = STAMPS_DIR) -> list[Path]:
@@ -55,7 +56,7 @@ def composite(stamp: Image.Image) -> Image.Image:
 
 def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
     """The composited stamps in the user cache, made on first use."""
-    folder = cache_dir("tuxpaint-stamps", f"grey{BACKGROUND[0]}-margin{MARGIN}")
+    folder = cache_dir("tuxpaint-stamps", CACHE_KEY)
     done = folder / "complete"
     if not done.exists():
         sources = stamp_sources(root) if root.is_dir() else []
@@ -64,10 +65,15 @@ def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
                 f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
                 f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
             )
+        names = set()
         for source in sources:
             name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
             with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
                 composite(stamp).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            names.add(name)
+        for stale in folder.glob("*.jpg"):  # left by an unfinished run over other stamps
+            if stale.name not in names:
+                stale.unlink()
         with atomic_path(done) as tmp:  # written last: a killed run makes them all again
             tmp.write_text(f"{len(sources)}\n")
     return sorted(folder.glob("*.jpg"))

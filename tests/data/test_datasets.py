@@ -1,5 +1,6 @@
 import gzip
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +355,28 @@ def test_real_tuxpaint_stamps_are_unlabeled_objects_on_grey():
     raw = ds.raw(0)  # the composite: square, grey at the corners
     assert raw.shape[1] == raw.shape[2] and torch.allclose(raw[:, 0, 0], torch.tensor(127 / 255),
                                                            atol=2 / 255)  # fmt: skip
+
+
+def test_stamps_on_scenes_take_seeded_crops_of_the_given_images(tmp_path, monkeypatch):
+    from qretrain.data import stamps
+
+    _stamp_tree(tmp_path / "stamps")
+    scenes = []
+    for i, colour in enumerate([(0, 0, 255), (0, 255, 0), (255, 255, 0)]):
+        scenes.append(tmp_path / f"scene{i}.png")
+        Image.new("RGB", (40, 30), colour).save(scenes[-1])
+    monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
+    made = stamps.stamp_paths(tmp_path / "stamps", scenes=scenes)
+    assert made != stamps.stamp_paths(tmp_path / "stamps")  # another cache than the grey one
+    pixels = [np.asarray(Image.open(p)) for p in made]
+    for image in pixels:  # a scene's colour at the corners (JPEG-rounded), the stamp inside
+        assert image.shape == (25, 25, 3) and (image[12, 12] - (200, 30, 40) < 12).all()
+        assert min(np.abs(image[0, 0].astype(int) - c).max() for c in [(0, 0, 255), (0, 255, 0),
+                                                                       (255, 255, 0)]) < 12
+    again = [np.asarray(Image.open(p)) for p in stamps.stamp_paths(tmp_path / "stamps", scenes)]
+    assert all((a == b).all() for a, b in zip(pixels, again))  # cached, the same draw
+    rng = random.Random(stamps.SCENE_SEED)
+    first = rng.choice(scenes)  # the draw the first stamp got
+    assert np.abs(pixels[0][0, 0].astype(int) - np.asarray(Image.open(first))[0, 0]).max() < 12
+    crop = stamps.square_crop(Image.new("RGB", (40, 30)), rng)
+    assert crop.size == (30, 30)

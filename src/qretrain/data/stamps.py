@@ -11,19 +11,23 @@ original orientation (the ``_mirror`` files are left out); drawings among them
 
 Each stamp is composited once, centred on a mid-grey square 1.25 times its longer
 side (so the model's centre crop keeps the whole object), and cached as JPEG in the
-user cache; later loads read the cache and no longer need the package. None is an
+user cache; later loads read the cache and no longer need the package.
+``tuxpaint-stamps:scenes`` puts each on a random square crop of a ``natural`` pool
+image instead (an object in a street or a room rather than on grey). None is an
 ImageNet image: docs/DATA.md records the hash check against the evaluation set.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 from pathlib import Path
 
 from PIL import Image
 
 from qretrain._cache import cache_dir
-from qretrain.data.registry import DataSourceMissing, register_dataset
+from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.storage.atomic import atomic_path
 
@@ -34,6 +38,7 @@ BACKGROUND = (127, 127, 127)  # mid-grey: close to the mean of most models' inpu
 MARGIN = 1.25  # canvas side / the stamp's longer side
 JPEG_QUALITY = 95
 CACHE_KEY = f"grey{BACKGROUND[0]}-margin{MARGIN}"  # the user cache's folder for these settings
+SCENE_SEED = 0  # draws each stamp's background image and its crop (tuxpaint-stamps:scenes)
 
 
 def stamp_sources(root: Path = STAMPS_DIR) -> list[Path]:
@@ -45,18 +50,35 @@ def stamp_sources(root: Path = STAMPS_DIR) -> list[Path]:
     )  # fmt: skip
 
 
-def composite(stamp: Image.Image) -> Image.Image:
-    """``stamp`` (any mode, transparency honoured) centred on a grey square, RGB."""
+def composite(stamp: Image.Image, background: Image.Image | None = None) -> Image.Image:
+    """``stamp`` (any mode, transparency honoured) centred on a square, RGB: grey, or
+    ``background`` (square) resized to it."""
     rgba = stamp.convert("RGBA")
     side = max(1, int(max(rgba.size) * MARGIN))
-    canvas = Image.new("RGBA", (side, side), (*BACKGROUND, 255))
+    if background is None:
+        canvas = Image.new("RGBA", (side, side), (*BACKGROUND, 255))
+    else:
+        canvas = background.convert("RGB").resize((side, side), Image.BILINEAR).convert("RGBA")
     canvas.alpha_composite(rgba, ((side - rgba.width) // 2, (side - rgba.height) // 2))
     return canvas.convert("RGB")
 
 
-def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
-    """The composited stamps in the user cache, made on first use."""
-    folder = cache_dir("tuxpaint-stamps", CACHE_KEY)
+def square_crop(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A random square crop of ``image`` as large as its shorter side."""
+    side = min(image.size)
+    x, y = rng.randrange(image.width - side + 1), rng.randrange(image.height - side + 1)
+    return image.crop((x, y, x + side, y + side))
+
+
+def stamp_paths(root: Path = STAMPS_DIR, scenes: list[Path] | None = None) -> list[Path]:
+    """The composited stamps in the user cache, made on first use: on grey, or with
+    ``scenes`` on a random square crop of one of those images each (drawn from
+    SCENE_SEED, in the stamps' sorted order)."""
+    if scenes is None:
+        folder = cache_dir("tuxpaint-stamps", CACHE_KEY)
+    else:  # the backgrounds are part of the data: another list, another cache
+        digest = hashlib.sha256("\n".join(map(str, scenes)).encode()).hexdigest()[:12]
+        folder = cache_dir("tuxpaint-stamps", f"scenes-seed{SCENE_SEED}-margin{MARGIN}-{digest}")
     done = folder / "complete"
     if not done.exists():
         sources = stamp_sources(root) if root.is_dir() else []
@@ -65,11 +87,15 @@ def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
                 f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
                 f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
             )
-        names = set()
+        names, rng = set(), random.Random(SCENE_SEED)
         for source in sources:
             name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
             with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
-                composite(stamp).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+                background = None
+                if scenes is not None:
+                    with Image.open(rng.choice(scenes)) as scene:
+                        background = square_crop(scene.convert("RGB"), rng)
+                composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
             names.add(name)
         for stale in folder.glob("*.jpg"):  # left by an unfinished run over other stamps
             if stale.name not in names:
@@ -80,8 +106,12 @@ def stamp_paths(root: Path = STAMPS_DIR) -> list[Path]:
 
 
 @register_dataset(
-    r"tuxpaint-stamps",
-    "tuxpaint-stamps (unlabeled cut-out photos of single objects, Debian tuxpaint-stamps-default)",
+    r"tuxpaint-stamps(?P<scenes>:scenes)?",
+    "tuxpaint-stamps[:scenes] (unlabeled cut-out photos of single objects, on grey or on crops "
+    "of the natural pool; Debian tuxpaint-stamps-default)",
 )
 def _tuxpaint_stamps(match: re.Match[str]) -> ImageSet:
-    return file_set("tuxpaint-stamps", stamp_paths(), None)
+    if not match["scenes"]:
+        return file_set("tuxpaint-stamps", stamp_paths(), None)
+    scenes = load_dataset("natural").paths
+    return file_set("tuxpaint-stamps:scenes", stamp_paths(scenes=scenes), None)

@@ -345,6 +345,10 @@ def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path,
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(DataSourceMissing, match="apt-get install -y tuxpaint-stamps-default"):
         stamps.stamp_paths(tmp_path / "none")
+    (tmp_path / "stamps" / "food" / "pear.png").write_bytes(b"not a png")  # a damaged file
+    with pytest.raises(QretrainError, match=r"pear.png as an image .*--reinstall"):
+        stamps.stamp_paths(tmp_path / "stamps")
+    assert not (stamps.cache_dir("tuxpaint-stamps", stamps.CACHE_KEY) / "complete").exists()
 
 
 def test_real_tuxpaint_stamps_are_unlabeled_objects_on_grey():

@@ -24,11 +24,12 @@ import random
 import re
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
 from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set
+from qretrain.errors import QretrainError
 from qretrain.storage.atomic import atomic_path
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -90,12 +91,18 @@ def stamp_paths(root: Path = STAMPS_DIR, scenes: list[Path] | None = None) -> li
         names, rng = set(), random.Random(SCENE_SEED)
         for source in sources:
             name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
-            with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
-                background = None
-                if scenes is not None:
-                    with Image.open(rng.choice(scenes)) as scene:
-                        background = square_crop(scene.convert("RGB"), rng)
-                composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            try:
+                with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
+                    background = None
+                    if scenes is not None:
+                        with Image.open(rng.choice(scenes)) as scene:
+                            background = square_crop(scene.convert("RGB"), rng)
+                    composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            except (UnidentifiedImageError, OSError, ValueError) as e:
+                raise QretrainError(
+                    f"cannot read {source} as an image ({e}); the stamps must be PNG files: "
+                    f"reinstall them (apt-get install --reinstall -y {STAMPS_PACKAGE})"
+                ) from e
             names.add(name)
         for stale in folder.glob("*.jpg"):  # left by an unfinished run over other stamps
             if stale.name not in names:

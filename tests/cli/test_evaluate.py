@@ -48,3 +48,21 @@ def test_clustered_efficientnet_keeps_its_predictions_through_a_file(tmp_path):
     qretrain.save(model, tmp_path / "kept.h5", fold_batchnorm=False)
     exact, _ = qretrain.metrics.predict(qretrain.load(tmp_path / "kept.h5"), data)
     assert torch.equal(before, exact)
+
+
+def test_evaluate_on_two_sets_joined_by_plus(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    qretrain.save(model, tmp_path / "m.h5")
+    rng = np.random.default_rng(0)
+    for name, n in (("a", 12), ("b", 5)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        np.savez(tmp_path / f"{name}.npz", x=x, y=np.arange(n) % 10)
+    data = f"{tmp_path / 'a.npz'}+{tmp_path / 'b.npz'}"
+    assert main(["evaluate", str(tmp_path / "m.h5"), "--data", data, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 17 and result["data"] == "a.npz: 12 images, labeled + b.npz: 5 images, labeled"
+    assert main(["evaluate", str(tmp_path / "m.h5"), "--data", data, "--limit", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 7
+    assert main(["evaluate", str(tmp_path / "m.h5"), "--data", f"{tmp_path / 'a.npz'}+"]) == 2
+    assert "an empty part; join specs as A+B" in capsys.readouterr().err

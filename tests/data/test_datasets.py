@@ -118,6 +118,27 @@ def test_unlabeled_folder_read_recursively_and_fitted(tmp_path):
     assert all(ds[i][0].shape == (1, 28, 28) for i in range(2))
 
 
+def test_transparent_pixels_read_as_mid_grey_not_the_colour_under_them(tmp_path):
+    from qretrain.data.readers import TRANSPARENT_FILL, read_image
+
+    rgba = np.zeros((4, 6, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red under every pixel, shown only where opaque
+    rgba[:, :3, 3] = 255  # left half opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    image = read_image(tmp_path / "rgba.png")
+    assert image.shape == (3, 4, 6)
+    assert torch.equal(image[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(image[:, 0, 5], torch.tensor(TRANSPARENT_FILL) / 255)
+    la = np.zeros((4, 6, 2), dtype=np.uint8)
+    la[..., 0], la[:, :3, 1] = 255, 255  # white, left half opaque
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    gray = read_image(tmp_path / "la.png")
+    assert gray.shape == (1, 4, 6) and gray[0, 0, 0] == 1.0
+    assert torch.isclose(gray[0, 0, 5], torch.tensor(TRANSPARENT_FILL[0] / 255))
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "rgb.png")  # no alpha: read as it is
+    assert torch.equal(read_image(tmp_path / "rgb.png")[:, 0, 5], torch.tensor([1.0, 0.0, 0.0]))
+
+
 def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
     save_png(tmp_path / "c" / "good.png")
     (tmp_path / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")

@@ -20,6 +20,7 @@ from qretrain.errors import QretrainError
 
 logger = logging.getLogger(__name__)
 
+TRANSPARENT_FILL = (127, 127, 127)  # mid-grey, near the mean of most models' inputs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -94,10 +95,19 @@ def read_csv(
 
 
 def read_image(path: str | Path) -> torch.Tensor | None:
-    """An image file as float (C, H, W) in [0, 1], C in {1, 3}; None if unreadable."""
+    """An image file as float (C, H, W) in [0, 1], C in {1, 3}; None if unreadable.
+
+    Transparent pixels show TRANSPARENT_FILL: dropping the alpha channel would show
+    whatever colour a program left under them.
+    """
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                canvas = Image.new("RGBA", img.size, (*TRANSPARENT_FILL, 255))
+                canvas.alpha_composite(img.convert("RGBA"))
+                img = canvas
+            img = img.convert("L" if gray else "RGB")
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         logger.warning("skipping unreadable image %s: %s", path, e)

@@ -27,6 +27,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
+from qretrain.data.readers import TRANSPARENT_FILL
 from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.errors import QretrainError
@@ -35,7 +36,7 @@ from qretrain.storage.atomic import atomic_path
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 STAMPS_PACKAGE = "tuxpaint-stamps-default"
 LEFT_OUT = ("cartoon", "symbols")  # folder names whose stamps are not taken
-BACKGROUND = (127, 127, 127)  # mid-grey: close to the mean of most models' inputs
+BACKGROUND = TRANSPARENT_FILL  # mid-grey, as transparent pixels of any image read
 MARGIN = 1.25  # canvas side / the stamp's longer side
 JPEG_QUALITY = 95
 CACHE_KEY = f"grey{BACKGROUND[0]}-margin{MARGIN}"  # the user cache's folder for these settings

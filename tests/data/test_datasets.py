@@ -302,6 +302,10 @@ def test_joined_sets_keep_each_parts_contract_and_order(tmp_path):
         both[7]
     assert both.fingerprint() != joined(b, a).fingerprint()  # order is part of the data
     assert both.fingerprint() == joined(a, b).fingerprint()
+    some = both.subset(torch.tensor([1, 3, 5]))  # parts keep their own contracts
+    assert len(some) == 3 and some.labels.tolist() == [1, 3, 11]
+    assert torch.equal(some[2][0], b[1][0]) and torch.equal(some[0][0], a[1][0])
+    assert len(both.subset(torch.tensor([4, 6])).parts) == 1  # a part without images drops out
     a.labels = None
     assert joined(a, b).labels is None and joined(a, b)[5][1] == -1
 

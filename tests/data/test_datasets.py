@@ -367,6 +367,8 @@ def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path,
     assert [p.name for p in paths] == ["animals_birds_owl.jpg", "food_pear.jpg"]
     (tmp_path / "stamps" / "food" / "pear.png").unlink()  # once cached, the cache serves
     assert stamps.stamp_paths(tmp_path / "stamps") == paths
+    paths[0].unlink()  # a cache missing a file is made again (from the stamps there now)
+    assert [p.name for p in stamps.stamp_paths(tmp_path / "stamps")] == ["animals_birds_owl.jpg"]
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(DataSourceMissing, match="apt-get install -y tuxpaint-stamps-default"):
         stamps.stamp_paths(tmp_path / "none")
@@ -396,8 +398,9 @@ def test_stamps_on_scenes_take_seeded_crops_of_the_given_images(tmp_path, monkey
         Image.new("RGB", (40, 30), colour).save(scenes[-1])
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
     made = stamps.stamp_paths(tmp_path / "stamps", scenes=scenes)
-    assert made != stamps.stamp_paths(tmp_path / "stamps")  # another cache than the grey one
     pixels = [np.asarray(Image.open(p)) for p in made]
+    grey = np.asarray(Image.open(stamps.stamp_paths(tmp_path / "stamps")[0]))
+    assert (np.abs(grey[0, 0].astype(int) - stamps.BACKGROUND) < 4).all()  # cached apart, grey
     for image in pixels:  # a scene's colour at the corners (JPEG-rounded), the stamp inside
         assert image.shape == (25, 25, 3) and (image[12, 12] - (200, 30, 40) < 12).all()
         assert min(np.abs(image[0, 0].astype(int) - c).max() for c in [(0, 0, 255), (0, 255, 0),

@@ -81,8 +81,9 @@ def stamp_paths(root: Path = STAMPS_DIR, scenes: list[Path] | None = None) -> li
     else:  # the backgrounds are part of the data: another list, another cache
         digest = hashlib.sha256("\n".join(map(str, scenes)).encode()).hexdigest()[:12]
         folder = cache_dir("tuxpaint-stamps", f"scenes-seed{SCENE_SEED}-margin{MARGIN}-{digest}")
-    done = folder / "complete"
-    if not done.exists():
+    done = folder / "complete"  # holds the count, so a cache missing files is made again
+    made = sorted(folder.glob("*.jpg"))
+    if not done.exists() or done.read_text().strip() != str(len(made)):
         sources = stamp_sources(root) if root.is_dir() else []
         if not sources:
             raise DataSourceMissing(
@@ -93,24 +94,27 @@ def stamp_paths(root: Path = STAMPS_DIR, scenes: list[Path] | None = None) -> li
         for source in sources:
             name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
             try:
-                with Image.open(source) as stamp, atomic_path(folder / name) as tmp:
-                    background = None
-                    if scenes is not None:
-                        with Image.open(rng.choice(scenes)) as scene:
-                            background = square_crop(scene.convert("RGB"), rng)
-                    composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+                with Image.open(source) as opened:
+                    stamp = opened.convert("RGBA")
             except (UnidentifiedImageError, OSError, ValueError) as e:
                 raise QretrainError(
                     f"cannot read {source} as an image ({e}); the stamps must be PNG files: "
                     f"reinstall them (apt-get install --reinstall -y {STAMPS_PACKAGE})"
                 ) from e
+            background = None
+            if scenes is not None:  # the pool's files were checked readable when listed
+                with Image.open(rng.choice(scenes)) as scene:
+                    background = square_crop(scene.convert("RGB"), rng)
+            with atomic_path(folder / name) as tmp:
+                composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
             names.add(name)
         for stale in folder.glob("*.jpg"):  # left by an unfinished run over other stamps
             if stale.name not in names:
                 stale.unlink()
         with atomic_path(done) as tmp:  # written last: a killed run makes them all again
             tmp.write_text(f"{len(sources)}\n")
-    return sorted(folder.glob("*.jpg"))
+        made = sorted(folder.glob("*.jpg"))
+    return made
 
 
 @register_dataset(

@@ -27,18 +27,17 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
+from qretrain.data.imagecache import cached_jpegs
 from qretrain.data.readers import TRANSPARENT_FILL
 from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.errors import QretrainError
-from qretrain.storage.atomic import atomic_path
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 STAMPS_PACKAGE = "tuxpaint-stamps-default"
 LEFT_OUT = ("cartoon", "symbols")  # folder names whose stamps are not taken
 BACKGROUND = TRANSPARENT_FILL  # mid-grey, as transparent pixels of any image read
 MARGIN = 1.25  # canvas side / the stamp's longer side
-JPEG_QUALITY = 95
 CACHE_KEY = f"grey{BACKGROUND[0]}-margin{MARGIN}"  # the user cache's folder for these settings
 SCENE_SEED = 0  # draws each stamp's background image and its crop (tuxpaint-stamps:scenes)
 
@@ -81,40 +80,33 @@ def stamp_paths(root: Path = STAMPS_DIR, scenes: list[Path] | None = None) -> li
     else:  # the backgrounds are part of the data: another list, another cache
         digest = hashlib.sha256("\n".join(map(str, scenes)).encode()).hexdigest()[:12]
         folder = cache_dir("tuxpaint-stamps", f"scenes-seed{SCENE_SEED}-margin{MARGIN}-{digest}")
-    done = folder / "complete"  # holds the count, so a cache missing files is made again
-    made = sorted(folder.glob("*.jpg"))
-    if not done.exists() or done.read_text().strip() != str(len(made)):
-        sources = stamp_sources(root) if root.is_dir() else []
-        if not sources:
-            raise DataSourceMissing(
-                f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
-                f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
-            )
-        names, rng = set(), random.Random(SCENE_SEED)
-        for source in sources:
-            name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
-            try:
-                with Image.open(source) as opened:
-                    stamp = opened.convert("RGBA")
-            except (UnidentifiedImageError, OSError, ValueError) as e:
-                raise QretrainError(
-                    f"cannot read {source} as an image ({e}); the stamps must be PNG files: "
-                    f"reinstall them (apt-get install --reinstall -y {STAMPS_PACKAGE})"
-                ) from e
-            background = None
-            if scenes is not None:  # the pool's files were checked readable when listed
-                with Image.open(rng.choice(scenes)) as scene:
-                    background = square_crop(scene.convert("RGB"), rng)
-            with atomic_path(folder / name) as tmp:
-                composite(stamp, background).save(tmp, format="JPEG", quality=JPEG_QUALITY)
-            names.add(name)
-        for stale in folder.glob("*.jpg"):  # left by an unfinished run over other stamps
-            if stale.name not in names:
-                stale.unlink()
-        with atomic_path(done) as tmp:  # written last: a killed run makes them all again
-            tmp.write_text(f"{len(sources)}\n")
-        made = sorted(folder.glob("*.jpg"))
-    return made
+    return cached_jpegs(folder, lambda: _composites(root, scenes))
+
+
+def _composites(root: Path, scenes: list[Path] | None):
+    """(file name, composited stamp) for every stamp taken, in sorted order."""
+    sources = stamp_sources(root) if root.is_dir() else []
+    if not sources:
+        raise DataSourceMissing(
+            f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
+            f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
+        )
+    rng = random.Random(SCENE_SEED)
+    for source in sources:
+        name = "_".join(source.relative_to(root).with_suffix("").parts) + ".jpg"
+        try:
+            with Image.open(source) as opened:
+                stamp = opened.convert("RGBA")
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise QretrainError(
+                f"cannot read {source} as an image ({e}); the stamps must be PNG files: "
+                f"reinstall them (apt-get install --reinstall -y {STAMPS_PACKAGE})"
+            ) from e
+        background = None
+        if scenes is not None:  # the pool's files were checked readable when listed
+            with Image.open(rng.choice(scenes)) as scene:
+                background = square_crop(scene.convert("RGB"), rng)
+        yield name, composite(stamp, background)
 
 
 @register_dataset(

@@ -94,21 +94,24 @@ def read_csv(
     return pixels.reshape(-1, side, side).clip(0, 255).astype(np.uint8), labels
 
 
-def read_image(path: str | Path) -> torch.Tensor | None:
-    """An image file as float (C, H, W) in [0, 1], C in {1, 3}; None if unreadable.
+def flatten(img: Image.Image) -> Image.Image:
+    """``img`` as "L" (grayscale modes) or "RGB", its transparent pixels on
+    TRANSPARENT_FILL: dropping the alpha channel would show whatever colour a program
+    left under them."""
+    gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        canvas = Image.new("RGBA", img.size, (*TRANSPARENT_FILL, 255))
+        canvas.alpha_composite(img.convert("RGBA"))
+        img = canvas
+    return img.convert("L" if gray else "RGB")
 
-    Transparent pixels show TRANSPARENT_FILL: dropping the alpha channel would show
-    whatever colour a program left under them.
-    """
+
+def read_image(path: str | Path) -> torch.Tensor | None:
+    """An image file as float (C, H, W) in [0, 1], C in {1, 3}, transparent pixels
+    on TRANSPARENT_FILL (``flatten``); None if unreadable."""
     try:
         with Image.open(path) as img:
-            gray = img.mode in ("1", "L", "LA", "I", "I;16", "F")
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                canvas = Image.new("RGBA", img.size, (*TRANSPARENT_FILL, 255))
-                canvas.alpha_composite(img.convert("RGBA"))
-                img = canvas
-            img = img.convert("L" if gray else "RGB")
-            array = np.asarray(img, dtype=np.uint8)
+            array = np.asarray(flatten(img), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         logger.warning("skipping unreadable image %s: %s", path, e)
         return None

@@ -15,11 +15,14 @@ DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
 	/usr/share/doc/opencv-doc/examples/data/vtest.avi \
 	/usr/share/backgrounds/mate/nature/Aqua.jpg \
 	/usr/share/wallpapers/Path/contents/images/1920x1080.jpg \
-	/usr/share/tuxpaint/stamps/animals/birds/owl.png
+	/usr/share/tuxpaint/stamps/animals/birds/owl.png \
+	/usr/share/gcompris-qt/rcc/categorization.rcc
 # The photographs among the desktop backgrounds join the `natural` pool; Tux Paint's
-# stamps are the `tuxpaint-stamps` set the headline case retrains on (docs/DATA.md).
+# stamps and GCompris's photographs are the `tuxpaint-stamps` and `gcompris-photos`
+# sets (docs/DATA.md). Only their files are needed, so not what they recommend (Tux
+# Paint itself, GCompris's Qt runtime).
 DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers \
-	tuxpaint-stamps-default
+	tuxpaint-stamps-default gcompris-qt-data
 
 .PHONY: test demo bench clean debian-data render-check
 
@@ -33,7 +36,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 debian-data:
 	@for f in $(DEB_FILES); do test -f $$f || missing=1; done; \
 	if [ -n "$$missing" ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES); \
 	fi
 
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -1,10 +1,10 @@
-"""The ``natural`` pool and the Tux Paint stamps: what they hold, and proof that no
-ImageNet image is in them.
+"""The ``natural`` pool, the Tux Paint stamps and GCompris's photographs: what they
+hold, and proof that no ImageNet image is in them.
 
     python benchmarks/check_pool.py --imagenet ../shared/imagenet-sample-dev
 
-Counts each source; compares every file (for the stamps: the composited image the
-model reads) with every image of the ImageNet evaluation set by SHA-256 of the file
+Counts each source; compares every file (for the stamps and the photographs: the
+cached image the model reads) with every image of the ImageNet evaluation set by SHA-256 of the file
 (exact copies) and by a 16x16 average hash of the decoded image (re-encoded or
 resized copies: at most 10 of 256 bits differ).
 Results: benchmarks/results/natural_pool.json.
@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
     args = parser.parse_args()
     sources = {name: qretrain.load_dataset(f"natural:{name}").paths for name in SOURCES}
-    sources["tuxpaint-stamps"] = qretrain.load_dataset("tuxpaint-stamps").paths
+    for name in ("tuxpaint-stamps", "gcompris-photos"):
+        sources[name] = qretrain.load_dataset(name).paths
     pool = [p for paths in sources.values() for p in paths]
     imagenet = list_images(args.imagenet)
     imagenet_sha = {sha256(p) for p in imagenet}

@@ -1,6 +1,6 @@
 """Datasets: named sets and files on disk, fitted to a model's input contract."""
 
-from qretrain.data import natural, stamps  # noqa: F401  (register the natural pool, the stamps)
+from qretrain.data import gcompris, natural, stamps  # noqa: F401  (register the named sets)
 from qretrain.data.registry import (
     DataSourceMissing,
     known_datasets,

@@ -140,6 +140,20 @@ def test_saved_soft_assignments_of_another_shape_are_refused(pair):
     assert rounding.step == 0
 
 
+@pytest.mark.parametrize("step", [True, -1, 10**9, 1.0, None])
+def test_saved_soft_assignments_at_an_impossible_step_are_refused(pair, step):
+    teacher, student = pair
+    _, rounding = assignments(student, teacher)
+    state = rounding.state()
+    state["step"] = step
+    with pytest.raises(QretrainFileError, match=f"at step {step!r}, expected 0 .. "):
+        rounding.load_state(state)
+    assert rounding.step == 0
+    state["step"] = 1  # the same state at a possible step loads
+    rounding.load_state(state)
+    assert rounding.step == 1
+
+
 def test_the_state_carries_only_changed_indices_and_restores_the_others(pair):
     teacher, student = pair
     tuner, rounding = assignments(student, teacher)

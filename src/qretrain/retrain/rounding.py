@@ -149,7 +149,8 @@ class LearnedAssignments:
     def load_state(self, state: dict) -> None:
         """Restore ``state()``; refuses one that does not fit these tensors."""
         saved = state.get("v", {})
-        if not isinstance(state.get("step"), int) or not 0 <= state["step"] <= self.steps:
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= self.steps:
             raise QretrainFileError(
                 f"the checkpoint's learned assignments are at step {state.get('step')!r}, "
                 f"expected 0 .. {self.steps}; remove the checkpoint to start fresh")

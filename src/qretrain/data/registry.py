@@ -61,6 +61,11 @@ def register_dataset(pattern: str, description: str):
     return decorate
 
 
+def is_named(text: str) -> bool:
+    """Whether ``text`` (one part, no "+") is a named set: a registered one or synthetic."""
+    return bool(SYNTHETIC.fullmatch(text)) or any(p.fullmatch(text) for p, _, _ in _REGISTRY)
+
+
 def known_datasets() -> list[str]:
     return [d for _, _, d in _REGISTRY] + [
         "synthetic[:N] (N inputs made from the teacher by batch-norm statistics matching; "

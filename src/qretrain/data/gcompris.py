@@ -7,8 +7,8 @@ and monuments of the world (``explore_monuments``). Taken here: every ``.webp`` 
 of those four activities, nothing picked out by eye, each byte-identical picture once
 (the first by its path in the bundle, activities in sorted order). They are one
 object or place per picture, as ImageNet's photographs are, and unlike the
-``natural`` pool's frames. The other activities' pictures are drawings, paintings,
-puzzle pieces or sprite sheets and are not taken.
+``natural`` pool's frames. The other activities' pictures, mostly drawings,
+paintings, puzzle pieces and sprite sheets, are not taken.
 
 GCompris keeps its pictures inside Qt resource bundles (``qretrain.data.qtres`` reads
 them without trusting their offsets). Each picture is decoded once, its shorter side

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qretrain._cache import cache_dir
+from qretrain.data.imagecache import JPEG_QUALITY
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, joined, tensor_set
 from qretrain.data.synthetic import synthesize
@@ -36,7 +37,7 @@ OPENCV_PHOTOS = (
     "graf1.png", "graf3.png",
 )  # fmt: skip
 FRAME_STRIDE = 2  # every second frame of each video
-FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (quality 95)
+FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (JPEG_QUALITY)
 
 
 JOIN = "+"  # "A+B": the images of A, then those of B, as one set
@@ -61,9 +62,18 @@ def register_dataset(pattern: str, description: str):
     return decorate
 
 
+def _registered(text: str) -> tuple[Callable[[re.Match[str]], ImageSet], re.Match[str]] | None:
+    """The registered loader whose pattern ``text`` matches, with the match."""
+    for pattern, loader, _ in _REGISTRY:
+        match = pattern.fullmatch(text)
+        if match:
+            return loader, match
+    return None
+
+
 def is_named(text: str) -> bool:
     """Whether ``text`` (one part, no "+") is a named set: a registered one or synthetic."""
-    return bool(SYNTHETIC.fullmatch(text)) or any(p.fullmatch(text) for p, _, _ in _REGISTRY)
+    return bool(SYNTHETIC.fullmatch(text)) or _registered(text) is not None
 
 
 def known_datasets() -> list[str]:
@@ -118,10 +128,10 @@ def load_dataset(
             )
         count = int(made["n"]) if made["n"] else SYNTHETIC_DEFAULT
         return fit_and_subset(synthesize(teacher, count, seed), None, limit, seed, offset)
-    for pattern, loader, _ in _REGISTRY:
-        match = pattern.fullmatch(text)
-        if match:
-            return fit_and_subset(loader(match), contract, limit, seed, offset)
+    found = _registered(text)
+    if found:
+        loader, match = found
+        return fit_and_subset(loader(match), contract, limit, seed, offset)
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(
@@ -299,7 +309,7 @@ def _extract_frames() -> list[Path]:
                     size = (round(w * scale), round(h * scale))
                     frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
                     path = folder / f"{Path(video).stem}_{index:04d}.jpg"
-                    cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
                 index += 1
             capture.release()
         done.write_text("ok\n")

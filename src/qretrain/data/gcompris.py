@@ -31,15 +31,16 @@ from qretrain._cache import cache_dir
 from qretrain.data.imagecache import cached_jpegs
 from qretrain.data.qtres import read_bundle
 from qretrain.data.readers import flatten
-from qretrain.data.registry import DataSourceMissing, register_dataset
+from qretrain.data.registry import FRAME_SHORT_SIDE, DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.errors import QretrainError
 
 BUNDLES_DIR = Path("/usr/share/gcompris-qt/rcc")
 PACKAGE = "gcompris-qt-data"
 INSTALL = f"apt-get install -y --no-install-recommends {PACKAGE}"
+REINSTALL = f"reinstall it (apt-get install --reinstall -y --no-install-recommends {PACKAGE})"
 ACTIVITIES = ("categorization", "erase", "explore_monuments", "explore_world_animals")
-SHORTER_SIDE = 320  # as the OpenCV frames are cached
+SHORTER_SIDE = FRAME_SHORT_SIDE  # as the OpenCV frames are cached
 CACHE_KEY = f"webp-short{SHORTER_SIDE}"  # the user cache's folder for these settings
 
 
@@ -55,8 +56,7 @@ def photo_sources(root: Path = BUNDLES_DIR) -> list[tuple[str, bytes]]:
         )
     taken, seen = [], set()
     for activity, bundle in zip(ACTIVITIES, bundles, strict=True):
-        files = read_bundle(bundle, (".webp",), fix=f"reinstall it (apt-get install --reinstall "
-                                                    f"-y --no-install-recommends {PACKAGE})")
+        files = read_bundle(bundle, (".webp",), fix=REINSTALL)
         for path in sorted(files):
             digest = hashlib.sha256(files[path]).digest()
             if digest in seen:
@@ -89,8 +89,7 @@ def _decoded(root: Path):
                 image = flatten(opened).convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise QretrainError(
-                f"cannot decode GCompris's picture {name[:-4]} ({e}); expected WebP: "
-                f"reinstall it (apt-get install --reinstall -y --no-install-recommends {PACKAGE})"
+                f"cannot decode GCompris's picture {name[:-4]} ({e}); expected WebP: {REINSTALL}"
             ) from e
         yield name, shrink(image)
 

@@ -89,7 +89,8 @@ def _composites(root: Path, scenes: list[Path] | None):
     if not sources:
         raise DataSourceMissing(
             f"tuxpaint-stamps needs Tux Paint's stamps (looked in {root}); they come "
-            f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y {STAMPS_PACKAGE}"
+            f"with the Debian package {STAMPS_PACKAGE}: apt-get install -y --no-install-recommends "
+            f"{STAMPS_PACKAGE}"
         )
     rng = random.Random(SCENE_SEED)
     for source in sources:
@@ -100,7 +101,8 @@ def _composites(root: Path, scenes: list[Path] | None):
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise QretrainError(
                 f"cannot read {source} as an image ({e}); the stamps must be PNG files: "
-                f"reinstall them (apt-get install --reinstall -y {STAMPS_PACKAGE})"
+                "reinstall them (apt-get install --reinstall -y --no-install-recommends "
+                f"{STAMPS_PACKAGE})"
             ) from e
         background = None
         if scenes is not None:  # the pool's files were checked readable when listed

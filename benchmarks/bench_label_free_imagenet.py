@@ -94,10 +94,11 @@ def signal(logits: torch.Tensor, reference: torch.Tensor) -> dict:
             "mean_kl": mean_kl(logits, reference)}
 
 
-def synthetic_heldout(teacher: torch.nn.Module):
-    """The 64 synthetic images (seed 0, 100 steps) scored when a variant does not train
-    on them; made from ``teacher`` once, then read from the cache."""
-    return qretrain.data.synthetic.synthesize(teacher, 64, seed=0, steps=100)
+def synthetic_heldout(teacher: torch.nn.Module, images: int = 64):
+    """The synthetic images (seed 0, 100 steps) scored when a variant does not train
+    on them: 64, or more from the same generator (its first 64 are those); made from
+    ``teacher`` once, then read from the cache."""
+    return qretrain.data.synthetic.synthesize(teacher, images, seed=0, steps=100)
 
 
 def sources(heldout) -> dict[str, torch.Tensor]:

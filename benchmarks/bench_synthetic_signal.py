@@ -36,10 +36,7 @@ def main() -> None:
                         help="how many synthetic images to score on (default 64)")
     args = parser.parse_args()
     teacher = qretrain.load_model(args.model).eval()
-    if args.images == 64:
-        made = synthetic_heldout(teacher)
-    else:
-        made = qretrain.data.synthetic.synthesize(teacher, args.images, seed=0, steps=100)
+    made = synthetic_heldout(teacher, args.images)
     reference, _ = predict(teacher, made, batch_size=32)
     out = RESULTS / IMAGES[args.images]
     results = json.loads(out.read_text()) if out.exists() else {}

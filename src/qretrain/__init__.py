@@ -18,7 +18,7 @@ from qretrain.cluster import (
     cluster_tensor,
     codebooks,
 )
-from qretrain.compress import cluster_
+from qretrain.apply import cluster_
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.export import export

@@ -6,7 +6,7 @@ import torch
 
 from qretrain.analysis import AnalyzeSettings, Cell, Sweep, analyze
 from qretrain.analysis.census import LayerCensus
-from qretrain.compress.apply import cluster_
+from qretrain.apply.model import cluster_
 from qretrain.data.sets import tensor_set
 from qretrain.planner import PlanSettings
 from qretrain.planner.auto import STEP, _groups, auto_plan

@@ -14,7 +14,7 @@ from qretrain.cli.common import (
     progress_bars,
 )
 from qretrain.cluster import Method
-from qretrain.compress import CompressSettings, compress
+from qretrain.apply import CompressSettings, cluster_and_save
 from qretrain.models import get_arch
 from qretrain.plan import Plan
 from qretrain.storage import Layout
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     arch = get_arch(model)
     contract = arch.contract if arch is not None else None
     data = (lambda: data_from_args(args, contract)) if args.data else None
-    result = compress(model, plan, output, settings, extra={"model": args.model}, data=data,
+    result = cluster_and_save(model, plan, output, settings, extra={"model": args.model}, data=data,
                       progress=progress_bars(args))  # fmt: skip
     if not args.quiet:
         print(result.report.table(only_clustered=True))

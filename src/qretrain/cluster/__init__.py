@@ -1,7 +1,7 @@
 """Weight clustering: one tensor to a codebook of k <= 256 values plus uint8 indices.
 
 ``cluster_``, which applies a plan to a whole model, lives above this package and
-``qretrain.plan``, in ``qretrain.compress``.
+``qretrain.plan``, in ``qretrain.apply``.
 """
 
 from qretrain.cluster.options import Granularity, Method

@@ -34,7 +34,7 @@ import yaml
 
 from qretrain._settings import Settings, SettingsError, integer, optional, plain, setting, text
 from qretrain.analysis import AnalyzeSettings
-from qretrain.compress.settings import CompressSettings
+from qretrain.apply.settings import CompressSettings
 from qretrain.device import parse_device
 from qretrain.errors import QretrainError
 from qretrain.metrics.settings import EvaluateSettings

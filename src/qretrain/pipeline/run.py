@@ -22,7 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from qretrain.analysis import Sweep, analyze
-from qretrain.compress import cluster_, compress
+from qretrain.apply import cluster_, cluster_and_save
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, topk_accuracy
@@ -153,7 +153,7 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
 def _compress(config: RunConfig, model: nn.Module, out: Path, data) -> None:
     # sensitive-kmeans weighs weights by their Fisher information on the analysis images
     images = (lambda: data("analyze")) if "analyze" in config.data else None
-    compress(copy.deepcopy(model), Plan.load(out / "plan.yaml"), out / "clustered.h5",
+    cluster_and_save(copy.deepcopy(model), Plan.load(out / "plan.yaml"), out / "clustered.h5",
              config.compress, record_path=out / "compress.json", data=images,
              progress=False)  # fmt: skip
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from qretrain.cluster.state import clusters_of, plans_of
-from qretrain.compress.apply import cluster_
+from qretrain.apply.model import cluster_
 from qretrain.errors import QretrainFileError
 from qretrain.models import build_model, get_arch
 from qretrain.storage import load, save

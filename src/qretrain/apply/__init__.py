@@ -5,8 +5,8 @@ It sits above ``qretrain.cluster`` (one tensor at a time) and ``qretrain.plan``
 uses both.
 """
 
-from qretrain.compress.apply import cluster_
-from qretrain.compress.settings import CompressSettings
-from qretrain.compress.stage import CompressResult, compress
+from qretrain.apply.model import cluster_
+from qretrain.apply.settings import CompressSettings
+from qretrain.apply.stage import ClusteredFile, cluster_and_save
 
-__all__ = ["CompressResult", "CompressSettings", "cluster_", "compress"]
+__all__ = ["ClusteredFile", "CompressSettings", "cluster_", "cluster_and_save"]

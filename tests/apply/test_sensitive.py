@@ -10,7 +10,7 @@ import qretrain
 import qretrain.zoo
 from qretrain.cluster import clusters_of
 from qretrain.cluster.tensor import cluster_tensor
-from qretrain.compress.importance import fisher_importance
+from qretrain.apply.importance import fisher_importance
 from qretrain.data.sets import tensor_set
 
 

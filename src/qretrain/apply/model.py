@@ -14,7 +14,7 @@ from qretrain.cluster.options import Method
 from qretrain.cluster.report import ClusterReport, TensorRecord
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
-from qretrain.compress.importance import fisher_importance
+from qretrain.apply.importance import fisher_importance
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch

@@ -14,14 +14,14 @@ from torch import nn
 
 from qretrain._table import human_bytes
 from qretrain.cluster.report import ClusterReport
-from qretrain.compress.apply import cluster_
-from qretrain.compress.settings import CompressSettings
+from qretrain.apply.model import cluster_
+from qretrain.apply.settings import CompressSettings
 from qretrain.plan import Plan
 from qretrain.storage import SaveResult, save
 
 
 @dataclass(frozen=True)
-class CompressResult:
+class ClusteredFile:
     report: ClusterReport  # every tensor, clustered or skipped with the reason
     saved: SaveResult
     plan: Plan
@@ -55,10 +55,10 @@ class CompressResult:
         )
 
 
-def compress(model: nn.Module, plan: Plan, path: str | Path,
+def cluster_and_save(model: nn.Module, plan: Plan, path: str | Path,
              settings: CompressSettings = CompressSettings(), *,
              record_path: str | Path | None = None, extra: dict[str, Any] | None = None,
-             data=None, progress: bool = True) -> CompressResult:  # fmt: skip
+             data=None, progress: bool = True) -> ClusteredFile:  # fmt: skip
     """Cluster ``model`` in place with ``plan`` and save it to ``path``; the record
     (``record_path``, by default ``path`` with ``.json``) is committed with the file.
     ``extra`` adds fields to the record (the CLI records the model spec). ``data``:
@@ -68,10 +68,10 @@ def compress(model: nn.Module, plan: Plan, path: str | Path,
     if callable(data):
         data = data() if plan.needs_data else None
     report = cluster_(model, plan, data=data, progress=progress)
-    holder: dict[str, CompressResult] = {}
+    holder: dict[str, ClusteredFile] = {}
 
     def record(saved: SaveResult) -> dict[str, Any]:
-        holder["result"] = CompressResult(report, saved, plan)
+        holder["result"] = ClusteredFile(report, saved, plan)
         return {**(extra or {}), **holder["result"].to_dict()}
 
     save(model, path, layout=settings.layout, fold_batchnorm=settings.fold_batchnorm,

@@ -1,6 +1,7 @@
 """The built-in model specs: torchvision, EfficientNet-Lite, importable callables and
-TorchScript files. (``qretrain.zoo`` and ``qretrain.teachers`` register their own;
-``qretrain.storage`` registers the ``.h5`` file loader.)
+TorchScript files. (``qretrain.zoo`` and ``qretrain.teachers`` register their own,
+imported when a spec of theirs is first resolved; ``qretrain.storage`` registers the
+``.h5`` file loader.)
 
 Each factory returns a ``Builder``; see ``qretrain.models.specs`` for what each of
 its three functions may do and who may call which.
@@ -17,7 +18,10 @@ import torch
 
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract, imagenet_contract
-from qretrain.models.specs import Builder, register_builder
+from qretrain.models.specs import Builder, register_builder, register_provider
+
+register_provider(r"qretrain\.zoo:.*", "qretrain.zoo")
+register_provider(r"teacher:.*", "qretrain.teachers")
 
 # torchvision keywords that fetch weights from the network: a file may not ask for them.
 _TORCHVISION_FETCHING = frozenset({"weights", "weights_backbone", "progress", "quantize"})

@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import importlib
 import inspect
 import json
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,6 +155,9 @@ class _Entry:
 
 _REGISTRY: list[_Entry] = []
 _FALLBACKS: list[_Entry] = []
+# spec pattern -> the module that registers its builders when imported: loaded on the
+# first spec it may resolve, so ``import qretrain`` needs none of them.
+_PROVIDERS: dict[re.Pattern[str], str] = {}
 
 
 def register_builder(pattern: str, description: str, *, fallback: bool = False,
@@ -173,19 +179,36 @@ def register_builder(pattern: str, description: str, *, fallback: bool = False,
     return decorate
 
 
+def register_provider(pattern: str, module: str) -> None:
+    """Specs matching ``pattern`` (a regex, full match) are registered by ``module``,
+    imported the first time such a spec is resolved (or every form is listed)."""
+    _PROVIDERS[re.compile(pattern)] = module
+
+
+def _load_providers(spec: str | None = None) -> None:
+    """Import the providers of ``spec`` (of every spec when None), once each."""
+    for pattern, module in list(_PROVIDERS.items()):
+        if spec is None or pattern.fullmatch(spec):
+            del _PROVIDERS[pattern]
+            importlib.import_module(module)
+
+
 def known_specs() -> list[str]:
     """Every spec form, the known architectures first (for --help and errors)."""
+    _load_providers()
     entries = sorted(_REGISTRY + _FALLBACKS, key=lambda e: not e.named)  # stable
     return [entry.description for entry in entries] + ["PATH.h5  (a qretrain file)"]
 
 
 def named_specs() -> list[str]:
     """The spec forms files and records may name without trust_code."""
+    _load_providers()
     return [e.description.split("  ")[0] for e in _REGISTRY + _FALLBACKS if e.named]
 
 
 def _entry_for(spec: str) -> tuple[_Entry, re.Match[str]] | None:
     """The first registry entry matching ``spec`` (specific ones before fallbacks)."""
+    _load_providers(spec)
     for entry in _REGISTRY + _FALLBACKS:
         match = entry.pattern.fullmatch(spec)
         if match is not None:
@@ -213,7 +236,36 @@ def resolve_builder(spec: str, origin: Origin = Origin.USER, trust_code: bool = 
             f"known architectures from files and records ({', '.join(named_specs())}). "
             "If you trust its author, pass --trust-code (Python: trust_code=True)"
         )
-    return entry.factory(match)
+    if entry.named or origin is not Origin.USER:
+        return entry.factory(match)
+    with _working_folder_importable(spec):
+        return entry.factory(match)
+
+
+@contextlib.contextmanager
+def _working_folder_importable(spec: str) -> Iterator[None]:
+    """Let the import of a ``module:callable`` the user typed find the module in the
+    working folder, as ``python -m`` would, for that import only: nothing imported
+    later (onnx at export time, say) may come from a folder qretrain merely runs in."""
+    folder = os.getcwd()
+    if folder in sys.path or "" in sys.path:  # the user's own sys.path already has it
+        yield
+        return
+    before = set(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+        local = sorted(name for name in set(sys.modules) - before
+                       if _inside(getattr(sys.modules[name], "__file__", None), folder))
+        if local:
+            logger.info("%s: imported %s from the working folder %s", spec, ", ".join(local),
+                        folder)
+
+
+def _inside(path: str | None, folder: str) -> bool:
+    return path is not None and os.path.abspath(path).startswith(os.path.join(folder, ""))
 
 
 def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER,

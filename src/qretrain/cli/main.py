@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
@@ -70,10 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # usage errors, --help, --version: their code is main's
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     handler = _log_to_stderr(args.verbose, args.quiet)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        # A `module:callable` typed on the command line is found in the current folder,
-        # as uvicorn and python -m find it.
-        sys.path.insert(0, os.getcwd())
     try:
         return args.run(args) or 0
     except USER_ERRORS as e:

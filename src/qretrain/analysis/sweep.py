@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from qretrain.analysis.census import LayerCensus, take_census
 from qretrain.analysis.record import RECORD, Cell, Sweep
@@ -39,6 +38,7 @@ from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.layers import get_tensor, type_names
 from qretrain.models.selector import Selector
 from qretrain.models.specs import get_arch
+from qretrain.progress import Progress
 from qretrain.storage import Layout, entry_file_bytes, file_bytes, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def analyze(
         if (u.name, kind, k) not in done
     ]
     raw_bytes: dict[str, int] = {}
-    bar = tqdm(total=len(todo), desc="Sweeping", unit="cell", disable=not progress)
+    bar = Progress("Sweeping", len(todo), "cells", enabled=progress)
     for unit in units:
         mine = [(kind, k) for u, kind, k in todo if u is unit]
         if not mine:
@@ -102,7 +102,7 @@ def analyze(
         stages.advance(stages.boundary_of(set(unit.modules)))
         for kind in dict.fromkeys(kind for kind, _ in mine):
             wanted_ks = [k for kd, k in mine if kd == kind]
-            bar.set_postfix_str(f"{unit.name} {kind}")
+            bar.note(f"{unit.name} {kind}")
             for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
                                     record["labeled"], base_logits, labels, sweep.baseline,
                                     raw_bytes):  # fmt: skip

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from qretrain.cluster.options import Method
 from qretrain.cluster.report import ClusterReport, TensorRecord
@@ -18,6 +17,7 @@ from qretrain.apply.importance import fisher_importance
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 from qretrain.models.specs import get_arch
+from qretrain.progress import track
 from qretrain.plan import Decision, Plan
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def cluster_(
             )
         importance = fisher_importance(model, data, sensitive, seed=plan.seed)
     clusters = clusters_of(model)
-    for d in tqdm(chosen, desc="Clustering", unit="tensor", disable=not progress):
+    for d in track(chosen, "Clustering", unit="tensors", enabled=progress):
         tensor = get_tensor(model, d.info.name)
         k = d.choice.k  # the plan checked it; _validate checked the tensor
         clustered, decoded = _cluster_many(tensor, [k], d.choice.method, d.choice.granularity,

@@ -13,7 +13,7 @@ from qretrain.cli.common import (
     check_output_folder,
     data_from_args,
     model_from_args,
-    progress_bars,
+    show_progress,
 )
 from qretrain.cluster import Method
 from qretrain.models import get_arch
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "offset": args.offset,
         },
-        progress=progress_bars(args),
+        progress=show_progress(args),
         plots=not args.no_plots,
     )
     if not args.quiet:

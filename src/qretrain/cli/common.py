@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from qretrain.data import known_datasets, load_dataset
@@ -32,10 +31,10 @@ def add_command(
     return parser
 
 
-def progress_bars(args: argparse.Namespace) -> bool:
-    """Progress bars only on a terminal and unless --quiet; elsewhere the library's
-    log lines (one per epoch or stage) say how far a run is."""
-    return not args.quiet and sys.stderr.isatty()
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress unless --quiet: bars on a terminal, lines with an ETA at most every
+    10 s in a log (``qretrain.progress``)."""
+    return not args.quiet
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

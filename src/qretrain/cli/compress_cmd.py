@@ -11,7 +11,7 @@ from qretrain.cli.common import (
     data_from_args,
     model_from_args,
     output_file,
-    progress_bars,
+    show_progress,
 )
 from qretrain.cluster import Method
 from qretrain.apply import CompressSettings, cluster_and_save
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     contract = arch.contract if arch is not None else None
     data = (lambda: data_from_args(args, contract)) if args.data else None
     result = cluster_and_save(model, plan, output, settings, extra={"model": args.model}, data=data,
-                      progress=progress_bars(args))  # fmt: skip
+                      progress=show_progress(args))  # fmt: skip
     if not args.quiet:
         print(result.report.table(only_clustered=True))
     print(f"{result.summary()}\nwrote {output} and {output.with_suffix('.json')}")

@@ -12,7 +12,7 @@ from qretrain.cli.common import (
     add_model_arguments,
     data_from_args,
     model_from_args,
-    progress_bars,
+    show_progress,
 )
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         )
     data = data_from_args(args, contract)
     result = evaluate(model, data, reference=reference, batch_size=settings.batch_size,
-                      device=args.device, progress=progress_bars(args) and not args.json)  # fmt: skip
+                      device=args.device, progress=show_progress(args) and not args.json)  # fmt: skip
     if args.json:
         print(json.dumps({"model": args.model, "data": data.describe(), **result.to_dict()},
                          indent=2, allow_nan=False))  # fmt: skip

@@ -14,7 +14,7 @@ from qretrain.cli.common import (
     add_trust_argument,
     data_from_args,
     output_file,
-    progress_bars,
+    show_progress,
 )
 from qretrain.data import load_dataset
 from qretrain.data.views import augmented
@@ -136,7 +136,7 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         val = load_dataset(args.val_data, contract, limit=args.val_limit, seed=args.seed + 1)
     result = retrain(student, teacher, data, config, val_data=val,
                      checkpoint=output.with_suffix(".ckpt"), resume=args.resume,
-                     device=device, progress=progress_bars(args), rank=ranks.rank,
+                     device=device, progress=show_progress(args), rank=ranks.rank,
                      world_size=ranks.world_size)  # fmt: skip
     if not ranks.leader:
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qretrain.cli.common import add_command, progress_bars
+from qretrain.cli.common import add_command, show_progress
 from qretrain.teachers import DEFAULT_EPOCHS, TEACHERS, teacher, teacher_path, teacher_record
 
 EXAMPLE = "example: qretrain teacher vgg --epochs 15 --seed 0"
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cached = teacher_path(args.name, args.epochs, args.seed).exists()
-    teacher(args.name, args.epochs, args.seed, progress=progress_bars(args))
+    teacher(args.name, args.epochs, args.seed, progress=show_progress(args))
     record = teacher_record(args.name, args.epochs, args.seed) or {}
     path = teacher_path(args.name, args.epochs, args.seed)
     if args.json:

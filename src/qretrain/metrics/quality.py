@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from qretrain.errors import QretrainError
+from qretrain.progress import track
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def predict(
     model.eval().to(device)
     logits, labels = [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    for x, y in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+    for x, y in track(loader, desc, unit="batches", enabled=progress):
         logits.append(model(x.to(device)).float().cpu())
         labels.append(y)
     model.train(was_training)

@@ -40,12 +40,12 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
+from qretrain.progress import Progress, track
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import check_same_run
 from qretrain.retrain.config import RetrainConfig
@@ -222,7 +222,7 @@ def plan_blocks(student: nn.Module, teacher: nn.Module) -> BlockPlan | None:
 
 
 @dataclass
-class _Progress:
+class _Position:
     """Where a block-wise run stands: the next block and pass to run."""
 
     block: int = 0
@@ -249,13 +249,16 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
     tuner = CentroidTuner(student) if config.tune_centroids else None
     student.eval()
     teacher.eval()
-    at = _Progress()
+    at = _Position()
     if resume and checkpoint is not None and checkpoint.exists():
         at = _load(checkpoint, student, tuner, config, fingerprints or {})
         logger.info("resuming block-wise retraining at block %d, pass %d", at.block + 1,
                     at.epoch + 1)  # fmt: skip
     history = at.history
     teacher_in = student_in = images
+    passes = Progress("Block-wise", len(plan.blocks) * config.block_epochs, "block passes",
+                      enabled=progress)  # fmt: skip
+    passes.update(min(at.block, len(plan.blocks)) * config.block_epochs + at.epoch)
     done = at.block >= len(plan.blocks)  # every block was done before the restart
     for i, block in enumerate([] if done else plan.blocks):
         if i < at.block:  # done before the restart: only its outputs are needed
@@ -290,18 +293,22 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             if i == at.block and at.optimizer is not None:
                 optimizer.load_state_dict(at.optimizer)
             for epoch in range(first, config.block_epochs):
+                passes.note(f"block {i + 1}/{len(plan.blocks)} {block.name}")
                 active = rounding if epoch < soft else None
                 losses.append(_train_pass(plan.student[i], student_in, target, optimizer, tuner,
                                           books, active, config, i, epoch, device, progress,
                                           block.name))  # fmt: skip
+                passes.update()
                 if active is not None and epoch + 1 == soft:
                     chosen = _choose(rounding, plan.student[i], student_in, target, device)
                     optimizer = _without_rounding(optimizer)
                 if checkpoint is not None and epoch + 1 < config.block_epochs:
                     # Mid-block: the soft assignments while they learn, then the choice.
                     state = rounding.state() if epoch + 1 < soft else chosen
-                    mid = _Progress(i, epoch + 1, history, losses, optimizer.state_dict(), state)
+                    mid = _Position(i, epoch + 1, history, losses, optimizer.state_dict(), state)
                     _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
+        else:
+            passes.update(config.block_epochs - first)  # nothing in the block to train
         for p in student.parameters():
             p.requires_grad_(False)
         student_out, mse = _run(plan.student[i], student_in, device, spill, target)
@@ -316,9 +323,10 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                     i + 1, len(plan.blocks), block.name, len(own), len(books), entry["mse_after"],
                     entry["seconds"])  # fmt: skip
         if checkpoint is not None:
-            _save(checkpoint, _Progress(i + 1, 0, history), student, trainable, tuner, config,
+            _save(checkpoint, _Position(i + 1, 0, history), student, trainable, tuner, config,
                   fingerprints)  # fmt: skip
         teacher_in, student_in = target, student_out
+    passes.close()
     if tuner is not None:
         tuner.write_back()
     return {"blocks": [b.name for b in plan.blocks], "history": history,
@@ -381,8 +389,8 @@ def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
     total, batches = 0.0, 0
     steps = range(0, len(order), config.batch_size)
-    for at in tqdm(steps, desc=f"{name} pass {epoch + 1}/{config.block_epochs}", unit="batch",
-                   disable=not progress, leave=False):  # fmt: skip
+    for at in track(steps, f"{name} pass {epoch + 1}/{config.block_epochs}", unit="batches",
+                    enabled=progress, log=False):  # fmt: skip
         index = order[at : at + config.batch_size]
         out = segment(inputs[index].to(device))
         out = out[0] if isinstance(out, tuple) else out
@@ -421,7 +429,7 @@ def _needs_spill(plan: BlockPlan, images: torch.Tensor) -> bool:
     return 4 * biggest * 4 * len(images) > MEMORY_BUDGET
 
 
-def _save(path: Path, at: _Progress, student: nn.Module, trainable: set[str], tuner,
+def _save(path: Path, at: _Position, student: nn.Module, trainable: set[str], tuner,
           config: RetrainConfig, fingerprints: dict[str, str] | None) -> None:  # fmt: skip
     state = student.state_dict()
     payload = {
@@ -436,7 +444,7 @@ def _save(path: Path, at: _Progress, student: nn.Module, trainable: set[str], tu
         torch.save(payload, tmp)
 
 
-def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _Progress:
+def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _Position:
     """Restore a block-wise checkpoint's weights; refuses another run's."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -455,5 +463,5 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
             state[name].copy_(value)
     if tuner is not None:
         tuner.load_state(payload["codebooks"])
-    return _Progress(payload["block"], payload["epoch"], payload["history"], payload["losses"],
+    return _Position(payload["block"], payload["epoch"], payload["history"], payload["losses"],
                      payload["optimizer"], payload.get("rounding"))  # fmt: skip

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.specs import get_arch
+from qretrain.progress import track
 from qretrain.retrain.blocks import plan_blocks, reconstruct
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
@@ -351,7 +351,7 @@ def _cache(student, teacher, data, split, config, device, progress) -> _Cached:
     if split is not None:
         split.prefix.eval()
     loader = DataLoader(data, batch_size=256, shuffle=False)
-    for x, y in tqdm(loader, desc="Caching", unit="batch", disable=not progress, leave=False):
+    for x, y in track(loader, "Caching teacher outputs", unit="batches", enabled=progress):
         x = x.to(device)
         features = split.prefix(x) if split is not None else (x,)
         inputs.append([f.cpu() for f in features])
@@ -384,8 +384,8 @@ def _train_epoch(head, student, train: _Cached, optimizer, tuner, config, epoch,
     _set_modes(head, student, config)
     total, batches = 0.0, 0
     steps = range(0, len(order), config.batch_size)
-    for start in tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                      disable=not progress, leave=False):  # fmt: skip
+    for start in track(steps, f"epoch {epoch + 1}/{config.epochs}", unit="batches",
+                       enabled=progress):  # fmt: skip
         batch = train.take(order[start : start + config.batch_size])
         logits = head(*(t.to(device) for t in batch.inputs))
         target = batch.labels if config.labels else batch.targets

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from qretrain.errors import QretrainError
+from qretrain.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,9 @@ def train_classifier(
     start = time.perf_counter()
     for epoch in range(config.epochs):
         running, batches = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress, leave=False)  # fmt: skip
-        for x, y in bar:
+        bar = Progress(f"epoch {epoch + 1}/{config.epochs}", len(loader), "batches",
+                       enabled=progress)  # fmt: skip
+        for x, y in loader:
             if config.augment:
                 x = shift_and_flip(x, generator)
             x = x.to(device, memory_format=torch.channels_last)
@@ -92,7 +92,9 @@ def train_classifier(
             schedule.step()
             running += loss.item()
             batches += 1
-            bar.set_postfix(loss=f"{running / batches:.4f}")
+            bar.note(f"loss {running / batches:.4f}")
+            bar.update()
+        bar.close()
         history.loss.append(running / max(batches, 1))
         logger.info("epoch %d: loss %.4f", epoch + 1, history.loss[-1])
     history.seconds = time.perf_counter() - start

@@ -25,8 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InputContract:
     """Images become (channels, size, size) tensors, normalised by mean and std.
 
-    ``resize``: the shorter side is first resized to this (bilinear, antialiased),
-    then the centre ``size`` x ``size`` crop is taken; None resizes straight to size.
+    ``resize``: the shorter side is first resized to this, then the centre ``size``
+    x ``size`` crop is taken; None resizes straight to size. ``interpolation``:
+    ``bilinear`` or ``bicubic`` (antialiased), as the model's training used.
     """
 
     channels: int
@@ -34,6 +35,7 @@ class InputContract:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: int | None = None
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -42,6 +44,9 @@ class InputContract:
             raise QretrainError(f"size must be an int in [1, {MAX_SIZE}]; got {self.size}")
         if self.resize is not None and not self.size <= self.resize <= 2 * MAX_SIZE:
             raise QretrainError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise QretrainError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; "
+                                f"got {self.interpolation!r}")  # fmt: skip
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise QretrainError("mean and std need one value per channel")
         if not all(math.isfinite(m) for m in self.mean):
@@ -53,13 +58,28 @@ class InputContract:
     def shape(self) -> tuple[int, int, int]:
         return (self.channels, self.size, self.size)
 
+    @property
+    def _mode(self) -> TF.InterpolationMode:
+        return TF.InterpolationMode(self.interpolation)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["interpolation"] == "bilinear":  # files written before it existed stay the same
+            del d["interpolation"]
+        return d
+
+    def describe(self) -> str:
+        """``64 px (centre crop of 73), mean (0.5, ...), std (...)``: for messages."""
+        how = (f"centre crop of {self.resize}, {self.interpolation}" if self.resize is not None
+               else f"resized to it, {self.interpolation}")  # fmt: skip
+        numbers = lambda values: "(" + ", ".join(f"{v:.4g}" for v in values) + ")"  # noqa: E731
+        return (f"{self.channels}x{self.size}x{self.size} ({how}), mean {numbers(self.mean)}, "
+                f"std {numbers(self.std)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputContract:
         """From ``to_dict``'s form (read from a file: every field is checked)."""
-        fields = {"channels", "size", "mean", "std", "resize"}
+        fields = {"channels", "size", "mean", "std", "resize", "interpolation"}
         if set(d) - fields or not {"channels", "size", "mean", "std"} <= set(d):
             raise QretrainError(f"a contract has the fields {sorted(fields)}; got {sorted(d)}")
         if not all(isinstance(d[k], list) and len(d[k]) <= 3 for k in ("mean", "std")):
@@ -70,6 +90,7 @@ class InputContract:
             mean=tuple(_number(v, "mean") for v in d["mean"]),
             std=tuple(_number(v, "std") for v in d["std"]),
             resize=None if d.get("resize") is None else _int(d["resize"], "resize"),
+            interpolation=d.get("interpolation", "bilinear"),
         )
 
     def fit(self, image: torch.Tensor) -> torch.Tensor:
@@ -82,13 +103,16 @@ class InputContract:
                 image = (image * weights).sum(0, keepdim=True)
         if self.resize is not None:
             if min(image.shape[-2:]) != self.resize:
-                image = TF.resize(image, [self.resize], antialias=True)
+                image = TF.resize(image, [self.resize], self._mode, antialias=True)
             image = TF.center_crop(image, [self.size, self.size])
         elif tuple(image.shape[-2:]) != (self.size, self.size):
-            image = TF.resize(image, [self.size, self.size], antialias=True)
+            image = TF.resize(image, [self.size, self.size], self._mode, antialias=True)
         mean = torch.tensor(self.mean).reshape(-1, 1, 1)
         std = torch.tensor(self.std).reshape(-1, 1, 1)
         return ((image - mean) / std).contiguous()
+
+
+INTERPOLATIONS = ("bilinear", "bicubic")
 
 
 def _int(value: Any, what: str) -> int:

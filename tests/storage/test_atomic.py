@@ -88,3 +88,73 @@ def test_a_folder_replaces_the_old_one_whole_or_not_at_all(tmp_path):
         (tmp / "b").write_text("second")
     assert sorted(p.name for p in path.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, live.name])
+
+
+def test_the_lock_never_writes_through_a_link_and_leaves_nothing_behind(tmp_path):
+    from qretrain.storage.atomic import LOCK_NAME
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    os.symlink(victim, folder / LOCK_NAME)
+    with pytest.raises(QretrainError, match=r"\.qretrain\.lock' is a symbolic link: qretrain "
+                       "never writes through links; remove it"):  # fmt: skip
+        with folder_lock(folder, "qretrain run"):
+            pass
+    assert victim.read_text() == "precious\n"
+    os.unlink(folder / LOCK_NAME)
+    os.mkfifo(folder / LOCK_NAME)  # a reader would block on it for ever
+    with pytest.raises(QretrainError, match="is not a regular file"):
+        with folder_lock(folder, "qretrain run"):
+            pass
+    # Released, the lock goes, and so do the folders it made (when nothing was put there).
+    with folder_lock(tmp_path / "a" / "b", "qretrain run"):
+        assert (tmp_path / "a" / "b" / LOCK_NAME).is_file()
+    assert not (tmp_path / "a").exists()
+    with folder_lock(tmp_path / "c", "qretrain run"):
+        (tmp_path / "c" / "result").write_text("kept")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["result"]
+
+
+def test_a_lock_removed_by_its_last_owner_is_not_taken_in_its_place(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its owner removed it must not
+    hold a lock on a file no one else can see."""
+    from qretrain.storage.atomic import LOCK_NAME
+
+    real_flock, calls = atomic_module.fcntl.flock, []
+
+    def owner_leaves_meanwhile(fd, op):
+        calls.append(fd)
+        if len(calls) == 1:  # as if the last owner unlinked it between our open and flock
+            os.unlink(tmp_path / LOCK_NAME)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(atomic_module.fcntl, "flock", owner_leaves_meanwhile)
+    with folder_lock(tmp_path, "qretrain run"):
+        held = os.stat(tmp_path / LOCK_NAME)
+    assert len(calls) == 2 and held.st_nlink == 1  # tried again, on the file in place
+
+
+def test_folders_made_inside_and_replaced_folders_never_follow_links(tmp_path):
+    from qretrain.storage import atomic_folder, subfolder
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    os.symlink(elsewhere, tmp_path / "figures")
+    with pytest.raises(QretrainError, match=r"figures' is a symbolic link: qretrain never "
+                       "writes through links; remove it"):  # fmt: skip
+        subfolder(tmp_path / "figures")
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(QretrainError, match="plain' is not a folder"):
+        subfolder(tmp_path / "plain")
+    assert subfolder(tmp_path / "new").is_dir()
+    # A package written over a link replaces the link; the folder it named is untouched.
+    os.symlink(elsewhere, tmp_path / "m.mlpackage")
+    with atomic_folder(tmp_path / "m.mlpackage") as tmp:
+        tmp.mkdir()
+        (tmp / "a").write_text("new")
+    assert not (tmp_path / "m.mlpackage").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.mlpackage")]

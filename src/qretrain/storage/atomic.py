@@ -7,15 +7,23 @@ temporaries whose writer died (killed runs leave them behind) and leaves live on
 ``atomic_folder`` does the same for a folder written by someone else's code (a Core
 ML package). ``commit_pair`` renames a file and its JSON sidecar so that no crash leaves a new
 file beside an old sidecar. ``folder_lock`` keeps a second process out of a folder.
+
+No write follows a link: a file is only ever written as a fresh temporary
+(``mkstemp``: ``O_CREAT | O_EXCL``) and renamed over the target, which replaces a
+link standing there rather than writing through it; the lock file is opened with
+``O_NOFOLLOW``; ``subfolder`` refuses a link where qretrain makes a folder inside
+one the user chose.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,20 +71,20 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     _check_folder(path)
     for stale in _dead_writers(path, rf"(new|old){re.escape(path.suffix)}"):
-        shutil.rmtree(stale, ignore_errors=True)
+        _discard(stale)
     tmp, old = (path.with_name(f".{path.name}.{os.getpid()}.{part}{path.suffix}")
                 for part in ("new", "old"))  # fmt: skip
     for leftover in (tmp, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+        _discard(leftover)
     try:
         yield tmp
         if tmp.exists():
-            if path.exists():
+            if os.path.lexists(path):
                 os.replace(path, old)
             os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(tmp)
+        _discard(old)  # a link that stood at ``path`` goes as a link, its target untouched
 
 
 def commit_pair(tmp: Path, path: Path, sidecar_text: str, sidecar: Path) -> None:
@@ -145,27 +153,119 @@ def _dead_writers(path: Path, tail: str) -> list[Path]:
 def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
     """Hold ``folder``'s lock while the body runs; QretrainError if another process
     holds it. The lock is an ``flock`` on ``LOCK_NAME``: the system drops it when its
-    owner dies, so a killed run never leaves the folder locked."""
+    owner dies, so a killed run never leaves the folder locked.
+
+    The lock file is opened without following links (a link planted there would
+    otherwise have its target truncated) and removed on release, with the folders
+    this call made when they are left empty: a refused run leaves nothing behind.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / LOCK_NAME, "a+")
+    made = _make_folders(folder)
     try:
+        lock = folder / LOCK_NAME
+        fd = _take_lock(lock, folder)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{what} (pid {os.getpid()})\n".encode())
+            yield
+        finally:
+            # Unlinked while still held: whoever opened the old file and takes it next
+            # sees that the name no longer leads to it, and starts over (_take_lock).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            os.close(fd)
+    finally:
+        for path in made:  # innermost first; a folder that holds files stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; return those made, innermost first."""
+    missing = []
+    at = folder
+    while not os.path.lexists(at) and at != at.parent:
+        missing.append(at)
+        at = at.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise QretrainError(f"output folder {str(folder)!r} is a file, not a folder; "
+                            "choose another output folder") from None  # fmt: skip
+    return missing
+
+
+def _take_lock(lock: Path, folder: Path) -> int:
+    """An open descriptor of ``lock`` holding its exclusive flock."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o666)  # fmt: skip
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise QretrainError(
+                    f"{str(lock)!r} is a symbolic link: qretrain never writes through "
+                    "links; remove it, or use another output folder"
+                ) from None
+            raise _no_files(lock, e) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise QretrainError(f"{str(lock)!r} is not a regular file; remove it, or use "
+                                "another output folder")  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
+            owner = _printable(os.read(fd, 200)) or "another process"
+            os.close(fd)
             raise QretrainError(
                 f"{str(folder)!r} is in use by {owner}; wait for it to finish, or use "
                 "another output folder"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{what} (pid {os.getpid()})\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous owner removed this file as we opened it
+
+
+def _printable(raw: bytes) -> str:
+    """The first line of ``raw`` without control characters (it is read from a file
+    anyone may have written, and goes into a one-line message)."""
+    text = raw.decode("utf-8", "replace").strip().split("\n")[0]
+    return "".join(c for c in text if c.isprintable())[:100]
+
+
+def subfolder(path: str | Path) -> Path:
+    """``path``, a folder qretrain names inside a folder the user chose, made when
+    missing; QretrainError when it is a link or not a folder: a link planted there
+    would send every file written into it elsewhere."""
+    path = Path(path)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+    if path.is_symlink():
+        raise QretrainError(f"{str(path)!r} is a symbolic link: qretrain never writes "
+                            "through links; remove it")  # fmt: skip
+    if not path.is_dir():
+        raise QretrainError(f"{str(path)!r} is not a folder; remove it")
+    return path
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        remove_path(path)
+
+
+def remove_path(path: str | Path) -> None:
+    """Remove a file, a link (never what it points to) or a folder, if present."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def glob_escape(name: str) -> str:
@@ -191,5 +291,8 @@ def _umask() -> int:
 
 
 def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

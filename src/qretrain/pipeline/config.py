@@ -161,9 +161,14 @@ class RunConfig:
         for key in ("output", "model"):
             if not isinstance(raw.get(key), str) or not raw.get(key):
                 errors.append(f"{where}: {key!r} is required (a string)")
+        if raw.get("weights") is not None and not isinstance(raw["weights"], str):
+            errors.append(f"{where}: weights must be the path of a state dict (a string); "
+                          f"got {raw['weights']!r}")  # fmt: skip
         model_args = raw.get("model_args") or {}
         if not isinstance(model_args, dict):
             errors.append(f"{where}: model_args must be a mapping")
+        else:
+            errors += [f"{where}: model_args: {p}" for p in _model_args_problems(model_args)]
         data = section(_data_refs, "data", raw.get("data") or {}, where) or {}
         plan_raw = raw.get("plan") or {}
         plan_from_file = isinstance(plan_raw, dict) and "file" in plan_raw
@@ -197,6 +202,24 @@ class RunConfig:
                    weights=raw.get("weights"), data=data, analyze=analyze, plan=plan,
                    compress=compress, retrain=retrain, evaluate=evaluate, device=device,
                    source=source)  # fmt: skip
+
+
+# load_model's own parameters: passed in model_args they would collide with the
+# values the run passes (a TypeError deep in the run), or switch off its checks.
+LOADER_KEYS = ("spec", "weights", "origin", "trust_code")
+
+
+def _model_args_problems(model_args: dict) -> list[str]:
+    """What is wrong with the builder's keyword arguments (names only: their values
+    are checked against the builder's signature when the model is built)."""
+    problems = [f"keys must be names; got {k!r}" for k in model_args
+                if not isinstance(k, str) or not k.isidentifier()]  # fmt: skip
+    for key in LOADER_KEYS:
+        if key in model_args:
+            hint = ("name a state dict with the top-level key 'weights: FILE.pth'"
+                    if key == "weights" else "remove it")  # fmt: skip
+            problems.append(f"{key!r} is not a builder argument; {hint}")
+    return problems
 
 
 def _retrain(raw: Any) -> RunRetrain:

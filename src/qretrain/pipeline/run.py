@@ -4,8 +4,10 @@ Every stage writes its record into the output folder and is skipped when that
 record exists and no earlier stage had to run, so a killed run resumes at the stage
 it was in; retraining also
 resumes inside a run from its per-epoch checkpoint, and ends where an uninterrupted
-run would. The resolved config is written first; a rerun with a different config
-into the same folder is refused rather than mixing results.
+run would. Before any stage, ``run.json`` records the resolved config and the
+model's fingerprint; a rerun with a different config, or a model whose weights
+differ (a builder drawing random ones included), is refused rather than mixing two
+runs' results, and so is a folder holding files no run wrote.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +28,7 @@ from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
+from qretrain.models.fingerprint import model_fingerprint
 from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
 from qretrain.plan import Plan
 from qretrain.planner.auto import auto_plan
@@ -37,37 +39,76 @@ from qretrain.storage import (
     file_sha256,
     folder_lock,
     load,
+    remove_path,
     save,
+    subfolder,
     write_text_atomic,
 )
+from qretrain.storage.atomic import LOCK_NAME
 
 logger = logging.getLogger(__name__)
 
 
 
-def run_pipeline(config: RunConfig, *, progress: bool = True, trust_code: bool = False) -> dict:
+RUN_RECORD = "run.json"  # the run's own: its config and model fingerprint, written first
+MODEL_FILES = ("clustered.h5", "original.h5")
+RECORDS = ("config.yaml", "plan.yaml", "plan.json", "compress.json", "evaluate.json",
+           "report.md", "report.html")  # fmt: skip
+FOLDERS = ("analyze", "figures")
+
+
+def run_outputs() -> list[str]:
+    """Every name a run writes in its folder (besides the lock and temporaries)."""
+    names = [RUN_RECORD, *MODEL_FILES, *RECORDS, *FOLDERS]
+    for run in RETRAIN_RUNS:
+        names += [f"{run}.h5", f"{run}.json", f"{run}.ckpt", block_checkpoint(f"{run}.ckpt").name]
+    return names
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True, trust_code: bool = False,
+                 overwrite: bool = False) -> dict:  # fmt: skip
     """Run every stage ``config`` asks for; returns the evaluation record.
 
     The output folder is locked for the run: a second run into it is refused while
     this one lives. The config's model spec may name code (``module:callable``) only
     with ``trust_code``: a config may come from someone else.
+
+    The folder must be new, empty, or this config's earlier run of the same model
+    (same weights, by fingerprint): a folder holding files no run wrote, another
+    config's run or another model's is refused, since its records would be trusted
+    as stages done. ``overwrite`` starts over there instead: the files a run writes
+    (``run_outputs``) are removed first, nothing else is touched.
     """
     with folder_lock(config.output, "qretrain run"):
-        return _run_locked(config, progress, trust_code)
+        return _run_locked(config, progress, trust_code, overwrite)
 
 
-def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
+def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: bool) -> dict:
     out = config.output
     resolved = config.to_yaml()
-    stored = out / "config.yaml"
-    if stored.exists() and stored.read_text() != resolved:
+    recorded = None if overwrite else _earlier_run(out)
+    if recorded is not None and recorded.get("config") != resolved:
         raise ConfigError([
             f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
-            "output folder, or delete it to start over"
+            "output folder, or pass --overwrite to start over there"
         ])
-    write_text_atomic(stored, resolved)
+    # Nothing is written before the model loads: a refused config leaves no trace.
     model = load_model(config.model, weights=config.weights, origin=Origin.CONFIG,
                        trust_code=trust_code, **config.model_args).eval()  # fmt: skip
+    fingerprint = model_fingerprint(model)
+    if recorded is not None and recorded.get("model_fingerprint") != fingerprint:
+        raise QretrainError(
+            f"{str(out)!r} holds a run of {config.model} with other weights (fingerprint "
+            f"{str(recorded.get('model_fingerprint'))[:12]}, now {fingerprint[:12]}): the "
+            "weights changed, or the builder draws random ones; use another output folder, "
+            "or pass --overwrite to start over there"
+        )
+    if recorded is None:
+        for name in run_outputs():  # --overwrite: no record of the old run survives
+            remove_path(out / name)
+        write_text_atomic(out / RUN_RECORD, json.dumps(
+            {"config": resolved, "model_fingerprint": fingerprint}, indent=2))  # fmt: skip
+    write_text_atomic(out / "config.yaml", resolved)
     arch = get_arch(model)
     contract = arch.contract if arch is not None else None
 
@@ -79,26 +120,53 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool) -> dict:
     _stage = _Stages()
     if config.analyze is not None:
         _stage("analyze", out / "analyze" / "summary.md", lambda: analyze(
-            model, data("analyze"), out / "analyze", config.analyze, device=config.device,
-            model_name=config.model, progress=progress,
+            model, data("analyze"), subfolder(out / "analyze"), config.analyze,
+            device=config.device, model_name=config.model, progress=progress,
         ))  # fmt: skip
     _stage("plan", out / "plan.json", lambda: _plan(config, model, data, out))
     _stage("compress", out / "compress.json", lambda: _compress(config, model, out, data),
            pair=out / "clustered.h5")  # fmt: skip
-    if config.retrain is not None:
-        for name in RETRAIN_RUNS:
-            if name == "conventional" and not config.retrain.conventional:
-                continue
-            if name == "far_off" and not config.retrain.far_off:
-                continue
-            _stage(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
-                   lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
-                   pair=out / f"{name}.h5")  # fmt: skip
-    _stage("evaluate", out / "evaluate.json", lambda: _evaluate(config, model, data, out, trust_code))
+    for name in _retrain_runs(config):
+        _stage(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
+               lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
+               pair=out / f"{name}.h5")  # fmt: skip
+    _stage("evaluate", out / "evaluate.json",
+           lambda: _evaluate(config, model, data, out, trust_code))  # fmt: skip
     from qretrain.report import write_report
 
     write_report(out)
     return json.loads((out / "evaluate.json").read_text())
+
+
+def _earlier_run(out: Path) -> dict | None:
+    """The record of the run that made ``out``, or None for a folder with nothing in it
+    (the lock aside); QretrainError for a folder holding files no run wrote."""
+    record = out / RUN_RECORD
+    if record.is_file() and not record.is_symlink():
+        try:
+            recorded = json.loads(record.read_text())
+        except (OSError, ValueError, RecursionError):
+            recorded = None
+        if isinstance(recorded, dict):
+            return recorded
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if found:
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        raise QretrainError(
+            f"output folder {str(out)!r} holds files qretrain run did not write "
+            f"({', '.join(found[:3])}{more}); use a new or empty folder, or pass --overwrite "
+            "to replace the files a run writes there"
+        )
+    return None
+
+
+def _retrain_runs(config: RunConfig) -> list[str]:
+    """The retraining runs ``config`` asks for, in report order."""
+    if config.retrain is None:
+        return []
+    return [name for name in RETRAIN_RUNS
+            if not (name == "conventional" and not config.retrain.conventional)
+            and not (name == "far_off" and not config.retrain.far_off)]  # fmt: skip
 
 
 class _Stages:
@@ -138,7 +206,7 @@ def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
     start = time.perf_counter()
     if isinstance(plan, PlanFile):
         Plan.load(plan.file)  # check it before copying
-        shutil.copyfile(plan.file, out / "plan.yaml")
+        write_text_atomic(out / "plan.yaml", Path(plan.file).read_text())
         record = {"file": plan.file}
     else:
         verify = data("verify" if "verify" in config.data else "analyze")
@@ -190,7 +258,7 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
     reference, labels = predict(model, ds, batch_size=batch, device=config.device)
     labeled = bool((labels >= 0).all())
     models = {"original": None, "clustered": out / "clustered.h5"}
-    models.update({n: out / f"{n}.h5" for n in RETRAIN_RUNS if (out / f"{n}.h5").exists()})
+    models.update({n: out / f"{n}.h5" for n in _retrain_runs(config)})
     baseline = _uniform_baseline(model, (out / "clustered.h5").stat().st_size)
     if baseline is not None:
         models["uniform"] = baseline
@@ -256,11 +324,9 @@ def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int]
 
 
 def _float_file_bytes(model: nn.Module, out: Path) -> int:
-    """The unclustered model's packed file size (the same as float32 + gzip)."""
-    path = out / "original.h5"
-    if not path.exists():
-        save(model, path)
-    return path.stat().st_size
+    """The unclustered model's packed file size (the same as float32 + gzip), written
+    each time: a file found there is not taken for the original model's."""
+    return save(model, out / "original.h5").file_bytes
 
 
 def final_table(out: Path) -> str:

@@ -52,13 +52,13 @@ from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.loading import check_fits, register_file_loader
+from qretrain.models.meta import build_on_meta
 from qretrain.models.specs import (
     ArchSpec,
     Origin,
     get_arch,
     is_named,
     make_builder,
-    registration_budget,
     set_arch,
 )
 from qretrain.storage.atomic import atomic_path, commit_pair
@@ -267,8 +267,7 @@ def _architecture(manifest: Manifest, where: str, trust_code: bool) -> Callable[
     # Modules hold at most a few tensors each, plus containers: a generous budget.
     budget = 4 * len(manifest.entries) + 64
     try:
-        with torch.device("meta"), registration_budget(budget):
-            probe = make()
+        probe = build_on_meta(make, budget)  # small tensors real only if it must read them
     except QretrainFileError:
         raise
     except QretrainError as e:

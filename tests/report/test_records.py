@@ -1,6 +1,7 @@
 """Reports read every figure from a run folder's records."""
 
 import json
+import os
 
 import pytest
 
@@ -58,3 +59,97 @@ def test_report_says_plainly_when_the_guard_kept_the_clustered_start(tmp_path):
     (tmp_path / "label_free.json").write_text(json.dumps(run))
     md, _ = write_report(tmp_path)
     assert "the guard kept the start: that model is the clustered one" in md.read_text()
+
+
+def _with_sweep(folder):
+    write_run(folder)
+    (folder / "analyze").mkdir()
+    (folder / "analyze" / "sweep.json").write_text(json.dumps(
+        {"cells": [], "seconds": 1.0, "settings": {"kinds": [], "data": "d"}}))  # fmt: skip
+    (folder / "analyze" / "census.txt").write_text("census\n")
+    (folder / "analyze" / "summary.md").write_text("")
+    (folder / "config.yaml").write_text("model: m.h5\n")
+
+
+@pytest.mark.parametrize("name", ["analyze/census.txt", "plan.yaml", "config.yaml",
+                                  "analyze/census.png", "evaluate.json", "compress.json",
+                                  "analyze"])  # fmt: skip
+def test_report_never_reads_through_a_link(tmp_path, capsys, name):
+    from qretrain.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    _with_sweep(run)
+    secret = tmp_path / "secret"
+    if name == "analyze":
+        (run / "analyze").rename(secret)
+    else:
+        secret.write_text('{"s3cret": 1}')
+        (run / name).unlink(missing_ok=True)
+    os.symlink(secret, run / name)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{str(run / name)!r} is a symbolic link; qretrain reads " \
+        f"only files inside {str(run)!r}, never through links: remove the link" in err  # fmt: skip
+    assert not (run / "report.md").exists() and not (run / "report.html").exists()
+
+
+def test_report_never_writes_figures_through_a_link(tmp_path, capsys):
+    from qretrain.cli.main import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run(run)
+    (run / "label_free.json").write_text(json.dumps({
+        "data": "d", "monitor_metric": "agreement", "quality_before": 0.5, "quality_after": 0.6,
+        "wall_seconds": 1.0, "cache_seconds": 0.1, "history": [{"epoch": 1, "monitor": 0.6}]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "time.png").write_bytes(b"mine")
+    os.symlink(elsewhere, run / "figures")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "figures' is a symbolic link: qretrain never writes " \
+        "through links; remove it" in err  # fmt: skip
+    assert [p.name for p in elsewhere.iterdir()] == ["time.png"]
+    assert (elsewhere / "time.png").read_bytes() == b"mine"
+    os.unlink(run / "figures")
+    assert main(["report", str(run)]) == 0
+    assert (run / "figures" / "time.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name,text", [
+    ("evaluate.json", '{"data": "d", "models": 3}'),
+    ("evaluate.json", "not json"),
+    ("evaluate.json", "[" * 100_000 + "]" * 100_000),
+    ("compress.json", '{"float32_bytes": 1}'),
+    ("compress.json", "\xff\xfe"),
+    ("plan.json", '{"predicted_drop": 1}'),
+])  # fmt: skip
+def test_a_malformed_record_is_one_line(tmp_path, capsys, name, text):
+    from qretrain.cli.main import main
+
+    write_run(tmp_path)
+    (tmp_path / name).write_bytes(text.encode("latin-1"))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qretrain report: error: ") and err.count("\n") == 1, err
+    assert name in err or "holds a record that is not what qretrain run writes" in err, err
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_html_in_records_is_text_in_both_pages(tmp_path):
+    write_run(tmp_path)
+    evaluation = json.loads((tmp_path / "evaluate.json").read_text())
+    evaluation["data"] = "<script>alert(1)</script>"
+    evaluation["models"]["clustered"]["label"] = "a | b <img src=x onerror=alert(2)>"
+    (tmp_path / "evaluate.json").write_text(json.dumps(evaluation))
+    (tmp_path / "plan.yaml").write_text("# ```\n<script>alert(3)</script>\n")
+    md, page = write_report(tmp_path)
+    body = page.read_text().split("</head>")[1]  # the head holds the page's own script
+    assert "<script>" not in body and "<img src=x" not in body
+    markdown = md.read_text()
+    assert "&lt;script>alert(1)&lt;/script>" in markdown and "<img" not in markdown
+    assert "| a \\| b &lt;img src=x onerror=alert(2)> |" in markdown  # one cell, not two
+    # A code block is shown verbatim, in a fence longer than any backticks inside it.
+    assert "\n````\n# ```\n<script>alert(3)</script>\n````\n" in markdown

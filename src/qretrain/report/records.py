@@ -1,11 +1,19 @@
-"""Read a run folder's JSON records; every figure a report shows comes from here."""
+"""Read a run folder's JSON records; every figure a report shows comes from here.
+
+A run folder may come from anyone: its records are read only as regular files inside
+it (``qretrain.storage.inside``), and a record that does not hold what a run writes
+is one ``QretrainFileError``, not whatever exception reading it happened to raise.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from qretrain._table import human_bytes
+from qretrain.errors import QretrainError, QretrainFileError
+from qretrain.storage.inside import json_inside
 
 RETRAIN_RUNS = ("label_free", "conventional", "far_off")  # run names, in report order
 RUN_LABELS = {
@@ -18,7 +26,25 @@ RUN_LABELS = {
 
 
 def read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    """The JSON record at ``path`` (a regular file, never a link), or None if absent."""
+    return json_inside(path.parent, path.name)
+
+
+@contextlib.contextmanager
+def records_of(out: Path) -> Iterator[None]:
+    """Turn what reading ``out``'s records raises, when one of them lacks a key, holds
+    another type or an impossible value, into one QretrainFileError naming the folder."""
+    try:
+        yield
+    except QretrainError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError,
+            RecursionError) as e:  # fmt: skip
+        raise QretrainFileError(
+            f"run folder {str(out)!r} holds a record that is not what qretrain run writes "
+            f"({type(e).__name__}: {str(e)[:120]}); run the config again with --overwrite "
+            "to write it anew"
+        ) from e
 
 
 def retrain_records(out: Path) -> dict[str, dict]:
@@ -27,6 +53,11 @@ def retrain_records(out: Path) -> dict[str, dict]:
 
 def headline_rows(out: Path) -> tuple[list[str], list[list[str]]]:
     """Per model: file size, times smaller than float32, top-1, agreement, retraining time."""
+    with records_of(out):
+        return _headline_rows(out)
+
+
+def _headline_rows(out: Path) -> tuple[list[str], list[list[str]]]:
     evaluation = read_json(out / "evaluate.json")
     compress = read_json(out / "compress.json")
     if evaluation is None or compress is None:

@@ -5,12 +5,20 @@ rendered twice: Markdown with image links relative to the run folder, and HTML
 with every image embedded as a data URI, so the single file can be mailed or
 opened anywhere. A tiny script marks in the page title whether every image
 decoded, which is how the render check reads it from a headless browser.
+
+Records may come from anyone, so both pages escape what they show: HTML in a record
+is text in report.html and in report.md (whose viewers render inline HTML), a table
+cell cannot open a column, and a code block's fence is longer than any run of
+backticks inside it. Files are read only inside the run folder, never through a link
+(``qretrain.storage.inside``); figures are written only into a real ``figures``
+folder (``qretrain.storage.subfolder``).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +26,8 @@ from qretrain._table import human_bytes
 from qretrain.planner.auto import unit_of
 from qretrain.report import figures
 from qretrain.report.records import RUN_LABELS as LABELS
-from qretrain.report.records import headline_rows, read_json, retrain_records
-from qretrain.storage import write_text_atomic
+from qretrain.report.records import headline_rows, read_json, records_of, retrain_records
+from qretrain.storage import read_inside, subfolder, text_inside, write_text_atomic
 
 
 @dataclass
@@ -32,15 +40,17 @@ class Block:
 def write_report(out: str | Path) -> tuple[Path, Path]:
     """Write report.md and report.html into the run folder ``out``; return their paths."""
     out = Path(out)
-    blocks = _blocks(out)
+    with records_of(out):
+        blocks = _blocks(out)
+        markdown, page_text = _markdown(blocks, out), _html(blocks, out)
     md, page = out / "report.md", out / "report.html"
-    write_text_atomic(md, _markdown(blocks, out))
-    write_text_atomic(page, _html(blocks))
+    write_text_atomic(md, markdown)
+    write_text_atomic(page, page_text)
     return md, page
 
 
 def _blocks(out: Path) -> list[Block]:
-    config = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    config = text_inside(out, "config.yaml") or ""
     model = next((line.split(":", 1)[1].strip() for line in config.splitlines()
                   if line.startswith("model:")), out.name)  # fmt: skip
     b = [Block("h1", f"qretrain report: {model}")]
@@ -58,21 +68,21 @@ def _blocks(out: Path) -> list[Block]:
 
 def _census_and_sweep(out: Path) -> list[Block]:
     sweep_dir = out / "analyze"
-    if not (sweep_dir / "sweep.json").exists():
-        return []
     sweep = read_json(sweep_dir / "sweep.json")
+    if sweep is None:
+        return []
     b = [Block("h2", "Model census (the seed's Figures 6 and 11)"),
          Block("image", sweep_dir / "census.png", "parameters per layer"),
-         Block("code", (sweep_dir / "census.txt").read_text())]  # fmt: skip
+         Block("code", text_inside(out, "analyze/census.txt") or "")]  # fmt: skip
     b.append(Block("h2", "Sweep: each layer clustered alone (Figures 7-8, 12-13)"))
     b.append(Block("p", f"{len(sweep['cells'])} cells, {sweep['seconds']:.1f} s of sweeping on "
                         f"{sweep['settings']['data']}."))  # fmt: skip
     for kind in sweep["settings"]["kinds"]:
         for what in ("size", "quality"):
             png = sweep_dir / f"{what}_{kind}.png"
-            if png.exists():
+            if read_inside(out, png.relative_to(out)) is not None:
                 b.append(Block("image", png, f"{what} of the {kind} cells against k"))
-    summary = (sweep_dir / "summary.md").read_text().splitlines()
+    summary = (text_inside(out, "analyze/summary.md") or "").splitlines()
     table = [line for line in summary if line.startswith("|")]
     if len(table) > 2:
         split = [[c.strip() for c in line.strip("|").split("|")] for line in table]
@@ -90,7 +100,7 @@ def _plan_and_size(out: Path) -> list[Block]:
                             f"on {plan['verify_data']}."))  # fmt: skip
     elif "file" in plan:
         b.append(Block("p", f"Plan from {plan['file']}."))
-    b.append(Block("code", (out / "plan.yaml").read_text()))
+    b.append(Block("code", text_inside(out, "plan.yaml") or ""))
     c = read_json(out / "compress.json")
     if c:
         b.append(Block("p", f"{c['tensors_clustered']} of {c['tensors']} tensors clustered; "
@@ -140,8 +150,7 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     runs = retrain_records(out)
     if not runs:
         return []
-    figures_dir = out / "figures"
-    figures_dir.mkdir(exist_ok=True)
+    figures_dir = subfolder(out / "figures")  # never a link: PNGs would land elsewhere
     b = [Block("h2", "Retraining (Figures 9/14, 15, 16)")]
     rows = []
     for name, r in runs.items():
@@ -209,22 +218,36 @@ def _markdown(blocks: list[Block], out: Path) -> str:
     lines = []
     for block in blocks:
         if block.kind == "h1":
-            lines += [f"# {block.content}", ""]
+            lines += [f"# {_md(block.content)}", ""]
         elif block.kind == "h2":
-            lines += [f"## {block.content}", ""]
+            lines += [f"## {_md(block.content)}", ""]
         elif block.kind == "p":
-            lines += [str(block.content), ""]
+            lines += [_md(block.content), ""]
         elif block.kind == "table":
             headers, rows = block.content
-            lines.append("| " + " | ".join(headers) + " |")
+            lines.append("| " + " | ".join(_cell(h) for h in headers) + " |")
             lines.append("|" + "---|" * len(headers))
-            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
             lines.append("")
         elif block.kind == "image":
-            lines += [f"![{block.caption}]({block.content.relative_to(out)})", ""]
+            lines += [f"![{_md(block.caption)}]({block.content.relative_to(out)})", ""]
         elif block.kind == "code":
-            lines += ["```", str(block.content).rstrip(), "```", ""]
+            text = str(block.content).rstrip()
+            longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+            fence = "`" * max(3, longest + 1)  # no line inside can close it
+            lines += [fence, text, fence, ""]
     return "\n".join(lines)
+
+
+def _md(value: object) -> str:
+    """Text for Markdown: HTML in it shows as text (viewers render inline HTML). Only
+    ``<`` opens a tag (or an autolink), so only it is escaped: ``->`` stays readable."""
+    return str(value).replace("<", "&lt;")
+
+
+def _cell(value: object) -> str:
+    """A table cell: escaped, on one line, with no ``|`` that would open a column."""
+    return _md(value).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
@@ -237,7 +260,7 @@ document.title='images '+ok+'/'+i.length;document.body.dataset.imagesLoaded=ok+'
 </script>"""
 
 
-def _html(blocks: list[Block]) -> str:
+def _html(blocks: list[Block], out: Path) -> str:
     parts = []
     for block in blocks:
         if block.kind in ("h1", "h2"):
@@ -251,7 +274,8 @@ def _html(blocks: list[Block]) -> str:
                            + "</tr>" for row in rows)  # fmt: skip
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         elif block.kind == "image":
-            data = base64.b64encode(Path(block.content).read_bytes()).decode()
+            png = read_inside(out, Path(block.content).relative_to(out)) or b""
+            data = base64.b64encode(png).decode()
             parts.append(f'<img alt="{html.escape(block.caption)}" '
                          f'src="data:image/png;base64,{data}">')  # fmt: skip
         elif block.kind == "code":

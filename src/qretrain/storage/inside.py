@@ -17,7 +17,7 @@ from typing import Any
 
 from qretrain.errors import QretrainFileError
 
-MAX_RECORD_BYTES = 256 * 2**20  # far above any record a run writes; keeps a planted
+MAX_RECORD_BYTES = 64 * 2**20  # far above any record a run writes; keeps a planted
 # multi-gigabyte "record" from being read into memory whole
 
 

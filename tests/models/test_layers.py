@@ -39,3 +39,47 @@ def test_describe_tensors_kinds_and_ties():
     assert infos["1.num_batches_tracked"].unclusterable_reason() == "torch.int64 buffer, not a weight"
     assert infos["2.weight"].unclusterable_reason() == "shares its storage with 0.weight"
     assert list(infos) == list(model.state_dict())
+
+
+class Attention(nn.Module):
+    """A token mixer around nn.MultiheadAttention, registered out of forward order."""
+
+    def __init__(self, kdim: int | None = None):
+        super().__init__()
+        self.head = nn.Linear(8, 2)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True, kdim=kdim, vdim=kdim)
+        self.embed = nn.Linear(4, 8)
+        self.keys = nn.Linear(4, kdim or 8)
+
+    def forward(self, x):  # x: (N, L, 4)
+        q = self.embed(x)
+        kv = self.keys(x)
+        return self.head(self.attention(q, kv, kv, need_weights=False)[0].mean(1))
+
+
+def test_attention_projections_are_layers_in_forward_order():
+    model = Attention()
+    infos = {i.name: i for i in describe_tensors(model, torch.zeros(1, 3, 4))}
+    assert infos["attention.in_proj_weight"].kind is ParamKind.WEIGHT
+    assert infos["attention.in_proj_bias"].kind is ParamKind.BIAS
+    assert infos["attention.out_proj.weight"].kind is ParamKind.WEIGHT
+    # out_proj is never called (attention reads its weight): it follows its attention,
+    # not the last layer
+    assert number_layers(model, torch.zeros(1, 3, 4)) == {
+        "embed": 1, "keys": 2, "attention": 3, "attention.out_proj": 4, "head": 5}
+
+
+def test_separate_key_and_value_projections_are_weights_and_bias_kv_is_not():
+    model = Attention(kdim=6)
+    model.attention = nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=6,
+                                            add_bias_kv=True)  # fmt: skip
+    infos = {i.name: i for i in describe_tensors(model)}
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        assert infos[f"attention.{name}"].kind is ParamKind.WEIGHT
+    assert "not in the clusterable table" in infos["attention.bias_k"].unclusterable_reason()
+
+
+def test_a_layer_never_used_still_comes_last():
+    model = Attention()
+    model.unused = nn.Linear(2, 2)
+    assert number_layers(model, torch.zeros(1, 3, 4))["unused"] == 6

@@ -4,12 +4,14 @@ Two views of one model, both from here: ``module_census`` lists every module hol
 tensors (what ``qretrain inspect`` prints), ``take_census`` every layer with what it
 owns (what ``qretrain analyze`` sweeps).
 
-A *layer* is a conv or linear module, numbered in forward order as plans number
-them. Each layer owns its weight and bias and the batch-norm module that a forward
-pass calls right after it (the seed counts batch norm per layer too). Layers fall
-into *blocks*: maximal runs, in forward order, whose outputs share one spatial size.
-That is VGG's blocks between poolings and ResNet's or EfficientNet's stages for any
-model, with no per-architecture table; linear layers form the ``classifier`` block.
+A *layer* is a conv, linear or attention module, numbered in forward order as plans
+number them. Each layer owns its weight and bias (attention: its input projection's)
+and the batch-norm module that a forward pass calls right after it (the seed counts
+batch norm per layer too). Layers fall into *blocks*: maximal runs, in forward order,
+whose outputs share one spatial size. That is VGG's blocks between poolings and
+ResNet's or EfficientNet's stages for any model, with no per-architecture table;
+linear and attention layers, which act on features or tokens, form the
+``classifier`` block (a transformer's encoder included: analyse it per layer).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from qretrain.models.layers import (
     LAYER_TYPES,
     ParamKind,
     describe_tensors,
+    enclosing,
     kind_of,
 )
 from qretrain.models.specs import get_arch
@@ -37,6 +40,7 @@ from qretrain.models.specs import get_arch
 # batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
 SWEEP_KINDS = ("weight", "bias", "bn")
 _BN_TYPES = tuple(t for t, table in CLUSTERABLE.items() if "running_var" in table)
+_TOKEN_TYPES = (nn.Linear, nn.MultiheadAttention)  # layers without a spatial output
 
 
 @dataclass(frozen=True)
@@ -80,16 +84,21 @@ class LayerCensus:
 
 @torch.no_grad()
 def take_census(model: nn.Module, example_input: torch.Tensor) -> list[LayerCensus]:
-    """One row per conv / linear layer the forward pass of ``example_input`` calls.
+    """One row per conv / linear / attention layer the forward pass of
+    ``example_input`` uses.
 
     example_input: (N, C, H, W) or whatever the model takes; one image is enough.
-    Layers the pass never calls are left out (they cannot affect the output).
+    A layer computed inside another's call without being called (attention's
+    ``out_proj``) follows it, as ``number_layers`` numbers it. Layers the pass never
+    uses are left out (they cannot affect the output).
     """
     calls: list[tuple[str, nn.Module, tuple[int, ...]]] = []
     seen: set[str] = set()
 
     def recorder(name: str):
         def hook(module: nn.Module, args, output) -> None:
+            if isinstance(output, tuple) and output:  # attention: (output, weights)
+                output = output[0]
             if name not in seen and isinstance(output, torch.Tensor):
                 seen.add(name)
                 calls.append((name, module, tuple(output.shape[2:])))
@@ -113,7 +122,22 @@ def take_census(model: nn.Module, example_input: torch.Tensor) -> list[LayerCens
         model.train(was_training)
         for h in handles:
             h.remove()
-    return _rows(calls)
+    return _rows(_with_held_layers(model, calls))
+
+
+def _with_held_layers(model: nn.Module, calls: list[tuple[str, nn.Module, tuple[int, ...]]]
+                      ) -> list[tuple[str, nn.Module, tuple[int, ...]]]:  # fmt: skip
+    """``calls`` with each layer that was not called but sits inside a called layer
+    right after that layer's entry, with its output size."""
+    layers = {n for n, m, _ in calls if isinstance(m, LAYER_TYPES)}
+    held: dict[str, list[tuple[str, nn.Module]]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LAYER_TYPES) and name not in layers:
+            holder = enclosing(name, layers)
+            if holder is not None:
+                held.setdefault(holder, []).append((name, module))
+    return [entry for call in calls
+            for entry in (call, *((n, m, call[2]) for n, m in held.get(call[0], ())))]  # fmt: skip
 
 
 def _rows(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[LayerCensus]:
@@ -131,7 +155,7 @@ def _rows(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[LayerCens
                     getattr(module, n.rpartition(".")[2]).numel() for n in names
                 )
             continue
-        if isinstance(module, nn.Linear):
+        if isinstance(module, _TOKEN_TYPES):
             block_name = "classifier"
         else:
             if size != last_size:
@@ -139,11 +163,12 @@ def _rows(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[LayerCens
                 last_size = size
             block_name = f"block{block}"
         tensors, params = {}, {}
-        for attr in ("weight", "bias"):
+        for attr in _layer_attrs(module):
             tensor = getattr(module, attr, None)
-            if tensor is not None and kind_of(module, attr) is not None:
-                tensors[attr] = (f"{name}.{attr}",)
-                params[attr] = tensor.numel()
+            if tensor is not None:
+                kind = kind_of(module, attr).value
+                tensors[kind] = tensors.get(kind, ()) + (f"{name}.{attr}",)
+                params[kind] = params.get(kind, 0) + tensor.numel()
         rows.append(
             {
                 "layer": len(rows) + 1,
@@ -157,6 +182,12 @@ def _rows(calls: list[tuple[str, nn.Module, tuple[int, ...]]]) -> list[LayerCens
             }
         )
     return [LayerCensus(**r) for r in rows]
+
+
+def _layer_attrs(module: nn.Module) -> list[str]:
+    """The attributes of a layer that the clusterable table makes weights or biases."""
+    table = next((CLUSTERABLE[t] for t in type(module).__mro__ if t in CLUSTERABLE), {})
+    return [a for a, kind in table.items() if kind in (ParamKind.WEIGHT, ParamKind.BIAS)]
 
 
 def _tensor_names(name: str, bn: nn.Module) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ module types can be clustered, and under which *kind* plans select them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +32,8 @@ BN_KINDS = (
     ParamKind.BN_RUNNING_VAR,
 )
 
-# Layers are what the seed numbers 1..N: conv and linear modules, in forward order.
+# Layers are what the seed numbers 1..N: conv and linear modules, and attention's
+# input projection, in forward order.
 LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
     nn.Conv2d,
@@ -41,8 +42,21 @@ LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
     nn.Linear,
+    nn.MultiheadAttention,
 )
 _LAYER_TENSORS = {"weight": ParamKind.WEIGHT, "bias": ParamKind.BIAS}
+# nn.MultiheadAttention holds its query, key and value projections as one
+# (3 x embed, embed) matrix, or as three when key and value have other widths; its
+# output projection is a Linear child (``out_proj``: a layer of its own, numbered
+# right after it). Absent on purpose: ``bias_k`` and ``bias_v`` (``add_bias_kv``),
+# one learned key and value appended to the sequence, not a projection's weights.
+_ATTENTION_TENSORS = {
+    "in_proj_weight": ParamKind.WEIGHT,
+    "q_proj_weight": ParamKind.WEIGHT,
+    "k_proj_weight": ParamKind.WEIGHT,
+    "v_proj_weight": ParamKind.WEIGHT,
+    "in_proj_bias": ParamKind.BIAS,
+}
 _BN_TENSORS = {
     "weight": ParamKind.BN_WEIGHT,
     "bias": ParamKind.BN_BIAS,
@@ -53,7 +67,8 @@ _BN_TENSORS = {
 # Module type -> {tensor attribute -> kind}. Anything not listed stays float32, and
 # the report says why. Extend here to make another module type clusterable.
 CLUSTERABLE: dict[type[nn.Module], dict[str, ParamKind]] = {
-    **{t: _LAYER_TENSORS for t in LAYER_TYPES},
+    **{t: _LAYER_TENSORS for t in LAYER_TYPES if t is not nn.MultiheadAttention},
+    nn.MultiheadAttention: _ATTENTION_TENSORS,
     nn.BatchNorm1d: _BN_TENSORS,
     nn.BatchNorm2d: _BN_TENSORS,
     nn.BatchNorm3d: _BN_TENSORS,
@@ -109,11 +124,12 @@ def kind_of(module: nn.Module, attr: str) -> ParamKind | None:
 def number_layers(
     model: nn.Module, example_input: torch.Tensor | None = None
 ) -> dict[str, int]:
-    """Module name -> 1-based layer number of every conv / linear module.
+    """Module name -> 1-based layer number of every conv / linear / attention module.
 
     With an example input the numbering follows the order in which a forward pass
-    first calls each layer (layers it never calls come last, in registration order);
-    without one it is registration order, which is the same for torchvision models.
+    first calls each layer (``call_order``: attention's ``out_proj`` right after its
+    attention; layers it never calls come last, in registration order); without one
+    it is registration order, which is the same for torchvision models.
     """
     layers = [name for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
     return {name: i + 1 for i, name in enumerate(call_order(model, layers, example_input))}
@@ -124,25 +140,42 @@ def call_order(
 ) -> list[str]:
     """``names`` (submodule names) in the order a forward pass first calls them.
 
-    Modules the pass never calls come last, in the given order; without an example
-    input the given order is returned as is. The pass runs in eval mode, so batch
-    norm neither updates its statistics nor needs a batch.
+    A module the pass never calls but whose enclosing module in ``names`` it calls
+    counts as called at the end of that call: nn.MultiheadAttention computes with its
+    ``out_proj``'s weight without calling ``out_proj``, after its input projection
+    (``used_order`` gives these, in order). Modules the pass never uses come last, in
+    the given order; without an example input the given order is returned as is. The
+    pass runs in eval mode, so batch norm neither updates its statistics nor needs a
+    batch.
     """
     if example_input is None:
         return list(names)
-    called: list[str] = []
+    used = used_order(model, names, example_input)
+    seen = set(used)
+    return used + [n for n in names if n not in seen]
 
-    def recorder(name: str):
-        def hook(module, args) -> None:  # a pre-hook returning a value replaces the input
-            if name not in called:
-                called.append(name)
+
+def used_order(model: nn.Module, names: list[str], example_input: torch.Tensor) -> list[str]:
+    """The modules of ``names`` that a forward pass of ``example_input`` uses, in the
+    order of ``call_order``: called, or held by one of ``names`` that is called."""
+    starts: dict[str, int] = {}  # name -> event count at its first call's start
+    ends: dict[str, int] = {}  # ... and at that call's end
+    events = 0
+
+    def recorder(name: str, times: dict[str, int]):
+        def hook(module, *args) -> None:  # a pre-hook returning a value replaces the input
+            nonlocal events
+            events += 1
+            times.setdefault(name, events)
 
         return hook
 
     wanted = set(names)
-    handles = [
-        m.register_forward_pre_hook(recorder(n)) for n, m in model.named_modules() if n in wanted
-    ]
+    handles = []
+    for n, m in model.named_modules():
+        if n in wanted:
+            handles += [m.register_forward_pre_hook(recorder(n, starts)),
+                        m.register_forward_hook(recorder(n, ends))]  # fmt: skip
     param = next(model.parameters(), None)
     if param is not None:
         example_input = example_input.to(param.device, param.dtype)
@@ -155,8 +188,23 @@ def call_order(
         model.train(was_training)
         for h in handles:
             h.remove()
-    seen = set(called)
-    return called + [n for n in names if n not in seen]
+    when = {n: float(t) for n, t in starts.items()}
+    for n in names:
+        holder = enclosing(n, starts)
+        if n not in starts and holder is not None:
+            when[n] = ends[holder] - 0.5  # inside the holder's call, after what it called
+    return sorted(when, key=when.__getitem__)  # stable: uncalled ones in the given order
+
+
+def enclosing(name: str, among: Collection[str]) -> str | None:
+    """The nearest module around ``name`` (a dotted prefix, the root "" last) that is
+    in ``among``, or None."""
+    parts = name.split(".") if name else []
+    for i in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in among:
+            return prefix
+    return None
 
 
 def type_names(module: nn.Module) -> tuple[str, ...]:

@@ -56,9 +56,13 @@ def test_retrain_takes_teacher_weights_and_can_keep_its_checkpoint(retrain_files
     argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", "qretrain.zoo:vgg_small",
             "--teacher-weights", str(tmp_path / "teacher.pth"), "--data",
             str(tmp_path / "d.npz"), "-o", str(out), "--epochs", "1", "--keep-checkpoint"]
-    # The spec builds the default width; this teacher is width 4: the weights must fit.
-    assert main(argv) == 2
+    # The student's spec: the teacher is built with the student's arguments (width 4)
+    assert main(argv) == 0 and out.with_suffix(".ckpt").exists()
+    # another spec builds its default width, which these weights do not fit
+    other = list(argv)
+    other[other.index("qretrain.zoo:vgg_small")] = "qretrain.zoo:resnet_small"
+    assert main(other) == 2
     assert "does not fit the architecture" in capsys.readouterr().err
     spec_argv = [a if a != "qretrain.zoo:vgg_small" else str(tmp_path / "teacher.h5")
                  for a in argv]  # fmt: skip
-    assert main(spec_argv) == 0 and out.with_suffix(".ckpt").exists()
+    assert main(spec_argv) == 0

@@ -13,7 +13,7 @@ def test_unknown_spec_lists_known_forms():
 
 
 def test_unknown_torchvision_name_lists_models():
-    with pytest.raises(ValueError, match=r"torchvision has no model 'vgg17'; known: .*vgg16"):
+    with pytest.raises(ValueError, match=r"torchvision has no model 'vgg17'; its image classifiers: .*vgg16"):
         load_model("torchvision:vgg17")
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from qretrain.data import known_datasets, load_dataset
 from qretrain.device import parse_device
 from qretrain.errors import QretrainError
-from qretrain.models import known_specs, load_model
+from qretrain.models import get_arch, known_specs, load_model
+from qretrain.models.contract import INTERPOLATIONS
 from qretrain.storage import check_writable_folder
 
 logger = logging.getLogger(__name__)
@@ -41,16 +43,79 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="model spec: " + "; ".join(known_specs()),
+        help="model spec or file: " + "; ".join(known_specs()),
     )
     parser.add_argument(
         "--weights",
-        metavar="FILE.pth",
-        help="state dict to load into MODEL (read with torch.load(weights_only=True))",
+        metavar="FILE",
+        help="state dict to load into MODEL: .pth (read with torch.load(weights_only=True)) "
+        "or .safetensors",
     )
-
-
+    add_facts_arguments(parser)
     add_trust_argument(parser)
+
+
+def add_facts_arguments(parser: argparse.ArgumentParser) -> None:
+    """--num-classes and the input contract: what the user's weights were trained with."""
+    facts = parser.add_argument_group(
+        "your model's facts",
+        "what MODEL's weights were trained with, when they are not the architecture's "
+        "documented ImageNet ones; stored in every file written from MODEL (a .h5 MODEL "
+        "states its own)",
+    )
+    facts.add_argument("--num-classes", type=positive_int, metavar="N",
+                       help="classes the classifier outputs (default: the architecture's)")
+    facts.add_argument("--input-size", type=positive_int, metavar="PX",
+                       help="side of the square input, in pixels")
+    facts.add_argument("--mean", type=numbers, metavar="M[,M,M]",
+                       help="per-channel mean subtracted from pixels in [0, 1]")
+    facts.add_argument("--std", type=numbers, metavar="S[,S,S]",
+                       help="per-channel standard deviation pixels are divided by")
+    facts.add_argument("--resize", type=resize_rule, metavar="PX|none",
+                       help="resize the shorter side to PX, then take the centre crop "
+                       "(default: the architecture's ratio of resize to crop); none: resize "
+                       "straight to --input-size")
+    facts.add_argument("--interpolation", choices=INTERPOLATIONS,
+                       help="resampling used when resizing (default: the architecture's)")
+
+
+def model_facts(args: argparse.Namespace) -> tuple[dict[str, int], dict | None]:
+    """(builder keyword arguments, stated contract facts or None) from the facts flags."""
+    kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    names = {"input_size": "size", "mean": "mean", "std": "std", "resize": "resize",
+             "interpolation": "interpolation"}  # fmt: skip
+    stated = {fact: getattr(args, flag) for flag, fact in names.items()
+              if getattr(args, flag) is not None}  # fmt: skip
+    if stated.get("resize") == "none":
+        stated["resize"] = None
+    return kwargs, stated or None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def numbers(text: str) -> list[float]:
+    """argparse type: ``0.5`` or ``0.485,0.456,0.406`` (one per channel)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 or 3 comma-separated numbers; got {text!r}"
+        ) from None
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be 1 or 3 finite numbers; got {text!r}")
+    return values
+
+
+def resize_rule(text: str) -> int | str:
+    return "none" if text == "none" else positive_int(text)
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +162,33 @@ def check_output_folder(path: str) -> Path:
 
 
 def model_from_args(args: argparse.Namespace):
-    """MODEL as typed (the user's own spec); a .h5 file's spec needs --trust-code."""
-    if args.model.startswith("torchvision:") and args.weights is None:
-        logger.warning("%s has random weights (torchvision's pretrained ones are not "
-                       "downloaded); pass --weights FILE.pth for trained ones", args.model)  # fmt: skip
-    return load_model(args.model, weights=args.weights, trust_code=args.trust_code)
+    """MODEL as typed (the user's own spec) with its facts; a .h5 file's spec needs
+    --trust-code to name code."""
+    kwargs, contract = model_facts(args)
+    if _random_weights(args.model, args.weights):
+        logger.warning("%s has random weights (its pretrained ones are not downloaded); pass "
+                       "--weights FILE for trained ones", args.model)  # fmt: skip
+    return load_model(args.model, weights=args.weights, contract=contract,
+                      trust_code=args.trust_code, **kwargs)  # fmt: skip
+
+
+def companion_model(spec: str, weights: str | None, like, trust_code: bool):
+    """A second model (--teacher, --reference) next to ``like``: given as the same
+    spec as ``like``'s architecture, it is built with ``like``'s class count and input
+    contract, so the user's facts are stated once."""
+    arch = get_arch(like)
+    same = arch is not None and arch.spec == spec and Path(spec).suffix not in (".h5", ".hdf5")
+    if _random_weights(spec, weights):
+        logger.warning("%s has random weights (its pretrained ones are not downloaded): pass "
+                       "its weights file, or compare against a qretrain file", spec)  # fmt: skip
+    if not same:
+        return load_model(spec, weights=weights, trust_code=trust_code)
+    return load_model(spec, weights=weights, contract=arch.contract, trust_code=trust_code,
+                      **arch.kwargs)  # fmt: skip
+
+
+def _random_weights(spec: str, weights: str | None) -> bool:
+    return weights is None and spec.startswith(("torchvision:", "timm:"))
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True,

@@ -10,6 +10,7 @@ from qretrain.cli.common import (
     add_data_arguments,
     add_device_argument,
     add_model_arguments,
+    companion_model,
     data_from_args,
     model_from_args,
     show_progress,
@@ -17,7 +18,7 @@ from qretrain.cli.common import (
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
 from qretrain.metrics.settings import EvaluateSettings
-from qretrain.models import get_arch, load_model
+from qretrain.models import get_arch
 
 EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet"
 
@@ -34,7 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--reference", metavar="MODEL2", help="model to compare with")
+    parser.add_argument("--reference", metavar="MODEL2",
+                        help="model to compare with (the same spec as MODEL's architecture "
+                        "takes MODEL's class count and input contract)")
+    parser.add_argument("--reference-weights", metavar="FILE",
+                        help="state dict for MODEL2 (.pth read with weights_only=True, or "
+                        ".safetensors)")
     parser.add_argument("--batch-size", type=int, default=EvaluateSettings.default("batch_size"))
     add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
@@ -45,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     settings = EvaluateSettings(batch_size=args.batch_size)
     model = model_from_args(args)
     contract = get_arch(model).contract if get_arch(model) else None
-    reference = load_model(args.reference, trust_code=args.trust_code) if args.reference else None
+    if args.reference_weights and not args.reference:
+        raise QretrainError("--reference-weights needs --reference MODEL2")
+    reference = None
+    if args.reference:
+        reference = companion_model(args.reference, args.reference_weights, model,
+                                    args.trust_code)  # fmt: skip
     if reference is not None and get_arch(reference) and get_arch(reference).contract != contract:
         raise QretrainError(
             f"MODEL and --reference expect different inputs ({contract} vs "

@@ -12,6 +12,7 @@ from qretrain.cli.common import (
     add_data_arguments,
     add_device_argument,
     add_trust_argument,
+    companion_model,
     data_from_args,
     output_file,
     show_progress,
@@ -19,7 +20,7 @@ from qretrain.cli.common import (
 from qretrain.data import load_dataset
 from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
-from qretrain.models import get_arch, load_model
+from qretrain.models import get_arch
 from qretrain.models.selector import SYNTAX
 from qretrain.retrain import BNStats, Loss, Objective, RetrainConfig, block_checkpoint, retrain
 from qretrain.retrain.distributed import Ranks, init_from_env
@@ -52,9 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         example=EXAMPLE,
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
-    parser.add_argument("--teacher", metavar="MODEL", help="the original model (label-free)")
-    parser.add_argument("--teacher-weights", metavar="FILE.pth",
-                        help="state dict to load into --teacher (torch.load(weights_only=True))")  # fmt: skip
+    parser.add_argument("--teacher", metavar="MODEL",
+                        help="the original model (label-free); the same spec as the student's "
+                        "architecture takes the student's class count and input contract")
+    parser.add_argument("--teacher-weights", metavar="FILE",
+                        help="state dict for --teacher: .pth (torch.load(weights_only=True)) or "
+                        ".safetensors")  # fmt: skip
     add_data_arguments(parser)
     parser.add_argument("--views", type=int, metavar="N",
                         help="retrain on N augmented views of D's images (random resized "
@@ -124,7 +128,7 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
     student = load(args.student, trust_code=args.trust_code)
     teacher = None
     if args.teacher:
-        teacher = load_model(args.teacher, weights=args.teacher_weights, trust_code=args.trust_code)
+        teacher = companion_model(args.teacher, args.teacher_weights, student, args.trust_code)
     contract = get_arch(student).contract if get_arch(student) else None
     data = data_from_args(args, contract, teacher)
     if args.views is not None:

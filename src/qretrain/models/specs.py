@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
-from qretrain.models.contract import InputContract
+from qretrain.models.contract import InputContract, settle_contract
 
 logger = logging.getLogger(__name__)
 ARCH_ATTR = "_qretrain_arch"
@@ -67,6 +67,9 @@ class Builder:
     contract: InputContract | None = None
     quiet: Callable[..., nn.Module] | None = None
     architecture: Callable[..., nn.Module] | None = None
+    # Where ``contract`` comes from when it describes weights qretrain does not ship
+    # (torchvision's, timm's): for the user's own weights it is a guess, said so.
+    contract_note: str | None = None
 
     def for_origin(self, origin: Origin) -> Callable[..., nn.Module]:
         if origin in (Origin.USER, Origin.CONFIG):
@@ -269,14 +272,19 @@ def _inside(path: str | None, folder: str) -> bool:
 
 
 def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER,
-                 trust_code: bool = False) -> Callable[[], nn.Module]:  # fmt: skip
+                 trust_code: bool = False, contract: InputContract | dict | None = None,
+                 own_weights: bool = False) -> Callable[[], nn.Module]:  # fmt: skip
     """A no-argument function building ``spec`` with ``kwargs`` as ``origin`` allows.
 
     Keyword arguments that did not come from the user are checked against the
     builder's signature first; the result must be an ``nn.Module``, with its ArchSpec
-    recorded.
+    recorded. ``contract``: the input facts the user states (all of them, or some of
+    them over the architecture's documented ones, ``settle_contract``); with
+    ``own_weights`` (the user's state dict), facts left to the documentation are a
+    guess, and a warning names them.
     """
     builder = resolve_builder(spec, origin, trust_code)
+    settled, guessed = settle_contract(builder.contract, contract)
     make = builder.for_origin(origin)
     if origin is not Origin.USER:
         try:
@@ -296,26 +304,36 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
             raise QretrainError(
                 f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module"
             )
-        if getattr(model, ARCH_ATTR, None) is None:  # a builder may have recorded a better one
-            set_arch(model, ArchSpec(spec, dict(kwargs), builder.contract))
+        # A builder may have recorded a better ArchSpec; stated facts win over it.
+        if getattr(model, ARCH_ATTR, None) is None or contract is not None:
+            set_arch(model, ArchSpec(spec, dict(kwargs), settled))
         if origin is Origin.USER and get_arch(model).contract is None:
             logger.warning(
                 "%s declares no input contract: images are not fitted to it and layers are "
-                "numbered in registration order; give the callable a `contract` attribute "
-                "(qretrain.InputContract(channels, size, mean, std)) or set_arch(model, "
-                "ArchSpec(spec, kwargs, contract))", spec,
+                "numbered in registration order; state it (--input-size, --mean, --std; "
+                "Python: contract=qretrain.InputContract(channels, size, mean, std)) or give "
+                "the callable a `contract` attribute", spec,
+            )
+        elif own_weights and guessed and builder.contract_note:
+            logger.warning(
+                "%s: input %s not stated; using %s: %s. If your weights were trained "
+                "otherwise, state it (--input-size, --mean, --std, --resize; Python: "
+                "contract={...}): a wrong contract costs accuracy silently", spec,
+                "/".join(guessed), builder.contract_note, settled.describe(),
             )
         return model
 
     return build
 
 
-def build_model(spec: str, **kwargs: Any) -> nn.Module:
+def build_model(spec: str, *, contract: InputContract | dict | None = None,
+                **kwargs: Any) -> nn.Module:  # fmt: skip
     """Build the architecture named by ``spec`` (random init) and record its ArchSpec.
 
     ``spec`` is the caller's own: a ``module:callable`` is imported and called.
+    ``contract``: its input facts, if not the architecture's documented ones.
     """
-    return make_builder(spec, kwargs)()
+    return make_builder(spec, kwargs, contract=contract)()
 
 
 @contextlib.contextmanager

@@ -158,3 +158,59 @@ def test_folders_made_inside_and_replaced_folders_never_follow_links(tmp_path):
     assert not (tmp_path / "m.mlpackage").is_symlink()
     assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.mlpackage")]
+
+
+def _full_disk(path, flags):
+    """An opener that writes to /dev/full, as a file system with no space left would."""
+    return os.open("/dev/full", os.O_WRONLY)
+
+
+def test_a_full_disk_is_one_line_and_the_old_file_stands(tmp_path, tiny_vgg, monkeypatch,
+                                                         capsys):  # fmt: skip
+    from qretrain.cli.main import main
+    from qretrain.retrain import checkpoint
+    from qretrain.storage import h5
+
+    path = tmp_path / "m.h5"
+    old = qretrain.save(tiny_vgg, path).sha256
+    monkeypatch.setattr(h5, "nofollow", _full_disk)
+    with pytest.raises(QretrainError, match=rf"cannot write {str(path)!r} \(No space left on "
+                       r"device\); it is left as it was: free some space, or write elsewhere"):
+        qretrain.save(tiny_vgg, path)
+    assert file_sha256(path) == old and sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]
+    (tmp_path / "plan.yaml").write_text("rules:\n  - {type: Conv2d, k: 4}\n")
+    assert main(["compress", str(path), "--plan", str(tmp_path / "plan.yaml"),
+                 "-o", str(path), "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(No space left on device); it is left as it was" in err
+    assert file_sha256(path) == old
+    monkeypatch.setattr(checkpoint, "nofollow", _full_disk)
+    with pytest.raises(QretrainError, match="No space left on device"):
+        checkpoint.write_payload(tmp_path / "r.ckpt", {"epoch": 1})
+    assert not (tmp_path / "r.ckpt").exists()
+
+
+def test_compress_into_a_full_file_system_is_one_line_not_a_crash(tmp_path, tiny_vgg):
+    """The real thing: a 64 KiB tmpfs (root only). libhdf5 used to fail inside close,
+    keep a handle on the removed temporary and crash the interpreter (exit 139)."""
+    import subprocess
+    import sys
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tiny tmpfs (the patched test covers the rest)")
+    try:
+        model = tmp_path / "m.h5"
+        qretrain.save(qretrain.build_model("qretrain.zoo:vgg_small", width=16, hidden=256), model)
+        (disk / "m.h5").write_bytes(b"old")
+        run = subprocess.run([sys.executable, "-m", "qretrain", "compress", str(model), "--plan",
+                              "examples/plans/vgg-small-fmnist.yaml", "-o", str(disk / "m.h5"),
+                              "--quiet"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert run.stderr.count("\n") == 1 and "No space left on device" in run.stderr
+        assert (disk / "m.h5").read_bytes() == b"old" and os.listdir(disk) == ["m.h5"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -47,11 +47,10 @@ from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
 from qretrain.progress import Progress, track
 from qretrain.retrain.centroids import CentroidTuner
-from qretrain.retrain.checkpoint import check_same_run
+from qretrain.retrain.checkpoint import check_same_run, check_tensor, write_payload
 from qretrain.retrain.config import RetrainConfig
 from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
-from qretrain.storage.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 CHUNK = 64  # images per forward pass when computing a block's inputs and targets
@@ -440,8 +439,7 @@ def _save(path: Path, at: _Position, student: nn.Module, trainable: set[str], tu
         "params": {n: state[n].detach().cpu().clone() for n in sorted(trainable)},
         "codebooks": tuner.state() if tuner is not None else {},
     }  # fmt: skip
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_payload(path, payload)
 
 
 def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _Position:
@@ -458,6 +456,18 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
         raise QretrainError(f"checkpoint {str(path)!r} is not a block-wise checkpoint; remove it")
     check_same_run(payload, path, config, fingerprints)
     state = student.state_dict()
+    if not all(isinstance(payload.get(k), int) and not isinstance(payload[k], bool)
+               and payload[k] >= 0 for k in ("block", "epoch")):  # fmt: skip
+        raise QretrainFileError(f"checkpoint {str(path)!r}: block and epoch must be ints >= 0; "
+                                "remove it to start fresh")  # fmt: skip
+    if not isinstance(payload.get("params"), dict):
+        raise QretrainFileError(f"checkpoint {str(path)!r}: params must map names to tensors; "
+                                "remove it to start fresh")  # fmt: skip
+    for name, value in payload["params"].items():  # no broadcasting, no NaN
+        if name not in state:
+            raise QretrainFileError(f"checkpoint {str(path)!r} names {name!r}, which this "
+                                    "model does not have; remove it to start fresh")  # fmt: skip
+        check_tensor(value, state[name], f"params {name!r}", path)
     with torch.no_grad():
         for name, value in payload["params"].items():
             state[name].copy_(value)

@@ -57,6 +57,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp.exists():
             _fsync(tmp)
             os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: the old file stands
+        raise QretrainError(
+            f"cannot write {str(path)!r} ({e.strerror or e}); it is left as it was: free "
+            "some space, or write elsewhere"
+        ) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -101,6 +106,12 @@ def commit_pair(tmp: Path, path: Path, sidecar_text: str, sidecar: Path) -> None
         sidecar.unlink(missing_ok=True)
         os.replace(tmp, path)
         os.replace(side_tmp, sidecar)
+
+
+def nofollow(path: str, flags: int) -> int:
+    """``open(..., opener=nofollow)``: refuses a link at ``path`` instead of writing
+    through it (the system's ``O_NOFOLLOW``)."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

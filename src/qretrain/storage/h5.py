@@ -61,7 +61,7 @@ from qretrain.models.specs import (
     make_builder,
     set_arch,
 )
-from qretrain.storage.atomic import atomic_path, commit_pair
+from qretrain.storage.atomic import atomic_path, commit_pair, nofollow
 from qretrain.storage.bitpack import pack_indices
 from qretrain.storage.decode import decode_entry, tensor_bytes_le, tensors_sha256
 from qretrain.storage.fold import folded_state
@@ -193,11 +193,19 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
         "sha256": tensors_sha256(state.values()),
         "tensors": [entry.to_dict() for entry, _ in encoded],
     }
-    with h5py.File(target, "w", userblock_size=USERBLOCK, libver=LIBVER) as f:
+    # libhdf5 builds the file in memory (the same bytes, less the user block) and Python
+    # writes it: a full disk is then an OSError from a plain write, never libhdf5 failing
+    # inside close, which kept a handle on the removed temporary and crashed at exit.
+    with h5py.File(str(target), "w", driver="core", backing_store=False,
+                   userblock_size=USERBLOCK, libver=LIBVER) as f:  # fmt: skip
         _dataset(f, MANIFEST, np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8))
         data = _dataset(f, DATA, np.frombuffer(payload, dtype=np.uint8))
         f.flush()
         stored = data.id.get_storage_size()
+        image = f.id.get_file_image()
+    with open(target, "wb", opener=nofollow) as out:
+        out.write(bytes(USERBLOCK))  # the user block, which write_seal fills
+        out.write(image)
     tensor_bytes, raw_parts = {}, {"indices": 0, "codebooks": 0, "unclustered": 0}
     for entry, segments in encoded:
         if per_tensor:

@@ -196,3 +196,79 @@ def test_onnx_export_of_float_layers_runs_like_the_model(tmp_path, tiny_resnet, 
     out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
+
+
+UNTRACEABLE = '''
+import torch
+from torch import nn
+from qretrain import InputContract
+
+
+class Branching(nn.Module):
+    """Picks a convolution by the image's brightness: no exporter can record that."""
+
+    def __init__(self):
+        super().__init__()
+        self.bright, self.dark = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        y = self.bright(x) if x.mean() > 0 else self.dark(x)
+        return self.fc(y.mean((2, 3)))
+
+
+def build():
+    torch.manual_seed(0)
+    return Branching()
+
+
+build.contract = InputContract(3, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+'''
+
+
+@pytest.mark.parametrize("fmt,suffix", [("onnx", "onnx"), ("torchscript", "pt")])
+def test_an_export_that_fixed_a_branch_is_refused_and_nothing_written(tmp_path, monkeypatch,
+                                                                      capsys, fmt, suffix):  # fmt: skip
+    pytest.importorskip("onnxruntime", reason="pip install 'qretrain[onnx]'")
+    (tmp_path / "branching.py").write_text(UNTRACEABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    model = qretrain.build_model("branching:build")
+    with pytest.raises(qretrain.QretrainError, match=rf"{fmt} export refused: in [1-8] of 9 runs "
+                                                     "on random images .* branches on tensor values"):  # fmt: skip
+        qretrain.export(model, out / f"m.{suffix}", fmt)
+    assert main(["export", "branching:build", "--format", fmt, "-o", str(out / f"m.{suffix}")]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "refused" in line]) == 1
+    assert list(out.iterdir()) == []  # no file, no temporary
+
+
+def test_coreml_conversion_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
+    (tmp_path / "branching.py").write_text(UNTRACEABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["export", "branching:build", "--format", "coreml", "-o",
+                 str(out / "m.mlpackage")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "coreml export failed: torch.export cannot capture the model" in err
+    assert "Traceback" not in err and "def forward" not in err  # not torch's graph dump
+    assert list(out.iterdir()) == []
+
+
+def test_the_probe_images_lie_inside_the_contract_and_vary_in_brightness():
+    from qretrain.export.check import probe_inputs
+
+    contract = qretrain.InputContract(3, 8, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    images = probe_inputs(contract)
+    mean = torch.tensor(contract.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(contract.std).reshape(1, -1, 1, 1)
+    pixels = images * std + mean
+    assert images.shape == (8, 3, 8, 8) and torch.equal(images, probe_inputs(contract))
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert torch.allclose(pixels[0], torch.zeros(3, 8, 8), atol=1e-6)  # black
+    assert torch.allclose(pixels[1], torch.ones(3, 8, 8), atol=1e-6)  # white
+    assert pixels[2:].mean((1, 2, 3)).std() > 0.1  # brightness differs between images

@@ -26,14 +26,25 @@
   preprocessing (scale 1 / (255 std), bias -mean / std) when std is the same for
   every channel, else the input is a float tensor already normalised; resizing is
   the caller's. Needs ``pip install 'qretrain[coreml]'``.
+
+Every program is checked before it is kept (``export.check``): the ONNX graph in
+onnxruntime, the TorchScript module, and the program Core ML converts (torch.export's;
+Core ML itself runs only on Apple systems) must compute the model's outputs on
+random images of its contract, else the export is refused with one line and nothing
+is written; so is an exporter's or converter's own failure. nn.MultiheadAttention
+exports through its slow path (stock operators). safetensors holds tensors, no
+program: nothing to run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import io
 import json
 import logging
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +54,7 @@ from torch import nn
 
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
+from qretrain.export.check import attention_slow_path, check_outputs, one_line
 from qretrain.models.specs import get_arch
 from qretrain.storage import atomic_folder, atomic_path, check_writable_folder, pack_indices
 
@@ -150,17 +162,21 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
+        import onnxruntime
     except ImportError:
-        raise QretrainError("the onnx export needs the onnx package: "
+        raise QretrainError("the onnx export needs onnx, and onnxruntime to check the graph: "
                             "pip install 'qretrain[onnx]'") from None  # fmt: skip
-    import io
 
     buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(model.eval(), _example(model, "onnx"), buffer, dynamo=False,
-                          do_constant_folding=False, input_names=["input"],
-                          output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+    example = _example(model, "onnx")
+    try:
+        with torch.no_grad(), attention_slow_path():
+            torch.onnx.export(model.eval(), example, buffer, dynamo=False,
+                              do_constant_folding=False, input_names=["input"],
+                              output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+    except Exception as e:  # the exporter raises many types; the model is the user's
+        raise QretrainError(f"onnx export failed: {one_line(e)}; nothing was written") from e
     graph = onnx.load_from_string(buffer.getvalue())
     books = clusters_of(model)
     kept, decoders, replaced = [], [], set()
@@ -208,6 +224,9 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     _compact_names(graph.graph)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check_outputs("onnx export", model,
+                  lambda x: session.run(None, {"input": x.numpy()})[0], get_arch(model).contract)  # fmt: skip
 
 
 def _compact_names(graph) -> None:
@@ -432,9 +451,14 @@ def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, Te
 
 def _write_torchscript(model: nn.Module, path: Path) -> None:
     example = _example(model, "torchscript")
-    with torch.no_grad():
-        traced = torch.jit.trace(model.eval(), example)
+    try:
+        with torch.no_grad(), attention_slow_path():
+            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+    except Exception as e:  # the tracer raises many types; the model is the user's
+        raise QretrainError(f"torchscript export failed: {one_line(e)}; nothing was written") from e
     traced.save(str(path))
+    saved = torch.jit.load(str(path), map_location="cpu")
+    check_outputs("torchscript export", model, lambda x: saved(x).numpy(), get_arch(model).contract)
 
 
 def _write_coreml(model: nn.Module, path: Path) -> None:
@@ -454,8 +478,17 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
     contract = get_arch(model).contract
     # torch.export, not jit.trace: coremltools' TorchScript frontend fails on some
     # graphs (EfficientNet-Lite's static same-padding) that the exported program carries.
-    with torch.no_grad():
-        program = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    printed = io.StringIO()  # torch.export prints the graph it stopped in when it fails
+    try:
+        with torch.no_grad(), attention_slow_path(), contextlib.redirect_stderr(printed):
+            program = torch.export.export(model.eval(), (example,)).run_decompositions({})
+    except Exception as e:  # torch.export raises many types; the model is the user's
+        raise QretrainError(f"coreml export failed: torch.export cannot capture the model "
+                            f"({one_line(e)}); nothing was written") from e  # fmt: skip
+    sys.stderr.write(printed.getvalue())  # its warnings, when it succeeded
+    runnable = program.module()  # what Core ML converts: batch size fixed to the example's
+    check_outputs("coreml export", model, lambda x: runnable(x).numpy(), contract,
+                  batched=False)  # fmt: skip
     name = next(s.arg.name for s in program.graph_signature.input_specs
                 if s.kind == torch.export.graph_signature.InputKind.USER_INPUT)  # fmt: skip
     if len(set(contract.std)) == 1:
@@ -471,11 +504,16 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
     # into other values: those passes are off, so the tables hold the file's values.
     passes = ct.PassPipeline.DEFAULT
     passes.remove_passes(["common::fuse_conv_batchnorm", "common::fuse_conv_scale"])
-    converted = ct.convert(program, inputs=inputs, convert_to="mlprogram",
-                           compute_precision=ct.precision.FLOAT32, pass_pipeline=passes,
-                           minimum_deployment_target=ct.target.iOS18)  # fmt: skip
-    config = OptimizationConfig(global_config=OpPalettizerConfig(mode="unique", weight_threshold=1))
-    palettized = palettize_weights(converted, config)
+    try:
+        converted = ct.convert(program, inputs=inputs, convert_to="mlprogram",
+                               compute_precision=ct.precision.FLOAT32, pass_pipeline=passes,
+                               minimum_deployment_target=ct.target.iOS18)  # fmt: skip
+        config = OptimizationConfig(global_config=OpPalettizerConfig(mode="unique",
+                                                                     weight_threshold=1))  # fmt: skip
+        palettized = palettize_weights(converted, config)
+    except Exception as e:  # coremltools raises many types for what it cannot convert
+        raise QretrainError(f"coreml export failed: coremltools cannot convert the model "
+                            f"({one_line(e)}); nothing was written") from e  # fmt: skip
     tables = coreml_tables(palettized._mil_program)
     kept = [n for n, c in clusters_of(model).items() if not _has_table(c, tables)]
     if kept:

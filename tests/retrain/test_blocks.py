@@ -183,10 +183,18 @@ def test_an_untraceable_model_falls_back_to_output_matching(tiny_resnet, caplog)
     teacher = Untraceable(tiny_resnet).eval()
     student = copy.deepcopy(teacher)
     qretrain.cluster_(student, PLAN, progress=False)
-    result = retrain(student, teacher, make_data(), blocks_config(epochs=1), progress=False)
-    assert "output matching instead" in result.record["blocks"]["fallback"]
-    assert "output matching instead" in caplog.text
-    assert len(result.record["history"]) == 1  # the output epoch ran
+    # epochs is for blocks+output's second stage: the fallback runs block_epochs (2)
+    result = retrain(student, teacher, make_data(), blocks_config(epochs=5), progress=False)
+    said = "output matching instead, 2 epochs (block_epochs)"
+    assert said in result.record["blocks"]["fallback"] and said in caplog.text
+    assert len(result.record["history"]) == 2
+    # blocks+output asked for its epochs of output matching anyway: those run
+    student = copy.deepcopy(teacher)
+    qretrain.cluster_(student, PLAN, progress=False)
+    result = retrain(student, teacher, make_data(),
+                     blocks_config(objective="blocks+output", epochs=1), progress=False)  # fmt: skip
+    assert "output matching instead, 1 epoch" in result.record["blocks"]["fallback"]
+    assert len(result.record["history"]) == 1
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -115,8 +115,8 @@ def retrain(
                                    device, progress, fingerprints)  # fmt: skip
         if config.objective is Objective.BLOCKS and "fallback" not in blocks:
             return _blocks_result(student, blocks, config, len(data), start)
-        result = _retrain(student, teacher, ranks.shard(data), config, val_data, checkpoint,
-                          resume, device, progress and ranks.leader, ranks, start,
+        result = _retrain(student, teacher, ranks.shard(data), _output_config(config), val_data,
+                          checkpoint, resume, device, progress and ranks.leader, ranks, start,
                           fingerprints)  # fmt: skip
     if blocks is not None:
         result.record["blocks"] = blocks
@@ -155,8 +155,11 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
     ``val_data``, a result worse than the clustered start is undone."""
     plan = plan_blocks(student, teacher)
     if plan is None:
+        epochs = _output_config(config).epochs
         message = (f"cannot split {type(student).__name__} into blocks (fx cannot trace it, or "
-                   "fewer than two blocks hold clustered tensors): output matching instead")  # fmt: skip
+                   f"fewer than two blocks hold clustered tensors): output matching instead, "
+                   f"{epochs} epoch{'s' * (epochs != 1)}"
+                   f"{' (block_epochs)' if config.objective is Objective.BLOCKS else ''}")  # fmt: skip
         logger.warning(message)
         return {"fallback": message}
     monitor = val_data if val_data is not None else Subset(data, range(min(len(data),
@@ -186,6 +189,16 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
             record["guard"] = "the block-wise result is kept"
         record["restored"] = after < before
     return record
+
+
+def _output_config(config: RetrainConfig) -> RetrainConfig:
+    """The settings of the output-matching stage. With objective ``blocks`` there is
+    one only when the model cannot be split (the fallback): it runs ``block_epochs``
+    passes, as many as each block would have had, not ``epochs``, which that
+    objective does not use."""
+    if config.objective is Objective.BLOCKS:
+        return replace(config, epochs=config.block_epochs)
+    return config
 
 
 def block_checkpoint(checkpoint: str | Path) -> Path:

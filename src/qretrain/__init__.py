@@ -1,10 +1,13 @@
 """qretrain: make pretrained PyTorch classifiers small by weight clustering, and win
 their accuracy back without labels.
 
-    model = qretrain.build_model("torchvision:vgg16")
-    report = qretrain.cluster_(model, "examples/plans/vgg16-paper.yaml")
-    qretrain.save(model, "vgg16.h5")
-    same = qretrain.load("vgg16.h5")
+    model = qretrain.load_model("efficientnet-lite0")
+    result = qretrain.compress(model, "my-unlabeled-images/", target="7x")
+    result.save("lite0-7x.h5")
+    print(result.summary())
+
+``compress`` is the measured recipe in one call; beneath it, the steps stay public:
+``analyze``, ``auto_plan``, ``cluster_``, ``retrain``, ``save``, ``load``, ``export``.
 
 The names below load on first use (PEP 562), so ``import qretrain`` imports nothing
 but the standard library: ``python -m qretrain`` can drop the working folder from
@@ -33,6 +36,9 @@ _EXPORTS = {
     "cluster_tensor": "qretrain.cluster",
     "codebooks": "qretrain.cluster",
     "cluster_": "qretrain.apply",
+    "compress": "qretrain.recipe",
+    "Compressed": "qretrain.recipe",
+    "RecipeSettings": "qretrain.recipe",
     "load_dataset": "qretrain.data",
     "QretrainError": "qretrain.errors",
     "QretrainFileError": "qretrain.errors",

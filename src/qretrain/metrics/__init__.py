@@ -4,11 +4,12 @@ from qretrain.metrics.quality import (
     EvalResult,
     agreement,
     evaluate,
+    kl_change,
     mean_kl,
     predict,
     top1_drop,
     topk_accuracy,
 )
 
-__all__ = ["EvalResult", "agreement", "evaluate", "mean_kl", "predict", "top1_drop",
+__all__ = ["EvalResult", "agreement", "evaluate", "kl_change", "mean_kl", "predict", "top1_drop",
            "topk_accuracy"]

@@ -176,7 +176,14 @@ def auto_plan(
         scale = KL_SCALE if metric == "kl" else 1.0
         chosen = _knapsack(groups, math.floor(max_drop * scale / STEP + 1e-9))
     else:
-        chosen = _smallest_cost_for(groups, sweep.baseline["file_bytes"] - target_size)
+        unclustered = sweep.baseline["file_bytes"]
+        if target_size >= unclustered:
+            raise QretrainError(
+                f"the target, {target_size:,} bytes, is no smaller than the model's file without "
+                f"clustering ({unclustered:,} bytes, {sweep.baseline['float32_bytes'] / unclustered:.2f}x "
+                "smaller than float32 already): nothing to cluster; ask for a smaller size"
+            )
+        chosen = _smallest_cost_for(groups, unclustered - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
         _verify(result, sweep, groups, model, data, settings.batch_size, device,

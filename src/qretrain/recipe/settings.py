@@ -1,0 +1,127 @@
+"""The measured recipe's settings: a size target, how to win quality back, and how
+the user's unlabeled images are shared between the stages. Checked once."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from qretrain._settings import Settings, choice, integer, number, optional, setting
+from qretrain.analysis import AnalyzeSettings
+from qretrain.errors import QretrainError
+from qretrain.planner.settings import Metric
+from qretrain.retrain import Objective, RetrainConfig
+
+BFLOAT16_FROM = 4 << 20  # float32 bytes from which the sweep runs in bfloat16
+MAX_RATIO = 256  # numbers up to this are ratios to float32; larger ones are bytes
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>x|B|KB|MB|GB)?", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A size to reach: ``ratio`` times smaller than float32, or at most ``size`` bytes."""
+
+    ratio: float | None = None
+    size: int | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> Target:
+        """``7``, ``"7x"``, ``6.5``: a ratio; ``"2.6MB"``, ``"900KB"``, ``2682299``: bytes."""
+        if isinstance(value, Target):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise QretrainError(f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}")
+        match = _SIZE.fullmatch(str(value).strip())
+        if match is None:
+            raise QretrainError(f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}")
+        number, unit = float(match["number"]), (match["unit"] or "").lower()
+        if unit == "x" or (not unit and number <= MAX_RATIO):
+            if not 1 < number <= MAX_RATIO:
+                raise QretrainError(f"a ratio must be in (1, {MAX_RATIO}]; got {value!r}")
+            return cls(ratio=number)
+        size = math.floor(number * _UNITS.get(unit, 1))
+        if size < 1:
+            raise QretrainError(f"a size must be at least 1 byte; got {value!r}")
+        return cls(size=size)
+
+    def bytes_for(self, float32_bytes: int) -> int:
+        """The file size the target allows for a model of ``float32_bytes``."""
+        return self.size if self.size is not None else round(float32_bytes / self.ratio)
+
+    def __str__(self) -> str:
+        return f"{self.ratio:g}x" if self.ratio is not None else f"{self.size}B"
+
+
+class Recover(str, enum.Enum):
+    """How quality is won back after clustering, without labels."""
+
+    BLOCKS = "blocks"  # block-wise reconstruction, codebooks and assignments tuned
+    OUTPUT = "output"  # the seed's: match the original's outputs
+    NONE = "none"  # keep the clustered model as it is
+
+
+# The recipe behind the measured figures (docs/BENCHMARKS.md): block-wise with
+# centroid tuning and learned assignments; output matching at its defaults.
+RECOVERY = {
+    Recover.BLOCKS: RetrainConfig(objective=Objective.BLOCKS, block_epochs=4, lr=3e-4,
+                                  batch_size=32, tune_centroids=True, tune_assignments=True),
+    Recover.OUTPUT: RetrainConfig(),
+}
+
+
+@dataclass(frozen=True)
+class RecipeSettings(Settings):
+    """What ``qretrain.compress`` does. Exactly one of ``target`` (a size) and
+    ``max_drop`` (points of ``metric``, nats for kl) is given.
+
+    The unlabeled images are shared out by one permutation from ``seed``: the
+    first ``held_out`` (a fifth, at least 50, at most ``max_held_out``) are never
+    trained on, chosen on or planned on: the guard decides on them, and they are
+    what quality is reported on; of the rest, ``sweep_images`` measure each layer
+    alone, the next ``verify_images`` verify the plan, and up to
+    ``retrain_images`` retrain.
+    """
+
+    target: Target | None = setting(None, optional(Target.parse))
+    max_drop: float | None = setting(None, optional(number(at_least=0)))
+    metric: Metric = setting(Metric.KL, choice(Metric))
+    recover: Recover = setting(Recover.BLOCKS, choice(Recover))
+    seed: int = setting(0, integer(0))
+    min_images: int = setting(100, integer(2))
+    max_held_out: int = setting(500, integer(10))
+    sweep_images: int = setting(256, integer(1))
+    verify_images: int = setting(256, integer(1))
+    retrain_images: int = setting(4096, integer(1))
+    epochs: int | None = setting(None, optional(integer(1)))  # passes per block or epochs
+
+    def check(self) -> list[str]:
+        if (self.target is None) == (self.max_drop is None):
+            return ["give exactly one of target (a size: 7, '7x', '2.6MB') and max_drop"]
+        if self.metric is Metric.ACCURACY:
+            return ["the recipe needs no labels: metric must be 'kl' or 'agreement'"]
+        return []
+
+    def analyze_settings(self, float32_bytes: int) -> AnalyzeSettings:
+        """Weights only (biases and batch norm stay float, where retraining works);
+        a large model's forward passes in bfloat16 (the sweep ranks cells, which
+        bfloat16 keeps, at a third of the time), a small one's in float32, where
+        bfloat16's conversions cost more than they save."""
+        precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
+        return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed)
+
+    def retrain_config(self) -> RetrainConfig | None:
+        if self.recover is Recover.NONE:
+            return None
+        config = RECOVERY[self.recover].to_dict() | {"seed": self.seed}
+        if self.epochs is not None:
+            config["block_epochs" if self.recover is Recover.BLOCKS else "epochs"] = self.epochs
+        return RetrainConfig.from_dict(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["target"] = None if self.target is None else str(self.target)
+        return d

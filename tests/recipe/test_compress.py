@@ -1,0 +1,161 @@
+"""qretrain.compress and `qretrain compress --target`: the recipe in one call and one command."""
+
+import copy
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import qretrain
+from qretrain.cli.main import main
+from qretrain.recipe import RecipeSettings, Target, split
+from qretrain.recipe.stages import guard
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A tiny VGG-style net trained a little on blobs, so its outputs mean something."""
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    x, y = _blobs(400, seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model((x - 0.286) / 0.353), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _blobs(n, seed):
+    """28x28 images with a bright square whose position is the class (10 classes)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.rand(n, 1, 28, 28, generator=g) * 0.3
+    for i, c in enumerate(y.tolist()):
+        r, col = divmod(c, 5)
+        x[i, 0, 4 + 10 * r : 12 + 10 * r, 1 + 5 * col : 6 + 5 * col] += 0.7
+    return x.clamp(0, 1), y
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A folder of 150 unlabeled PNGs (what a user brings)."""
+    folder = tmp_path_factory.mktemp("images")
+    x, _ = _blobs(150, seed=2)
+    for i, image in enumerate(x):
+        Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("value,ratio,size", [
+    ("7x", 7.0, None), (7, 7.0, None), (6.5, 6.5, None), ("2.6MB", None, 2_600_000),
+    ("900KB", None, 900_000), (2682299, None, 2682299), ("2682299B", None, 2682299),
+])  # fmt: skip
+def test_targets_are_ratios_or_sizes(value, ratio, size):
+    target = Target.parse(value)
+    assert (target.ratio, target.size) == (ratio, size)
+    assert Target.parse(str(target)) == target
+    assert Target.parse("7x").bytes_for(18_776_096) == 2_682_299
+
+
+@pytest.mark.parametrize("value", ["1x", "0.5", "-3", "7y", "", True, [7]])
+def test_bad_targets_say_what_is_allowed(value):
+    with pytest.raises(ValueError, match=r"ratio"):
+        Target.parse(value)
+
+
+def test_settings_need_exactly_one_budget():
+    with pytest.raises(ValueError, match="give exactly one of target"):
+        RecipeSettings()
+    with pytest.raises(ValueError, match="give exactly one of target"):
+        RecipeSettings(target="7x", max_drop=0.01)
+
+
+def test_split_holds_images_out_and_depends_on_the_seed(images, teacher):
+    data = qretrain.load_dataset(images, qretrain.models.get_arch(teacher).contract)
+    parts = split(data, RecipeSettings(target="4x"))
+    assert parts.to_dict() == {"held_out": 50, "sweep": 100, "verify": 100, "retrain": 100}
+    held = set(parts.held_out.paths)
+    assert not held & set(parts.retrain.paths) and not held & set(parts.sweep.paths)
+    assert parts.held_out.labels is None
+    again = split(data, RecipeSettings(target="4x"))
+    other = split(data, RecipeSettings(target="4x", seed=1))
+    assert again.held_out.paths == parts.held_out.paths != other.held_out.paths
+
+
+def test_too_few_images_are_refused_with_one_line(tmp_path, teacher, capsys):
+    Image.new("L", (28, 28)).save(tmp_path / "one.png")
+    qretrain.save(teacher, tmp_path / "m.h5")
+    code = main(["compress", str(tmp_path / "m.h5"), "--data", str(tmp_path), "--target", "4x",
+                 "-o", str(tmp_path / "out.h5")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "1 image are too few to retrain a model and check the result; give at least 100" in err
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_guard_keeps_the_start_unless_retraining_is_surely_closer(teacher, caplog):
+    x, _ = _blobs(120, seed=3)
+    held = qretrain.data.sets.tensor_set("held", (x * 255).to(torch.uint8).numpy(), None)
+    held.contract = qretrain.models.get_arch(teacher).contract
+    worse = copy.deepcopy(teacher)
+    with torch.no_grad():
+        worse.classifier[-1].bias.add_(torch.linspace(-1, 1, 10))
+    with caplog.at_level(logging.WARNING):
+        decision = guard(teacher, teacher, worse, held, device="cpu")
+    assert decision["kept"] == "start" and decision["kl_change_95"][1] > 0
+    assert "did not make the model closer to the original" in caplog.text
+    decision = guard(teacher, worse, teacher, held, device="cpu")
+    assert decision["kept"] == "retrained" and decision["kl_change_95"][1] < 0
+
+
+def test_one_call_reaches_the_target_guards_and_saves_what_it_measured(teacher, images, tmp_path):
+    result = qretrain.compress(teacher, images, target="4x")
+    assert result.ratio >= 4 and result.file_bytes <= round(result.float32_bytes / 4)
+    assert set(result.quality) == {"clustered", "retrained"} and result.held_out == 50
+    assert result.kept in ("retrained", "clustered")
+    kept = result.quality["retrained" if result.kept == "retrained" else "clustered"]
+    assert kept.kl <= result.quality["clustered"].kl  # never worse than the start
+    path = result.save(tmp_path / "small.h5")
+    assert path.read_bytes() == result.file_data
+    x, _ = _blobs(8, seed=4)
+    x = (x - 0.286) / 0.353
+    assert torch.equal(qretrain.load(path)(x), result.model(x))
+    summary = result.summary()
+    assert "x smaller than float32" in summary and "held-out images" in summary
+    same = qretrain.compress(teacher, images, target="4x")
+    assert same.file_data == result.file_data  # a seed decides every random choice
+    other = qretrain.compress(teacher, images, target="4x", seed=1, recover="none")
+    assert other.file_data != result.file_data and set(other.quality) == {"clustered"}
+
+
+def test_one_command_writes_the_model_and_its_record(teacher, images, tmp_path, capsys):
+    qretrain.save(teacher, tmp_path / "m.h5")
+    out = tmp_path / "small.h5"
+    assert main(["compress", str(tmp_path / "m.h5"), "--data", str(images), "--target", "4x",
+                 "--recover", "output", "--epochs", "2", "-o", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr()
+    assert "x smaller than float32" in printed.out and "kept the" in printed.out
+    assert "[analyze]" in printed.err and "\r" not in printed.err
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["recover"] == "output" and record["file_bytes"] == out.stat().st_size
+    assert qretrain.load(out) is not None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--target", "1000x"], "a ratio must be in (1, 256]"),
+    (["--target", "50MB"], "is no smaller than the model's file without clustering"),
+    (["--target", "4x", "--layout", "paper"], "--layout applies to --plan"),
+])  # fmt: skip
+def test_bad_targets_are_one_line(teacher, images, tmp_path, capsys, argv, message):
+    qretrain.save(teacher, tmp_path / "m.h5")
+    code = main(["compress", str(tmp_path / "m.h5"), "--data", str(images), *argv, "-o",
+                 str(tmp_path / "o.h5"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o.h5").exists()

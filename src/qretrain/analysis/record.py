@@ -1,16 +1,24 @@
-"""The sweep's record: its cells, baseline and census, in sweep.json and sweep.csv."""
+"""The sweep's record: its cells, baseline and census, in sweep.json and sweep.csv.
+
+A record may come from anyone (``qretrain plan DIR`` on a downloaded folder), so
+``Sweep.load`` checks it whole before anything uses it: the JSON itself (nesting
+included), every key and type, finite numbers in their ranges, and cells that name
+layers of the record's own census. Any problem is one ``QretrainFileError``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from qretrain.analysis.census import LayerCensus, census_table
-from qretrain.errors import QretrainError
+from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.storage import write_text_atomic
 
 RECORD = "sweep.json"
@@ -79,7 +87,14 @@ class Sweep:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> Sweep:
+    def from_dict(cls, d: dict, where: str = "the sweep record") -> Sweep:
+        problems = record_problems(d)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise QretrainFileError(
+                f"{where} is not a sweep record qretrain analyze wrote: "
+                f"{'; '.join(problems[:3])}{more}; run `qretrain analyze` again"
+            )
         return cls(
             settings=d["settings"],
             census=[LayerCensus.from_dict(r) for r in d["census"]],
@@ -95,9 +110,12 @@ class Sweep:
         if not path.is_file():
             raise FileNotFoundError(f"{str(folder)!r} holds no {RECORD}: run `qretrain analyze`")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
-            raise QretrainError(f"{str(path)!r} is not a readable sweep record: {e}") from e
+            raw = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise QretrainFileError(f"{str(path)!r} is not a readable sweep record "
+                                    f"({type(e).__name__}: {str(e)[:100]}); run `qretrain "
+                                    "analyze` again") from None  # fmt: skip
+        return cls.from_dict(raw, repr(str(path)))
 
     def csv_text(self) -> str:
         out = io.StringIO()
@@ -154,3 +172,148 @@ class Sweep:
                     lines.append(f"| {unit} | {cells[0].layers} | {kind} | {cells[0].params:,} "
                                  "| none | - | - |")  # fmt: skip
         return "\n".join(lines) + "\n"
+
+
+# What a record's settings hold besides AnalyzeSettings' own keys (checked by it).
+SETTINGS_TYPES = {"model": str, "model_sha256": str, "data": str, "images": int, "labeled": bool}
+CELL_RANGES = {"k": (1, 256), "params": (0, math.inf), "file_bytes": (1, math.inf),
+               "paper_bytes": (1, math.inf), "top1": (0, 1), "agreement": (0, 1),
+               "kl": (0, math.inf), "seconds": (0, math.inf)}  # fmt: skip
+BASELINE_RANGES = {"file_bytes": (1, math.inf), "float32_bytes": (0, math.inf)}
+CENSUS_TYPES = {"layer": int, "module": str, "type": str, "block": str, "output_size": list,
+                "bn_module": (str, type(None)), "tensors": dict, "params": dict}  # fmt: skip
+
+
+def record_problems(d: Any) -> list[str]:
+    """Every way ``d`` differs from a record ``analyze`` writes (empty: sound)."""
+    if not isinstance(d, dict):
+        return [f"the record is a {type(d).__name__}, not a mapping"]
+    problems = _keys(d, ("settings", "census", "baseline", "cells"), ("seconds",), "record")
+    if problems:
+        return problems
+    problems += _settings_problems(d["settings"])
+    problems += _baseline_problems(d["baseline"])
+    if "seconds" in d and not _number_in(d["seconds"], 0, math.inf):
+        problems.append(f"seconds must be a number >= 0; got {d['seconds']!r}")
+    layers = _census_problems(d["census"], problems)
+    if not isinstance(d["cells"], list):
+        return problems + ["cells must be a list"]
+    for i, cell in enumerate(d["cells"]):
+        problems += [f"cell {i + 1}: {p}" for p in _cell_problems(cell, layers)]
+    return problems
+
+
+def _keys(d: dict, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> list[str]:
+    missing = [k for k in required if k not in d]
+    unknown = [k for k in d if k not in required + optional]
+    return ([f"{what} lacks {', '.join(map(repr, missing))}"] if missing else []) + \
+        ([f"{what} has unknown key(s) {', '.join(map(repr, unknown[:3]))}"] if unknown else [])
+
+
+def _settings_problems(settings: Any) -> list[str]:
+    from qretrain.analysis.settings import AnalyzeSettings
+
+    if not isinstance(settings, dict):
+        return [f"settings must be a mapping; got {type(settings).__name__}"]
+    problems = [f"settings: {k} must be a {t.__name__}" for k, t in SETTINGS_TYPES.items()
+                if not isinstance(settings.get(k), t) or (t is int and isinstance(
+                    settings.get(k), bool))]  # fmt: skip
+    source = settings.get("source")
+    if source is not None and not (isinstance(source, dict) and all(
+            isinstance(v, (str, int, type(None))) and not isinstance(v, bool)
+            for v in source.values())):  # fmt: skip
+        problems.append("settings: source must be a mapping of strings and numbers, or null")
+    names = {f.name for f in fields(AnalyzeSettings)}
+    try:
+        AnalyzeSettings.from_dict({k: v for k, v in settings.items() if k in names})
+    except QretrainError as e:
+        problems.append(f"settings: {str(e).splitlines()[0]}")
+    return problems
+
+
+def _baseline_problems(baseline: Any) -> list[str]:
+    if not isinstance(baseline, dict):
+        return ["baseline must be a mapping"]
+    problems = [f"baseline: {k} must be an int in [{lo}, {hi}]"
+                for k, (lo, hi) in BASELINE_RANGES.items()
+                if not _int_in(baseline.get(k), lo, hi)]  # fmt: skip
+    top1 = baseline.get("top1")
+    if top1 is not None and not _number_in(top1, 0, 1):
+        problems.append(f"baseline: top1 must be null or a number in [0, 1]; got {top1!r}")
+    return problems
+
+
+def _census_problems(census: Any, problems: list[str]) -> set[int]:
+    """Append the census's problems to ``problems``; return its layer numbers."""
+    if not isinstance(census, list):
+        problems.append("census must be a list")
+        return set()
+    layers = set()
+    for i, row in enumerate(census):
+        where = f"census row {i + 1}"
+        if not isinstance(row, dict):
+            problems.append(f"{where} must be a mapping")
+            continue
+        bad = [k for k, t in CENSUS_TYPES.items() if not isinstance(row.get(k), t)
+               or isinstance(row.get(k), bool)]  # fmt: skip
+        bad += _keys(row, tuple(CENSUS_TYPES), (), where)
+        if not bad and not (all(_int_in(n, 0, math.inf) for n in row["output_size"])
+                            and all(isinstance(k, str) and isinstance(v, list)
+                                    and all(isinstance(t, str) for t in v)
+                                    for k, v in row["tensors"].items())
+                            and all(_int_in(v, 0, math.inf) for v in row["params"].values())):
+            bad.append("output_size, tensors or params")  # fmt: skip
+        if bad:
+            problems.append(f"{where}: {', '.join(map(str, bad[:3]))} not as analyze writes")
+        else:
+            layers.add(row["layer"])
+    return layers
+
+
+def _cell_problems(cell: Any, layers: set[int]) -> list[str]:
+    if not isinstance(cell, dict):
+        return ["must be a mapping"]
+    names = [f.name for f in fields(Cell)]
+    problems = _keys(cell, tuple(names), (), "it")
+    if problems:
+        return problems
+    for f in fields(Cell):
+        value = cell[f.name]
+        lo, hi = CELL_RANGES.get(f.name, (-math.inf, math.inf))
+        if f.type == "str":
+            ok = isinstance(value, str)
+        elif f.type == "bool":
+            ok = isinstance(value, bool)
+        elif f.type == "int":
+            ok = _int_in(value, lo, hi)
+        else:  # "float" or "float | None"
+            ok = _number_in(value, lo, hi) or (value is None and "None" in f.type)
+        if not ok:
+            problems.append(f"{f.name} is {value!r}; expected {f.type} in [{lo}, {hi}]"
+                            if f.type not in ("str", "bool") else f"{f.name} must be a {f.type}")
+    if not problems and not _layers_within(cell["layers"], layers):
+        problems.append(f"layers {cell['layers'][:40]!r} are not layers of the census")
+    return problems
+
+
+def _layers_within(text: str, layers: set[int]) -> bool:
+    """Whether ``text`` ("13-49", "1,3,5-7") names only ``layers``, checked range by
+    range: a crafted "1-999999999" is refused without being expanded."""
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d{1,9})(?:\s*-\s*(\d{1,9}))?\s*", part)
+        if not m:
+            return False
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if lo > hi or hi - lo >= len(layers) or not all(n in layers for n in range(lo, hi + 1)):
+            return False
+    return True
+
+
+def _int_in(value: Any, lo: float, hi: float) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _number_in(value: Any, lo: float, hi: float) -> bool:
+    """A finite int or float (not a bool) in [lo, hi]: NaN fails every comparison."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and lo <= value <= hi)  # fmt: skip

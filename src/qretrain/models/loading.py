@@ -11,6 +11,7 @@ from torch import nn
 
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
+from qretrain.models.fits import check_contract_fits
 from qretrain.models.specs import Origin, make_builder
 
 # File suffix -> loader(path, trust_code=...): storage registers ".h5" (models is the
@@ -52,6 +53,7 @@ def load_model(spec: str | Path, weights: str | Path | None = None, *,
                 "contract: keyword arguments and input facts apply to model specs only"
             )
         model = loader(spec, trust_code=trust_code)
+        check_contract_fits(model, repr(str(spec)))  # stated apart, so they may not agree
     else:
         model = make_builder(str(spec), kwargs, origin, trust_code, contract=contract,
                              own_weights=weights is not None)()  # fmt: skip

@@ -23,7 +23,13 @@ def test_accuracy_agreement_and_kl_by_hand():
     assert mean_kl(logits, other) == pytest.approx((p * (p / q).log()).sum(1).mean().item())
 
 
-def test_labels_beyond_the_outputs_are_refused(tiny_vgg, images):
-    data = TensorDataset(images, torch.tensor([0, 1, 2, 10]))
-    with pytest.raises(ValueError, match="labels go up to 10 but the model has 10 outputs"):
+@pytest.mark.parametrize("labels,bad", [([0, 1, 2, 10], "image 3 has 10"),
+                                        ([0, -5, 2, 3], "image 1 has -5"),
+                                        ([1000, -1, 2, 3], "image 0 has 1000")])  # fmt: skip
+def test_labels_outside_the_models_classes_are_refused(tiny_vgg, images, labels, bad):
+    """A negative label used to read as 'unlabeled' and turn top-1 off without a word."""
+    data = TensorDataset(images, torch.tensor(labels))
+    with pytest.raises(ValueError, match=rf"labels of the dataset must be classes 0 to 9 of the "
+                       rf"model \(or -1 for none\); {bad}: fix the labels"):  # fmt: skip
         evaluate(tiny_vgg, data)
+    assert evaluate(tiny_vgg, TensorDataset(images, torch.tensor([0, -1, 2, 3]))).top1 is None

@@ -70,7 +70,24 @@ def predict(
     model.train(was_training)
     if not logits:
         raise QretrainError("the dataset holds no images")
-    return torch.cat(logits), torch.cat(labels)
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    name = getattr(data, "name", None)
+    check_labels(labels, logits.shape[1], f"dataset {name!r}" if name else "the dataset")
+    return logits, labels
+
+
+def check_labels(labels: torch.Tensor, classes: int, what: str) -> None:
+    """QretrainError unless every label is a class of the model (0 .. classes - 1) or
+    -1 (no label): any other number would silently turn top-1 off (a negative one
+    reads as unlabeled) or count as wrong on every image (one past the classes)."""
+    bad = (labels < -1) | (labels >= classes)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise QretrainError(
+            f"labels of {what} must be classes 0 to {classes - 1} of the model (or -1 for "
+            f"none); image {first} has {int(labels[first])}: fix the labels, or use data "
+            "made for this model"
+        )
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -144,11 +161,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     labeled = bool((labels >= 0).all())
     result = {"top1": None, "top5": None, "agreement": None, "kl": None}
-    if labeled:
-        if labels.max() >= logits.shape[1]:
-            raise QretrainError(
-                f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs"
-            )
+    if labeled:  # predict has checked that every label is one of the model's classes
         result["top1"] = topk_accuracy(logits, labels, 1)
         result["top5"] = topk_accuracy(logits, labels, 5)
     if reference is not None:

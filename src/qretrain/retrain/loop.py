@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
+from qretrain.metrics.quality import check_labels
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.models.specs import get_arch
 from qretrain.progress import track
@@ -314,8 +315,10 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
 def _check_inputs(student, teacher, data, config: RetrainConfig, world_size: int = 1) -> None:
     if len(data) == 0:
         raise QretrainError("the retraining data holds no images")
+    labels = getattr(data, "labels", None)
+    if labels is not None:  # train on, or monitor with, only classes the model has
+        check_labels(torch.as_tensor(labels), _classes(student, data), "the retraining data")
     if config.labels:
-        labels = getattr(data, "labels", None)
         if labels is None or (labels < 0).any():
             raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
     elif teacher is None:
@@ -338,6 +341,17 @@ def _check_inputs(student, teacher, data, config: RetrainConfig, world_size: int
                 "teacher and student have different architectures: the student must be a "
                 "clustered copy of the teacher"
             )
+
+
+@torch.no_grad()
+def _classes(model: nn.Module, data) -> int:
+    """The model's number of outputs, from one image of ``data``."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        return model.eval()(data[0][0].unsqueeze(0).to(device)).shape[1]
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()

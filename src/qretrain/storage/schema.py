@@ -14,6 +14,7 @@ kilobytes is refused before decompressing.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, replace
@@ -131,6 +132,7 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
             raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
         raise QretrainFileError(f"{where}: the file must hold 'manifest' and 'data' only")
     data = _member(f, MANIFEST, where)
+    _no_attributes(f, where)
     if not isinstance(data, h5py.Dataset) or data.ndim != 1:
         raise QretrainFileError(f"{where}: 'manifest' must be a 1-D dataset")
     if data.size > MAX_MANIFEST_BYTES:
@@ -139,6 +141,7 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
     try:
         text = data[()].tobytes().decode("utf-8")
         doc = parse_json(text, "manifest")
+        json.loads(text, object_pairs_hook=_unique_keys)  # nested 16 levels at most by now
     except (UnicodeDecodeError, ValueError) as e:
         raise QretrainFileError(f"{where}: its manifest is not JSON ({e})") from None
     if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("format_version") != FORMAT_VERSION:
@@ -260,6 +263,28 @@ def _check_dataset(obj, label: str, dtype: str, shape: tuple[int, ...]) -> None:
             f"{label}: dataset {obj.name!r} declares {nbytes} bytes but stores "
             f"{obj.id.get_storage_size()}, more than gzip can expand"
         )
+
+
+def _no_attributes(f: h5py.File, where: str) -> None:
+    """The file holds its two datasets and nothing else: HDF5 attributes (the format's
+    first version kept metadata there) are refused, so no reader sees two stories."""
+    for what, obj in (("the file", f), ("'manifest'", f[MANIFEST]), ("'data'", f.get(DATA))):
+        names = list(obj.attrs) if obj is not None else []
+        if names:
+            raise QretrainFileError(
+                f"{where}: {what} carries HDF5 attributes ({', '.join(map(repr, names[:3]))}); "
+                "a qretrain file holds only 'manifest' and 'data' (docs/FORMAT.md)"
+            )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a JSON object naming a key twice is refused (json.loads
+    would keep the last value; another reader might keep the first)."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f"key {twice!r} appears twice in one object")
+    return dict(pairs)
 
 
 def _member(group: h5py.Group, key: str, label: str) -> h5py.HLObject:

@@ -1,6 +1,7 @@
 """Interrupted and concurrent writes: never a mix of two runs."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -208,7 +209,7 @@ def test_compress_into_a_full_file_system_is_one_line_not_a_crash(tmp_path, tiny
         run = subprocess.run([sys.executable, "-m", "qretrain", "compress", str(model), "--plan",
                               "examples/plans/vgg-small-fmnist.yaml", "-o", str(disk / "m.h5"),
                               "--quiet"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+                             cwd=Path(__file__).parents[2])  # fmt: skip
         assert run.returncode == 2, run.stderr[-2000:]
         assert run.stderr.count("\n") == 1 and "No space left on device" in run.stderr
         assert (disk / "m.h5").read_bytes() == b"old" and os.listdir(disk) == ["m.h5"]

@@ -134,8 +134,13 @@ class RunConfig:
             raise ConfigError([f"config file {str(path)!r} does not exist"])
         try:
             raw = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError as e:
+            raise ConfigError([f"config {str(path)!r} is not UTF-8 text ({e})"]) from None
         except yaml.YAMLError as e:
             raise ConfigError([f"config {str(path)!r} is not valid YAML: {e}"]) from e
+        except RecursionError:
+            raise ConfigError([f"config {str(path)!r} nests too deeply to be a run "
+                               "config"]) from None  # fmt: skip
         if output is not None and isinstance(raw, dict):
             raw["output"] = str(output)
         return cls.from_dict(raw, str(path))
@@ -144,6 +149,7 @@ class RunConfig:
     def from_dict(cls, raw: Any, source: str | None = None) -> RunConfig:
         """Check the whole config: every problem of every section, in one ConfigError."""
         where = f"config {source}" if source else "config"
+        _check_size(raw, where)
         if not isinstance(raw, dict):
             raise ConfigError([f"{where} must be a mapping of sections"])
         errors = [f"{where}: unknown key {k!r} (known: {', '.join(TOP_KEYS)})"
@@ -202,6 +208,29 @@ class RunConfig:
                    weights=raw.get("weights"), data=data, analyze=analyze, plan=plan,
                    compress=compress, retrain=retrain, evaluate=evaluate, device=device,
                    source=source)  # fmt: skip
+
+
+MAX_NODES = 10_000  # values in a config, aliases expanded: a real one has under 200
+MAX_DEPTH = 16
+
+
+def _check_size(raw: Any, where: str) -> None:
+    """ConfigError when ``raw`` holds over MAX_NODES values or nests deeper than
+    MAX_DEPTH, counted with YAML aliases expanded and stopping at the bound: nine
+    lines of anchors expand to 10^9 values, which checking, messages (repr) and the
+    stored config.yaml would otherwise expand in memory."""
+    count, stack = 0, [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > MAX_DEPTH:
+            raise ConfigError([f"{where} holds over {MAX_NODES:,} values or nests over "
+                               f"{MAX_DEPTH} levels (YAML aliases expanded); a run config is "
+                               "a few dozen keys"])  # fmt: skip
+        if isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
 
 
 # load_model's own parameters: passed in model_args they would collide with the

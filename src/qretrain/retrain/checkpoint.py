@@ -23,6 +23,8 @@ from qretrain.retrain.config import RetrainConfig
 from qretrain.storage.atomic import atomic_path, nofollow
 
 HISTORY_NUMBERS = ("loss", "seconds", "samples_per_second")  # every epoch entry has them
+PAYLOAD_KEYS = ("epoch", "config", "params", "buffers", "codebooks", "optimizer", "history",
+                "best")  # fmt: skip
 
 
 def save_checkpoint(path, epoch, student: nn.Module, names, tuner, optimizer, history, best,
@@ -118,6 +120,9 @@ def _restore(payload, path, student, names, tuner, optimizer, config, world_size
 def _check_contents(payload: dict, path, student: nn.Module, names, tuner,
                     config: RetrainConfig) -> None:  # fmt: skip
     """Everything ``_restore`` and the loop use, checked against this run."""
+    missing = [key for key in PAYLOAD_KEYS if key not in payload]
+    if missing:
+        raise _bad(path, f"it lacks {', '.join(missing)}")
     epoch = payload.get("epoch")
     if not _is_int(epoch) or not 1 <= epoch <= config.epochs:
         raise _bad(path, f"epoch is {epoch!r}; expected an int from 1 to the run's "
@@ -126,9 +131,10 @@ def _check_contents(payload: dict, path, student: nn.Module, names, tuner,
     if not isinstance(history, list) or len(history) != epoch:
         raise _bad(path, f"history must list {epoch} epochs")
     for i, entry in enumerate(history):
+        monitor = entry.get("monitor") if isinstance(entry, dict) else None
         if (not isinstance(entry, dict) or entry.get("epoch") != i + 1
                 or not all(_is_number(entry.get(k)) for k in HISTORY_NUMBERS)
-                or not (entry.get("monitor") is None or _is_number(entry.get("monitor")))):  # fmt: skip
+                or not (monitor is None or _is_number(monitor))):  # fmt: skip
             raise _bad(path, f"history entry {i + 1} is not an epoch's record")
     state = student.state_dict()
     buffers = dict(student.named_buffers())
@@ -142,7 +148,8 @@ def _check_contents(payload: dict, path, student: nn.Module, names, tuner,
     best = payload.get("best")
     if best is not None:
         if (not isinstance(best, dict) or not _is_int(best.get("epoch"))
-                or not 0 <= best["epoch"] <= epoch or not _is_number(best.get("score"))):  # fmt: skip
+                or not 0 <= best["epoch"] <= epoch
+                or not _is_number(best.get("score"))):  # fmt: skip
             raise _bad(path, "best must be None or {epoch, score, state} of an epoch run")
         check_tensors(best.get("state"), expected, "best state", path, indices=True)
 

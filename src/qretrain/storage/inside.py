@@ -59,8 +59,10 @@ def text_inside(root: str | Path, relative: str | Path) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise QretrainFileError(f"{str(Path(root) / relative)!r} is not UTF-8 text ({e}); "
-                                "remove it, or run the stage that writes it again") from None  # fmt: skip
+        raise QretrainFileError(
+            f"{str(Path(root) / relative)!r} is not UTF-8 text ({e}); remove it, or run the "
+            "stage that writes it again"
+        ) from None
 
 
 def json_inside(root: str | Path, relative: str | Path) -> Any:

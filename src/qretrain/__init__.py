@@ -40,6 +40,7 @@ _EXPORTS = {
     "Compressed": "qretrain.recipe",
     "RecipeSettings": "qretrain.recipe",
     "load_dataset": "qretrain.data",
+    "memory_limit": "qretrain._memory",
     "QretrainError": "qretrain.errors",
     "QretrainFileError": "qretrain.errors",
     "UntrustedCodeError": "qretrain.errors",

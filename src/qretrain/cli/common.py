@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+from qretrain import _memory as memory
 from qretrain.data import known_datasets, load_dataset
 from qretrain.device import parse_device
 from qretrain.errors import QretrainError
@@ -30,7 +31,26 @@ def add_command(
                         help="debug logging")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="only results and errors: no progress bars or stage lines")  # fmt: skip
+    add_max_memory_argument(parser, default=argparse.SUPPRESS)
     return parser
+
+
+def add_max_memory_argument(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument(
+        "--max-memory", type=memory_size, default=default, metavar="SIZE",
+        help=f"memory one input (a model or dataset file, an image, a forward pass) may "
+        f"take, e.g. 4G; by default {memory.MODEL_RATIO} x a model file's size "
+        f"({memory.DATA_RATIO} x a dataset file's) + {memory.ALLOWANCE >> 20} MiB, "
+        f"{memory.MAX_PIXELS:,} pixels an image, {memory.ACTIVATIONS >> 20} MiB of "
+        "activations an input")  # fmt: skip
+
+
+def memory_size(text: str) -> int:
+    """argparse type: bytes, with an optional K, M, G or T suffix (exit code 2 if not)."""
+    try:
+        return memory.parse_size(text)
+    except QretrainError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from qretrain._memory import memory_limit
 from qretrain._version import __version__
 from qretrain.cli import (
     analyze_cmd,
@@ -20,6 +21,7 @@ from qretrain.cli import (
     run_cmd,
     teacher_cmd,
 )
+from qretrain.cli.common import add_max_memory_argument
 from qretrain.errors import QretrainError
 
 SUBCOMMANDS = (
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qretrain {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="only results and errors")
+    add_max_memory_argument(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in SUBCOMMANDS:
         command.register(sub)
@@ -70,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     handler = _log_to_stderr(args.verbose, args.quiet)
     try:
-        return args.run(args) or 0
+        with memory_limit(args.max_memory):
+            return args.run(args) or 0
     except USER_ERRORS as e:
         message = str(e).strip().replace("\n", "\n  ")
         if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename:

@@ -1,8 +1,10 @@
 """Decoding a checked entry's bytes into a tensor and its clustering.
 
 ``storage.schema`` has checked every declared shape, dtype and length before these
-run; here the data itself is checked: each index within its row's values, each
-codebook row ascending and finite, sizes within the codebook.
+run, and ``decode_bytes`` says what decoding them will hold, so that the loader can
+refuse a file claiming more than its size allows (``qretrain._memory``) before
+reading its data. Here the data itself is checked: each index within its row's
+values, each codebook row ascending and finite, sizes within the codebook.
 """
 
 from __future__ import annotations
@@ -21,6 +23,28 @@ from qretrain.storage.schema import EntryMeta
 # Every multi-byte value in /data is little-endian.
 _LITTLE = {"float32": "<f4", "float64": "<f8", "float16": "<f2", "int64": "<i8", "int32": "<i4",
            "int16": "<i2", "int8": "i1", "uint8": "u1", "bool": "?"}  # fmt: skip
+
+
+# Decoding one clustered tensor holds, per value and for a moment, at most 12 bytes:
+# its indices as int64 (checked against the row sizes, then for the gather) and a bool
+# mask or, in the paper layout, the gathered float32 values it checks.
+_TRANSIENT_PER_VALUE = 12
+
+
+def decode_bytes(entries: list[EntryMeta], data_bytes: int) -> int:
+    """The memory loading these entries holds at its busiest: /data as read, every
+    decoded tensor twice (the state dict and the model it is loaded into), clustered
+    tensors' uint8 indices and codebooks, and the largest tensor's moment of decoding
+    (or of its bytes being hashed)."""
+    held, moment = data_bytes, 0
+    for entry in entries:
+        nbytes = entry.numel * np.dtype(entry.dtype).itemsize
+        held += 2 * nbytes
+        if entry.cluster is not None:
+            held += entry.numel + entry.groups * (entry.cluster.width * 4 + 8)
+            moment = max(moment, _TRANSIENT_PER_VALUE * entry.numel)
+        moment = max(moment, 2 * nbytes)
+    return held + moment
 
 
 def entry_parts(entry: EntryMeta, data: np.ndarray) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qretrain._memory import MODEL_RATIO, check_decoded
 from qretrain._version import __version__
 from qretrain.cluster.options import Granularity, parse_enum
 from qretrain.cluster.state import clusters_of, plans_of
@@ -63,7 +64,7 @@ from qretrain.models.specs import (
 )
 from qretrain.storage.atomic import atomic_path, commit_pair, nofollow
 from qretrain.storage.bitpack import pack_indices
-from qretrain.storage.decode import decode_entry, tensor_bytes_le, tensors_sha256
+from qretrain.storage.decode import decode_bytes, decode_entry, tensor_bytes_le, tensors_sha256
 from qretrain.storage.fold import folded_state
 from qretrain.storage.schema import (
     DATA,
@@ -228,12 +229,15 @@ def _gzip_bytes(data: bytes) -> int:
 
 @register_file_loader(".h5", ".hdf5")
 def load(path: str | Path, *, map_location: str | torch.device = "cpu",
-         trust_code: bool = False) -> nn.Module:  # fmt: skip
+         trust_code: bool = False, max_memory: int | None = None) -> nn.Module:  # fmt: skip
     """Rebuild the model stored in ``path``, with its clustering; in eval mode.
 
     Raises QretrainFileError for a truncated, corrupted or malformed file, an
-    unknown format version, tensors that do not fit the architecture, and an
-    architecture spec that names code (``module:callable``) unless ``trust_code``.
+    unknown format version, tensors that do not fit the architecture, an
+    architecture spec that names code (``module:callable``) unless ``trust_code``,
+    and tensors that would take more memory than the file's size allows
+    (``qretrain._memory``: 256 x its size + 64 MiB) unless ``max_memory`` (bytes, or
+    an enclosing ``qretrain.memory_limit``) allows more.
     Loading never trains, downloads or writes anything.
     """
     path = Path(path)
@@ -245,6 +249,9 @@ def load(path: str | Path, *, map_location: str | torch.device = "cpu",
         with h5py.File(path, "r") as f:
             manifest = read_manifest(f, where)
             make = _architecture(manifest, where, trust_code)
+            held = decode_bytes(manifest.entries, manifest.data_bytes)
+            check_decoded(where, held, path.stat().st_size, MODEL_RATIO, max_memory,
+                          QretrainFileError)  # fmt: skip
             data = np.asarray(f[DATA][()])
         state, clusters = _decode(data, manifest, where)
     except QretrainFileError:

@@ -254,7 +254,9 @@ def test_coreml_conversion_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["export", "branching:build", "--format", "coreml", "-o",
                  str(out / "m.mlpackage")]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "coreml export failed: torch.export cannot capture the model" in err
+    assert "coreml export failed: torch.export cannot capture a forward that branches on " \
+        "tensor values (a Python `if` on a tensor): write the branch with torch.where" in err
+    assert len([line for line in err.splitlines() if "export failed" in line]) == 1
     assert "Traceback" not in err and "def forward" not in err  # not torch's graph dump
     assert list(out.iterdir()) == []
 

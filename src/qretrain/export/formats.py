@@ -483,7 +483,11 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
         with torch.no_grad(), attention_slow_path(), contextlib.redirect_stderr(printed):
             program = torch.export.export(model.eval(), (example,)).run_decompositions({})
     except Exception as e:  # torch.export raises many types; the model is the user's
-        raise QretrainError(f"coreml export failed: torch.export cannot capture the model "
+        why = "the model"
+        if "DataDependent" in type(e).__name__:  # GuardOnDataDependentSymNode and kin
+            why = ("a forward that branches on tensor values (a Python `if` on a tensor): "
+                   "write the branch with torch.where or torch.cond, or export safetensors")  # fmt: skip
+        raise QretrainError(f"coreml export failed: torch.export cannot capture {why} "
                             f"({one_line(e)}); nothing was written") from e  # fmt: skip
     sys.stderr.write(printed.getvalue())  # its warnings, when it succeeded
     runnable = program.module()  # what Core ML converts: batch size fixed to the example's

@@ -72,8 +72,8 @@ class _Corpus:
         contract = get_arch(self.teacher).contract
         self.data = load_dataset(str(folder / "d.npz"), contract, limit=24)
         self.val = load_dataset(str(folder / "d.npz"), contract, limit=8, offset=24)
-        analyze(self.teacher, self.data, folder / "sweep",
-                AnalyzeSettings(ks=(2, 8), kinds=("weight",)), progress=False, plots=False)  # fmt: skip
+        settings = AnalyzeSettings(ks=(2, 8), kinds=("weight",))
+        analyze(self.teacher, self.data, folder / "sweep", settings, progress=False, plots=False)
         self.sweep = json.loads((folder / "sweep" / "sweep.json").read_text())
         self.config = {
             "output": str(folder / "never-written"),
@@ -279,4 +279,5 @@ def _tensor_variant(tensor: torch.Tensor, rng) -> tuple[torch.Tensor, str]:
         return tensor[0].clone(), "its first row (broadcastable)"
     if choice == 2 and tensor.is_floating_point():
         return torch.full_like(tensor, float("nan")), "NaN"
-    return tensor.to(torch.float64 if tensor.dtype != torch.float64 else torch.int64), "another dtype"
+    other = torch.float64 if tensor.dtype != torch.float64 else torch.int64
+    return tensor.to(other), "another dtype"

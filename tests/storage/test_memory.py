@@ -112,3 +112,25 @@ def test_the_densest_sound_file_loads(tmp_path):
     ratio = decode_bytes(manifest.entries, manifest.data_bytes) / size
     assert 100 < ratio < _memory.MODEL_RATIO
     qretrain.load(tmp_path / "k2.h5", max_memory=_memory.MODEL_RATIO * size)  # no allowance needed
+
+
+def test_a_contract_larger_than_any_classifier_is_refused(tmp_path, capsys):
+    contract = {"channels": 1, "size": 4096, "mean": [0.5], "std": [0.25], "resize": None}
+    path = bombs.model_file(tmp_path / "c.h5", "qretrain.zoo:resnet_small", contract=contract,
+                            sound=True)  # fmt: skip
+    with pytest.raises(QretrainFileError, match=r"size must be an int in \[1, 1024\]"):
+        qretrain.load(path)
+    for command in (["inspect", path], ["evaluate", path, "--data", path, "--limit", "8"]):
+        code, err = cli(command, capsys)
+        assert code == 2 and len(err) == 1 and "got 4096" in err[0]
+
+
+def test_activations_a_file_would_cause_are_refused_before_the_forward(tmp_path, capsys):
+    """A 1024-px contract is allowed; one input through a wide net at that size is not."""
+    contract = {"channels": 1, "size": 1024, "mean": [0.5], "std": [0.25], "resize": None}
+    path = bombs.model_file(tmp_path / "w.h5", "qretrain.zoo:resnet_small", sound=True,
+                            kwargs={"width": 64, "blocks": 1}, contract=contract)  # fmt: skip
+    code, err = cli(["inspect", path], capsys)
+    assert code == 2 and len(err) == 1
+    assert "ResNetSmall on a 1 x 1024 x 1024 input makes about 1,028 MiB of activations" in err[0]
+    assert "more than the 256 MiB qretrain allows" in err[0] and "--max-memory" in err[0]

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from qretrain.errors import QretrainError
+from qretrain.models.footprint import batch_within_budget
 from qretrain.progress import track
 
 
@@ -59,10 +60,16 @@ def predict(
     progress: bool = False,
     desc: str = "Predicting",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, classes) float32 on the CPU and labels (N,) (-1 where unlabeled)."""
+    """Logits (N, classes) float32 on the CPU and labels (N,) (-1 where unlabeled).
+
+    Inputs larger than ordinary (``models.footprint``) run in smaller batches when
+    ``batch_size`` of them would hold more activations than the memory budget."""
     was_training = model.training
     model.eval().to(device)
     logits, labels = [], []
+    if len(data):  # the inputs' size follows the model's contract, which a file states
+        shape = tuple(data[0][0].shape)
+        batch_size = batch_within_budget(model, shape, batch_size, type(model).__name__)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     for x, y in track(loader, desc, unit="batches", enabled=progress):
         logits.append(model(x.to(device)).float().cpu())

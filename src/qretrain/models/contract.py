@@ -14,10 +14,16 @@ from typing import Any
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from qretrain._memory import BYTES_PER_PIXEL, pixel_limit, suggest
 from qretrain.errors import QretrainError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-MAX_SIZE = 4096  # pixels per side
+# Pixels per side of a model's input. The largest a real classifier takes: 600
+# (torchvision's EfficientNet-B7), 800 (timm's EfficientNet-L2); 1024 leaves room.
+# A file states its contract, and a forward pass holds activations in proportion to
+# its area: at 4096 one image of a small convolutional net took 2.4 GB.
+MAX_SIZE = 1024
+BT601 = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights, as PIL's convert("L")
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -41,7 +47,8 @@ class InputContract:
         if self.channels not in (1, 3):
             raise QretrainError(f"channels must be 1 or 3; got {self.channels}")
         if not 1 <= self.size <= MAX_SIZE:
-            raise QretrainError(f"size must be an int in [1, {MAX_SIZE}]; got {self.size}")
+            raise QretrainError(f"size must be an int in [1, {MAX_SIZE}] (pixels per side; no "
+                                f"classifier takes more); got {self.size}")  # fmt: skip
         if self.resize is not None and not self.size <= self.resize <= 2 * MAX_SIZE:
             raise QretrainError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
         if self.interpolation not in INTERPOLATIONS:
@@ -98,11 +105,15 @@ class InputContract:
         if image.shape[0] != self.channels:
             if image.shape[0] == 1:
                 image = image.expand(3, -1, -1)
-            else:  # ITU-R BT.601 luma, as PIL's convert("L")
-                weights = torch.tensor([0.299, 0.587, 0.114]).reshape(3, 1, 1)
-                image = (image * weights).sum(0, keepdim=True)
+            else:  # summed in place: bit-identical to (image * w).sum(0), a third the memory
+                weights = torch.tensor(BT601)
+                luma = image[0] * weights[0]
+                luma += image[1] * weights[1]
+                luma += image[2] * weights[2]
+                image = luma.unsqueeze(0)
         if self.resize is not None:
             if min(image.shape[-2:]) != self.resize:
+                _check_resized(*image.shape[-2:], self.resize)
                 image = TF.resize(image, [self.resize], self._mode, antialias=True)
             image = TF.center_crop(image, [self.size, self.size])
         elif tuple(image.shape[-2:]) != (self.size, self.size):
@@ -113,6 +124,21 @@ class InputContract:
 
 
 INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def _check_resized(height: int, width: int, shorter: int) -> None:
+    """Refuse to resize a long thin image whose shorter side becomes ``shorter``: a
+    1 x 25,000,000 strip would become 256 x 6.4 billion pixels before the crop."""
+    longer = int(shorter * max(height, width) / min(height, width))  # as TF.resize sizes it
+    limit = pixel_limit()
+    if longer * shorter > limit:
+        raise QretrainError(
+            f"a {width} x {height} image would be {longer:,} x {shorter} pixels once its shorter "
+            f"side is resized to the model's {shorter}, more than the {limit:,} qretrain "
+            f"allows: crop it nearer to square, or raise the limit (--max-memory SIZE, or "
+            f"qretrain.memory_limit(BYTES) in Python, e.g. "
+            f"{suggest(longer * shorter * BYTES_PER_PIXEL)})"
+        )
 
 
 def _int(value: Any, what: str) -> int:

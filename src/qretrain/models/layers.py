@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qretrain.models.footprint import check_one_input
+
 
 class ParamKind(str, enum.Enum):
     """The role of a tensor, as plans select it."""
@@ -179,6 +181,8 @@ def used_order(model: nn.Module, names: list[str], example_input: torch.Tensor) 
     param = next(model.parameters(), None)
     if param is not None:
         example_input = example_input.to(param.device, param.dtype)
+    # The input's size comes from the model's contract, which a file states.
+    check_one_input(model, tuple(example_input.shape[1:]), type(model).__name__)
     was_training = model.training
     model.eval()
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from qretrain.data.readers import as_nchw, read_image
+from qretrain.data.readers import as_nchw, open_image, read_image
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
 
@@ -210,14 +210,16 @@ def file_set(name: str, paths: list[Path], labels: list[int] | None,
 
 def _readable(path: Path) -> bool:
     """Whether the file decodes to the end. ``verify()`` alone passes a truncated JPEG;
-    a draft-mode decode (JPEG at 1/8 scale) reads every byte at a fraction of the cost."""
-    from PIL import Image
-
+    a draft-mode decode (JPEG at 1/8 scale) reads every byte at a fraction of the cost.
+    An image larger than qretrain decodes is refused (QretrainError), not skipped: it is
+    not broken, and the error says how to proceed."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.draft(img.mode, (64, 64))
             img.load()
         return True
+    except QretrainError:
+        raise
     except Exception as e:  # PIL raises many types for broken files
         logger.warning("skipping unreadable image %s: %s", path, e)
         return False

@@ -103,7 +103,7 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "qretrain.cli.main", "compress", "--help"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert "example: qretrain compress torchvision:vgg16" in result.stdout
+    assert "qretrain compress torchvision:vgg16 --plan" in result.stdout
     script_path = Path(sys.executable).parent / "qretrain"  # beside the interpreter
     script = subprocess.run([str(script_path), "--version"], capture_output=True, text=True)
     assert script.returncode == 0 and qretrain.__version__ in script.stdout

@@ -130,3 +130,16 @@ def test_a_file_states_its_own_facts(tmp_path, tiny_vgg):
     qretrain.save(tiny_vgg, tmp_path / "m.h5")
     with pytest.raises(ValueError, match="is a model file, which states its own"):
         load_model(tmp_path / "m.h5", contract=FACTS)
+
+
+def test_bad_builder_arguments_from_a_config_are_one_line(tmp_path, capsys):
+    import yaml
+
+    config = {"output": str(tmp_path / "run"), "model": "qretrain.zoo:vgg_small",
+              "model_args": {"width": "wide"}, "plan": {"file": "x.yaml"},
+              "data": {"evaluate": "d.npz"}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be built with {'width': 'wide'} (TypeError" in err
+    assert not (tmp_path / "run").exists()

@@ -299,7 +299,15 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
             ) from None
 
     def build() -> nn.Module:
-        model = make(**kwargs)
+        try:
+            model = make(**kwargs)
+        except (TypeError, ValueError) as e:
+            if origin is Origin.USER or isinstance(e, QretrainError):
+                raise  # the user's own call: Python's own error says it best
+            raise QretrainError(
+                f"the {origin.value}'s {spec!r} cannot be built with {kwargs} "
+                f"({type(e).__name__}: {e})"
+            ) from e
         if not isinstance(model, nn.Module):
             raise QretrainError(
                 f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module"

@@ -159,3 +159,24 @@ def test_bad_targets_are_one_line(teacher, images, tmp_path, capsys, argv, messa
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images, tmp_path, caplog):
+    work = tmp_path / "work"
+    first = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
+    assert (work / "clustered.h5").is_file() and (work / "run.json").is_file()
+    with caplog.at_level(logging.INFO, logger="qretrain"):
+        again = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
+    assert "[analyze] done before" in caplog.text and again.file_data == first.file_data
+    with pytest.raises(ValueError, match="holds a compression with another settings"):
+        qretrain.compress(teacher, images, target="5x", recover="none", workdir=work)
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        other.classifier[-1].bias.add_(1)
+    with pytest.raises(ValueError, match="holds a compression with another model"):
+        qretrain.compress(other, images, target="4x", recover="none", workdir=work)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "report.md").write_text("mine")
+    with pytest.raises(ValueError, match="holds files no qretrain compression wrote"):
+        qretrain.compress(teacher, images, target="4x", workdir=tmp_path / "foreign")
+    assert (tmp_path / "foreign" / "report.md").read_text() == "mine"

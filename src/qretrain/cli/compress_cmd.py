@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default), output (match the original's outputs) or none")
     parser.add_argument("--epochs", type=int, metavar="E",
                         help="passes per block (blocks, default 4) or epochs (output, default 5)")
+    parser.add_argument("--work", metavar="DIR",
+                        help="keep the recipe's stages in DIR (sweep, plan, clustered start, "
+                        "retrained model, records); a rerun with the same DIR and arguments "
+                        "resumes there (default: a temporary folder, removed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --work DIR replace another run's files there")
     add_device_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="model file")
     parser.add_argument(
@@ -108,6 +114,8 @@ def _recipe(args: argparse.Namespace) -> int:
     if args.data is None:
         raise QretrainError("--target and --max-drop retrain on unlabeled images: give "
                             "--data D (a folder of images, or a named set)")  # fmt: skip
+    if args.overwrite and not args.work:
+        raise QretrainError("--overwrite applies to --work DIR")
     plan_only = [flag for flag, given in (("--layout", args.layout != "packed"),
                  ("--keep-batchnorm", args.keep_batchnorm), ("--method", args.method))
                  if given]  # fmt: skip
@@ -119,7 +127,8 @@ def _recipe(args: argparse.Namespace) -> int:
     arch = get_arch(model)
     data = data_from_args(args, arch.contract if arch is not None else None)
     result = compress(model, data, settings=settings, device=args.device,
-                      progress=show_progress(args))  # fmt: skip
+                      progress=show_progress(args), workdir=args.work,
+                      overwrite=args.overwrite)  # fmt: skip
     record = {"model": args.model, "weights": args.weights, "data": data.describe(),
               "settings": settings.to_dict(), **result.to_dict()}  # fmt: skip
     with atomic_path(output) as tmp:
@@ -131,8 +140,11 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _with_plan(args: argparse.Namespace) -> int:
-    if args.epochs is not None:
-        raise QretrainError("--epochs applies to retraining (--target or --max-drop), not --plan")
+    recipe_only = [flag for flag, given in (("--epochs", args.epochs is not None),
+                   ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
+    if recipe_only:
+        raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "
+                            "--max-drop), not --plan")  # fmt: skip
     settings = CompressSettings(layout=args.layout, method=args.method,
                                 fold_batchnorm=False if args.keep_batchnorm else None)
     output = output_file(args.output, (".h5", ".hdf5"))

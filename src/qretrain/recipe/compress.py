@@ -35,7 +35,9 @@ from qretrain.progress import duration
 from qretrain.recipe.settings import RecipeSettings, Recover
 from qretrain.recipe.split import Parts, split
 from qretrain.recipe.stages import CLUSTERED, Stages, cluster_stage, plan_stage, retrain_stage, sweep_stage
-from qretrain.storage import atomic_path, file_bytes, load, write_text_atomic
+from qretrain.models.fingerprint import model_fingerprint
+from qretrain.recipe.folder import claim
+from qretrain.storage import atomic_path, file_bytes, folder_lock, load, write_text_atomic
 
 logger = logging.getLogger(__name__)
 RECOVERED = "label_free"  # the retraining run's name in the work folder (and in reports)
@@ -120,6 +122,7 @@ def compress(
     device: str = "cpu",
     progress: bool = True,
     workdir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Compressed:
     """Compress ``model`` to ``target`` and win its quality back on ``data``, no labels.
 
@@ -133,8 +136,10 @@ def compress(
     settings: every knob of the recipe (``RecipeSettings``); the keywords above
         override it.
     workdir: where the stages write their records (a fresh temporary folder by
-        default, removed afterwards); a folder passed here keeps them, and a second
-        call with the same arguments resumes from them.
+        default, removed afterwards); a folder passed here keeps them (the sweep, the
+        plan, the clustered start, the retrained model), and a second call with the
+        same model, data and settings resumes from them; another run's folder is
+        refused unless ``overwrite``.
     """
     overrides = {"recover": recover, "seed": seed}
     if target is not None or max_drop is not None:
@@ -149,19 +154,31 @@ def compress(
         data = load_dataset(data, arch.contract if arch is not None else None)
     parts = split(data, settings)
     logger.info("images: %s", parts.describe())
-    with _work_folder(workdir) as work:
+    with _work_folder(workdir, model, data, settings, overwrite) as work:
         return run_recipe(model, parts, settings, work, device=device, progress=progress)
 
 
+# Everything the recipe writes in its work folder.
+OUTPUTS = ["split.json", "analyze", "plan.yaml", "plan.json", CLUSTERED, "compress.json",
+           f"{RECOVERED}.h5", f"{RECOVERED}.json", f"{RECOVERED}.ckpt",
+           f"{RECOVERED}.blocks.ckpt"]  # fmt: skip
+
+
 @contextlib.contextmanager
-def _work_folder(workdir: str | Path | None) -> Iterator[Path]:
-    if workdir is not None:
-        folder = Path(workdir)
-        folder.mkdir(parents=True, exist_ok=True)
-        yield folder
+def _work_folder(workdir: str | Path | None, model: nn.Module, data: ImageSet,
+                 settings: RecipeSettings, overwrite: bool) -> Iterator[Path]:  # fmt: skip
+    """A fresh temporary folder, or ``workdir`` locked and claimed for this run."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="qretrain-") as folder:
+            yield Path(folder)
         return
-    with tempfile.TemporaryDirectory(prefix="qretrain-") as folder:
-        yield Path(folder)
+    folder = Path(workdir)
+    with folder_lock(folder, "qretrain compress"):
+        identity = {"settings": settings.to_dict(), "model": model_fingerprint(model),
+                    "data": data.fingerprint()}  # fmt: skip
+        if claim(folder, identity, OUTPUTS, overwrite=overwrite, what="compression"):
+            logger.info("resuming the compression in %s", folder)
+        yield folder
 
 
 def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: Path, *,

@@ -63,6 +63,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_loss.py --epochs 5
 	$(PY) benchmarks/bench_channels_last.py --images 20000
 	$(PY) benchmarks/bench_fuzz.py --mutations 6000 --seeds 0 1 2 3 4
+	$(PY) benchmarks/bench_memory.py
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.
 render-check: $(VENV)/.installed

@@ -23,6 +23,7 @@ from torch import nn
 
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
+from qretrain.models.footprint import batch_within_budget
 
 PROBES = 8
 SEED = 0
@@ -50,8 +51,13 @@ def check_outputs(what: str, model: nn.Module, run: Callable[[torch.Tensor], np.
                   contract: InputContract, *, batched: bool = True) -> None:  # fmt: skip
     """Raise a one-line QretrainError unless ``run`` (the exported program) computes
     ``model``'s outputs on the probe images, each alone and (``batched``: for programs
-    that take any batch size) all as one batch."""
+    that take any batch size) all as one batch, when the batch's activations fit the
+    memory budget (``models.footprint``)."""
     images = probe_inputs(contract)
+    # All as one batch only when its activations fit the budget: a file states its
+    # contract, and eight 1024-px images through a wide net take gigabytes.
+    batched = batched and batch_within_budget(model, contract.shape, len(images),
+                                              what) == len(images)  # fmt: skip
     batches = [images[i : i + 1] for i in range(len(images))] + ([images] if batched else [])
     differ, worst, scale = 0, 0.0, 0.0
     for batch in batches:

@@ -55,6 +55,7 @@ from torch import nn
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.export.check import attention_slow_path, check_outputs, one_line
+from qretrain.models.footprint import check_one_input
 from qretrain.models.specs import get_arch
 from qretrain.storage import atomic_folder, atomic_path, check_writable_folder, pack_indices
 
@@ -155,6 +156,7 @@ def _example(model: nn.Module, what: str) -> torch.Tensor:
     if example is None:
         raise QretrainError(f"{what} export traces the model on an input of its contract, "
                             "and this model declares none")  # fmt: skip
+    check_one_input(model, tuple(example.shape[1:]), f"{what} export of {type(model).__name__}")
     return example
 
 

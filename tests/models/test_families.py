@@ -18,7 +18,7 @@ from qretrain.models import ParamKind, describe_tensors
 from qretrain.testing.families import FAMILIES, Trial
 
 STAGES = ("compress", "reopen", "blocks", "onnx")
-VIT = "vit (small VisionTransformer)"
+VIT = "vit_small"
 
 
 def run(name: str, folder) -> Trial:

@@ -150,10 +150,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
         "patch_size": [4, 4], "embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2],
         "window_size": [4, 4], **TEN})),  # two blocks a stage: one has shifted windows
     Family("regnet_x_400mf", "torchvision:regnet_x_400mf", small=(f"{_HERE}:small_regnet", TEN)),
-    Family("vit (small VisionTransformer)", _VIT, {
+    Family("vit_small", _VIT, {
         "image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 64,
         "mlp_dim": 128, **TEN}),
-    Family("untraceable toy (if x.mean() > 0)", f"{_HERE}:branching", untraceable=True),
+    Family("untraceable_toy", f"{_HERE}:branching", untraceable=True),  # if x.mean() > 0
 )}  # fmt: skip
 
 

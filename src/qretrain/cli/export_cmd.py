@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "program .mlpackage (iOS 18 / macOS 15) whose clustered weights are lookup tables "
         "of exactly their codebook values, the input contract as the image input's "
         "preprocessing (pip install 'qretrain[coreml]'). torchscript is the dequantized "
-        "model, runnable without qretrain, as large as float32. ",
+        "model, runnable without qretrain, as large as float32. Each program is run against "
+        "the model on random images of its input contract before it is kept: one that "
+        "computes something else (a forward branching on tensor values, which exporters fix "
+        "to one branch) is refused and nothing is written. ",
         example=EXAMPLE,
     )
     add_model_arguments(parser)

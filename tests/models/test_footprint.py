@@ -67,3 +67,17 @@ def test_predict_runs_large_inputs_in_small_batches(caplog):
     assert "batches of 2, not 64" in caplog.text
     with torch.no_grad():
         assert torch.allclose(logits, model(images), atol=1e-5)
+
+
+def test_the_callers_hooks_do_not_see_the_estimate():
+    """A hook counting a teacher's inputs (retraining's test does) counts real ones only."""
+    model = resnet_small(4)
+    seen = []
+    handle = model.register_forward_hook(lambda m, args, out: seen.append(args[0].device.type))
+    model.stem[0].register_forward_pre_hook(lambda m, args: seen.append("pre"))
+    assert activation_bytes(model, (1, 28, 28)) > 0
+    assert seen == []
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    assert seen == ["pre", "cpu"]
+    handle.remove()

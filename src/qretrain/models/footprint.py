@@ -14,6 +14,8 @@ input at a time: 2.2 (ResNet-18), 3.1 (VGG-16), 3.5 (EfficientNet-Lite0) and 5.2
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -45,24 +47,44 @@ def activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int | None:
             if isinstance(out, torch.Tensor):
                 largest = max(largest, out.numel() * out.element_size())
 
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    handles = [m.register_forward_hook(record) for m in leaves]
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     meta = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
     param = next(iter(tensors.values()), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     example = torch.empty(1, *shape, device="meta", dtype=dtype)
-    try:
-        with torch.no_grad():
-            functional_call(model, meta, (example,), strict=False)
-    except Exception as e:  # any failure: the estimate is what ran before it
-        logger.debug("the meta-device forward stopped early (%s): estimating from what ran", e)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with _own_hooks_only(model):
+        for module in model.modules():
+            if next(module.children(), None) is None:
+                module.register_forward_hook(record)
+        try:
+            with torch.no_grad():
+                functional_call(model, meta, (example,), strict=False)
+        except Exception as e:  # any failure: the estimate is what ran before it
+            logger.debug("the meta forward stopped early (%s): estimating from what ran", e)
     if not largest:
         return None
     return FACTOR * largest + example.numel() * example.element_size()
+
+
+# nn.Module's per-module hook tables (torch 2.x): the pass runs with them emptied.
+_HOOK_TABLES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")  # fmt: skip
+
+
+@contextmanager
+def _own_hooks_only(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s modules have no forward hooks but those added in
+    it, which go with it: the caller's hooks (one counting a teacher's inputs, one
+    recording a block's outputs) must not see the estimate's meta tensors."""
+    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in _HOOK_TABLES
+             if hasattr(m, name)]  # fmt: skip
+    for module, name, table in saved:
+        setattr(module, name, type(table)())
+    try:
+        yield
+    finally:
+        for module, name, table in saved:
+            setattr(module, name, table)
 
 
 def check_one_input(model: nn.Module, shape: tuple[int, ...], what: str) -> int | None:

@@ -23,6 +23,7 @@ from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import check_labels
 from qretrain.models.fingerprint import model_fingerprint
+from qretrain.models.footprint import batch_within_budget
 from qretrain.models.specs import get_arch
 from qretrain.progress import track
 from qretrain.retrain.blocks import plan_blocks, reconstruct
@@ -377,7 +378,11 @@ def _cache(student, teacher, data, split, config, device, progress) -> _Cached:
     targets, labels = [], []
     if split is not None:
         split.prefix.eval()
-    loader = DataLoader(data, batch_size=256, shuffle=False)
+    batch = 256
+    if len(data):  # larger-than-ordinary inputs (a file's contract): batches within budget
+        model = teacher if teacher is not None else student
+        batch = batch_within_budget(model, tuple(data[0][0].shape), batch, "caching")
+    loader = DataLoader(data, batch_size=batch, shuffle=False)
     for x, y in track(loader, "Caching teacher outputs", unit="batches", enabled=progress):
         x = x.to(device)
         features = split.prefix(x) if split is not None else (x,)

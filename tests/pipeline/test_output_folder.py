@@ -91,15 +91,15 @@ def test_a_rerun_with_other_random_weights_is_refused_not_mixed(quick_run, capsy
     """A builder with random weights, killed after the plan stage: the rerun builds
     another model, and must not compress it under the first one's records."""
     path, out = quick_run(model="qretrain.zoo:vgg_small", model_args={"width": 4, "hidden": 16})
-    real = run_module._compress
+    real = run_module.cluster_stage
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "_compress", killed)
+    monkeypatch.setattr(run_module, "cluster_stage", killed)
     assert main(["run", str(path), "--quiet"]) == 130
     assert (out / "plan.json").exists() and not (out / "compress.json").exists()
-    monkeypatch.setattr(run_module, "_compress", real)
+    monkeypatch.setattr(run_module, "cluster_stage", real)
     capsys.readouterr()
     assert main(["run", str(path), "--quiet"]) == 2
     _one_line_error(capsys, f"{str(out)!r} holds a run of qretrain.zoo:vgg_small with other "
@@ -112,7 +112,7 @@ def test_a_rerun_with_other_random_weights_is_refused_not_mixed(quick_run, capsy
 
 def test_a_seeded_random_model_resumes(quick_run, monkeypatch):
     path, out = quick_run(model="qretrain.zoo:vgg_small", model_args={"width": 4, "hidden": 16})
-    monkeypatch.setattr(run_module, "_compress", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(run_module, "cluster_stage", lambda *a, **k: (_ for _ in ()).throw(
         KeyboardInterrupt))  # fmt: skip
     torch.manual_seed(3)
     assert main(["run", str(path), "--quiet"]) == 130

@@ -37,7 +37,7 @@ def tiny_run(tmp_path):
         },
         "analyze": {"ks": [1, 4, 32], "kinds": ["weight"]},
         "plan": {"max_drop": 30, "metric": "agreement"},
-        "retrain": {"epochs": 2, "batch_size": 16, "far_off": True},
+        "retrain": {"epochs": 2, "batch_size": 16, "far_off": True, "conventional": True},
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -65,7 +65,8 @@ def test_run_end_to_end_then_rerun_skips_every_stage(tiny_run, capsys):
     for m in evaluation["models"].values():
         assert f"{m['agreement']:.2%}" in out_text
     far = json.loads((run / "far_off.json").read_text())
-    assert far["val_best"] >= far["quality_before"]  # the guard at work
+    guard = far["guard"]  # the guard at work: kept only what is surely closer to the original
+    assert guard["images"] == 16 and (guard["kept"] == "start") == (guard["kl_change_95"][1] >= 0)
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "Figure" in page
     report = (run / "report.md").read_text()
@@ -274,3 +275,36 @@ def test_the_uniform_baseline_bisects_to_the_largest_k_that_fits(tiny_vgg):
         expected = next((k for k in UNIFORM_KS if sizes[k] <= budget), UNIFORM_KS[-1])
         k, model, size = _uniform_baseline(tiny_vgg, budget)
         assert (k, size) == (expected, sizes[expected]) and file_bytes(model) == size
+
+
+def test_the_recipe_form_runs_what_qretrain_compress_does(tmp_path, capsys):
+    """A run config of the recipe's form and qretrain.compress with the same settings
+    write the same model file: one code path, so one set of figures."""
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    qretrain.save(model, tmp_path / "m.h5")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (130, 28, 28), dtype=np.uint8),
+             y=rng.integers(0, 10, 130))  # fmt: skip
+    np.savez(tmp_path / "far.npz", x=(rng.random((64, 28, 28)) < 0.1).astype(np.uint8) * 255)
+    config = {"output": str(tmp_path / "run"), "model": str(tmp_path / "m.h5"),
+              "data": {"unlabeled": str(tmp_path / "d.npz"), "far_off": str(tmp_path / "far.npz"),
+                       "evaluate": {"spec": str(tmp_path / "d.npz"), "limit": 40}},
+              "recipe": {"target": "4x", "recover": "output", "epochs": 1, "conventional": True,
+                         "far_off": True}}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "run.yaml"), "--quiet"]) == 0
+    run = tmp_path / "run"
+    evaluation = json.loads((run / "evaluate.json").read_text())
+    assert set(evaluation["models"]) == {"original", "clustered", "label_free", "conventional",
+                                         "far_off", "uniform"}  # fmt: skip
+    assert json.loads((run / "split.json").read_text())["held_out"] == 50
+    assert "guard" in json.loads((run / "far_off.json").read_text())
+    result = qretrain.compress(qretrain.load(tmp_path / "m.h5"), tmp_path / "d.npz", target="4x",
+                               recover="output", settings=qretrain.RecipeSettings(
+                                   target="4x", recover="output", epochs=1))  # fmt: skip
+    guard = json.loads((run / "label_free.json").read_text())["guard"]
+    assert guard["kept"] == {"retrained": "retrained", "clustered": "start"}[result.kept]
+    kept = run / ("label_free.h5" if result.kept == "retrained" else "clustered.h5")
+    assert kept.read_bytes() == result.file_data
+    assert "conventional" in (run / "report.md").read_text()

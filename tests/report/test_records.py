@@ -55,10 +55,13 @@ def test_report_says_plainly_when_the_guard_kept_the_clustered_start(tmp_path):
     run = {"data": "d: 10 images", "monitor": "val_data", "monitor_metric": "agreement",
            "quality_before": 0.8, "quality_after": 0.8, "wall_seconds": 1.0, "cache_seconds": 0.1,
            "history": [{"epoch": 1, "monitor": 0.7}],
-           "guard": "retraining never beat the clustered start on val_data; the start is kept"}  # fmt: skip
+           "guard": {"images": 50, "kept": "start", "kl_change": 0.001,
+                     "kl_change_95": [-0.002, 0.004]}}  # fmt: skip
     (tmp_path / "label_free.json").write_text(json.dumps(run))
     md, _ = write_report(tmp_path)
-    assert "the guard kept the start: that model is the clustered one" in md.read_text()
+    text = md.read_text()
+    assert "the guard kept the start: that model is the clustered one" in text
+    assert "start kept: KL +0.0010 [-0.0020, +0.0040] on 50 held-out images" in text
 
 
 def _with_sweep(folder):

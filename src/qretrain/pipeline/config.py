@@ -1,13 +1,28 @@
 """The run config: one YAML file that says what ``qretrain run`` does, checked whole.
 
 It is a tree of the stages' own settings, so a value is checked once, here, before
-any stage runs, and every problem in the file is reported together. Sections and
-keys (every key optional unless marked; unknown keys are errors naming the key)::
+any stage runs, and every problem in the file is reported together. Unknown keys are
+errors naming the key. A config takes one of two forms. The recipe's, what
+``qretrain compress --target`` does, from one set of unlabeled images::
 
-    output: out/demo                 # required: folder for every file the run writes
-    model: teacher:vgg               # required: a model spec (see `qretrain inspect`)
-    model_args: {epochs: 2}          # keyword arguments of the model builder
-    weights: null                    # a state dict to load into the model
+    output: out/case                 # required: folder for every file the run writes
+    model: efficientnet-lite0        # required: a model spec (see `qretrain inspect`)
+    model_args: {num_classes: 10}    # keyword arguments of the model builder
+    weights: null                    # a state dict to load into the model (.pth, .safetensors)
+    contract: {size: 64, mean: [0.5], std: [0.25], resize: null}   # the input facts
+    data:
+      unlabeled: my-images/          # required: shared out by the recipe (qretrain.recipe)
+      evaluate: labeled-test/        # required: the final, held-out evaluation
+      far_off: ...                   # with recipe.far_off: a far-off retraining set
+    recipe: RecipeSettings + {conventional: bool, far_off: bool}
+                                     # {target | max_drop, metric, recover, seed, epochs, ...}
+    evaluate: EvaluateSettings       # {batch_size}
+    device: cpu                      # cpu, cuda or cuda:N, checked against the machine
+
+The stages' own, where each stage's data and settings are given (every key optional
+unless marked)::
+
+    output, model, model_args, weights, contract   # as above
     data:                            # named datasets: a spec, or {spec, limit, seed, offset, views}
       analyze: ...                   # required with analyze: images the sweep measures on
       verify: ...                    # plan verification (default: the analyze set)
@@ -20,8 +35,11 @@ keys (every key optional unless marked; unknown keys are errors naming the key):
     plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size, refine}
     compress: CompressSettings       # {layout, method, fold_batchnorm}
     retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
-    evaluate: EvaluateSettings       # {batch_size}
-    device: cpu                      # cpu, cuda or cuda:N, checked against the machine
+    evaluate, device                 # as above
+
+In both forms the comparison runs of the seed's paper are opt-in: ``conventional``
+(the same images with labels, cross-entropy) and ``far_off`` (label-free on
+``data.far_off``, guarded like the main run).
 """
 
 from __future__ import annotations
@@ -38,12 +56,17 @@ from qretrain.apply.settings import CompressSettings
 from qretrain.device import parse_device
 from qretrain.errors import QretrainError
 from qretrain.metrics.settings import EvaluateSettings
+from qretrain.models.contract import FACTS
 from qretrain.planner import PlanSettings
+from qretrain.recipe import RecipeSettings
 from qretrain.retrain import RetrainConfig
 
-TOP_KEYS = ("output", "model", "model_args", "weights", "data", "analyze", "plan",
-            "compress", "retrain", "evaluate", "device")  # fmt: skip
-DATA_NAMES = ("analyze", "verify", "retrain", "evaluate", "far_off", "guard")
+TOP_KEYS = ("output", "model", "model_args", "weights", "contract", "data", "recipe", "analyze",
+            "plan", "compress", "retrain", "evaluate", "device")  # fmt: skip
+DATA_NAMES = ("unlabeled", "analyze", "verify", "retrain", "evaluate", "far_off", "guard")
+STAGE_KEYS = ("analyze", "plan", "compress", "retrain")  # the stages' own form only
+STAGE_DATA = ("analyze", "verify", "retrain", "guard")
+COMPARISONS = ("conventional", "far_off")
 # What a run's retrain section may set: labels and caching are the pipeline's own.
 RETRAIN_KEYS = ("objective", "block_epochs", "epochs", "batch_size", "lr", "loss", "temperature",
                 "trainable", "bn_stats", "tune_centroids", "tune_assignments", "seed")  # fmt: skip
@@ -82,7 +105,7 @@ class RunRetrain:
     """The retrain section: one RetrainConfig for every run, and which runs."""
 
     config: RetrainConfig
-    conventional: bool = True  # the same images with labels, for comparison
+    conventional: bool = False  # the same images with labels, for comparison
     far_off: bool = False  # label-free on data.far_off too, guarded
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,12 +114,27 @@ class RunRetrain:
 
 
 @dataclass(frozen=True)
+class RunRecipe:
+    """The recipe section: the recipe's settings, and which comparison runs."""
+
+    settings: RecipeSettings
+    conventional: bool = False
+    far_off: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.settings.to_dict(), "conventional": self.conventional,
+                "far_off": self.far_off}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class RunConfig:
     output: Path
     model: str
     model_args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
+    contract: dict[str, Any] | None = None  # the input facts stated (``settle_contract``)
     data: dict[str, DataRef] = field(default_factory=dict)
+    recipe: RunRecipe | None = None  # the recipe's form; None: the stages' own
     analyze: AnalyzeSettings | None = None  # None: no sweep (an explicit plan file)
     plan: PlanSettings | PlanFile = PlanSettings(max_drop=1.0)
     compress: CompressSettings = CompressSettings()
@@ -106,12 +144,18 @@ class RunConfig:
     source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "output": str(self.output),
             "model": self.model,
             "model_args": self.model_args,
             "weights": self.weights,
+            "contract": self.contract,
             "data": {name: ref.to_dict() for name, ref in self.data.items()},
+        }
+        if self.recipe is not None:
+            return d | {"recipe": self.recipe.to_dict(), "evaluate": self.evaluate.to_dict(),
+                        "device": self.device}  # fmt: skip
+        return d | {
             "analyze": self.analyze.to_dict() if self.analyze is not None else None,
             "plan": self.plan.to_dict(),
             "compress": self.compress.to_dict(),
@@ -119,6 +163,11 @@ class RunConfig:
             "evaluate": self.evaluate.to_dict(),
             "device": self.device,
         }
+
+    def comparisons(self) -> list[str]:
+        """The opt-in comparison runs asked for, in report order."""
+        flags = self.recipe if self.recipe is not None else self.retrain
+        return [name for name in COMPARISONS if flags is not None and getattr(flags, name)]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(plain(self.to_dict()), sort_keys=False)
@@ -175,7 +224,25 @@ class RunConfig:
             errors.append(f"{where}: model_args must be a mapping")
         else:
             errors += [f"{where}: model_args: {p}" for p in _model_args_problems(model_args)]
+        contract = raw.get("contract")
+        if contract is not None:
+            errors += [f"{where}: contract: {p}" for p in _contract_problems(contract)]
         data = section(_data_refs, "data", raw.get("data") or {}, where) or {}
+        device = section(lambda: str(parse_device(raw.get("device", "cpu"))), "device")
+        evaluate = section(EvaluateSettings.from_dict, "evaluate", raw.get("evaluate"))
+        if "evaluate" not in data:
+            errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")
+        if "recipe" in raw:
+            recipe = section(_recipe, "recipe", raw["recipe"])
+            errors += _recipe_form_problems(raw, data, recipe, where)
+            if errors:
+                raise ConfigError(errors)
+            return cls(output=Path(raw["output"]), model=raw["model"], model_args=model_args,
+                       weights=raw.get("weights"), contract=contract, data=data, recipe=recipe,
+                       evaluate=evaluate, device=device, source=source)  # fmt: skip
+        if "unlabeled" in data:
+            errors.append(f"{where}: data.unlabeled is shared out by the recipe: add a recipe "
+                          "section (recipe: {target: 7x}), or name each stage's data")  # fmt: skip
         plan_raw = raw.get("plan") or {}
         plan_from_file = isinstance(plan_raw, dict) and "file" in plan_raw
         plan = section((PlanFile if plan_from_file else PlanSettings).from_dict, "plan",
@@ -186,7 +253,6 @@ class RunConfig:
             if "analyze" not in data:
                 errors.append(f"{where}: data.analyze is required to plan from a sweep")
         compress = section(CompressSettings.from_dict, "compress", raw.get("compress"))
-        evaluate = section(EvaluateSettings.from_dict, "evaluate", raw.get("evaluate"))
         retrain = None
         if raw.get("retrain") is not None:
             retrain = section(_retrain, "retrain", raw["retrain"])
@@ -199,13 +265,11 @@ class RunConfig:
                 errors.append(f"{where}: retrain.conventional needs labels, and augmented "
                               "views (data.retrain.views) have none: set retrain.conventional "
                               "false, or drop the views")  # fmt: skip
-        if "evaluate" not in data:
-            errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")
-        device = section(lambda: str(parse_device(raw.get("device", "cpu"))), "device")
         if errors:
             raise ConfigError(errors)
         return cls(output=Path(raw["output"]), model=raw["model"], model_args=model_args,
-                   weights=raw.get("weights"), data=data, analyze=analyze, plan=plan,
+                   weights=raw.get("weights"), contract=contract, data=data, analyze=analyze,
+                   plan=plan,
                    compress=compress, retrain=retrain, evaluate=evaluate, device=device,
                    source=source)  # fmt: skip
 
@@ -248,6 +312,57 @@ def _model_args_problems(model_args: dict) -> list[str]:
             hint = ("name a state dict with the top-level key 'weights: FILE.pth'"
                     if key == "weights" else "remove it")  # fmt: skip
             problems.append(f"{key!r} is not a builder argument; {hint}")
+    return problems
+
+
+def _recipe(raw: Any) -> RunRecipe:
+    if not isinstance(raw, dict):
+        raise ConfigError(["must be a mapping (recipe: {target: 7x})"])
+    flags = {k: raw[k] for k in COMPARISONS if k in raw}
+    problems = [f"{k}: must be true or false; got {v!r}" for k, v in flags.items()
+                if not isinstance(v, bool)]  # fmt: skip
+    try:
+        settings = RecipeSettings.from_dict({k: v for k, v in raw.items() if k not in COMPARISONS})
+    except SettingsError as e:
+        raise ConfigError(problems + e.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return RunRecipe(settings, **flags)
+
+
+def _recipe_form_problems(raw: dict, data: dict, recipe: RunRecipe | None, where: str) -> list[str]:
+    """The recipe shares data.unlabeled out itself: the stages' own keys do not apply."""
+    problems = [f"{where}: {key!r} belongs to the stages' own form; the recipe section sets "
+                "what the recipe does" for key in STAGE_KEYS if key in raw]  # fmt: skip
+    problems += [f"{where}: data.{name} belongs to the stages' own form; the recipe shares "
+                 "data.unlabeled out itself" for name in STAGE_DATA if name in data]  # fmt: skip
+    if "unlabeled" not in data:
+        problems.append(f"{where}: data.unlabeled is required with a recipe section (the "
+                        "images the recipe sweeps, verifies, retrains and guards on)")  # fmt: skip
+    if recipe is not None and recipe.far_off and "far_off" not in data:
+        problems.append(f"{where}: recipe.far_off needs data.far_off")
+    if recipe is not None and recipe.conventional and data.get("unlabeled") \
+            and data["unlabeled"].views is not None:  # fmt: skip
+        problems.append(f"{where}: recipe.conventional needs labels, which augmented views "
+                        "(data.unlabeled.views) do not have")  # fmt: skip
+    return problems
+
+
+def _contract_problems(contract: Any) -> list[str]:
+    """Names and value types of the stated input facts (their values are checked
+    when the model's contract is settled)."""
+    if not isinstance(contract, dict):
+        return [f"must be a mapping of some of {', '.join(FACTS)}; got {contract!r}"]
+    problems = [f"unknown key {k!r} (known: {', '.join(FACTS)})" for k in contract if k not in FACTS]
+    for key in ("mean", "std"):
+        values = contract.get(key)
+        if values is not None and not (isinstance(values, list) and len(values) in (1, 3) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):  # fmt: skip
+            problems.append(f"{key} must be a list of 1 or 3 numbers; got {values!r}")
+    for key in ("size", "resize", "channels"):
+        value = contract.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{key} must be an int; got {value!r}")
     return problems
 
 

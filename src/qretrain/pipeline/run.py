@@ -16,24 +16,30 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
-from qretrain.analysis import Sweep, analyze
-from qretrain.apply import cluster_, cluster_and_save
+from qretrain.apply import cluster_
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, topk_accuracy
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
-from qretrain.plan import Plan
-from qretrain.planner.auto import auto_plan
+from qretrain.recipe import run_recipe, split
+from qretrain.recipe.compress import OUTPUTS as RECIPE_OUTPUTS
+from qretrain.recipe.stages import (
+    CLUSTERED,
+    Stages,
+    cluster_stage,
+    plan_file_stage,
+    plan_stage,
+    retrain_stage,
+    sweep_stage,
+)
 from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
-from qretrain.retrain import Objective, block_checkpoint, retrain
+from qretrain.retrain import RetrainConfig, block_checkpoint
 from qretrain.storage import (
     file_bytes,
     file_sha256,
@@ -47,11 +53,8 @@ from qretrain.storage import (
 from qretrain.storage.atomic import LOCK_NAME
 
 logger = logging.getLogger(__name__)
-
-
-
 RUN_RECORD = "run.json"  # the run's own: its config and model fingerprint, written first
-MODEL_FILES = ("clustered.h5", "original.h5")
+MODEL_FILES = (CLUSTERED, "original.h5")
 RECORDS = ("config.yaml", "plan.yaml", "plan.json", "compress.json", "evaluate.json",
            "report.md", "report.html")  # fmt: skip
 FOLDERS = ("analyze", "figures")
@@ -59,7 +62,7 @@ FOLDERS = ("analyze", "figures")
 
 def run_outputs() -> list[str]:
     """Every name a run writes in its folder (besides the lock and temporaries)."""
-    names = [RUN_RECORD, *MODEL_FILES, *RECORDS, *FOLDERS]
+    names = list(dict.fromkeys([RUN_RECORD, *MODEL_FILES, *RECORDS, *FOLDERS, *RECIPE_OUTPUTS]))
     for run in RETRAIN_RUNS:
         names += [f"{run}.h5", f"{run}.json", f"{run}.ckpt", block_checkpoint(f"{run}.ckpt").name]
     return names
@@ -93,8 +96,9 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: 
             "output folder, or pass --overwrite to start over there"
         ])
     # Nothing is written before the model loads: a refused config leaves no trace.
-    model = load_model(config.model, weights=config.weights, origin=Origin.CONFIG,
-                       trust_code=trust_code, **config.model_args).eval()  # fmt: skip
+    model = load_model(config.model, weights=config.weights, contract=config.contract,
+                       origin=Origin.CONFIG, trust_code=trust_code,
+                       **config.model_args).eval()  # fmt: skip
     fingerprint = model_fingerprint(model)
     if recorded is not None and recorded.get("model_fingerprint") != fingerprint:
         raise QretrainError(
@@ -117,20 +121,36 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: 
         return load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed, offset=ref.offset,
                             views=ref.views, teacher=model)  # fmt: skip
 
-    _stage = _Stages()
-    if config.analyze is not None:
-        _stage("analyze", out / "analyze" / "summary.md", lambda: analyze(
-            model, data("analyze"), subfolder(out / "analyze"), config.analyze,
-            device=config.device, model_name=config.model, progress=progress,
-        ))  # fmt: skip
-    _stage("plan", out / "plan.json", lambda: _plan(config, model, data, out))
-    _stage("compress", out / "compress.json", lambda: _compress(config, model, out, data),
-           pair=out / "clustered.h5")  # fmt: skip
-    for name in _retrain_runs(config):
-        _stage(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json",
-               lambda name=name: _retrain(config, model, data, out, name, progress, trust_code),
+    stages = Stages()
+    if config.recipe is not None:
+        parts = split(data("unlabeled"), config.recipe.settings)
+        logger.info("images: %s", parts.describe())
+        run_recipe(model, parts, config.recipe.settings, out, device=config.device,
+                   progress=progress, trust_code=trust_code, stages=stages,
+                   model_name=config.model)  # fmt: skip
+        held_out, seed = parts.held_out, config.recipe.settings.seed
+        retrain_config = config.recipe.settings.retrain_config()
+        labeled = lambda: parts.labeled("retrain")  # noqa: E731
+    else:
+        _stages_own(config, model, data, out, stages, progress, trust_code)
+        held_out = data("guard") if "guard" in config.data else None
+        retrain_config = config.retrain.config if config.retrain is not None else None
+        seed = retrain_config.seed if retrain_config is not None else 0
+        labeled = lambda: data("retrain")  # noqa: E731
+    for name in config.comparisons():
+        if name == "conventional":
+            # Cross-entropy on the outputs, whatever the label-free objective is.
+            conventional = RetrainConfig(labels=True, seed=seed, **_conventional_schedule(config))
+            work = lambda: retrain_stage("conventional", model, labeled(), out, conventional,  # noqa: E731
+                                         held_out=None, device=config.device, progress=progress,
+                                         trust_code=trust_code, labels=True)  # fmt: skip
+        else:
+            work = lambda: retrain_stage("far_off", model, data("far_off"), out, retrain_config,  # noqa: E731
+                                         held_out=held_out, device=config.device,
+                                         progress=progress, trust_code=trust_code)  # fmt: skip
+        stages(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json", work,
                pair=out / f"{name}.h5")  # fmt: skip
-    _stage("evaluate", out / "evaluate.json",
+    stages("evaluate", out / "evaluate.json",
            lambda: _evaluate(config, model, data, out, trust_code))  # fmt: skip
     from qretrain.report import write_report
 
@@ -160,95 +180,45 @@ def _earlier_run(out: Path) -> dict | None:
     return None
 
 
-def _retrain_runs(config: RunConfig) -> list[str]:
-    """The retraining runs ``config`` asks for, in report order."""
-    if config.retrain is None:
-        return []
-    return [name for name in RETRAIN_RUNS
-            if not (name == "conventional" and not config.retrain.conventional)
-            and not (name == "far_off" and not config.retrain.far_off)]  # fmt: skip
-
-
-class _Stages:
-    """Runs each stage unless its record exists (and names its file's checksum).
-
-    Records are trusted in order only: once one stage runs, every later stage runs
-    too, since its record was made from what the earlier stage has just replaced.
-    """
-
-    def __init__(self) -> None:
-        self.ran = False
-
-    def __call__(self, name: str, done: Path, work: Callable[[], object],
-                 pair: Path | None = None) -> None:  # fmt: skip
-        if not self.ran and done.exists() and (pair is None or _paired(done, pair)):
-            logger.info("[%s] done before: %s", name, done)
-            return
-        self.ran = True
-        logger.info("[%s] ...", name)
-        start = time.perf_counter()
-        work()
-        logger.info("[%s] %.1f s", name, time.perf_counter() - start)
-
-
-def _paired(record: Path, file: Path) -> bool:
-    """Whether ``record`` was written with ``file`` as it is now (a killed write between
-    the two never counts as done)."""
-    try:
-        named = json.loads(record.read_text()).get("file_sha256")
-    except (OSError, ValueError):
-        return False
-    return file.is_file() and named == file_sha256(file)
-
-
-def _plan(config: RunConfig, model: nn.Module, data, out: Path) -> None:
-    plan = config.plan
-    start = time.perf_counter()
-    if isinstance(plan, PlanFile):
-        Plan.load(plan.file)  # check it before copying
-        write_text_atomic(out / "plan.yaml", Path(plan.file).read_text())
-        record = {"file": plan.file}
+def _stages_own(config: RunConfig, model: nn.Module, data, out: Path, stages: Stages,
+                progress: bool, trust_code: bool) -> None:  # fmt: skip
+    """The stages' own form: each stage's data and settings as the config names them."""
+    if config.analyze is not None:
+        stages("analyze", out / "analyze" / "summary.md", lambda: sweep_stage(
+            model, data("analyze"), out, config.analyze, device=config.device,
+            progress=progress, model_name=config.model))  # fmt: skip
+    if isinstance(config.plan, PlanFile):
+        stages("plan", out / "plan.json", lambda: plan_file_stage(config.plan.file, out))
     else:
-        verify = data("verify" if "verify" in config.data else "analyze")
-        result = auto_plan(Sweep.load(out / "analyze"), model, verify, plan,
-                           device=config.device)  # fmt: skip
-        write_text_atomic(out / "plan.yaml", result.to_yaml(str(out / "analyze")))
-        record = result.to_dict()
-    record["seconds"] = time.perf_counter() - start
-    write_text_atomic(out / "plan.json", json.dumps(record, indent=2))
-
-
-def _compress(config: RunConfig, model: nn.Module, out: Path, data) -> None:
+        verify = "verify" if "verify" in config.data else "analyze"
+        stages("plan", out / "plan.json", lambda: plan_stage(
+            model, data(verify), out, config.plan, device=config.device))  # fmt: skip
     # sensitive-kmeans weighs weights by their Fisher information on the analysis images
     images = (lambda: data("analyze")) if "analyze" in config.data else None
-    cluster_and_save(copy.deepcopy(model), Plan.load(out / "plan.yaml"), out / "clustered.h5",
-             config.compress, record_path=out / "compress.json", data=images,
-             progress=False)  # fmt: skip
+    stages("compress", out / "compress.json",
+           lambda: cluster_stage(model, out, config.compress, images), pair=out / CLUSTERED)
+    if config.retrain is not None:
+        guard = data("guard") if "guard" in config.data else None
+        stages("retrain (label-free)", out / "label_free.json", lambda: retrain_stage(
+            "label_free", model, data("retrain"), out, config.retrain.config, held_out=guard,
+            device=config.device, progress=progress, trust_code=trust_code),
+            pair=out / "label_free.h5")  # fmt: skip
 
 
-def _retrain(config: RunConfig, model: nn.Module, data, out: Path, name: str,
-             progress: bool, trust_code: bool) -> None:  # fmt: skip
-    labels = name == "conventional"
-    # The conventional baseline is cross-entropy on the outputs, whatever the objective.
-    objective = Objective.OUTPUT if labels else config.retrain.config.objective
-    retrain_config = replace(config.retrain.config, labels=labels, objective=objective)
-    ds = data("far_off" if name == "far_off" else "retrain")
-    if not labels:
-        ds.labels = None  # label-free: whatever labels the set has are withheld
-    val = data("guard") if "guard" in config.data and not labels else None
-    if val is not None:
-        val.labels = None  # the guard is label-free too: agreement with the teacher
-    student = load(out / "clustered.h5", trust_code=trust_code)
-    result = retrain(
-        student, None if labels else model, ds, retrain_config, val_data=val,
-        checkpoint=out / f"{name}.ckpt", resume=True, device=config.device, progress=progress,
-    )  # fmt: skip
-    save(result.model.cpu(), out / f"{name}.h5", record=lambda saved: {
-        "run": name, "data": ds.describe(), "val_data": val.describe() if val else None,
-        "file_bytes": saved.file_bytes, **result.record,
-    })  # fmt: skip
-    (out / f"{name}.ckpt").unlink(missing_ok=True)  # the stage's record says it is done
-    block_checkpoint(out / f"{name}.ckpt").unlink(missing_ok=True)
+def _conventional_schedule(config: RunConfig) -> dict:
+    """The conventional comparison's epochs: the stages' own retrain section's, or the
+    recipe's ``epochs`` when it retrains by output matching, else the default."""
+    if config.retrain is not None:
+        return {"epochs": config.retrain.config.epochs}
+    settings = config.recipe.settings
+    return {"epochs": settings.epochs} if settings.epochs and settings.recover.value == "output" else {}
+
+
+def _retrain_runs(config: RunConfig) -> list[str]:
+    """The retraining runs whose models a run has, in report order."""
+    main = ["label_free"] if (config.retrain is not None or (
+        config.recipe is not None and config.recipe.settings.retrain_config() is not None)) else []
+    return main + config.comparisons()
 
 
 def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:

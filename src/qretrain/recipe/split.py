@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,14 @@ class Parts:
     sweep: ImageSet  # each layer clustered alone, measured on these
     verify: ImageSet  # the plan's measured drop
     retrain: ImageSet  # label-free retraining
+    source: ImageSet = field(repr=False)  # the set shared out, labels and all
+    indices: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    def labeled(self, name: str) -> ImageSet:
+        """Part ``name`` with the source's labels (the conventional comparison's)."""
+        part = self.source.subset(self.indices[name])
+        part.contract = self.source.contract
+        return part
 
     def to_dict(self) -> dict[str, Any]:
         return {name: len(getattr(self, name)) for name in ("held_out", "sweep", "verify", "retrain")}
@@ -54,11 +62,15 @@ def split(data: ImageSet, settings: RecipeSettings) -> Parts:
     if len(verify) < MIN_HELD_OUT:  # too few left over: verify on the sweep's images
         verify = sweep
     retrain = rest[: settings.retrain_images]
-    return Parts(*(_unlabeled(data, index) for index in (order[:held], sweep, verify, retrain)))
+    indices = {name: index.sort().values for name, index in
+               (("held_out", order[:held]), ("sweep", sweep), ("verify", verify),
+                ("retrain", retrain))}  # fmt: skip
+    return Parts(*(_unlabeled(data, index) for index in indices.values()), source=data,
+                 indices=indices)  # fmt: skip
 
 
 def _unlabeled(data: ImageSet, index: torch.Tensor) -> ImageSet:
-    part = data.subset(index.sort().values)
+    part = data.subset(index)
     part.labels = None
     part.contract = data.contract
     return part

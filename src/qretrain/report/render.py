@@ -154,17 +154,18 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     b = [Block("h2", "Retraining (Figures 9/14, 15, 16)")]
     rows = []
     for name, r in runs.items():
-        guard = r.get("guard", "-")
+        guard = _guard(r.get("guard"))
         rows.append([LABELS[name], r["data"], r["monitor_metric"],
                      f"{r['quality_before']:.2%}", f"{r['quality_after']:.2%}",
                      f"{r['wall_seconds']:.1f}", f"{r['cache_seconds']:.1f}", guard])  # fmt: skip
     b.append(Block("table", (["run", "data", "monitor", "before", "after", "wall (s)",
                               "cache pass (s)", "guard"], rows)))  # fmt: skip
     for name, r in runs.items():
-        if "start is kept" in r.get("guard", ""):
-            b.append(Block("p", f"Note: for {LABELS[name]}, retraining never beat the clustered "
-                                "start on the guard data, so the guard kept the start: that "
-                                "model is the clustered one."))  # fmt: skip
+        if (r.get("guard") or {}).get("kept") == "start":
+            b.append(Block("p", f"Note: for {LABELS[name]}, retraining did not bring the model "
+                                "closer to the original on the held-out images by a margin they "
+                                "resolve, so the guard kept the start: that model is the "
+                                "clustered one."))  # fmt: skip
         b += _block_stage(LABELS[name], r.get("blocks"))
     metric = "top1" if all(m["top1"] is not None for m in evaluation["models"].values()) \
         else "agreement"  # fmt: skip
@@ -176,6 +177,15 @@ def _retraining(out: Path, evaluation: dict) -> list[Block]:
     b.append(Block("image", figures.retrain_time(runs, LABELS, figures_dir / "time.png"),
                    "retraining time"))  # fmt: skip
     return b
+
+
+def _guard(decision: dict | None) -> str:
+    """A guard's decision (``recipe.stages.guard``) in a table cell."""
+    if not decision:
+        return "-"
+    low, high = decision["kl_change_95"]
+    return (f"{decision['kept']} kept: KL {decision['kl_change']:+.4f} [{low:+.4f}, {high:+.4f}] "
+            f"on {decision['images']} held-out images")
 
 
 def _block_stage(label: str, stage: dict | None) -> list[Block]:

@@ -412,3 +412,26 @@ def test_stamps_on_scenes_take_seeded_crops_of_the_given_images(tmp_path, monkey
     assert np.abs(pixels[0][0, 0].astype(int) - np.asarray(Image.open(first))[0, 0]).max() < 12
     crop = stamps.square_crop(Image.new("RGB", (40, 30)), rng)
     assert crop.size == (30, 30)
+
+
+def test_images_of_different_sizes_without_a_contract_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from qretrain.cli.main import main
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / "a.png")
+    Image.new("RGB", (48, 40)).save(tmp_path / "imgs" / "b.png")
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def build():\n    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        code = main(["evaluate", "net:build", "--data", str(tmp_path / "imgs"), "--quiet"])
+    finally:
+        sys.path.remove(str(tmp_path))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "images of different sizes (3x32x32 and 3x40x48) cannot be batched" in err

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from qretrain.analysis.census import LayerCensus, take_census
 from qretrain.analysis.record import RECORD, Cell, Sweep
@@ -32,6 +32,7 @@ from qretrain.analysis.settings import AnalyzeSettings, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values
+from qretrain.data.batches import batches
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
 from qretrain.models.fingerprint import model_fingerprint
@@ -128,7 +129,7 @@ def analyze(
 def _prepare(model, data, settings: AnalyzeSettings, device, model_name):
     if len(data) == 0:
         raise QretrainError("the dataset holds no images")
-    loader = DataLoader(data, batch_size=settings.batch_size, shuffle=False)
+    loader = batches(data, settings.batch_size)
     batches, labels = [], []
     for x, y in loader:
         batches.append(x)

@@ -20,8 +20,9 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from qretrain.data.batches import batches
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 
@@ -52,7 +53,7 @@ def fisher_importance(model: nn.Module, data: Dataset, names: list[str], *, seed
     g = torch.Generator().manual_seed(seed)
     start, count = time.perf_counter(), 0
     try:
-        for x, _ in DataLoader(data, batch_size=1):
+        for x, _ in batches(data, 1):
             if count >= images:
                 break
             logits = model(x.to(device)).float()

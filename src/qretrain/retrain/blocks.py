@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 from torch import fx, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from qretrain.cluster.state import clusters_of
+from qretrain.data.batches import batches
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
@@ -412,7 +413,7 @@ def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
 
 @torch.no_grad()
 def _images(data: Dataset) -> torch.Tensor:
-    loader = DataLoader(data, batch_size=256, shuffle=False)
+    loader = batches(data, 256)
     return torch.cat([x.float() for x, _ in loader])
 
 

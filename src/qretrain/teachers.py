@@ -132,8 +132,8 @@ def _teacher_spec(match: re.Match[str]) -> Builder:
     factory = zoo.FACTORIES[TEACHERS[name][0].removeprefix("qretrain.zoo:")]
 
     def build(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
-        # No bars from inside another command: the loop logs one line per epoch.
-        return teacher(name, epochs, seed, progress=False)
+        # Minutes of training: a bar on a terminal, lines with an ETA in a log.
+        return teacher(name, epochs, seed, progress=True)
 
     def quiet(epochs: int = DEFAULT_EPOCHS, seed: int = 0):
         return cached_teacher(name, epochs, seed)

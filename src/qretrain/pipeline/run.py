@@ -27,6 +27,7 @@ from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, top
 from qretrain.models import Origin, get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
+from qretrain.progress import track
 from qretrain.recipe import run_recipe, split
 from qretrain.recipe.compress import OUTPUTS as RECIPE_OUTPUTS
 from qretrain.recipe.stages import (
@@ -151,7 +152,7 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: 
         stages(f"retrain ({RUN_LABELS[name]})", out / f"{name}.json", work,
                pair=out / f"{name}.h5")  # fmt: skip
     stages("evaluate", out / "evaluate.json",
-           lambda: _evaluate(config, model, data, out, trust_code))  # fmt: skip
+           lambda: _evaluate(config, model, data, out, trust_code, progress))  # fmt: skip
     from qretrain.report import write_report
 
     write_report(out)
@@ -221,7 +222,8 @@ def _retrain_runs(config: RunConfig) -> list[str]:
     return main + config.comparisons()
 
 
-def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool) -> None:
+def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: bool,
+              progress: bool) -> None:  # fmt: skip
     ds = data("evaluate")
     start = time.perf_counter()
     batch = config.evaluate.batch_size
@@ -233,7 +235,8 @@ def _evaluate(config: RunConfig, model: nn.Module, data, out: Path, trust_code: 
     if baseline is not None:
         models["uniform"] = baseline
     rows = {}
-    for name, path in models.items():
+    for name, path in track(models.items(), "Evaluating", total=len(models), unit="models",
+                            enabled=progress):  # fmt: skip
         label = RUN_LABELS.get(name)
         if path is None:
             logits, size = reference, _float_file_bytes(model, out)

@@ -25,12 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-import qretrain
+from qretrain.apply import cluster_
 from qretrain.cluster.state import clusters_of
 from qretrain.data.sets import TensorImageSet
 from qretrain.errors import QretrainError
+from qretrain.export import export
 from qretrain.export.check import one_line, probe_inputs
+from qretrain.models import build_model
 from qretrain.models.contract import IMAGENET_MEAN, IMAGENET_STD, InputContract
+from qretrain.retrain import RetrainConfig, retrain
+from qretrain.storage import load, save
 
 K = 16
 
@@ -121,7 +125,7 @@ class Family:
     def build(self, small: bool = False, seed: int = 0) -> nn.Module:
         spec, kwargs = self.arch(small)
         torch.manual_seed(seed)
-        return qretrain.build_model(spec, contract=self.contract, **kwargs).eval()
+        return build_model(spec, contract=self.contract, **kwargs).eval()
 
 
 def trusts_code(spec: str) -> bool:
@@ -193,8 +197,12 @@ class Trial:
     def run(self, stages: tuple[str, ...] | None = None) -> dict[str, Outcome]:
         """``stages`` (default: all, in STAGES order); a stage whose input is missing
         because an earlier one failed fails saying so."""
+        stages = stages or tuple(STAGES)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise QretrainError(f"stages must be among {', '.join(STAGES)}; got {unknown}")
         outcomes = {}
-        for name in stages or tuple(STAGES):
+        for name in stages:
             start = time.perf_counter()
             try:
                 ok, note = True, STAGES[name](self)
@@ -209,15 +217,15 @@ class Trial:
 
     def compress(self) -> str:
         student = copy.deepcopy(self.teacher)
-        qretrain.cluster_(student, plan(self.method), warn_larger=False)
-        saved = qretrain.save(student, self.folder / "model.h5")
+        cluster_(student, plan(self.method), warn_larger=False)
+        saved = save(student, self.folder / "model.h5")
         self.student = student
         return f"{float32_bytes(student) / saved.file_bytes:.2f}x"
 
     def reopen(self) -> str:
         if self.student is None:
             raise RuntimeError("nothing to reopen: compress failed")
-        self.reopened = qretrain.load(self.folder / "model.h5", trust_code=self.trust_code)
+        self.reopened = load(self.folder / "model.h5", trust_code=self.trust_code)
         images = probe_inputs(self.family.contract, 2)
         with torch.no_grad():
             same = torch.allclose(self.reopened(images), self.student(images), rtol=1e-4,
@@ -227,8 +235,7 @@ class Trial:
         return ""
 
     def blocks(self) -> str:
-        config = qretrain.RetrainConfig(objective="blocks", block_epochs=1,
-                                        batch_size=len(self.data))  # fmt: skip
+        config = RetrainConfig(objective="blocks", block_epochs=1, batch_size=len(self.data))
         result = self._retrain(config)
         blocks = result.record["blocks"]
         if "fallback" in blocks:
@@ -236,21 +243,21 @@ class Trial:
         return f"{len(blocks['blocks'])} blocks"
 
     def output(self) -> str:
-        self._retrain(qretrain.RetrainConfig(epochs=1, batch_size=len(self.data)))
+        self._retrain(RetrainConfig(epochs=1, batch_size=len(self.data)))
         return ""
 
     def _retrain(self, config) -> Any:
         if self.reopened is None:
             raise RuntimeError("nothing to retrain: reopen failed")
         student = copy.deepcopy(self.reopened)
-        result = qretrain.retrain(student, self.teacher, self.data, config, progress=False)
+        result = retrain(student, self.teacher, self.data, config, progress=False)
         check_clustered(result.model)
         return result
 
     def _export(self, fmt: str, suffix: str) -> str:
         if self.reopened is None:
             raise RuntimeError("nothing to export: reopen failed")
-        result = qretrain.export(self.reopened, self.folder / f"model.{suffix}", fmt)
+        result = export(self.reopened, self.folder / f"model.{suffix}", fmt)
         return f"{result.float32_bytes / result.file_bytes:.2f}x"
 
 

@@ -32,7 +32,7 @@ from qretrain.analysis.settings import AnalyzeSettings, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
 from qretrain.models.fingerprint import model_fingerprint
@@ -129,7 +129,7 @@ def analyze(
 def _prepare(model, data, settings: AnalyzeSettings, device, model_name):
     if len(data) == 0:
         raise QretrainError("the dataset holds no images")
-    loader = batches(data, settings.batch_size)
+    loader = image_batches(data, settings.batch_size)
     batches, labels = [], []
     for x, y in loader:
         batches.append(x)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.models.layers import get_tensor
 
@@ -53,7 +53,7 @@ def fisher_importance(model: nn.Module, data: Dataset, names: list[str], *, seed
     g = torch.Generator().manual_seed(seed)
     start, count = time.perf_counter(), 0
     try:
-        for x, _ in batches(data, 1):
+        for x, _ in image_batches(data, 1):
             if count >= images:
                 break
             logits = model(x.to(device)).float()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from qretrain.errors import QretrainError
 
 
-def batches(data: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+def image_batches(data: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
     """``DataLoader(data, batch_size, ...)`` whose batches refuse, in one line, images
     of different shapes: they happen when a model states no input contract to fit
     images to, and torch's own error is a traceback about tensor sizes."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.models.footprint import batch_within_budget
 from qretrain.progress import track
@@ -71,7 +71,7 @@ def predict(
     if len(data):  # the inputs' size follows the model's contract, which a file states
         shape = tuple(data[0][0].shape)
         batch_size = batch_within_budget(model, shape, batch_size, type(model).__name__)
-    loader = batches(data, batch_size)
+    loader = image_batches(data, batch_size)
     for x, y in track(loader, desc, unit="batches", enabled=progress):
         logits.append(model(x.to(device)).float().cpu())
         labels.append(y)

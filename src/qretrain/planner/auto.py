@@ -47,7 +47,7 @@ from qretrain.analysis.record import Sweep
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, kl_per_input, mean_kl, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
@@ -408,7 +408,7 @@ def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, b
     work.to(device)
     at = 0
     with torch.enable_grad():
-        for x, _ in batches(data, batch_size):
+        for x, _ in image_batches(data, batch_size):
             kl = kl_per_input(work(x.to(device)).float(), reference[at : at + len(x)].to(device))
             at += len(x)
             (kl.sum() / len(reference)).backward()

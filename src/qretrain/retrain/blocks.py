@@ -42,7 +42,7 @@ from torch import fx, nn
 from torch.utils.data import Dataset
 
 from qretrain.cluster.state import clusters_of
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
@@ -413,7 +413,7 @@ def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
 
 @torch.no_grad()
 def _images(data: Dataset) -> torch.Tensor:
-    loader = batches(data, 256)
+    loader = image_batches(data, 256)
     return torch.cat([x.float() for x, _ in loader])
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from qretrain.cluster.state import clusters_of
-from qretrain.data.batches import batches
+from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import check_labels
 from qretrain.models.fingerprint import model_fingerprint
@@ -383,7 +383,7 @@ def _cache(student, teacher, data, split, config, device, progress) -> _Cached:
     if len(data):  # larger-than-ordinary inputs (a file's contract): batches within budget
         model = teacher if teacher is not None else student
         batch = batch_within_budget(model, tuple(data[0][0].shape), batch, "caching")
-    loader = batches(data, batch)
+    loader = image_batches(data, batch)
     for x, y in track(loader, "Caching teacher outputs", unit="batches", enabled=progress):
         x = x.to(device)
         features = split.prefix(x) if split is not None else (x,)

@@ -82,8 +82,11 @@ def test_only_the_top_package_and_the_cli_import_the_top_package():
 
 
 def test_models_is_the_bottom_layer():
+    """Below models only the standard-library leaves every layer shares: the errors
+    and the memory budgets."""
     below = {t for t, _ in import_graph().get("qretrain.models", set())}
-    assert below <= {"qretrain.errors"}, below
+    assert below <= {"qretrain.errors", "qretrain._memory"}, below
+    assert {t for t, _ in import_graph().get("qretrain._memory", set())} <= {"qretrain.errors"}
 
 
 def test_the_checker_sees_a_cycle():

@@ -13,7 +13,7 @@ allocating, and refuses with one line naming the limit and how to raise it:
 - images: at most ``MAX_PIXELS`` pixels, decoded;
 - forward passes: at most ``ACTIVATIONS`` bytes of activations for one input.
 
-``max_memory`` (bytes) replaces all three for one call (``qretrain.load(path,
+``max_memory`` (bytes) replaces every one of these for one call (``qretrain.load(path,
 max_memory=...)``) or, through ``memory_limit``, for everything in a ``with`` block
 (the command line's ``--max-memory``). It bounds what one input may decode to, not
 the process: torch and qretrain themselves take about 0.85 GiB on their own, and a
@@ -31,10 +31,11 @@ from contextvars import ContextVar
 from qretrain.errors import QretrainError
 
 MIB = 1 << 20
-# The densest sound model files hold up to about 170 times their size while loading:
-# every weight at k = 2, one stored bit per value, becomes a float32 value in the
-# state dict and another in the model, a uint8 index, and for the largest tensor an
-# int64 index for a moment. Random-init and EfficientNet-Lite files: 4-25 times.
+# The densest sound model files hold up to about 170 times their size while loading
+# (qretrain.zoo's vgg_small with every tensor at k = 2: 150): one stored bit per value
+# becomes a float32 value in the state dict and another in the model, a uint8 index,
+# and for the largest tensor an int64 index for a moment. Random-init torchvision and
+# EfficientNet-Lite files: 4-5 times, Lite0 at 7x smaller: 25.
 MODEL_RATIO = 256
 # Image arrays compress 2-10 times (Fashion-MNIST's IDX 1.8, MNIST's CSV text 9); the
 # readers then hold them about twice (the array and its tensor).
@@ -44,10 +45,12 @@ ALLOWANCE = 64 * MIB  # what a small file may always take (a k = 1 model of 8 M 
 # (6000 x 4000) and every image of the project's data (the largest: 5640 x 3172), and
 # keeps one decode (about BYTES_PER_PIXEL each, in float32) within 0.5 GiB.
 MAX_PIXELS = 25_000_000
-BYTES_PER_PIXEL = 20  # measured peak of read_image + InputContract.fit, per pixel
+# Memory per pixel of read_image + InputContract.fit at their peak, with room: 14 was
+# measured (a 6000 x 4000 RGB PNG fitted to a grey 28-px contract).
+BYTES_PER_PIXEL = 20
 # One input's estimated activations (models.footprint). The models qretrain knows
-# estimate 10-50 MiB at their contracts (VGG-16 at 224 px: 49); a 1024-px input
-# through qretrain.zoo's resnet_small, 260.
+# estimate 10-50 MiB at their contracts (VGG-16 at 224 px: 49); one 1024-px input
+# through qretrain.zoo's resnet_small at width 15, 244 (allowed), at width 16, 260.
 ACTIVATIONS = 256 * MIB
 
 _LIMIT: ContextVar[int | None] = ContextVar("qretrain_max_memory", default=None)

@@ -168,15 +168,15 @@ def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images,
     with caplog.at_level(logging.INFO, logger="qretrain"):
         again = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
     assert "[analyze] done before" in caplog.text and again.file_data == first.file_data
-    with pytest.raises(ValueError, match="holds a compression with another settings"):
+    with pytest.raises(ValueError, match="holds a compress run with another settings"):
         qretrain.compress(teacher, images, target="5x", recover="none", workdir=work)
     other = copy.deepcopy(teacher)
     with torch.no_grad():
         other.classifier[-1].bias.add_(1)
-    with pytest.raises(ValueError, match="holds a compression with another model"):
+    with pytest.raises(ValueError, match="holds a compress run with another model"):
         qretrain.compress(other, images, target="4x", recover="none", workdir=work)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "report.md").write_text("mine")
-    with pytest.raises(ValueError, match="holds files no qretrain compression wrote"):
+    with pytest.raises(ValueError, match="holds files qretrain compress did not write"):
         qretrain.compress(teacher, images, target="4x", workdir=tmp_path / "foreign")
     assert (tmp_path / "foreign" / "report.md").read_text() == "mine"

@@ -30,6 +30,7 @@ from qretrain.pipeline.config import ConfigError, PlanFile, RunConfig
 from qretrain.progress import track
 from qretrain.recipe import run_recipe, split
 from qretrain.recipe.compress import OUTPUTS as RECIPE_OUTPUTS
+from qretrain.recipe.folder import RUN_RECORD, earlier_run
 from qretrain.recipe.stages import (
     CLUSTERED,
     Stages,
@@ -43,18 +44,14 @@ from qretrain.report.records import RETRAIN_RUNS, RUN_LABELS
 from qretrain.retrain import RetrainConfig, block_checkpoint
 from qretrain.storage import (
     file_bytes,
-    file_sha256,
     folder_lock,
     load,
     remove_path,
     save,
-    subfolder,
     write_text_atomic,
 )
-from qretrain.storage.atomic import LOCK_NAME
 
 logger = logging.getLogger(__name__)
-RUN_RECORD = "run.json"  # the run's own: its config and model fingerprint, written first
 MODEL_FILES = (CLUSTERED, "original.h5")
 RECORDS = ("config.yaml", "plan.yaml", "plan.json", "compress.json", "evaluate.json",
            "report.md", "report.html")  # fmt: skip
@@ -90,7 +87,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, trust_code: bool =
 def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: bool) -> dict:
     out = config.output
     resolved = config.to_yaml()
-    recorded = None if overwrite else _earlier_run(out)
+    recorded = None if overwrite else earlier_run(out)
     if recorded is not None and recorded.get("config") != resolved:
         raise ConfigError([
             f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
@@ -157,28 +154,6 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: 
 
     write_report(out)
     return json.loads((out / "evaluate.json").read_text())
-
-
-def _earlier_run(out: Path) -> dict | None:
-    """The record of the run that made ``out``, or None for a folder with nothing in it
-    (the lock aside); QretrainError for a folder holding files no run wrote."""
-    record = out / RUN_RECORD
-    if record.is_file() and not record.is_symlink():
-        try:
-            recorded = json.loads(record.read_text())
-        except (OSError, ValueError, RecursionError):
-            recorded = None
-        if isinstance(recorded, dict):
-            return recorded
-    found = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
-    if found:
-        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-        raise QretrainError(
-            f"output folder {str(out)!r} holds files qretrain run did not write "
-            f"({', '.join(found[:3])}{more}); use a new or empty folder, or pass --overwrite "
-            "to replace the files a run writes there"
-        )
-    return None
 
 
 def _stages_own(config: RunConfig, model: nn.Module, data, out: Path, stages: Stages,

@@ -29,14 +29,21 @@ from qretrain.data.sets import ImageSet
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, predict
 from qretrain.models import get_arch, load_model
-from qretrain.planner import PlanSettings
+from qretrain.models.fingerprint import model_fingerprint
 from qretrain.plan import Plan
+from qretrain.planner import PlanSettings
 from qretrain.progress import duration
+from qretrain.recipe.folder import claim
 from qretrain.recipe.settings import RecipeSettings, Recover
 from qretrain.recipe.split import Parts, split
-from qretrain.recipe.stages import CLUSTERED, Stages, cluster_stage, plan_stage, retrain_stage, sweep_stage
-from qretrain.models.fingerprint import model_fingerprint
-from qretrain.recipe.folder import claim
+from qretrain.recipe.stages import (
+    CLUSTERED,
+    Stages,
+    cluster_stage,
+    plan_stage,
+    retrain_stage,
+    sweep_stage,
+)
 from qretrain.storage import atomic_path, file_bytes, folder_lock, load, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -176,7 +183,7 @@ def _work_folder(workdir: str | Path | None, model: nn.Module, data: ImageSet,
     with folder_lock(folder, "qretrain compress"):
         identity = {"settings": settings.to_dict(), "model": model_fingerprint(model),
                     "data": data.fingerprint()}  # fmt: skip
-        if claim(folder, identity, OUTPUTS, overwrite=overwrite, what="compression"):
+        if claim(folder, identity, OUTPUTS, overwrite=overwrite, what="compress"):
             logger.info("resuming the compression in %s", folder)
         yield folder
 

@@ -34,7 +34,7 @@ def claim(folder: Path, identity: dict[str, Any], outputs: list[str], *,
         differs = sorted(k for k in set(identity) | set(recorded) if identity.get(k) != recorded.get(k))
         if differs:
             raise QretrainError(
-                f"{str(folder)!r} holds a {what} with another {', '.join(differs)}; use another "
+                f"{str(folder)!r} holds a {what} run with another {', '.join(differs)}; use another "
                 "folder, or pass --overwrite to start over there"
             )
         return True
@@ -60,8 +60,8 @@ def earlier_run(folder: Path, what: str = "run") -> dict[str, Any] | None:
     if found:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         raise QretrainError(
-            f"folder {str(folder)!r} holds files no qretrain {what} wrote ({', '.join(found[:3])}"
-            f"{more}); use a new or empty folder, or pass --overwrite to replace the files a "
-            f"{what} writes there"
+            f"output folder {str(folder)!r} holds files qretrain {what} did not write "
+            f"({', '.join(found[:3])}{more}); use a new or empty folder, or pass --overwrite to "
+            f"replace the files a {what} writes there"
         )
     return None

@@ -37,7 +37,7 @@ from bench_imagenet_eval import scores
 
 import qretrain
 import qretrain.data.synthetic
-from qretrain.data.registry import opencv_paths
+from qretrain.assets.pools.opencv import opencv_paths
 from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
 from qretrain.models import get_arch
 from qretrain.retrain import rounding

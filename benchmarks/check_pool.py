@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 import qretrain
-from qretrain.data.natural import SOURCES
+from qretrain.assets.pools.natural import SOURCES
 from qretrain.data.readers import list_images
 
 RESULTS = Path(__file__).parent / "results" / "natural_pool.json"

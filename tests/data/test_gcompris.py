@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from qretrain.data import DataSourceMissing, load_dataset
-from qretrain.data.qtres import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY, read_bundle
+from qretrain.assets.pools.qtres import COMPRESSED, COMPRESSED_ZSTD, DIRECTORY, read_bundle
 from qretrain.errors import QretrainError, QretrainFileError
 
 
@@ -126,7 +126,7 @@ def webp(colour, size=(40, 20), alpha=None) -> bytes:
 
 def gcompris_tree(root, extra: dict[str, dict[str, bytes]] | None = None) -> None:
     """The four bundles taken, with a picture seen twice, a QML file and a clear one."""
-    from qretrain.data.gcompris import ACTIVITIES
+    from qretrain.assets.pools.gcompris import ACTIVITIES
 
     act = "/gcompris/src/activities"
     pictures = {
@@ -147,7 +147,7 @@ def gcompris_tree(root, extra: dict[str, dict[str, bytes]] | None = None) -> Non
 
 
 def test_gcompris_photos_are_taken_once_shrunk_and_cached(tmp_path, monkeypatch):
-    from qretrain.data import gcompris
+    from qretrain.assets.pools import gcompris
 
     gcompris_tree(tmp_path / "rcc")
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
@@ -169,7 +169,7 @@ def test_gcompris_photos_are_taken_once_shrunk_and_cached(tmp_path, monkeypatch)
 
 
 def test_damaged_gcompris_pictures_and_bundles_leave_no_cache(tmp_path, monkeypatch):
-    from qretrain.data import gcompris
+    from qretrain.assets.pools import gcompris
 
     act = "/gcompris/src/activities"
     gcompris_tree(tmp_path / "rcc", {"erase": {f"{act}/erase/resource/cat.webp": b"RIFF...."}})
@@ -187,7 +187,7 @@ def test_damaged_gcompris_pictures_and_bundles_leave_no_cache(tmp_path, monkeypa
 
 
 def test_real_gcompris_photos_are_unlabeled_photographs():
-    from qretrain.data.gcompris import SHORTER_SIDE
+    from qretrain.assets.pools.gcompris import SHORTER_SIDE
 
     ds = load_dataset("gcompris-photos")
     assert len(ds) == 239 and not ds.labeled

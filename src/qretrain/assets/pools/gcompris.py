@@ -10,7 +10,7 @@ object or place per picture, as ImageNet's photographs are, and unlike the
 ``natural`` pool's frames. The other activities' pictures, mostly drawings,
 paintings, puzzle pieces and sprite sheets, are not taken.
 
-GCompris keeps its pictures inside Qt resource bundles (``qretrain.data.qtres`` reads
+GCompris keeps its pictures inside Qt resource bundles (``qretrain.assets.pools.qtres`` reads
 them without trusting their offsets). Each picture is decoded once, its shorter side
 brought down to SHORTER_SIDE (the models fitted here read at most 297 px), transparent
 pixels on mid-grey, and cached as JPEG in the user cache; later loads read the cache
@@ -28,10 +28,11 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
-from qretrain.data.imagecache import cached_jpegs
-from qretrain.data.qtres import read_bundle
+from qretrain.assets.pools.imagecache import cached_jpegs
+from qretrain.assets.pools.opencv import FRAME_SHORT_SIDE
+from qretrain.assets.pools.qtres import read_bundle
 from qretrain.data.readers import flatten
-from qretrain.data.registry import FRAME_SHORT_SIDE, DataSourceMissing, register_dataset
+from qretrain.data.registry import DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.errors import QretrainError
 

@@ -23,8 +23,10 @@ import logging
 import re
 from pathlib import Path
 
+from qretrain.assets.pools.opencv import opencv_paths
+from qretrain.assets.pools.packages import foolbox_data
 from qretrain.data.readers import IMAGE_SUFFIXES
-from qretrain.data.registry import DataSourceMissing, opencv_paths, package_dir, register_dataset
+from qretrain.data.registry import DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 
 logger = logging.getLogger(__name__)
@@ -67,8 +69,7 @@ def _source(name: str) -> list[Path]:
                 + WALLPAPER_PACKAGES
             )
         return paths
-    folder = package_dir("foolbox", "pip install --no-deps foolbox==3.3.4") / "data"
-    return sorted(folder.glob("cifar*.png"))
+    return sorted(foolbox_data().glob("cifar*.png"))
 
 
 @register_dataset(

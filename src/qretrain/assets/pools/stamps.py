@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
-from qretrain.data.imagecache import cached_jpegs
+from qretrain.assets.pools.imagecache import cached_jpegs
 from qretrain.data.readers import TRANSPARENT_FILL
 from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set

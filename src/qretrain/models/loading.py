@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from qretrain.models.fits import check_contract_fits
 from qretrain.models.specs import Origin, make_builder
 
 # File suffix -> loader(path, trust_code=...): storage registers ".h5" (models is the
-# bottom layer, so it cannot import storage).
+# bottom layer, so it cannot import storage). The module that registers a suffix's
+# loader is imported on the first such file, so a fresh ``load_model("x.h5")`` works.
 _FILE_LOADERS: dict[str, Callable[..., nn.Module]] = {}
+_FILE_PROVIDERS = {".h5": "qretrain.storage.h5", ".hdf5": "qretrain.storage.h5"}
 
 
 def register_file_loader(*suffixes: str):
@@ -45,7 +48,10 @@ def load_model(spec: str | Path, weights: str | Path | None = None, *,
     was read (see ``qretrain.models.specs.Origin``); code named anywhere but by the
     user runs only with ``trust_code=True``, and so does code named inside a file.
     """
-    loader = _FILE_LOADERS.get(Path(str(spec)).suffix)
+    suffix = Path(str(spec)).suffix
+    if suffix not in _FILE_LOADERS and suffix in _FILE_PROVIDERS:
+        importlib.import_module(_FILE_PROVIDERS[suffix])
+    loader = _FILE_LOADERS.get(suffix)
     if loader is not None:
         if kwargs or contract is not None:
             raise QretrainError(

@@ -82,11 +82,12 @@ def test_only_the_top_package_and_the_cli_import_the_top_package():
 
 
 def test_models_is_the_bottom_layer():
-    """Below models only the standard-library leaves every layer shares: the errors
-    and the memory budgets."""
+    """Below models only the standard-library leaves every layer shares: the errors,
+    the memory budgets and the lazy package names."""
     below = {t for t, _ in import_graph().get("qretrain.models", set())}
-    assert below <= {"qretrain.errors", "qretrain._memory"}, below
+    assert below <= {"qretrain.errors", "qretrain._memory", "qretrain._lazy"}, below
     assert {t for t, _ in import_graph().get("qretrain._memory", set())} <= {"qretrain.errors"}
+    assert not import_graph().get("qretrain._lazy")
 
 
 def test_the_checker_sees_a_cycle():

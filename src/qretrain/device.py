@@ -1,14 +1,37 @@
-"""Device names checked once, where the user gives them."""
+"""Device names checked once, where the user gives them; torch is loaded only to
+look for a CUDA device, so that ``--device cpu`` and a run config are checked
+before anything heavy is imported."""
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
 from qretrain.errors import QretrainError
+
+if TYPE_CHECKING:
+    import torch
+
+# The names torch.device accepts for the types qretrain runs on.
+_NAME = re.compile(r"(?P<type>cpu|cuda)(?::(?:0|[1-9][0-9]*))?")
+
+
+def device_name(text: object) -> str:
+    """The name of a device this machine has (``cpu``, ``cuda``, ``cuda:1``), as
+    ``str(parse_device(text))`` gives it, or a QretrainError saying what is wrong."""
+    if isinstance(text, str):
+        match = _NAME.fullmatch(text)
+        if match is None:
+            raise QretrainError(f"device must be cpu, cuda or cuda:N; got {text!r}")
+        if match["type"] == "cpu":
+            return text
+    return str(parse_device(text))
 
 
 def parse_device(text: str | torch.device) -> torch.device:
     """``torch.device(text)`` that exists on this machine, or a QretrainError saying so."""
+    import torch
+
     try:
         device = torch.device(text)
     except (RuntimeError, TypeError):

@@ -19,6 +19,7 @@ from qretrain._cache import cache_dir
 from qretrain.data import load_dataset
 from qretrain.errors import QretrainError
 from qretrain.metrics import evaluate
+from qretrain.models import forms
 from qretrain.models.specs import Builder, build_model, get_arch, register_builder
 from qretrain.storage import FORMAT_VERSION, load, save, write_text_atomic
 from qretrain.training import TrainConfig, train_classifier
@@ -117,10 +118,7 @@ def teacher(
     return model
 
 
-@register_builder(
-    r"teacher:(?P<name>\w+)",
-    "teacher:vgg|resnet  (Fashion-MNIST reference teachers, trained once, then cached)",
-)
+@register_builder(r"teacher:(?P<name>\w+)", forms.TEACHER)
 def _teacher_spec(match: re.Match[str]) -> Builder:
     """Typed by the user, the spec trains the teacher when it is not cached (saying so);
     from a record it only reads the cache; from a file it is the bare architecture."""

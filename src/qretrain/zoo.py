@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from qretrain.errors import QretrainError
+from qretrain.models import forms
 from qretrain.models.contract import InputContract
 from qretrain.models.specs import Builder, register_builder
 
@@ -108,10 +109,7 @@ vgg_small.contract = resnet_small.contract = InputContract(1, 28, (0.2860,), (0.
 FACTORIES = {"vgg_small": vgg_small, "resnet_small": resnet_small}
 
 
-@register_builder(
-    r"qretrain\.zoo:(?P<name>\w+)",
-    "qretrain.zoo:NAME  (vgg_small, resnet_small: reference nets for 28x28 input)",
-)
+@register_builder(r"qretrain\.zoo:(?P<name>\w+)", forms.ZOO)
 def _zoo(match: re.Match[str]) -> Builder:
     factory = FACTORIES.get(match["name"])
     if factory is None:

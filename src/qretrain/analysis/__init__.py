@@ -1,20 +1,14 @@
-"""Per-layer analysis: census of a model and the cluster-alone sweep over k."""
+"""Per-layer analysis: census of a model and the cluster-alone sweep over k.
 
-from qretrain.analysis.census import SWEEP_KINDS, LayerCensus, census_table, take_census
-from qretrain.analysis.record import Cell, Sweep
-from qretrain.analysis.settings import DEFAULT_KS, AnalyzeSettings, Precision, Unit
-from qretrain.analysis.sweep import analyze
+Its names load on first use (``qretrain._lazy``): ``settings`` imports without torch.
+"""
 
-__all__ = [
-    "DEFAULT_KS",
-    "SWEEP_KINDS",
-    "AnalyzeSettings",
-    "Cell",
-    "LayerCensus",
-    "Precision",
-    "Sweep",
-    "Unit",
-    "analyze",
-    "census_table",
-    "take_census",
-]
+from qretrain._lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "qretrain.analysis.settings": ("DEFAULT_KS", "SWEEP_KINDS", "AnalyzeSettings", "Precision",
+                                   "Unit"),
+    "qretrain.analysis.census": ("LayerCensus", "census_table", "take_census"),
+    "qretrain.analysis.record": ("Cell", "Sweep"),
+    "qretrain.analysis.sweep": ("analyze",),
+})  # fmt: skip

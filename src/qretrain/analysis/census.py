@@ -34,11 +34,9 @@ from qretrain.models.layers import (
     enclosing,
     kind_of,
 )
+from qretrain.analysis.settings import SWEEP_KINDS
 from qretrain.models.specs import get_arch
 
-# Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
-# batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
-SWEEP_KINDS = ("weight", "bias", "bn")
 _BN_TYPES = tuple(t for t, table in CLUSTERABLE.items() if "running_var" in table)
 _TOKEN_TYPES = (nn.Linear, nn.MultiheadAttention)  # layers without a spatial output
 

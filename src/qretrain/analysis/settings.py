@@ -1,19 +1,23 @@
-"""What a sweep measures: its settings, checked once."""
+"""What a sweep measures: its settings, checked once (torch-free: the command line
+offers them and a run config is checked before torch is loaded)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from qretrain._settings import Settings, choice, int_set, integer, optional, setting, subset_of
-from qretrain.analysis.census import SWEEP_KINDS
-from qretrain.cluster.options import Method
-from qretrain.cluster.tensor import MAX_K
+from qretrain.cluster.options import MAX_K, Method
 from qretrain.models.selector import Selector
 
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
+# batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
+SWEEP_KINDS = ("weight", "bias", "bn")
 
 
 class Unit(str, enum.Enum):
@@ -31,6 +35,8 @@ class Precision(str, enum.Enum):
 
     @property
     def dtype(self) -> torch.dtype:
+        import torch  # the sweep's, once it runs: the settings themselves are torch-free
+
         return {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.value]
 
 

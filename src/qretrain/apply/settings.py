@@ -1,4 +1,5 @@
-"""How ``qretrain compress`` and the pipeline's compress stage write the file."""
+"""How ``qretrain compress`` and the pipeline's compress stage write the file
+(torch-free: the command line offers these settings before torch is loaded)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 from qretrain._settings import Settings, boolean, choice, optional, setting
 from qretrain.cluster.options import Method
-from qretrain.storage import Layout
+from qretrain.storage.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""The closed sets of choices a clustering takes: method and granularity."""
+"""The closed sets of choices a clustering takes: method, granularity and the most
+centroids (torch-free: the command line and run configs offer and check them)."""
 
 from __future__ import annotations
 
 import enum
 
 from qretrain.errors import QretrainError
+
+MAX_K = 256  # centroids a codebook may hold: indices are uint8
 
 
 class Method(str, enum.Enum):

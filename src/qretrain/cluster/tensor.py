@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from qretrain.cluster.kmeans1d import kmeans_1d
-from qretrain.cluster.options import Granularity, Method, parse_enum
+from qretrain.cluster.options import MAX_K, Granularity, Method, parse_enum
 from qretrain.errors import QretrainError
 
-MAX_K = 256
 # Tensors up to this size are reduced to their exact distinct values; larger ones to
 # a histogram of HIST_BINS bins (boundaries then fall on bin edges, 1/65536 of the
 # range apart, which costs a negligible share of the squared error).

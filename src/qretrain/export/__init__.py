@@ -1,5 +1,11 @@
-"""Exports: a qretrain model in formats other tools read (see ``export``)."""
+"""Exports: a qretrain model in formats other tools read (see ``export``).
 
-from qretrain.export.formats import FORMATS, ExportResult, export
+Its names load on first use (``qretrain._lazy``): ``options`` imports without torch.
+"""
 
-__all__ = ["FORMATS", "ExportResult", "export"]
+from qretrain._lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "qretrain.export.formats": ("ExportResult", "export"),
+    "qretrain.export.options": ("FORMATS", "Format"),
+})  # fmt: skip

@@ -39,7 +39,6 @@ program: nothing to run.
 from __future__ import annotations
 
 import contextlib
-import enum
 import io
 import json
 import logging
@@ -55,19 +54,11 @@ from torch import nn
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.export.check import attention_slow_path, check_outputs, one_line
+from qretrain.export.options import FORMATS, Format  # noqa: F401  (FORMATS: also here)
 from qretrain.models.footprint import check_one_input
 from qretrain.models.specs import get_arch
 from qretrain.storage import atomic_folder, atomic_path, check_writable_folder, pack_indices
 
-
-class Format(str, enum.Enum):
-    SAFETENSORS = "safetensors"
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    COREML = "coreml"
-
-
-FORMATS = tuple(f.value for f in Format)
 logger = logging.getLogger(__name__)
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.int8: "I8",

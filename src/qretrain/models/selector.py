@@ -22,10 +22,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qretrain.errors import QretrainError
-from qretrain.models.layers import BN_KINDS, ParamKind, TensorInfo
+from qretrain.models.names import BN_KINDS, ParamKind
+
+if TYPE_CHECKING:
+    from qretrain.models.layers import TensorInfo
 
 SELECTOR_KEYS = ("name", "type", "layers", "kinds")
 KIND_GROUPS = {"bn": BN_KINDS}

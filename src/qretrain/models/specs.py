@@ -1,7 +1,9 @@
 """Model specs: one string names a model, and records how to rebuild it.
 
 A spec resolves through the first matching entry of a registry (extend it with
-``@register_builder``; the entries live in ``qretrain.models.builders``):
+``@register_builder``; the entries live in ``qretrain.models.builders``, imported
+when the first spec is resolved or listed, and are described in
+``qretrain.models.forms``):
 
 - ``torchvision:NAME``: a torchvision architecture (random init; weights come from
   ``--weights FILE.pth`` or from a qretrain file);
@@ -37,6 +39,7 @@ from torch import nn
 
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.models.contract import InputContract, settle_contract
+from qretrain.models.forms import QRETRAIN_FILE
 
 logger = logging.getLogger(__name__)
 ARCH_ATTR = "_qretrain_arch"
@@ -158,6 +161,7 @@ class _Entry:
 
 _REGISTRY: list[_Entry] = []
 _FALLBACKS: list[_Entry] = []
+_BUILT_INS = "qretrain.models.builders"  # imported on the first spec resolved or listed
 # spec pattern -> the module that registers its builders when imported: loaded on the
 # first spec it may resolve, so ``import qretrain`` needs none of them.
 _PROVIDERS: dict[re.Pattern[str], str] = {}
@@ -175,6 +179,8 @@ def register_builder(pattern: str, description: str, *, fallback: bool = False,
     """
 
     def decorate(factory):
+        if factory.__module__ != _BUILT_INS:
+            importlib.import_module(_BUILT_INS)  # the built-in entries come first
         entry = _Entry(re.compile(pattern), factory, description, named)
         (_FALLBACKS if fallback else _REGISTRY).append(entry)
         return factory
@@ -190,6 +196,7 @@ def register_provider(pattern: str, module: str) -> None:
 
 def _load_providers(spec: str | None = None) -> None:
     """Import the providers of ``spec`` (of every spec when None), once each."""
+    importlib.import_module(_BUILT_INS)  # which registers the providers of zoo and teachers
     for pattern, module in list(_PROVIDERS.items()):
         if spec is None or pattern.fullmatch(spec):
             del _PROVIDERS[pattern]
@@ -200,7 +207,7 @@ def known_specs() -> list[str]:
     """Every spec form, the known architectures first (for --help and errors)."""
     _load_providers()
     entries = sorted(_REGISTRY + _FALLBACKS, key=lambda e: not e.named)  # stable
-    return [entry.description for entry in entries] + ["PATH.h5  (a qretrain file)"]
+    return [entry.description for entry in entries] + [QRETRAIN_FILE]
 
 
 def named_specs() -> list[str]:

@@ -1,6 +1,12 @@
-"""The whole pipeline from one config file (``qretrain run``)."""
+"""The whole pipeline from one config file (``qretrain run``).
 
-from qretrain.pipeline.config import ConfigError, DataRef, RunConfig
-from qretrain.pipeline.run import final_table, run_pipeline
+Its names load on first use (``qretrain._lazy``): ``config`` checks a run config
+without torch.
+"""
 
-__all__ = ["ConfigError", "DataRef", "RunConfig", "final_table", "run_pipeline"]
+from qretrain._lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "qretrain.pipeline.config": ("ConfigError", "DataRef", "RunConfig"),
+    "qretrain.pipeline.run": ("final_table", "run_pipeline"),
+})  # fmt: skip

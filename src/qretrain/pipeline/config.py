@@ -40,6 +40,9 @@ unless marked)::
 In both forms the comparison runs of the seed's paper are opt-in: ``conventional``
 (the same images with labels, cross-entropy) and ``far_off`` (label-free on
 ``data.far_off``, guarded like the main run).
+
+Checking a config imports the stages' settings modules only, not torch: a bad
+config is refused at once.
 """
 
 from __future__ import annotations
@@ -51,15 +54,15 @@ from typing import Any
 import yaml
 
 from qretrain._settings import Settings, SettingsError, integer, optional, plain, setting, text
-from qretrain.analysis import AnalyzeSettings
+from qretrain.analysis.settings import AnalyzeSettings
 from qretrain.apply.settings import CompressSettings
-from qretrain.device import parse_device
+from qretrain.device import device_name
 from qretrain.errors import QretrainError
 from qretrain.metrics.settings import EvaluateSettings
-from qretrain.models.contract import FACTS
-from qretrain.planner import PlanSettings
-from qretrain.recipe import RecipeSettings
-from qretrain.retrain import RetrainConfig
+from qretrain.models.names import FACTS
+from qretrain.planner.settings import PlanSettings
+from qretrain.recipe.settings import RecipeSettings
+from qretrain.retrain.config import RetrainConfig
 
 TOP_KEYS = ("output", "model", "model_args", "weights", "contract", "data", "recipe", "analyze",
             "plan", "compress", "retrain", "evaluate", "device")  # fmt: skip
@@ -174,7 +177,7 @@ class RunConfig:
 
     def with_device(self, device: str | None) -> RunConfig:
         """The command line's --device over the file's value (-o goes through ``load``)."""
-        return self if device is None else replace(self, device=str(parse_device(device)))
+        return self if device is None else replace(self, device=device_name(device))
 
     @classmethod
     def load(cls, path: str | Path, output: str | Path | None = None) -> RunConfig:
@@ -228,7 +231,7 @@ class RunConfig:
         if contract is not None:
             errors += [f"{where}: contract: {p}" for p in _contract_problems(contract)]
         data = section(_data_refs, "data", raw.get("data") or {}, where) or {}
-        device = section(lambda: str(parse_device(raw.get("device", "cpu"))), "device")
+        device = section(lambda: device_name(raw.get("device", "cpu")), "device")
         evaluate = section(EvaluateSettings.from_dict, "evaluate", raw.get("evaluate"))
         if "evaluate" not in data:
             errors.append(f"{where}: data.evaluate is required (the held-out evaluation set)")

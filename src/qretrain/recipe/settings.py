@@ -1,5 +1,6 @@
 """The measured recipe's settings: a size target, how to win quality back, and how
-the user's unlabeled images are shared between the stages. Checked once."""
+the user's unlabeled images are shared between the stages. Checked once, without
+torch (the command line and run configs check them before any stage runs)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from qretrain._settings import Settings, choice, integer, number, optional, setting
-from qretrain.analysis import AnalyzeSettings
+from qretrain.analysis.settings import AnalyzeSettings
 from qretrain.errors import QretrainError
 from qretrain.planner.settings import Metric
-from qretrain.retrain import Objective, RetrainConfig
+from qretrain.retrain.config import Objective, RetrainConfig
 
 BFLOAT16_FROM = 4 << 20  # float32 bytes from which the sweep runs in bfloat16
 MAX_RATIO = 256  # numbers up to this are ratios to float32; larger ones are bytes

@@ -1,8 +1,12 @@
 """Retraining a clustered model: label-free (the seed's method, or block by block)
-or conventional."""
+or conventional.
 
-from qretrain.retrain.config import BNStats, Loss, Objective, RetrainConfig
-from qretrain.retrain.loop import RetrainResult, block_checkpoint, retrain
+Its names load on first use (``qretrain._lazy``): ``config`` imports without torch.
+"""
 
-__all__ = ["BNStats", "Loss", "Objective", "RetrainConfig", "RetrainResult", "block_checkpoint",
-           "retrain"]  # fmt: skip
+from qretrain._lazy import lazy_names
+
+__getattr__, __dir__, __all__ = lazy_names(__name__, {
+    "qretrain.retrain.config": ("BNStats", "Loss", "Objective", "RetrainConfig"),
+    "qretrain.retrain.loop": ("RetrainResult", "block_checkpoint", "retrain"),
+})  # fmt: skip

@@ -32,7 +32,6 @@ unless ``trust_code=True``. Every failure is a ``QretrainFileError``.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import tempfile
@@ -66,6 +65,7 @@ from qretrain.storage.atomic import atomic_path, commit_pair, nofollow
 from qretrain.storage.bitpack import pack_indices
 from qretrain.storage.decode import decode_bytes, decode_entry, tensor_bytes_le, tensors_sha256
 from qretrain.storage.fold import folded_state
+from qretrain.storage.layout import Layout
 from qretrain.storage.schema import (
     DATA,
     FORMAT,
@@ -88,11 +88,6 @@ LIBVER = ("v110", "latest")
 # becomes a QretrainFileError naming the file (the cause stays chained).
 _PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError,
                  MemoryError, RecursionError, AttributeError, OverflowError)  # fmt: skip
-
-
-class Layout(str, enum.Enum):
-    PACKED = "packed"  # bit-packed indices + codebook per clustered tensor
-    PAPER = "paper"  # the seed's: every tensor float32, gzip does the rest
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ def modules_after(code: str) -> set[str]:
 
 
 def test_importing_the_core_loads_no_asset_module():
-    loaded = modules_after("import qretrain, qretrain.data")
+    loaded = modules_after("import qretrain; from qretrain.data import load_dataset")
     assert "qretrain.data.registry" in loaded
     assert not {m for m in loaded if m.startswith("qretrain.assets") or "teacher" in m}
 

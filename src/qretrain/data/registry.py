@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qretrain.data import forms
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, joined, tensor_set
 from qretrain.data.synthetic import synthesize
@@ -95,10 +96,7 @@ def known_datasets() -> list[str]:
     _load_providers()
     rank = {module: i for i, module in enumerate(dict.fromkeys(_PROVIDERS.values()))}
     named = sorted(_REGISTRY, key=lambda entry: rank.get(entry[1].__module__, len(rank)))
-    return [d for _, _, d in named] + [
-        "synthetic[:N] (N inputs made from the teacher by batch-norm statistics matching; "
-        "retraining only)", "a folder of images, .npz, .csv or an IDX file",
-        "A+B (the images of A, then B's, as one set)"]
+    return [d for _, _, d in named] + [forms.SYNTHETIC, forms.FILES, forms.JOINED]
 
 
 def load_dataset(

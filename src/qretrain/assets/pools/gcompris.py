@@ -31,6 +31,7 @@ from qretrain._cache import cache_dir
 from qretrain.assets.pools.imagecache import cached_jpegs
 from qretrain.assets.pools.opencv import FRAME_SHORT_SIDE
 from qretrain.assets.pools.qtres import read_bundle
+from qretrain.data import forms
 from qretrain.data.readers import flatten
 from qretrain.data.registry import DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
@@ -95,10 +96,6 @@ def _decoded(root: Path):
         yield name, shrink(image)
 
 
-@register_dataset(
-    r"gcompris-photos",
-    "gcompris-photos (unlabeled photographs of objects, animals and monuments; Debian "
-    "gcompris-qt-data)",
-)
+@register_dataset(r"gcompris-photos", forms.GCOMPRIS_PHOTOS)
 def _gcompris_photos(match: re.Match[str]) -> ImageSet:
     return file_set("gcompris-photos", photo_paths(), None)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from qretrain.assets.pools.opencv import opencv_paths
 from qretrain.assets.pools.packages import foolbox_data
+from qretrain.data import forms
 from qretrain.data.readers import IMAGE_SUFFIXES
 from qretrain.data.registry import DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
@@ -72,10 +73,7 @@ def _source(name: str) -> list[Path]:
     return sorted(foolbox_data().glob("cifar*.png"))
 
 
-@register_dataset(
-    r"natural(?::(?P<source>opencv|wallpapers|cifar))?",
-    "natural[:opencv|:wallpapers|:cifar] (unlabeled non-ImageNet photos pooled)",
-)
+@register_dataset(r"natural(?::(?P<source>opencv|wallpapers|cifar))?", forms.NATURAL)
 def _natural(match: re.Match[str]) -> ImageSet:
     if match["source"]:
         return file_set(f"natural:{match['source']}", _source(match["source"]), None)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from qretrain._cache import cache_dir
 from qretrain.assets.pools.imagecache import JPEG_QUALITY
+from qretrain.data import forms
 from qretrain.data.registry import DataSourceMissing, register_dataset
 from qretrain.data.sets import ImageSet, file_set
 from qretrain.data.video import cached_frames, frames_cached
@@ -28,10 +29,7 @@ FRAME_STRIDE = 2  # every second frame of each video
 FRAME_SHORT_SIDE = 320  # frames are cached at this shorter side, as JPEG (JPEG_QUALITY)
 
 
-@register_dataset(
-    r"opencv-frames(?::(?P<part>video|photos))?",
-    "opencv-frames[:video|:photos] (unlabeled street/film frames and photos, Debian opencv-doc)",
-)
+@register_dataset(r"opencv-frames(?::(?P<part>video|photos))?", forms.OPENCV_FRAMES)
 def _opencv_frames(match: re.Match[str]) -> ImageSet:
     part = match["part"]
     name = "opencv-frames" + (f":{part}" if part else "")

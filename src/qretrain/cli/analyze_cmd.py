@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.analysis import SWEEP_KINDS, AnalyzeSettings, Precision, Unit, analyze
+from qretrain.analysis.settings import SWEEP_KINDS, AnalyzeSettings, Precision, Unit
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
@@ -15,8 +15,7 @@ from qretrain.cli.common import (
     model_from_args,
     show_progress,
 )
-from qretrain.cluster import Method
-from qretrain.models import get_arch
+from qretrain.cluster.options import Method
 from qretrain.models.selector import SYNTAX
 
 EXAMPLE = (
@@ -69,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         {"ks": args.ks, "kinds": args.kinds, "unit": args.unit, "select": args.select,
          "method": args.method, "seed": args.seed, "batch_size": args.batch_size,
          "precision": args.precision}, "analyze")  # fmt: skip
+    from qretrain.analysis import analyze  # the stage, once its settings are checked
+    from qretrain.models import get_arch
+
     out = check_output_folder(args.output)
     model = model_from_args(args)
     arch = get_arch(model)

@@ -1,4 +1,9 @@
-"""Arguments several subcommands share."""
+"""Arguments several subcommands share.
+
+Registering them imports torch-free modules only (the forms, names and settings), so
+that ``--help`` and argument errors answer at once; what builds a model or reads a
+dataset is imported inside the function that does it, when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,12 @@ import math
 from pathlib import Path
 
 from qretrain import _memory as memory
-from qretrain.data import known_datasets, load_dataset
-from qretrain.device import parse_device
+from qretrain.data.forms import DATASET_FORMS
+from qretrain.device import device_name
 from qretrain.errors import QretrainError
-from qretrain.models import get_arch, known_specs, load_model
-from qretrain.models.contract import INTERPOLATIONS
-from qretrain.storage import check_writable_folder
+from qretrain.models.forms import SPEC_FORMS
+from qretrain.models.names import INTERPOLATIONS
+from qretrain.storage.atomic import check_writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +68,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="model spec or file: " + "; ".join(known_specs()),
+        help="model spec or file: " + "; ".join(SPEC_FORMS),
     )
     parser.add_argument(
         "--weights",
@@ -155,7 +160,7 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "
 def device_arg(text: str) -> str:
     """argparse type: a device this machine has (the error becomes exit code 2)."""
     try:
-        return str(parse_device(text))
+        return device_name(text)
     except QretrainError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -184,6 +189,8 @@ def check_output_folder(path: str) -> Path:
 def model_from_args(args: argparse.Namespace):
     """MODEL as typed (the user's own spec) with its facts; a .h5 file's spec needs
     --trust-code to name code."""
+    from qretrain.models import load_model
+
     kwargs, contract = model_facts(args)
     if _random_weights(args.model, args.weights):
         logger.warning("%s has random weights (its pretrained ones are not downloaded); pass "
@@ -196,6 +203,8 @@ def companion_model(spec: str, weights: str | None, like, trust_code: bool):
     """A second model (--teacher, --reference) next to ``like``: given as the same
     spec as ``like``'s architecture, it is built with ``like``'s class count and input
     contract, so the user's facts are stated once."""
+    from qretrain.models import get_arch, load_model
+
     arch = get_arch(like)
     same = arch is not None and arch.spec == spec and Path(spec).suffix not in (".h5", ".hdf5")
     if _random_weights(spec, weights):
@@ -214,7 +223,7 @@ def _random_weights(spec: str, weights: str | None) -> bool:
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True,
                        purpose: str = "dataset") -> None:  # fmt: skip
     parser.add_argument("--data", required=required, metavar="D",
-                        help=f"{purpose}: " + "; ".join(known_datasets()))  # fmt: skip
+                        help=f"{purpose}: " + "; ".join(DATASET_FORMS))  # fmt: skip
     parser.add_argument("--classes", metavar="FILE",
                         help="class map of a labeled folder: one class name per line, line "
                         "i is class i (default: the folder's classes.txt, else sorted "
@@ -232,5 +241,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True,
 
 
 def data_from_args(args: argparse.Namespace, contract, teacher=None):
+    from qretrain.data import load_dataset
+
     return load_dataset(args.data, contract, limit=args.limit, seed=args.seed, offset=args.offset,
                         classes=args.classes, teacher=teacher)  # fmt: skip

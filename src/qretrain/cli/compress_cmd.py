@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from qretrain.apply.settings import CompressSettings
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
@@ -16,13 +17,10 @@ from qretrain.cli.common import (
     output_file,
     show_progress,
 )
-from qretrain.apply import CompressSettings, cluster_and_save
-from qretrain.cluster import Method
+from qretrain.cluster.options import Method
 from qretrain.errors import QretrainError
-from qretrain.models import get_arch
-from qretrain.plan import Plan
-from qretrain.recipe import RecipeSettings, Recover, compress
-from qretrain.storage import Layout, atomic_path, commit_pair
+from qretrain.recipe.settings import RecipeSettings, Recover
+from qretrain.storage.layout import Layout
 
 DESCRIPTION = """\
 With --data D and --target (or --max-drop), the whole recipe, no labels:
@@ -123,6 +121,10 @@ def _recipe(args: argparse.Namespace) -> int:
         raise QretrainError(f"{', '.join(plan_only)} appl{'ies' if len(plan_only) == 1 else 'y'} "
                             "to --plan; the recipe writes the packed layout")  # fmt: skip
     output = output_file(args.output, (".h5", ".hdf5"))
+    from qretrain.models import get_arch  # the stages, once their settings are checked
+    from qretrain.recipe import compress
+    from qretrain.storage import atomic_path, commit_pair
+
     model = model_from_args(args)
     arch = get_arch(model)
     data = data_from_args(args, arch.contract if arch is not None else None)
@@ -148,6 +150,10 @@ def _with_plan(args: argparse.Namespace) -> int:
     settings = CompressSettings(layout=args.layout, method=args.method,
                                 fold_batchnorm=False if args.keep_batchnorm else None)
     output = output_file(args.output, (".h5", ".hdf5"))
+    from qretrain.apply import cluster_and_save  # the stage, once its settings are checked
+    from qretrain.models import get_arch
+    from qretrain.plan import Plan
+
     plan = Plan.load(args.plan)
     model = model_from_args(args)
     arch = get_arch(model)

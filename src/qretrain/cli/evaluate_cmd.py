@@ -16,9 +16,7 @@ from qretrain.cli.common import (
     show_progress,
 )
 from qretrain.errors import QretrainError
-from qretrain.metrics import evaluate
 from qretrain.metrics.settings import EvaluateSettings
-from qretrain.models import get_arch
 
 EXAMPLE = "example: qretrain evaluate efficientnet-lite0 --data foolbox-imagenet"
 
@@ -49,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = EvaluateSettings(batch_size=args.batch_size)
+    from qretrain.metrics import evaluate  # the stage, once its settings are checked
+    from qretrain.models import get_arch
+
     model = model_from_args(args)
     contract = get_arch(model).contract if get_arch(model) else None
     if args.reference_weights and not args.reference:

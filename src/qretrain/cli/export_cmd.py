@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from qretrain.cli.common import add_command, add_model_arguments, model_from_args
-from qretrain.export import FORMATS, export
+from qretrain.export.options import FORMATS
 
 EXAMPLE = "example: qretrain export lite0.h5 --format safetensors -o lite0.safetensors"
 
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qretrain.export import export
+
     result = export(model_from_args(args), args.output, args.format)
     print(result.summary())
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from qretrain.analysis.census import module_census
 from qretrain.cli.common import add_command, add_model_arguments, model_from_args
 
 EXAMPLE = "example: qretrain inspect torchvision:vgg16"
@@ -27,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qretrain.analysis.census import module_census
+
     census = module_census(model_from_args(args))
     if args.json:
         print(json.dumps(census.to_dict(), indent=2))

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.analysis import Sweep
 from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
-from qretrain.planner import Metric, PlanSettings, auto_plan
-from qretrain.planner.source import DataChoice, sweep_inputs
-from qretrain.storage import write_text_atomic
+from qretrain.planner.settings import Metric, PlanSettings
 
 EXAMPLE = (
     "example: qretrain plan out/effnet-sweep --max-drop 1 --metric agreement "
@@ -59,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     settings = PlanSettings.from_dict(
         {"max_drop": args.max_drop, "target_size": args.target_size, "metric": args.metric,
          "batch_size": args.batch_size, "refine": args.refine}, "plan")  # fmt: skip
+    from qretrain.analysis import Sweep  # the stage, once its settings are checked
+    from qretrain.planner import auto_plan
+    from qretrain.planner.source import DataChoice, sweep_inputs
+    from qretrain.storage import write_text_atomic
+
     output = output_file(args.output, (".yaml", ".yml"))
     sweep = Sweep.load(args.sweep)
     model = data = None

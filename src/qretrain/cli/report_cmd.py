@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from qretrain.cli.common import add_command
-from qretrain.pipeline import final_table
-from qretrain.report import write_report
 
 EXAMPLE = "example: qretrain report out/demo"
 
@@ -28,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qretrain.pipeline import final_table
+    from qretrain.report import write_report
+
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no run folder {str(folder)!r}")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from qretrain.cli.common import (
     add_command,
@@ -17,14 +16,12 @@ from qretrain.cli.common import (
     output_file,
     show_progress,
 )
-from qretrain.data import load_dataset
-from qretrain.data.views import augmented
 from qretrain.errors import QretrainError
-from qretrain.models import get_arch
 from qretrain.models.selector import SYNTAX
-from qretrain.retrain import BNStats, Loss, Objective, RetrainConfig, block_checkpoint, retrain
-from qretrain.retrain.distributed import Ranks, init_from_env
-from qretrain.storage import load, save
+from qretrain.retrain.config import BNStats, Loss, Objective, RetrainConfig
+
+if TYPE_CHECKING:
+    from qretrain.retrain.distributed import Ranks
 
 logger = logging.getLogger(__name__)
 EXAMPLE = (
@@ -102,15 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ranks, device = init_from_env(args.device)  # several processes under torchrun
-    try:
-        return _retrain_and_save(args, ranks, device)
-    finally:
-        if ranks.several:
-            dist.destroy_process_group()
-
-
-def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> int:
     config = RetrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
         temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
@@ -118,6 +106,26 @@ def _retrain_and_save(args: argparse.Namespace, ranks: Ranks, device: str) -> in
         tune_assignments=args.tune_assignments, seed=args.seed,
         objective=args.objective, block_epochs=args.block_epochs,
     )  # fmt: skip  (checked before anything is loaded)
+    import torch.distributed as dist
+
+    from qretrain.retrain.distributed import init_from_env
+
+    ranks, device = init_from_env(args.device)  # several processes under torchrun
+    try:
+        return _retrain_and_save(args, config, ranks, device)
+    finally:
+        if ranks.several:
+            dist.destroy_process_group()
+
+
+def _retrain_and_save(args: argparse.Namespace, config: RetrainConfig, ranks: Ranks,
+                      device: str) -> int:  # fmt: skip
+    from qretrain.data import load_dataset
+    from qretrain.data.views import augmented
+    from qretrain.models import get_arch
+    from qretrain.retrain import block_checkpoint, retrain
+    from qretrain.storage import load, save
+
     output = output_file(args.output, (".h5",))
     if args.views is not None and args.views < 1:
         raise QretrainError(f"--views must be at least 1; got {args.views}")

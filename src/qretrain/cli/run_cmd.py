@@ -10,7 +10,6 @@ from qretrain.cli.common import (
     add_trust_argument,
     show_progress,
 )
-from qretrain.pipeline import RunConfig, final_table, run_pipeline
 
 EXAMPLE = "example: qretrain run examples/demo.yaml"
 
@@ -43,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qretrain.pipeline.config import RunConfig  # torch-free: a bad config fails at once
+
     config = RunConfig.load(args.config, output=args.output).with_device(args.device)
+    from qretrain.pipeline import final_table, run_pipeline  # once the config is checked
+
     run_pipeline(config, progress=show_progress(args), trust_code=args.trust_code,
                  overwrite=args.overwrite)  # fmt: skip
     print()

@@ -22,22 +22,17 @@ and the plots to docs/img/analyze-<case>/.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import RESULTS, ROOT, Machine, parser, run_qretrain, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CASES = {
     "vgg": {
         "model": "teacher:vgg",
@@ -51,13 +46,6 @@ CASES = {
         "plan": ["--max-drop", "1", "--metric", "agreement", "--limit", "256", "--offset", "256"],
     },
 }  # fmt: skip
-
-
-def timed(cmd: list[str]) -> float:
-    print("$", " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - start
 
 
 def palettizer_rows() -> list[dict]:
@@ -131,31 +119,29 @@ def full_pass_estimate(sweep: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", choices=list(CASES), required=True)
-    parser.add_argument("--out", default="out/bench-analyze", help="work folder")
-    parser.add_argument("--reuse-sweep", action="store_true",
-                        help="keep the sweep (and its time) of the last run; redo the rest")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--case", choices=list(CASES), required=True)
+    cli.add_argument("--out", default="out/bench-analyze", help="work folder")
+    cli.add_argument("--reuse-sweep", action="store_true",
+                     help="keep the sweep (and its time) of the last run; redo the rest")
+    args = cli.parse_args()
+    machine = Machine()
     case = CASES[args.case]
     sweep_dir = Path(args.out) / args.case
-    exe = [sys.executable, "-m", "qretrain.cli.main"]
     out = RESULTS / f"analyze_{args.case}.json"
     if args.reuse_sweep:
         analyze_s = json.loads(out.read_text())["analyze_wall_s"]
     else:
         if sweep_dir.exists():
             shutil.rmtree(sweep_dir)  # a timed run starts from nothing
-        analyze_s = timed([*exe, "analyze", case["model"], *case["analyze"], "-o",
-                           str(sweep_dir), "--quiet"])  # fmt: skip
+        analyze_s = run_qretrain(["analyze", case["model"], *case["analyze"], "-o",
+                                  str(sweep_dir), "--quiet"])  # fmt: skip
     plan_file = sweep_dir / "plan.yaml"
-    plan_s = timed([*exe, "plan", str(sweep_dir), *case["plan"], "-o", str(plan_file)])
+    plan_s = run_qretrain(["plan", str(sweep_dir), *case["plan"], "-o", str(plan_file)])
     sweep = json.loads((sweep_dir / "sweep.json").read_text())
     header = [line[2:] for line in plan_file.read_text().splitlines() if line.startswith("# ")]
     record = {
         "command": f"python benchmarks/bench_analyze.py --case {args.case}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
         "analyze_wall_s": analyze_s,
         "plan_wall_s": plan_s,
         "cells": len(sweep["cells"]),
@@ -170,16 +156,15 @@ def main() -> None:
         record["same_size"] = []
         for row in record["coremltools"]:
             sized = sweep_dir / f"plan-{row['bits']}bits-size.yaml"
-            timed([*exe, "plan", str(sweep_dir), "--target-size", str(row["file_bytes"]),
-                   "--limit", "256", "--offset", "256", "-o", str(sized)])  # fmt: skip
+            run_qretrain(["plan", str(sweep_dir), "--target-size", str(row["file_bytes"]),
+                          "--limit", "256", "--offset", "256", "-o", str(sized)])  # fmt: skip
             lines = [line[2:] for line in sized.read_text().splitlines() if line.startswith("# ")]
             record["same_size"].append({"coremltools_bits": row["bits"], "plan_header": lines})
     images = ROOT / "docs" / "img" / f"analyze-{args.case}"
     images.mkdir(parents=True, exist_ok=True)
     for png in sweep_dir.glob("*.png"):
         shutil.copy(png, images / png.name)
-    RESULTS.mkdir(exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    write_result(out, record, machine)
     print(f"analyze {analyze_s:.1f} s ({record['cells']} cells), plan {plan_s:.1f} s")
     print("\n".join(header))
     print(f"wrote {out} and {images}/")

@@ -15,32 +15,29 @@ conventional retraining's; bench_retrain_fmnist.py then measures it on the test 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
-import json
 import time
-from pathlib import Path
+
+from _common import RESULTS, Machine, parser, reference_teacher, write_result
 
 import qretrain
 from qretrain.data import load_dataset
 from qretrain.models import get_arch
-from qretrain.teachers import teacher as load_teacher
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
-    parser.add_argument("--plan", required=True)
-    parser.add_argument("--images", type=int, nargs="+", default=[20000, 10000, 5000])
-    parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--batch", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
+    cli.add_argument("--plan", required=True)
+    cli.add_argument("--images", type=int, nargs="+", default=[20000, 10000, 5000])
+    cli.add_argument("--passes", type=int, nargs="+", default=[1, 2])
+    cli.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    cli.add_argument("--seed", type=int, default=0)
+    args = cli.parse_args()
+    machine = Machine()
 
-    teacher = load_teacher(args.teacher)
+    teacher = reference_teacher(args.teacher)
     contract = get_arch(teacher).contract
     val = load_dataset("fashion-mnist:train", contract, limit=10000, offset=20000, seed=args.seed)
     clustered = copy.deepcopy(teacher)
@@ -68,10 +65,7 @@ def main() -> None:
         record["rows"].append(row)
         print(f"{images:6d} images, {passes} pass(es), batch {batch:4d}: "
               f"validation top-1 {row['val_top1']:.2%} in {seconds:.1f} s", flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"blocks_grid_{args.teacher}.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_result(RESULTS / f'blocks_grid_{args.teacher}.json', record, machine)}")
 
 
 if __name__ == "__main__":

@@ -16,32 +16,29 @@ it against another checkout's package, alternating:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
-import json
 import time
-from pathlib import Path
+
+from _common import RESULTS, Machine, parser, read_json, reference_teacher, write_json
 
 import qretrain
 from qretrain.data import load_dataset
 from qretrain.models import get_arch
-from qretrain.teachers import teacher as load_teacher
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
-    parser.add_argument("--plan", default="examples/plans/vgg-small-fmnist.yaml")
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--passes", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--tag", required=True, help="what this run times (a code version)")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
+    cli.add_argument("--plan", default="examples/plans/vgg-small-fmnist.yaml")
+    cli.add_argument("--images", type=int, default=20000)
+    cli.add_argument("--passes", type=int, default=1)
+    cli.add_argument("--batch", type=int, default=128)
+    cli.add_argument("--tag", required=True, help="what this run times (a code version)")
+    args = cli.parse_args()
+    machine = Machine()
 
-    teacher = load_teacher(args.teacher)
+    teacher = reference_teacher(args.teacher)
     contract = get_arch(teacher).contract
     data = load_dataset("fashion-mnist:train", contract, limit=args.images, seed=0)
     data.labels = None
@@ -60,12 +57,11 @@ def main() -> None:
            "plan": args.plan, "images": args.images, "passes": args.passes, "batch": args.batch,
            "wall_seconds": seconds, "top1": qretrain.evaluate(student, test, batch_size=512).top1,
            "weights_sha256": digest.hexdigest(),
-           "block_seconds": [h["seconds"] for h in result.record["blocks"]["history"]]}  # fmt: skip
+           "block_seconds": [h["seconds"] for h in result.record["blocks"]["history"]],
+           "machine": machine.at_end()}  # fmt: skip
     print(f"{args.tag}: {seconds:.1f} s, top-1 {row['top1']:.2%}, weights {row['weights_sha256'][:12]}")
     path = RESULTS / f"blocks_time_{args.teacher}.json"
-    rows = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps([*rows, row], indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_json(path, [*read_json(path, []), row])}")
 
 
 if __name__ == "__main__":

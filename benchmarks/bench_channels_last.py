@@ -10,20 +10,15 @@ Writes benchmarks/results/channels_last.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from _common import RESULTS, Machine, parser, reference_teacher, write_result
 
 from qretrain.data import load_dataset
 from qretrain.models import get_arch
-from qretrain.teachers import teacher as load_teacher
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def seconds(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> float:
@@ -35,14 +30,15 @@ def seconds(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=20000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--images", type=int, default=20000)
+    cli.add_argument("--repeats", type=int, default=3)
+    args = cli.parse_args()
+    machine = Machine()
     record = {"command": f"python benchmarks/bench_channels_last.py --images {args.images}",
               "images": args.images, "teachers": {}}  # fmt: skip
     for name in ("vgg", "resnet"):
-        model = load_teacher(name).eval()
+        model = reference_teacher(name).eval()
         data = load_dataset("fashion-mnist:train", get_arch(model).contract, limit=args.images)
         images = torch.stack([data[i][0] for i in range(len(data))])
         nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -55,8 +51,7 @@ def main() -> None:
         record["teachers"][name] = {"runs": runs, "median": medians, "speedup": speedup}
         print(f"{name}: default {medians['default']:.2f} s, channels-last "
               f"{medians['channels_last']:.2f} s, {speedup:.2f}x")  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "channels_last.json").write_text(json.dumps(record, indent=2))
+    write_result(RESULTS / "channels_last.json", record, machine)
 
 
 if __name__ == "__main__":

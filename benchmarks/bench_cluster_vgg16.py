@@ -11,22 +11,19 @@ benchmarks/results/cluster_vgg16.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
+from _common import RESULTS, Machine, parser, write_result
 
 import qretrain
 from qretrain.cluster import cluster_tensor
 
-RESULTS = Path(__file__).parent / "results" / "cluster_vgg16.json"
+OUT = RESULTS / "cluster_vgg16.json"
 PLAN = {"rules": [{"type": "Conv2d", "k": 256}, {"type": "Linear", "k": 256}]}
 
 
@@ -62,17 +59,16 @@ def run_coremltools(model: torch.nn.Module) -> tuple[float, torch.nn.Module]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--repeats", type=int, default=3)
+    args = cli.parse_args()
+    machine = Machine()
     logging.disable(logging.INFO)  # coremltools logs every layer at INFO
     torch.manual_seed(0)
     model = torchvision.models.vgg16()
     original = weights(model)
     record: dict = {
         "command": "python benchmarks/bench_cluster_vgg16.py",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
         "repeats": args.repeats,
     }
     ours, theirs = [], []
@@ -103,9 +99,7 @@ def main() -> None:
         per_k[k] = statistics.median(times)
         print(f"fc6 ({fc6.numel():,} weights) k={k:3d}: {per_k[k]:.3f} s")
     record["fc6_seconds_by_k"] = per_k
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result(OUT, record, machine)}")
 
 
 if __name__ == "__main__":

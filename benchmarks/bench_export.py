@@ -10,18 +10,16 @@ against the qretrain model. Results: benchmarks/results/export_<stem>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import torch
+from _common import BATCH, RESULTS, Machine, parser, write_result
 
 import qretrain
 from qretrain.metrics.quality import agreement, predict
 from qretrain.models import get_arch
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def onnx_parts(path: Path) -> dict[str, int]:
@@ -41,12 +39,13 @@ def onnx_parts(path: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a qretrain .h5 file")
-    parser.add_argument("--data", default="natural")
-    parser.add_argument("--limit", type=int, default=256)
-    parser.add_argument("--offset", type=int, default=256)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("model", help="a qretrain .h5 file")
+    cli.add_argument("--data", default="natural")
+    cli.add_argument("--limit", type=int, default=256)
+    cli.add_argument("--offset", type=int, default=256)
+    args = cli.parse_args()
+    machine = Machine()
     import onnxruntime
 
     path = Path(args.model)
@@ -65,19 +64,18 @@ def main() -> None:
         float32 = result.float32_bytes
     data = qretrain.load_dataset(args.data, get_arch(model).contract, limit=args.limit,
                                  offset=args.offset)  # fmt: skip
-    reference, _ = predict(model, data, batch_size=32)
+    reference, _ = predict(model, data, batch_size=BATCH)
     session = onnxruntime.InferenceSession(str(path.with_suffix(".onnx")))
     outputs = []
-    for start in range(0, len(data), 32):
-        x = torch.stack([data[i][0] for i in range(start, min(start + 32, len(data)))])
+    for start in range(0, len(data), BATCH):
+        x = torch.stack([data[i][0] for i in range(start, min(start + BATCH, len(data)))])
         outputs.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
     logits = torch.cat(outputs)
     rows["onnx"]["initializer_bytes"] = onnx_parts(path.with_suffix(".onnx"))
     rows["onnx"].update(agreement=agreement(logits, reference),
                         max_abs_logit_difference=float((logits - reference).abs().max()))
     record = {"model": str(path), "float32_bytes": float32, "data": data.describe(), "rows": rows}
-    out = RESULTS / f"export_{path.stem}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / f"export_{path.stem}.json", record, machine)
     print(json.dumps(record, indent=2))
 
 

@@ -16,9 +16,7 @@ Results: benchmarks/results/families.json; the table is printed as markdown.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import os
 import tempfile
@@ -27,13 +25,13 @@ import warnings
 from pathlib import Path
 
 import torch
+from _common import RESULTS, Machine, parser, write_result
 
 import qretrain
 from qretrain.cluster.state import clusters_of
 from qretrain.data.sets import TensorImageSet
 from qretrain.testing.families import FAMILIES, STAGES, Trial, float32_bytes, plan
 
-RESULTS = Path(__file__).parent / "results"
 HEADERS = {"compress": "compress (file vs float32)", "reopen": "reopen",
            "blocks": "block-wise", "output": "output retraining", "onnx": "onnx",
            "coreml": "coreml", "torchscript": "torchscript"}  # fmt: skip
@@ -123,18 +121,18 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
-    parser.add_argument("--images", type=int, default=8, help="retraining images per family")
-    parser.add_argument("--no-full-size", action="store_true",
-                        help="skip the 224-px ratios and the vit_b_16 block-wise timing")
-    parser.add_argument("--vit-images", type=int, default=2,
-                        help="images of the vit_b_16 block-wise timing")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    cli.add_argument("--images", type=int, default=8, help="retraining images per family")
+    cli.add_argument("--no-full-size", action="store_true",
+                     help="skip the 224-px ratios and the vit_b_16 block-wise timing")
+    cli.add_argument("--vit-images", type=int, default=2,
+                     help="images of the vit_b_16 block-wise timing")
+    args = cli.parse_args()
+    machine = Machine()
     warnings.filterwarnings("ignore")  # tracer and converter warnings: the cells say what failed
     logging.basicConfig(level=logging.ERROR)
-    record = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-              "families": coverage(args.families, args.images)}
+    record = {"families": coverage(args.families, args.images)}
     if not args.no_full_size:
         record["full_size"] = []
         with tempfile.TemporaryDirectory() as folder:
@@ -146,8 +144,7 @@ def main() -> None:
                     row["block_pass"]["load_average"] = round(os.getloadavg()[0], 1)
                 record["full_size"].append(row)
                 del teacher, student
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "families.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / "families.json", record, machine)
     print()
     print(markdown(record["families"]))
 

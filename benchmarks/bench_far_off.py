@@ -11,27 +11,25 @@ the full fashion-mnist:test. Writes benchmarks/results/far_off_<trainable>.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
-from pathlib import Path
+
+from _common import PLANS, RESULTS, Machine, parser, reference_teacher, write_result
 
 import qretrain
 from qretrain.models import get_arch
-from qretrain.teachers import teacher as load_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "examples" / "plans" / "vgg-small-fmnist.yaml"
+PLAN = PLANS / "vgg-small-fmnist.yaml"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trainable", default="unclustered")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    teacher = load_teacher("vgg")
+    cli = parser(__doc__)
+    cli.add_argument("--trainable", default="unclustered")
+    cli.add_argument("--epochs", type=int, default=5)
+    cli.add_argument("--seed", type=int, default=0)
+    args = cli.parse_args()
+    machine = Machine()
+    teacher = reference_teacher("vgg")
     contract = get_arch(teacher).contract
     test = qretrain.load_dataset("fashion-mnist:test", contract)
     digits = qretrain.load_dataset("mnist", contract)
@@ -59,9 +57,7 @@ def main() -> None:
                                 "record": result.record}  # fmt: skip
         guard = result.record.get("guard", "")
         print(f"{name:10s} top-1 {top1:.2%}  {guard}")
-    path = Path(__file__).parent / "results" / f"far_off_{args.trainable}.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_result(RESULTS / f'far_off_{args.trainable}.json', record, machine)}")
 
 
 if __name__ == "__main__":

@@ -9,24 +9,24 @@ and the size against float32. Results: benchmarks/results/file_layout.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import tempfile
 from pathlib import Path
 
-import qretrain
+from _common import RESULTS, Machine, float32_bytes, parser, write_result
 
-RESULTS = Path(__file__).parent / "results"
+import qretrain
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="model spec")
-    parser.add_argument("plans", nargs="+", help="plan files")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("model", help="model spec")
+    cli.add_argument("plans", nargs="+", help="plan files")
+    args = cli.parse_args()
+    machine = Machine()
     original = qretrain.load_model(args.model)
-    float32 = sum(t.numel() * 4 for t in original.state_dict().values() if t.is_floating_point())
+    float32 = float32_bytes(original)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for plan in args.plans:
@@ -43,7 +43,7 @@ def main() -> None:
                 })  # fmt: skip
                 print(json.dumps(rows[-1]))
     record = {"model": args.model, "float32_bytes": float32, "rows": rows}
-    (RESULTS / "file_layout.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / "file_layout.json", record, machine)
 
 
 if __name__ == "__main__":

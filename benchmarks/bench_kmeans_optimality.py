@@ -9,17 +9,15 @@ benchmarks/results/kmeans_optimality.json.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
+from _common import RESULTS, Machine, parser, write_result
 
 from qretrain.cluster.kmeans1d import _exact_edges, _Prefix, kmeans_1d
 
-RESULTS = Path(__file__).parent / "results" / "kmeans_optimality.json"
-
 
 def main() -> None:
+    parser(__doc__).parse_args()  # no options: --help says what it measures
+    machine = Machine()
     record = {"command": "python benchmarks/bench_kmeans_optimality.py", "values": 2500,
               "gap": {}}  # fmt: skip
     for dist in ("normal", "laplace"):
@@ -32,8 +30,7 @@ def main() -> None:
             gap = kmeans_1d(points, weights, k)[1] / optimum - 1
             record["gap"][f"{dist} k={k}"] = gap
             print(f"{dist:8s} k={k:3d}: {gap:+.4%} above the optimum")
-    RESULTS.write_text(json.dumps(record, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result(RESULTS / 'kmeans_optimality.json', record, machine)}")
 
 
 if __name__ == "__main__":

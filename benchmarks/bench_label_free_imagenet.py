@@ -22,28 +22,36 @@ to benchmarks/results/label_free_imagenet.json (keyed by plan and variant).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
-import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_imagenet_eval import scores
+from _common import (
+    BATCH,
+    RESULTS,
+    ImageNet,
+    Machine,
+    float32_bytes,
+    parser,
+    peak_rss_mib,
+    read_json,
+    signal,
+    synthetic_heldout,
+    write_json,
+)
 
 import qretrain
-import qretrain.data.synthetic
 from qretrain.assets.pools.opencv import opencv_paths
-from qretrain.metrics.quality import agreement, mean_kl, predict, topk_accuracy
+from qretrain.data.synthetic import synthesize
+from qretrain.metrics.quality import mean_kl, predict
 from qretrain.models import get_arch
 from qretrain.retrain import rounding
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "label_free_imagenet.json"
+OUT = RESULTS / "label_free_imagenet.json"
 POOL = {"spec": "natural", "limit": 512, "seed": 0}
 HELDOUT = {"spec": "natural", "offset": 512, "limit": 138, "seed": 0}  # the rest of the pool
 VARIANTS = {
@@ -88,17 +96,14 @@ def refs_of(variant: dict | None) -> list[dict]:
     return variant["data"] if isinstance(variant["data"], list) else [variant["data"]]
 
 
-def signal(logits: torch.Tensor, reference: torch.Tensor) -> dict:
-    """The label-free signal on (N, classes) logits against the original's."""
-    return {"images": len(logits), "agreement": agreement(logits, reference),
-            "mean_kl": mean_kl(logits, reference)}
-
-
-def synthetic_heldout(teacher: torch.nn.Module, images: int = 64):
-    """The synthetic images (seed 0, 100 steps) scored when a variant does not train
-    on them: 64, or more from the same generator (its first 64 are those); made from
-    ``teacher`` once, then read from the cache."""
-    return qretrain.data.synthetic.synthesize(teacher, images, seed=0, steps=100)
+def load_part(ref: dict, contract, teacher: torch.nn.Module, steps: int):
+    """One part of a variant's data; synthetic images made from ``teacher`` with
+    ``steps`` Adam steps per batch (as ``load_dataset("synthetic:N")`` makes them at
+    its default steps)."""
+    if ref["spec"].startswith("synthetic:"):
+        return synthesize(teacher, int(ref["spec"].split(":")[1]), ref.get("seed", 0), steps)
+    return qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
+                                 seed=ref.get("seed", 0), views=ref.get("views"))  # fmt: skip
 
 
 def sources(heldout) -> dict[str, torch.Tensor]:
@@ -127,27 +132,27 @@ def summary(entry: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
-    parser.add_argument("--plan", required=True)
-    parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--variant", choices=list(VARIANTS), required=True)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--synthetic-steps", type=int, default=100,
-                        help="Adam steps per batch of synthetic images")
-    parser.add_argument("--synthetic-images", type=int, default=64,
-                        help="how many synthetic images the synthetic variants use")
-    parser.add_argument("--views", type=int, default=None,
-                        help="how many augmented views the *-views variants use (1024)")
-    parser.add_argument("--rounding-lambda", type=float, default=None,
-                        help="weight of the learned assignments' rounding term "
-                        "(qretrain.retrain.rounding.LAMBDA)")
-    parser.add_argument("--pool-limit", type=int, default=None,
-                        help="retrain on the first N of the pool's 512 images (a subset of "
-                        "them; the held-out images stay the same)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override a retrain setting (JSON value), e.g. lr=1e-3")
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    cli.add_argument("--plan", required=True)
+    cli.add_argument("--model", default="efficientnet-lite0")
+    cli.add_argument("--variant", choices=list(VARIANTS), required=True)
+    cli.add_argument("--device", default="cpu")
+    cli.add_argument("--synthetic-steps", type=int, default=100,
+                     help="Adam steps per batch of synthetic images")
+    cli.add_argument("--synthetic-images", type=int, default=64,
+                     help="how many synthetic images the synthetic variants use")
+    cli.add_argument("--views", type=int, default=None,
+                     help="how many augmented views the *-views variants use (1024)")
+    cli.add_argument("--rounding-lambda", type=float, default=None,
+                     help="weight of the learned assignments' rounding term "
+                     "(qretrain.retrain.rounding.LAMBDA, not yet a setting)")
+    cli.add_argument("--pool-limit", type=int, default=None,
+                     help="retrain on the first N of the pool's 512 images (a subset of "
+                     "them; the held-out images stay the same)")
+    cli.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="override a retrain setting (JSON value), e.g. lr=1e-3")
+    args = cli.parse_args()
+    machine = Machine(args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variant = copy.deepcopy(VARIANTS[args.variant])
     for ref in refs_of(variant):
@@ -157,15 +162,16 @@ def main() -> None:
             ref["views"] = args.views
         if ref.get("spec") == "natural" and args.pool_limit is not None:
             if not 1 <= args.pool_limit <= POOL["limit"]:
-                parser.error(f"--pool-limit must be 1 .. {POOL['limit']} (the held-out images "
-                             f"start at {HELDOUT['offset']}); got {args.pool_limit}")
+                cli.error(f"--pool-limit must be 1 .. {POOL['limit']} (the held-out images "
+                          f"start at {HELDOUT['offset']}); got {args.pool_limit}")
             ref["limit"] = args.pool_limit
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.rounding_lambda is not None:
+        # A module global until the rounding term's weight is a RetrainConfig field.
         rounding.LAMBDA = args.rounding_lambda
     teacher = qretrain.load_model(args.model).eval()
     contract = get_arch(teacher).contract
-    float32 = sum(t.numel() * 4 for t in teacher.state_dict().values() if t.is_floating_point())
+    float32 = float32_bytes(teacher)
     with tempfile.TemporaryDirectory() as tmp:
         student = copy.deepcopy(teacher)
         qretrain.cluster_(student, args.plan, progress=False)
@@ -174,11 +180,9 @@ def main() -> None:
         record, seconds, data_seconds = None, 0.0, 0.0
         if variant is not None:
             config = qretrain.RetrainConfig(**{"batch_size": 32, **variant["config"], **overrides})
-            qretrain.data.synthetic.DEFAULT_STEPS = args.synthetic_steps
             loading = time.perf_counter()  # synthetic data is made here (or read from its cache)
-            parts = [qretrain.load_dataset(ref["spec"], contract, limit=ref.get("limit"),
-                                           seed=ref.get("seed", 0), views=ref.get("views"),
-                                           teacher=teacher) for ref in refs_of(variant)]  # fmt: skip
+            parts = [load_part(ref, contract, teacher, args.synthetic_steps)
+                     for ref in refs_of(variant)]  # fmt: skip
             data = parts[0] if len(parts) == 1 else qretrain.data.joined(*parts)
             data.labels = None
             data_seconds = time.perf_counter() - loading
@@ -191,16 +195,15 @@ def main() -> None:
         model = qretrain.load(saved.path)
     heldout = qretrain.load_dataset(HELDOUT["spec"], contract, HELDOUT["limit"], HELDOUT["seed"],
                                     HELDOUT["offset"])  # fmt: skip
-    pool_reference, _ = predict(teacher, heldout, batch_size=32)
-    pool_logits, _ = predict(model, heldout, batch_size=32)
+    pool_reference, _ = predict(teacher, heldout, batch_size=BATCH)
+    pool_logits, _ = predict(model, heldout, batch_size=BATCH)
     synthetic = None  # made from the teacher alone; held out unless the variant trains on it
     if not any(ref["spec"].startswith("synthetic") for ref in refs_of(variant)):
         made = synthetic_heldout(teacher)
-        synthetic = signal(predict(model, made, batch_size=32)[0],
-                           predict(teacher, made, batch_size=32)[0])  # fmt: skip
-    imagenet = qretrain.load_dataset(args.imagenet, contract)
-    reference, labels = predict(teacher, imagenet, batch_size=32)
-    logits, _ = predict(model, imagenet, batch_size=32)
+        synthetic = signal(predict(model, made, batch_size=BATCH)[0],
+                           predict(teacher, made, batch_size=BATCH)[0])  # fmt: skip
+    imagenet = ImageNet(args.imagenet, teacher)
+    logits = imagenet.logits(model)
     entry = {
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
         "rounding_lambda": rounding.LAMBDA,
@@ -208,9 +211,10 @@ def main() -> None:
         "retrain_data": variant["data"] if variant else None,
         "synthetic_steps": args.synthetic_steps if "synthetic" in args.variant else None,
         "file_bytes": saved.file_bytes, "times_smaller": float32 / saved.file_bytes,
-        "original_top1": topk_accuracy(reference, labels, 1),
-        **scores(logits, labels, reference),
-        "mean_kl": mean_kl(logits, reference),  # evaluation only, like every ImageNet figure
+        "original_top1": imagenet.original_top1,
+        **imagenet.scores(logits),
+        # evaluation only, like every ImageNet figure
+        "mean_kl": mean_kl(logits, imagenet.reference),
         "pool_heldout": {**signal(pool_logits, pool_reference),
                          "by_source": {name: signal(pool_logits[rows], pool_reference[rows])
                                        for name, rows in sources(heldout).items()}},
@@ -218,10 +222,10 @@ def main() -> None:
         "retrain_seconds": seconds,
         "data_seconds": data_seconds,
         "blocks": record.get("blocks") if record else None,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {args.device}",
+        "peak_rss_mib": peak_rss_mib(),
+        "machine": machine.at_end(),
     }  # fmt: skip
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = read_json(OUT, {})
     key = f"{Path(args.plan).stem} {args.variant}" + "".join(f" {s}" for s in args.set)
     if "synthetic" in args.variant and args.synthetic_images != 64:
         key += f" synthetic:{args.synthetic_images}"
@@ -232,7 +236,7 @@ def main() -> None:
     if args.pool_limit is not None:
         key += f" pool_limit={args.pool_limit}"
     results[key] = entry
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(OUT, results)
     print(f"{key}: {summary(entry)}")
 
 if __name__ == "__main__":

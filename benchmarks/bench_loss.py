@@ -10,33 +10,31 @@ benchmarks/results/loss.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-from pathlib import Path
+
+from _common import PLANS, RESULTS, Machine, parser, reference_teacher, write_result
 
 import qretrain
 from qretrain.models import get_arch
-from qretrain.teachers import teacher as load_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
-PLANS = {"vgg": "examples/plans/vgg-small-fmnist.yaml", "resnet": "examples/plans/resnet-small-fmnist.yaml"}
+PLAN_FILES = {"vgg": PLANS / "vgg-small-fmnist.yaml", "resnet": PLANS / "resnet-small-fmnist.yaml"}
 LOSSES = [("kl", 1.0), ("kl", 2.0), ("kl", 4.0), ("mse", 1.0)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--epochs", type=int, default=5)
+    args = cli.parse_args()
+    machine = Machine()
     record = {"command": f"python benchmarks/bench_loss.py --epochs {args.epochs}", "runs": {}}
-    for name, plan in PLANS.items():
-        teacher = load_teacher(name)
+    for name, plan in PLAN_FILES.items():
+        teacher = reference_teacher(name)
         contract = get_arch(teacher).contract
         test = qretrain.load_dataset("fashion-mnist:test", contract)
         train = qretrain.load_dataset("fashion-mnist:train", contract)
         train.labels = None
         clustered = copy.deepcopy(teacher)
-        qretrain.cluster_(clustered, ROOT / plan)
+        qretrain.cluster_(clustered, plan)
         for loss, temperature in LOSSES:
             student = copy.deepcopy(clustered)
             config = qretrain.RetrainConfig(epochs=args.epochs, trainable="last", loss=loss,
@@ -46,9 +44,7 @@ def main() -> None:
             key = f"{name} {loss}" + (f" T={temperature:g}" if loss == "kl" else "")
             record["runs"][key] = top1
             print(f"{key:16s} top-1 {top1:.2%}")
-    path = Path(__file__).parent / "results" / "loss.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_result(RESULTS / 'loss.json', record, machine)}")
 
 
 if __name__ == "__main__":

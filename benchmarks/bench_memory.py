@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -30,7 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "memory.json"
+from _common import RESULTS, Machine, parser, write_result
+
 GIB = 1 << 30
 ACCEPT = 1.5 * GIB  # no input under 1 MB may make a command use more
 
@@ -166,15 +166,16 @@ def run(argv: list[str], env: dict[str, str], cap: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", help="run the commands from this src/ (another checkout)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--cap", type=float, default=4.0, help="GiB: stop a command past it")
-    parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # the inputs' process
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--src", help="run the commands from this src/ (another checkout)")
+    cli.add_argument("--out", type=Path, default=RESULTS / "memory.json")
+    cli.add_argument("--cap", type=float, default=4.0, help="GiB: stop a command past it")
+    cli.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # the inputs' process
+    args = cli.parse_args()
     if args.make:
         print(json.dumps({k: str(v) for k, v in make_inputs(args.make).items()}))
         return
+    machine = Machine()  # this process never imports torch: its record has no threads
     env = dict(os.environ)
     if args.src:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(args.src).resolve()),
@@ -197,11 +198,9 @@ def main() -> None:
                   f"{'  STOPPED' if result['stopped_at_cap'] else ''}  {result['last_line'][:90]}")
     over = [r["case"] for r in rows if r["input_bytes"] < 1e6 and
             (r["peak_rss_mib"] * 2**20 > ACCEPT or r["stopped_at_cap"])]  # fmt: skip
-    record = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "src": args.src or "this checkout", "cap_gib": args.cap,
+    record = {"src": args.src or "this checkout", "cap_gib": args.cap,
               "accept_gib": ACCEPT / GIB, "over_acceptance": over, "cases": rows}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record, machine)
     print(f"over {ACCEPT / GIB} GiB: {over or 'none'}; written to {args.out}")
 
 

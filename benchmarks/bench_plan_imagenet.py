@@ -17,44 +17,38 @@ Results: benchmarks/results/plan_imagenet.json (rows merged by name).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from _common import RESULTS, ImageNet, Machine, parser, read_json, write_result
+
 import qretrain
-from bench_imagenet_eval import row
-from qretrain.metrics.quality import predict
 from qretrain.models import get_arch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "plan_imagenet.json"
+OUT = RESULTS / "plan_imagenet.json"
 TARGETS = (4.5, 5.0, 6.0)
 SIGNALS = ("agreement", "kl")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
-    parser.add_argument("--sweep", default="out/sweep-natural", help="sweep folder (reused)")
-    parser.add_argument("--budget", type=float, metavar="POINTS",
-                        help="plans at this budget instead of the target sizes")
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    cli.add_argument("--sweep", default="out/sweep-natural", help="sweep folder (reused)")
+    cli.add_argument("--budget", type=float, metavar="POINTS",
+                     help="plans at this budget instead of the target sizes")  # fmt: skip
+    args = cli.parse_args()
+    machine = Machine()
     model = qretrain.load_model("efficientnet-lite0")
     contract = get_arch(model).contract
     sweep_dir = Path(args.sweep)
-    start = time.perf_counter()
     if not (sweep_dir / "sweep.json").exists():
         sweep_data = qretrain.load_dataset("natural", contract, limit=256, seed=0)
         qretrain.analyze(model, sweep_data, sweep_dir, qretrain.AnalyzeSettings(
             kinds=["weight"], precision="bfloat16"), plots=False)  # fmt: skip
     sweep = qretrain.Sweep.load(sweep_dir)
     verify = qretrain.load_dataset("natural", contract, limit=256, seed=0, offset=256)
-    imagenet = qretrain.load_dataset(args.imagenet, contract)
-    reference, labels = predict(model, imagenet, batch_size=32)
+    imagenet = ImageNet(args.imagenet, model)
     float32 = sweep.baseline["float32_bytes"]
     rows = []
     # nats of mean KL per point of top-1 flips, over the sweep's cells that flip any
@@ -75,8 +69,7 @@ def main() -> None:
             clustered = copy.deepcopy(model)
             qretrain.cluster_(clustered, plan.plan, progress=False)
             saved = qretrain.save(clustered, Path(tmp) / "plan.h5")
-            logits, _ = predict(clustered, imagenet, batch_size=32)
-            r = row(name, logits, labels, reference, saved.file_bytes, float32)
+            r = imagenet.row(name, imagenet.logits(clustered), saved.file_bytes, float32)
             r.update(signal=signal, target_times=target, cells=len(plan.picks),
                      verify_drop=plan.measured_drop, verify_unit=plan.unit,
                      plan=plan.plan.to_dict())  # fmt: skip
@@ -85,12 +78,13 @@ def main() -> None:
                   f"(drop {r['top1_drop_points']:.1f} [{r['drop_95_interval'][0]:.1f}, "
                   f"{r['drop_95_interval'][1]:.1f}]), agreement {r['agreement']:.2%}; "
                   f"on the pool {plan.measured_drop:.4g} {plan.unit}", flush=True)  # fmt: skip
-    old = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+    old = read_json(OUT, {"rows": []})["rows"]
     rows = [r for r in old if r["model"] not in {n["model"] for n in rows}] + rows
     record = {"sweep": str(sweep_dir), "sweep_data": sweep.settings["data"],
-              "kl_nats_per_point": nats, "verify_data": verify.describe(), "imagenet": imagenet.describe(),
-              "float32_bytes": float32, "rows": rows, "seconds": time.perf_counter() - start}  # fmt: skip
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+              "kl_nats_per_point": nats, "verify_data": verify.describe(),
+              "imagenet": imagenet.data.describe(), "float32_bytes": float32,
+              "rows": rows}  # fmt: skip
+    write_result(OUT, record, machine)
 
 
 if __name__ == "__main__":

@@ -11,48 +11,21 @@ benchmarks/results/record_fuzz.json.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import tempfile
-import time
-from collections import Counter
-from pathlib import Path
+from _common import RESULTS, Machine, fuzz_record, parser, write_result
 
 from qretrain.testing.record_fuzz import KINDS, fuzz_records
 
-RESULTS = Path(__file__).parent / "results" / "record_fuzz.json"
+OUT = RESULTS / "record_fuzz.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mutations", type=int, default=300, help="per seed")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
-    outcomes, failures, slowest, start = Counter(), [], 0.0, time.perf_counter()
-    for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as folder:
-            report = fuzz_records(Path(folder), args.mutations, seed)
-        outcomes.update(report.outcomes)
-        failures += report.failures
-        slowest = max(slowest, report.slowest)
-        print(f"seed {seed}: {sum(report.outcomes.values())} mutations, "
-              f"{len(report.failures)} broke the contract")  # fmt: skip
-    table = {kind: {o: n for (k, o), n in sorted(outcomes.items()) if k == kind}
-             for kind in KINDS}  # fmt: skip
-    record = {
-        "mutations_per_seed": args.mutations,
-        "seeds": args.seeds,
-        "outcomes": table,
-        "failures": failures,
-        "slowest_seconds": slowest,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "wall_seconds": time.perf_counter() - start,
-    }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    for kind, counts in table.items():
-        print(f"{kind:11s} {counts}")
-    print(f"slowest {slowest:.3f} s; peak RSS {record['peak_rss_mib']:.0f} MiB; wrote {RESULTS}")
+    cli = parser(__doc__)
+    cli.add_argument("--mutations", type=int, default=300, help="per seed")
+    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = cli.parse_args()
+    machine = Machine()
+    record = fuzz_record(fuzz_records, args.mutations, args.seeds, KINDS)
+    print(f"wrote {write_result(OUT, record, machine)}")
 
 
 if __name__ == "__main__":

@@ -21,19 +21,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import PLANS, RESULTS, ROOT, Machine, parser, write_json, write_result
 
 import qretrain
 from qretrain.metrics.quality import agreement, predict, topk_accuracy
 from qretrain.models import get_arch
 
-ROOT = Path(__file__).resolve().parents[1]
-PLAN = ROOT / "examples" / "plans" / "efficientnet-lite0-auto-5x.yaml"
-RESULTS = ROOT / "benchmarks" / "results" / "retrain_effnet.json"
+PLAN = PLANS / "efficientnet-lite0-auto-5x.yaml"
+OUT = RESULTS / "retrain_effnet.json"
 VARIANTS = {
     "frozen": {"bn_stats": "frozen"},
     "frozen-tune-centroids": {"bn_stats": "frozen", "tune_centroids": True},
@@ -44,6 +43,7 @@ HELD_OUT_FRAMES = {"spec": "opencv-frames:video", "limit": 167, "seed": 0, "offs
 
 
 def train(args: argparse.Namespace) -> None:
+    machine = Machine(args.device)
     teacher = qretrain.load_model("efficientnet-lite0").eval()
     student = copy.deepcopy(teacher)
     qretrain.cluster_(student, PLAN)
@@ -71,13 +71,14 @@ def train(args: argparse.Namespace) -> None:
         record = {"variant": name, "device": str(args.device),
                   "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
                   "file_bytes": saved.file_bytes, "seconds": time.perf_counter() - start,
-                  **result.record}  # fmt: skip
-        (out / f"{name}.json").write_text(json.dumps(record, indent=2))
+                  "machine": machine.at_end(), **result.record}  # fmt: skip
+        write_json(out / f"{name}.json", record)
         print(f"{name}: monitor {record['quality_before']:.2%} -> {record['quality_after']:.2%} "
               f"in {record['wall_seconds']:.1f} s")  # fmt: skip
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    machine = Machine()
     out = Path(args.out)
     original = qretrain.load_model("efficientnet-lite0").eval()
     contract = get_arch(original).contract
@@ -113,7 +114,6 @@ def evaluate(args: argparse.Namespace) -> None:
     result = {
         "command": "python benchmarks/bench_retrain_effnet.py train --device cuda && "
                    "python benchmarks/bench_retrain_effnet.py evaluate",
-        "machine_evaluate": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "plan": str(PLAN.relative_to(ROOT)),
         "train_data": TRAIN,
         "held_out_frames": HELD_OUT_FRAMES,
@@ -126,23 +126,23 @@ def evaluate(args: argparse.Namespace) -> None:
                                         "config", "history")}
                  for v, r in records.items()},
     }  # fmt: skip
-    RESULTS.write_text(json.dumps(result, indent=2))
+    write_result(OUT, result, machine)  # the machine that evaluated; each run's is in its JSON
     print(json.dumps(result["recovered_share"], indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {OUT}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=["train", "evaluate"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--out", default="out/bench-retrain-effnet")
-    parser.add_argument("--limit", type=int, help="fewer training frames (a smoke test)")
-    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="train these only")
-    parser.add_argument("--tag", help="suffix of the output names (runs with other --lr, "
-                        "--epochs land beside the others, and evaluate reads them all)")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("stage", choices=["train", "evaluate"])
+    cli.add_argument("--device", default="cpu")
+    cli.add_argument("--epochs", type=int, default=30)
+    cli.add_argument("--lr", type=float, default=1e-3)
+    cli.add_argument("--out", default="out/bench-retrain-effnet")
+    cli.add_argument("--limit", type=int, help="fewer training frames (a smoke test)")
+    cli.add_argument("--only", nargs="*", choices=list(VARIANTS), help="train these only")
+    cli.add_argument("--tag", help="suffix of the output names (runs with other --lr, "
+                     "--epochs land beside the others, and evaluate reads them all)")
+    args = cli.parse_args()
     train(args) if args.stage == "train" else evaluate(args)
 
 

@@ -18,20 +18,18 @@ docs/img/retrain-<teacher>-{epochs,before-after,time}.png.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
-from pathlib import Path
+
+from _common import RESULTS, ROOT, Machine, parser, reference_teacher, write_result
 
 import qretrain
 from qretrain.data import load_dataset
 from qretrain.models import get_arch
 from qretrain.report.figures import before_after, quality_per_epoch, retrain_time
-from qretrain.teachers import teacher as load_teacher
 
-RESULTS = Path(__file__).parent / "results"
-FIGURES = Path(__file__).parent.parent / "docs" / "img"
+FIGURES = ROOT / "docs" / "img"
 RUNS = [
     ("label-free, last", {"trainable": "last"}),
     ("label-free, unclustered", {"trainable": "unclustered"}),
@@ -42,33 +40,33 @@ RUNS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
-    parser.add_argument("--plan")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--teacher-epochs", type=int,
-                        help="the cached teacher of this many epochs (default: the reference one)")
-    parser.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
-                        help="only these runs (conventional always runs: the anchor)")
-    parser.add_argument("--block-epochs", type=int, default=4, help="passes per block")
-    parser.add_argument("--block-images", type=int,
-                        help="the block-wise run sees only the first N of the training images")
-    parser.add_argument("--block-batch", type=int, help="batch size of the block-wise run")
-    parser.add_argument("--tag", help="results/retrain_<teacher>_<tag>.json; figures not drawn")
-    parser.add_argument("--replot", action="store_true",
-                        help="only redraw the figures from the JSON record")  # fmt: skip
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--teacher", choices=["vgg", "resnet"], default="vgg")
+    cli.add_argument("--plan")
+    cli.add_argument("--epochs", type=int, default=5)
+    cli.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--teacher-epochs", type=int,
+                     help="the cached teacher of this many epochs (default: the reference one)")
+    cli.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
+                     help="only these runs (conventional always runs: the anchor)")
+    cli.add_argument("--block-epochs", type=int, default=4, help="passes per block")
+    cli.add_argument("--block-images", type=int,
+                     help="the block-wise run sees only the first N of the training images")
+    cli.add_argument("--block-batch", type=int, help="batch size of the block-wise run")
+    cli.add_argument("--tag", help="results/retrain_<teacher>_<tag>.json; figures not drawn")
+    cli.add_argument("--replot", action="store_true",
+                     help="only redraw the figures from the JSON record")
+    args = cli.parse_args()
+    machine = Machine()
     path = RESULTS / f"retrain_{args.teacher}{'_' + args.tag if args.tag else ''}.json"
     if args.replot:
         plot(json.loads(path.read_text()), args.teacher)
         return
     if not args.plan:
-        parser.error("--plan is required (unless --replot)")
+        cli.error("--plan is required (unless --replot)")
 
-    teacher = (load_teacher(args.teacher, epochs=args.teacher_epochs) if args.teacher_epochs
-               else load_teacher(args.teacher))  # fmt: skip
+    teacher = reference_teacher(args.teacher, args.teacher_epochs)
     contract = get_arch(teacher).contract
     test = load_dataset("fashion-mnist:test", contract)
     train = load_dataset("fashion-mnist:train", contract, limit=args.train_limit, seed=args.seed)
@@ -123,9 +121,7 @@ def main() -> None:
             continue
         run["gap_to_conventional_points"] = 100 * (run["top1"] - conventional["top1"])
         run["time_ratio_to_conventional"] = run["wall_seconds"] / conventional["wall_seconds"]
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {write_result(path, record, machine)}")
     if not args.tag:
         plot(record, args.teacher)
 

@@ -15,19 +15,15 @@ benchmarks/results/retrain_k_<teacher>.json and docs/img/retrain-k-<teacher>.png
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import platform
-from pathlib import Path
 
-import torch
+from _common import RESULTS, ROOT, Machine, parser, write_result
 
 import qretrain
 from qretrain.models import get_arch
 from qretrain.report.figures import quality_per_epoch
 
-ROOT = Path(__file__).resolve().parents[1]
 KS = (2, 4, 8, 16, 32)
 RULES = {
     "vgg": {"layers": "2-5", "kinds": ["weight"]},
@@ -36,12 +32,13 @@ RULES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", choices=list(RULES), required=True)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--replot", action="store_true",
-                        help="redraw the PNG from the results JSON, without retraining")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--teacher", choices=list(RULES), required=True)
+    cli.add_argument("--epochs", type=int, default=4)
+    cli.add_argument("--replot", action="store_true",
+                     help="redraw the PNG from the results JSON, without retraining")
+    args = cli.parse_args()
+    machine = Machine()
     if args.replot:
         replot(args.teacher)
         return
@@ -70,20 +67,18 @@ def main() -> None:
     image = ROOT / "docs" / "img" / f"retrain-k-{args.teacher}.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     quality_per_epoch(runs, labels, image)
-    out = ROOT / "benchmarks" / "results" / f"retrain_k_{args.teacher}.json"
-    out.write_text(json.dumps({
+    out = write_result(RESULTS / f"retrain_k_{args.teacher}.json", {
         "command": f"python benchmarks/bench_retrain_k.py --teacher {args.teacher}",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "rule": RULES[args.teacher], "epochs": args.epochs, "test_top1_original": original,
         "per_k": finals,
         "curves": {k: [r["quality_before"]] + [h["monitor"] for h in r["history"]]
                    for k, r in runs.items()},
-    }, indent=2))  # fmt: skip
+    }, machine)  # fmt: skip
     print(f"wrote {out} and {image}")
 
 
 def replot(teacher: str) -> None:
-    record = json.loads((ROOT / "benchmarks" / "results" / f"retrain_k_{teacher}.json").read_text())
+    record = json.loads((RESULTS / f"retrain_k_{teacher}.json").read_text())
     runs = {
         k: {"quality_before": curve[0], "monitor_metric": "accuracy",
             "history": [{"epoch": i + 1, "monitor": q} for i, q in enumerate(curve[1:])]}

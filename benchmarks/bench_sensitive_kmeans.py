@@ -13,35 +13,33 @@ bootstrap interval of the drop. Results: benchmarks/results/sensitive_kmeans.jso
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from _common import BATCH, RESULTS, ROOT, ImageNet, Machine, parser, write_result
 
 import qretrain
 from qretrain.metrics import agreement, mean_kl, predict, top1_drop, topk_accuracy
 from qretrain.models import get_arch
 from qretrain.plan import Plan
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "sensitive_kmeans.json"
 PLANS = ["examples/plans/efficientnet-lite0-auto-5x.yaml",
          "examples/plans/efficientnet-lite0-auto.yaml"]  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    args = cli.parse_args()
+    machine = Machine()
     model = qretrain.load_model("efficientnet-lite0").eval()
     contract = get_arch(model).contract
     fisher_data = qretrain.load_dataset("natural", contract, limit=128)
     pool = qretrain.load_dataset("natural", contract, limit=96, offset=256, seed=1)
-    imagenet = qretrain.load_dataset(args.imagenet, contract)
-    pool_ref, _ = predict(model, pool, batch_size=32)
-    ref, labels = predict(model, imagenet, batch_size=32)
+    imagenet = ImageNet(args.imagenet, model)
+    ref, labels = imagenet.reference, imagenet.labels
+    pool_ref, _ = predict(model, pool, batch_size=BATCH)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for plan_path in PLANS:
@@ -53,8 +51,8 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 saved = qretrain.save(clustered, Path(tmp) / "m.h5")
                 loaded = qretrain.load(saved.path)
-                pool_logits, _ = predict(loaded, pool, batch_size=32)
-                logits, _ = predict(loaded, imagenet, batch_size=32)
+                pool_logits, _ = predict(loaded, pool, batch_size=BATCH)
+                logits = imagenet.logits(loaded)
                 drop, low, high = top1_drop(logits, ref, labels)
                 rows.append({"plan": plan_path, "method": method, "file_bytes": saved.file_bytes,
                              "cluster_seconds": seconds,
@@ -67,8 +65,8 @@ def main() -> None:
                 print(f"{Path(plan_path).stem:32s} {method:17s} {saved.file_bytes:,} B pool "
                       f"agreement {r['pool_agreement']:.2%} kl {r['pool_kl']:.3f}; ImageNet "
                       f"top-1 {r['imagenet_top1']:.2%} drop {drop:+.1f} [{low:+.1f}, {high:+.1f}]")
-    RESULTS.write_text(json.dumps({"original_top1": topk_accuracy(ref, labels, 1),
-                                   "rows": rows}, indent=2) + "\n")  # fmt: skip
+    record = {"original_top1": imagenet.original_top1, "rows": rows}
+    write_result(RESULTS / "sensitive_kmeans.json", record, machine)
 
 
 if __name__ == "__main__":

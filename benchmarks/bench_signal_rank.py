@@ -23,21 +23,18 @@ plan's ImageNet drop. Results: benchmarks/results/signal_rank_plans.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import random
 from pathlib import Path
 
 import torch
+from _common import BATCH, RESULTS, ImageNet, Machine, parser, write_result
 
 import qretrain
 from qretrain.metrics import agreement, predict, topk_accuracy
 from qretrain.metrics.quality import mean_kl
 from qretrain.models import get_arch
-
-RESULTS = Path(__file__).parent / "results" / "signal_rank.json"
-PLAN_RESULTS = Path(__file__).parent / "results" / "signal_rank_plans.json"
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -60,45 +57,48 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True)
-    parser.add_argument("--sweep", default="out/sweep-natural")
-    parser.add_argument("--cells", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plans", nargs="+", metavar="FILE",
-                        help="rank whole plans instead: plan files and plan_imagenet.json")
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    cli.add_argument("--sweep", default="out/sweep-natural")
+    cli.add_argument("--cells", type=int, default=30)
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--plans", nargs="+", metavar="FILE",
+                     help="rank whole plans instead: plan files and plan_imagenet.json")
+    args = cli.parse_args()
+    machine = Machine()
     if args.plans:
-        return rank_plans(args)
+        return rank_plans(args, machine)
     sweep = json.loads((Path(args.sweep) / "sweep.json").read_text())
     pool = [c for c in sweep["cells"] if 2 <= c["k"] <= 32 and c["kind"] == "weight"]
     cells = random.Random(args.seed).sample(pool, min(args.cells, len(pool)))
     model = qretrain.load_model(sweep["settings"]["model"]).eval()
     contract = get_arch(model).contract
-    imagenet = qretrain.load_dataset(args.imagenet, contract)
+    imagenet = ImageNet(args.imagenet, model)
     frames = qretrain.load_dataset("opencv-frames:video", contract, limit=256)
-    ref, labels = predict(model, imagenet, batch_size=32)
-    frames_ref, _ = predict(model, frames, batch_size=32)
-    base = topk_accuracy(ref, labels, 1)
+    frames_ref, _ = predict(model, frames, batch_size=BATCH)
     rows = []
     for cell in cells:
         clustered = copy.deepcopy(model)
         qretrain.cluster_(clustered, {"rules": [{"layers": cell["layers"], "kinds": ["weight"],
                                                  "k": cell["k"]}]})  # fmt: skip
-        logits, _ = predict(clustered, imagenet, batch_size=32)
-        frame_logits, _ = predict(clustered, frames, batch_size=32)
+        frame_logits, _ = predict(clustered, frames, batch_size=BATCH)
         rows.append({"layers": cell["layers"], "k": cell["k"],
                      "pool_flips": 1 - cell["agreement"], "pool_kl": cell["kl"],
                      "frames_flips": 1 - agreement(frame_logits, frames_ref),
-                     "imagenet_drop": 100 * (base - topk_accuracy(logits, labels, 1))})  # fmt: skip
+                     "imagenet_drop": imagenet_drop(imagenet, clustered)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     drops = [r["imagenet_drop"] for r in rows]
     result = {"cells": len(rows), "seed": args.seed, "sweep": sweep["settings"]["data"],
               "spearman": {s: spearman([r[s] for r in rows], drops)
                            for s in ("frames_flips", "pool_flips", "pool_kl")},
               "rows": rows}  # fmt: skip
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "signal_rank.json", result, machine)
     print(json.dumps(result["spearman"], indent=2))
+
+
+def imagenet_drop(imagenet: ImageNet, model: torch.nn.Module) -> float:
+    """Points of ImageNet top-1 that ``model`` loses against the original."""
+    top1 = topk_accuracy(imagenet.logits(model), imagenet.labels, 1)
+    return 100 * (imagenet.original_top1 - top1)
 
 
 def read_plans(files: list[str]) -> list[tuple[str, dict | str]]:
@@ -111,34 +111,31 @@ def read_plans(files: list[str]) -> list[tuple[str, dict | str]]:
     return plans
 
 
-def rank_plans(args) -> None:
+def rank_plans(args, machine: Machine) -> None:
     model = qretrain.load_model("efficientnet-lite0").eval()
     contract = get_arch(model).contract
-    imagenet = qretrain.load_dataset(args.imagenet, contract)
+    imagenet = ImageNet(args.imagenet, model)
     frames = qretrain.load_dataset("opencv-frames:video", contract, limit=256)
     pool = qretrain.load_dataset("natural", contract, limit=138, seed=0, offset=512)
-    ref, labels = predict(model, imagenet, batch_size=32)
-    frames_ref, _ = predict(model, frames, batch_size=32)
-    pool_ref, _ = predict(model, pool, batch_size=32)
-    base = topk_accuracy(ref, labels, 1)
+    frames_ref, _ = predict(model, frames, batch_size=BATCH)
+    pool_ref, _ = predict(model, pool, batch_size=BATCH)
     rows = []
     for name, plan in read_plans(args.plans):
         clustered = copy.deepcopy(model)
         qretrain.cluster_(clustered, plan, progress=False)
-        logits, _ = predict(clustered, imagenet, batch_size=32)
-        frame_logits, _ = predict(clustered, frames, batch_size=32)
-        pool_logits, _ = predict(clustered, pool, batch_size=32)
+        frame_logits, _ = predict(clustered, frames, batch_size=BATCH)
+        pool_logits, _ = predict(clustered, pool, batch_size=BATCH)
         rows.append({"plan": name, "frames_flips": 1 - agreement(frame_logits, frames_ref),
                      "pool_flips": 1 - agreement(pool_logits, pool_ref),
                      "pool_kl": mean_kl(pool_logits, pool_ref),
-                     "imagenet_drop": 100 * (base - topk_accuracy(logits, labels, 1))})  # fmt: skip
+                     "imagenet_drop": imagenet_drop(imagenet, clustered)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     drops = [r["imagenet_drop"] for r in rows]
     result = {"plans": len(rows), "pool": pool.describe(), "frames": frames.describe(),
               "spearman": {s: spearman([r[s] for r in rows], drops)
                            for s in ("frames_flips", "pool_flips", "pool_kl")},
               "rows": rows}  # fmt: skip
-    PLAN_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS / "signal_rank_plans.json", result, machine)
     print(json.dumps(result["spearman"], indent=2))
 
 

@@ -12,21 +12,19 @@ benchmarks/results/sizes.json.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import PLANS, RESULTS, ROOT, Machine, parser, write_result
 
 import qretrain
 from qretrain.cluster import clusters_of
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results" / "sizes.json"
 CASES = [
-    ("torchvision:vgg16", ROOT / "examples/plans/vgg16-paper.yaml", -81.10),
-    ("torchvision:resnet50", ROOT / "examples/plans/resnet50-paper.yaml", -52.45),
+    ("torchvision:vgg16", PLANS / "vgg16-paper.yaml", -81.10),
+    ("torchvision:resnet50", PLANS / "resnet50-paper.yaml", -52.45),
 ]
 
 
@@ -40,6 +38,8 @@ def worst_over_bound(model: torch.nn.Module, tensor_bytes: dict[str, int]) -> fl
 
 
 def main() -> None:
+    parser(__doc__).parse_args()  # no options: --help says what it measures
+    machine = Machine()
     record = {"command": "python benchmarks/bench_sizes.py", "seed": 0, "cases": []}
     with tempfile.TemporaryDirectory() as tmp:
         for spec, plan, seed_reduction in CASES:
@@ -76,9 +76,7 @@ def main() -> None:
                     f"{case['layouts'][layout]['worst_stored_over_bound']:.4f}"
                 )
             record["cases"].append(case)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {write_result(RESULTS / 'sizes.json', record, machine)}")
 
 
 if __name__ == "__main__":

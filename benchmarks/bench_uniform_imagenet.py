@@ -15,21 +15,15 @@ Results: benchmarks/results/uniform_imagenet.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
 import tempfile
 from pathlib import Path
 
 import torch
-from bench_imagenet_eval import scores
+from _common import RESULTS, ImageNet, Machine, float32_bytes, parser, write_result
 
 import qretrain
-from qretrain.metrics import predict, topk_accuracy
-from qretrain.models import get_arch
-
-RESULTS = Path(__file__).parent / "results" / "uniform_imagenet.json"
 
 
 def uniform_plan(bits: int) -> dict:
@@ -61,15 +55,14 @@ def coremltools_palettized(model: torch.nn.Module, bits: int) -> torch.nn.Module
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
-    parser.add_argument("--bits", type=int, nargs="+", default=[4, 3])
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    cli.add_argument("--bits", type=int, nargs="+", default=[4, 3])
+    args = cli.parse_args()
+    machine = Machine()
     logging.disable(logging.INFO)  # coremltools logs every layer at INFO
     model = qretrain.load_model("efficientnet-lite0").eval()
-    data = qretrain.load_dataset(args.imagenet, get_arch(model).contract)
-    reference, labels = predict(model, data, batch_size=32)
-    float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    imagenet = ImageNet(args.imagenet, model)
+    float32 = float32_bytes(model)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for bits in args.bits:
@@ -79,19 +72,19 @@ def main() -> None:
                                     ("coremltools PostTrainingPalettizer",
                                      coremltools_palettized(model, bits))):  # fmt: skip
                 saved = qretrain.save(clustered, Path(tmp) / "m.h5")
-                logits, _ = predict(qretrain.load(saved.path), data, batch_size=32)
+                logits = imagenet.logits(qretrain.load(saved.path))
                 rows.append({"method": name, "bits": bits, "file_bytes": saved.file_bytes,
                              "times_smaller": float32 / saved.file_bytes,
                              "clustered_tensors": len(qretrain.codebooks(clustered)),
-                             **scores(logits, labels, reference)})  # fmt: skip
+                             **imagenet.scores(logits)})  # fmt: skip
                 r = rows[-1]
                 drop, (low, high) = r["top1_drop_points"], r["drop_95_interval"]
                 print(f"{name:36s} {bits} bits {r['times_smaller']:5.2f}x "
                       f"({r['clustered_tensors']} tensors) top-1 {r['top1']:.2%} drop "
                       f"{drop:+.1f} [{low:+.1f}, {high:+.1f}] agreement {r['agreement']:.2%}")
-    record = {"data": data.describe(), "float32_bytes": float32,
-              "original_top1": topk_accuracy(reference, labels, 1), "rows": rows}  # fmt: skip
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    record = {"data": imagenet.data.describe(), "float32_bytes": float32,
+              "original_top1": imagenet.original_top1, "rows": rows}  # fmt: skip
+    write_result(RESULTS / "uniform_imagenet.json", record, machine)
 
 
 if __name__ == "__main__":

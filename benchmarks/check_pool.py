@@ -12,19 +12,18 @@ Results: benchmarks/results/natural_pool.json.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, Machine, parser, write_result
 from PIL import Image
 
 import qretrain
 from qretrain.assets.pools.natural import SOURCES
 from qretrain.data.readers import list_images
 
-RESULTS = Path(__file__).parent / "results" / "natural_pool.json"
 NEAR_BITS = 10
 
 
@@ -39,9 +38,9 @@ def sha256(path: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imagenet", required=True, help="path of imagenet-sample-dev")
-    args = parser.parse_args()
+    cli = parser(__doc__, imagenet=True)
+    args = cli.parse_args()
+    machine = Machine()
     sources = {name: qretrain.load_dataset(f"natural:{name}").paths for name in SOURCES}
     for name in ("tuxpaint-stamps", "gcompris-photos"):
         sources[name] = qretrain.load_dataset(name).paths
@@ -59,7 +58,7 @@ def main() -> None:
     record = {"sources": {k: len(v) for k, v in sources.items()}, "total": len(pool),
               "imagenet_images_checked": len(imagenet), "exact_sha256_matches": exact,
               "near_duplicates": near, "near_bits": NEAR_BITS}  # fmt: skip
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(RESULTS / "natural_pool.json", record, machine)
     print(json.dumps(record, indent=2))
 
 

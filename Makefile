@@ -1,6 +1,8 @@
 # make test: set up .venv when missing, install qretrain with its test extras, run pytest.
 # make demo: the whole pipeline on the default case (examples/demo.yaml), with a report.
-# make bench: the measured figures of docs/BENCHMARKS.md (not part of make test).
+# make bench: the measured figures that need no ImageNet image (not part of make test).
+# make bench-imagenet: those measured on the ImageNet evaluation set, the EfficientNet case
+#   studies included (IMAGENET=PATH; ../shared/imagenet-sample-dev by default).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -24,7 +26,7 @@ DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
 DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers \
 	tuxpaint-stamps-default gcompris-qt-data
 
-.PHONY: test demo bench clean debian-data render-check
+.PHONY: test demo bench bench-imagenet clean debian-data render-check
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,21 +51,52 @@ test: $(VENV)/.installed debian-data
 demo: $(VENV)/.installed debian-data
 	$(VENV)/bin/qretrain run examples/demo.yaml
 
-bench: $(VENV)/.bench-installed
+# Each command writes benchmarks/results/*.json; docs/BENCHMARKS.md shows the figures.
+LITE0_PLANS := examples/plans/efficientnet-lite0-auto.yaml examples/plans/efficientnet-lite0-auto-5x.yaml \
+	examples/plans/efficientnet-lite0-mixed.yaml
+bench: $(VENV)/.bench-installed debian-data
 	$(PY) benchmarks/bench_cluster_vgg16.py
 	$(PY) benchmarks/bench_sizes.py
+	$(PY) benchmarks/bench_kmeans_optimality.py
+	$(PY) benchmarks/bench_file_layout.py efficientnet-lite0 $(LITE0_PLANS)
 	$(PY) benchmarks/bench_analyze.py --case vgg
 	$(PY) benchmarks/bench_analyze.py --case effnet
 	$(PY) benchmarks/bench_retrain_k.py --teacher vgg
 	$(PY) benchmarks/bench_retrain_k.py --teacher resnet
 	$(PY) benchmarks/bench_retrain_fmnist.py --teacher vgg --plan examples/plans/vgg-small-fmnist.yaml --epochs 30
 	$(PY) benchmarks/bench_retrain_fmnist.py --teacher resnet --plan examples/plans/resnet-small-fmnist.yaml --epochs 15
+	$(PY) benchmarks/bench_blocks_fmnist_grid.py --plan examples/plans/vgg-small-fmnist.yaml
+	$(PY) benchmarks/bench_blocks_fmnist_grid.py --teacher resnet --plan examples/plans/resnet-small-fmnist.yaml
 	$(PY) benchmarks/bench_far_off.py --trainable unclustered --epochs 5
 	$(PY) benchmarks/bench_far_off.py --trainable last --epochs 5
 	$(PY) benchmarks/bench_loss.py --epochs 5
 	$(PY) benchmarks/bench_channels_last.py --images 20000
+	$(VENV)/bin/qretrain compress efficientnet-lite0 --plan examples/plans/efficientnet-lite0-auto-5x.yaml -o out/lite0-auto-5x.h5
+	$(PY) benchmarks/bench_export.py out/lite0-auto-5x.h5 --data natural --limit 256 --offset 256
+	$(VENV)/bin/qretrain compress efficientnet-lite0 --plan examples/plans/efficientnet-lite0-auto.yaml -o out/lite0-auto.h5
+	$(PY) benchmarks/bench_export.py out/lite0-auto.h5 --data natural --limit 256 --offset 256
+	$(VENV)/bin/qretrain compress teacher:vgg --plan examples/plans/vgg-small-fmnist.yaml -o out/vgg-small.h5
+	$(PY) benchmarks/bench_export.py out/vgg-small.h5 --data fashion-mnist:test --limit 256
+	$(PY) benchmarks/bench_families.py
 	$(PY) benchmarks/bench_fuzz.py --mutations 6000 --seeds 0 1 2 3 4
+	$(PY) benchmarks/bench_record_fuzz.py --mutations 300 --seeds 0 1 2
 	$(PY) benchmarks/bench_memory.py
+
+# The evaluation set is read by these measurements only; the plan sweep into
+# out/sweep-natural comes first, since bench_signal_rank reads it.
+IMAGENET ?= ../shared/imagenet-sample-dev
+bench-imagenet: $(VENV)/.bench-installed debian-data
+	$(PY) benchmarks/bench_imagenet_eval.py --imagenet $(IMAGENET)
+	$(PY) benchmarks/bench_plan_imagenet.py --imagenet $(IMAGENET)
+	$(PY) benchmarks/bench_plan_imagenet.py --imagenet $(IMAGENET) --budget 1
+	$(PY) benchmarks/bench_signal_rank.py --imagenet $(IMAGENET) --sweep out/sweep-natural --cells 30
+	$(PY) benchmarks/bench_signal_rank.py --imagenet $(IMAGENET) \
+		--plans examples/plans/efficientnet-lite0-*.yaml benchmarks/results/plan_imagenet.json
+	$(PY) benchmarks/bench_uniform_imagenet.py --imagenet $(IMAGENET)
+	$(PY) benchmarks/bench_sensitive_kmeans.py --imagenet $(IMAGENET)
+	$(PY) benchmarks/check_pool.py --imagenet $(IMAGENET)
+	$(VENV)/bin/qretrain run examples/case-effnet.yaml
+	$(VENV)/bin/qretrain run examples/case-effnet-lite1.yaml
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.
 render-check: $(VENV)/.installed

@@ -1,12 +1,13 @@
 """Settings: frozen dataclasses checked once, where they are made.
 
 A stage's settings class derives from ``Settings`` and declares each field with
-``setting(default, parse)``. ``parse`` turns what a user wrote (a YAML value, a
+``setting(default, parse, help)``. ``parse`` turns what a user wrote (a YAML value, a
 command-line string, a Python value) into the field's type or raises; it is
-idempotent, so already-parsed values pass. ``__post_init__`` parses every field and
-runs ``check`` (rules between fields), collecting every problem into one
-``SettingsError``; ``from_dict`` also rejects unknown keys. After that, nothing
-downstream checks a setting again.
+idempotent, so already-parsed values pass. ``help`` says what the field does; the
+command line makes the field's flag from it (``qretrain.cli.flags``).
+``__post_init__`` parses every field and runs ``check`` (rules between fields),
+collecting every problem into one ``SettingsError``; ``from_dict`` also rejects
+unknown keys. After that, nothing downstream checks a setting again.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ class SettingsError(QretrainError):
         super().__init__("\n".join(problems))
 
 
-def setting(default: Any, parse: Parse) -> Any:
-    """A dataclass field whose value goes through ``parse`` when the settings are made."""
+def setting(default: Any, parse: Parse, help: str | None = None) -> Any:
+    """A dataclass field whose value goes through ``parse`` when the settings are made;
+    ``help``: what it does (its command-line flag's help; ``%(default)s`` names the
+    default there)."""
+    metadata = {"parse": parse, "help": help}
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: parse(default), metadata={"parse": parse})
-    return field(default=default, metadata={"parse": parse})
+        return field(default_factory=lambda: parse(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class Settings:

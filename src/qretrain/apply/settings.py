@@ -17,6 +17,12 @@ class CompressSettings(Settings):
     ``fold_batchnorm``: store unclustered batch norm as a scale and a shift per
     channel (``storage.fold``); by default in the packed layout only."""
 
-    layout: Layout = setting(Layout.PACKED, choice(Layout))
-    fold_batchnorm: bool | None = setting(None, optional(boolean))
-    method: Method | None = setting(None, optional(choice(Method)))
+    layout: Layout = setting(Layout.PACKED, choice(Layout),
+                             "packed: bit-packed indices + codebook (default); paper: the "
+                             "seed's float32 + gzip")
+    fold_batchnorm: bool | None = setting(None, optional(boolean),
+                                          "store unclustered batch norm as a scale and a "
+                                          "shift per channel (default: in the packed layout)")
+    method: Method | None = setting(None, optional(choice(Method)),
+                                    "default clustering method, overriding the plan's (rules "
+                                    "naming one keep it)")

@@ -9,4 +9,4 @@ from qretrain._settings import Settings, integer, setting
 
 @dataclass(frozen=True)
 class EvaluateSettings(Settings):
-    batch_size: int = setting(64, integer(1))
+    batch_size: int = setting(64, integer(1), "images per forward pass (default %(default)s)")

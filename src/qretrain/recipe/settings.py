@@ -87,17 +87,28 @@ class RecipeSettings(Settings):
     ``retrain_images`` retrain.
     """
 
-    target: Target | None = setting(None, optional(Target.parse))
-    max_drop: float | None = setting(None, optional(number(at_least=0)))
-    metric: Metric = setting(Metric.KL, choice(Metric))
-    recover: Recover = setting(Recover.BLOCKS, choice(Recover))
-    seed: int = setting(0, integer(0))
+    target: Target | None = setting(None, optional(Target.parse),
+                                    "a ratio to float32 (7x) or a file size (2.6MB, 900KB, "
+                                    "bytes)")
+    max_drop: float | None = setting(None, optional(number(at_least=0)),
+                                     "instead of --target: the largest drop of --metric the "
+                                     "plan may cost")
+    metric: Metric = setting(Metric.KL, choice(Metric),
+                             "what --max-drop and the plan's verification measure (default "
+                             "kl, in nats; agreement in points)")
+    recover: Recover = setting(Recover.BLOCKS, choice(Recover),
+                               "how quality is won back: blocks (block-wise reconstruction, "
+                               "default), output (match the original's outputs) or none")
+    seed: int = setting(0, integer(0), "seed of the permutation that shares the images out")
     min_images: int = setting(100, integer(2))
     max_held_out: int = setting(500, integer(10))
     sweep_images: int = setting(256, integer(1))
     verify_images: int = setting(256, integer(1))
     retrain_images: int = setting(4096, integer(1))
-    epochs: int | None = setting(None, optional(integer(1)))  # passes per block or epochs
+    epochs: int | None = setting(None, optional(integer(1)),
+                                 f"passes per block (blocks, default "
+                                 f"{RECOVERY[Recover.BLOCKS].block_epochs}) or epochs (output, "
+                                 f"default {RECOVERY[Recover.OUTPUT].epochs})")
 
     def check(self) -> list[str]:
         if (self.target is None) == (self.max_drop is None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qretrain.analysis.settings import SWEEP_KINDS, AnalyzeSettings, Precision, Unit
+from qretrain.analysis.settings import AnalyzeSettings
 from qretrain.cli.common import (
     add_command,
     add_data_arguments,
@@ -15,8 +15,7 @@ from qretrain.cli.common import (
     model_from_args,
     show_progress,
 )
-from qretrain.cluster.options import Method
-from qretrain.models.selector import SYNTAX
+from qretrain.cli.flags import add_flags, settings_from_args
 
 EXAMPLE = (
     "example: qretrain analyze efficientnet-lite0 --data opencv-frames --limit 256 "
@@ -40,34 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    defaults = AnalyzeSettings()
-    parser.add_argument("--ks", default=",".join(map(str, defaults.ks)),
-                        help="centroid counts to sweep (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--select", metavar="SELECTOR",
-                        help="layers to sweep (default: all): " + SYNTAX)  # fmt: skip
-    parser.add_argument("--kinds", default=",".join(defaults.kinds),
-                        help=f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} "
-                        "(default: %(default)s)")  # fmt: skip
-    parser.add_argument("--unit", choices=[u.value for u in Unit], default=defaults.unit.value,
-                        help="one row of cells per layer, or per block of layers sharing "
-                        "an output size")  # fmt: skip
-    parser.add_argument("--method", choices=[m.value for m in Method],
-                        default=defaults.method.value)  # fmt: skip
-    parser.add_argument("--precision", choices=[p.value for p in Precision],
-                        default=defaults.precision.value,
-                        help="forward passes in bfloat16 are ~3x faster on CPUs with "
-                        "AMX/AVX-512 BF16")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    # Every AnalyzeSettings field but seed, which --seed above sets.
+    add_flags(parser, AnalyzeSettings, "ks", "select", "kinds", "unit", "method", "precision",
+              "batch_size", select={"metavar": "SELECTOR"})  # fmt: skip
     add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = AnalyzeSettings.from_dict(
-        {"ks": args.ks, "kinds": args.kinds, "unit": args.unit, "select": args.select,
-         "method": args.method, "seed": args.seed, "batch_size": args.batch_size,
-         "precision": args.precision}, "analyze")  # fmt: skip
+    settings = settings_from_args(AnalyzeSettings, args, "analyze")
     from qretrain.analysis import analyze  # the stage, once its settings are checked
     from qretrain.models import get_arch
 

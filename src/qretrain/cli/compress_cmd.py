@@ -17,10 +17,10 @@ from qretrain.cli.common import (
     output_file,
     show_progress,
 )
-from qretrain.cluster.options import Method
+from qretrain.cli.flags import add_flags, settings_from_args
 from qretrain.errors import QretrainError
-from qretrain.recipe.settings import RecipeSettings, Recover
-from qretrain.storage.layout import Layout
+from qretrain.planner.settings import Metric
+from qretrain.recipe.settings import RecipeSettings
 
 DESCRIPTION = """\
 With --data D and --target (or --max-drop), the whole recipe, no labels:
@@ -33,6 +33,11 @@ With --data D and --target (or --max-drop), the whole recipe, no labels:
   after retraining, and the time per stage; writes OUT.h5 and the record OUT.json.
 With --plan: cluster the tensors PLAN selects, save OUT.h5 (and OUT.json) and print
   the size report."""
+# RecipeSettings fields without a flag: how the images are shared out between the
+# stages, which a run config's recipe section (or Python) sets; the command keeps the
+# measured recipe's shares.
+RECIPE_NOT_FLAGS = ("min_images", "max_held_out", "sweep_images", "verify_images",
+                    "retrain_images")  # fmt: skip
 EXAMPLE = """examples:
   qretrain compress torchvision:mobilenet_v3_small --weights mine.pth --num-classes 10 \\
       --input-size 64 --mean 0.5 --std 0.25 --data my-images/ --target 7x -o small.h5
@@ -50,20 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_model_arguments(parser)
+    # RecipeSettings' fields but seed (--seed below) and how the images are shared out
+    # (RECIPE_NOT_FLAGS); the recipe needs no labels, so no --metric accuracy.
     how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--target", metavar="SIZE",
-                     help="a ratio to float32 (7x) or a file size (2.6MB, 900KB, bytes)")
-    how.add_argument("--max-drop", type=float, metavar="X",
-                     help="instead of --target: the largest drop of --metric the plan may cost")
+    add_flags(how, RecipeSettings, "target", "max_drop", target={"metavar": "SIZE"},
+              max_drop={"metavar": "X"})  # fmt: skip
     how.add_argument("--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)")
-    parser.add_argument("--metric", choices=["kl", "agreement"], default="kl",
-                        help="what --max-drop and the plan's verification measure (default kl, "
-                        "in nats; agreement in points)")
-    parser.add_argument("--recover", choices=[r.value for r in Recover], default="blocks",
-                        help="how quality is won back: blocks (block-wise reconstruction, "
-                        "default), output (match the original's outputs) or none")
-    parser.add_argument("--epochs", type=int, metavar="E",
-                        help="passes per block (blocks, default 4) or epochs (output, default 5)")
+    add_flags(parser, RecipeSettings, "metric", "recover", "epochs", epochs={"metavar": "E"},
+              metric={"choices": [m.value for m in Metric if m is not Metric.ACCURACY]})  # fmt: skip
     parser.add_argument("--work", metavar="DIR",
                         help="keep the recipe's stages in DIR (sweep, plan, clustered start, "
                         "retrained model, records); a rerun with the same DIR and arguments "
@@ -72,30 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="let --work DIR replace another run's files there")
     add_device_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="model file")
-    parser.add_argument(
-        "--layout",
-        choices=[layout.value for layout in Layout],
-        default=CompressSettings.default("layout").value,
-        help="packed: bit-packed indices + codebook (default); paper: the seed's "
-        "float32 + gzip",
-    )
+    add_flags(parser, CompressSettings, "layout")
     add_data_arguments(parser, required=False,
                        purpose="unlabeled images: with --target, what the recipe sweeps, "
                        "verifies, retrains and guards on (at least 100, of the kind the "
                        "model sees); with --plan, for sensitive-kmeans rules (each weight's "
                        "Fisher information on its first 256 weighs its k-means error)")  # fmt: skip
-    parser.add_argument(
-        "--keep-batchnorm",
-        action="store_true",
-        help="store batch norm's four vectors as they are; by default the packed layout "
+    add_flags(parser, CompressSettings, "fold_batchnorm", "method", fold_batchnorm={
+        "flag": "--keep-batchnorm", "action": "store_const", "const": False,
+        "help": "store batch norm's four vectors as they are; by default the packed layout "
         "folds each into a scale and a shift per channel (same eval outputs up to float "
-        "rounding; retrain such a file with --bn-stats frozen)",
-    )
-    parser.add_argument(
-        "--method",
-        choices=[m.value for m in Method],
-        help="default clustering method, overriding the plan's (rules naming one keep it)",
-    )
+        "rounding; retrain such a file with --bn-stats frozen)"})  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -107,16 +93,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _recipe(args: argparse.Namespace) -> int:
     """The one command: the recipe on --data, the kept model to OUT.h5 (+ OUT.json)."""
-    settings = RecipeSettings(target=args.target, max_drop=args.max_drop, metric=args.metric,
-                              recover=args.recover, seed=args.seed, epochs=args.epochs)  # fmt: skip
+    settings = settings_from_args(RecipeSettings, args)
     if args.data is None:
         raise QretrainError("--target and --max-drop retrain on unlabeled images: give "
                             "--data D (a folder of images, or a named set)")  # fmt: skip
     if args.overwrite and not args.work:
         raise QretrainError("--overwrite applies to --work DIR")
-    plan_only = [flag for flag, given in (("--layout", args.layout != "packed"),
-                 ("--keep-batchnorm", args.keep_batchnorm), ("--method", args.method))
-                 if given]  # fmt: skip
+    plan_only = [flag for flag, given in (
+        ("--layout", args.layout != CompressSettings.default("layout").value),
+        ("--keep-batchnorm", args.fold_batchnorm is not None), ("--method", args.method))
+        if given]  # fmt: skip
     if plan_only:
         raise QretrainError(f"{', '.join(plan_only)} appl{'ies' if len(plan_only) == 1 else 'y'} "
                             "to --plan; the recipe writes the packed layout")  # fmt: skip
@@ -147,8 +133,7 @@ def _with_plan(args: argparse.Namespace) -> int:
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "
                             "--max-drop), not --plan")  # fmt: skip
-    settings = CompressSettings(layout=args.layout, method=args.method,
-                                fold_batchnorm=False if args.keep_batchnorm else None)
+    settings = settings_from_args(CompressSettings, args)
     output = output_file(args.output, (".h5", ".hdf5"))
     from qretrain.apply import cluster_and_save  # the stage, once its settings are checked
     from qretrain.models import get_arch

@@ -15,6 +15,7 @@ from qretrain.cli.common import (
     model_from_args,
     show_progress,
 )
+from qretrain.cli.flags import add_flags, settings_from_args
 from qretrain.errors import QretrainError
 from qretrain.metrics.settings import EvaluateSettings
 
@@ -39,14 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference-weights", metavar="FILE",
                         help="state dict for MODEL2 (.pth read with weights_only=True, or "
                         ".safetensors)")
-    parser.add_argument("--batch-size", type=int, default=EvaluateSettings.default("batch_size"))
+    add_flags(parser, EvaluateSettings, "batch_size")
     add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = EvaluateSettings(batch_size=args.batch_size)
+    settings = settings_from_args(EvaluateSettings, args)
     from qretrain.metrics import evaluate  # the stage, once its settings are checked
     from qretrain.models import get_arch
 

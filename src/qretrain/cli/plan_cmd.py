@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from qretrain.cli.common import add_command, add_device_argument, add_trust_argument, output_file
-from qretrain.planner.settings import Metric, PlanSettings
+from qretrain.cli.flags import add_flags, settings_from_args
+from qretrain.planner.settings import PlanSettings
 
 EXAMPLE = (
     "example: qretrain plan out/effnet-sweep --max-drop 1 --metric agreement "
@@ -28,12 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("sweep", metavar="DIR", help="folder written by `qretrain analyze`")
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--max-drop", type=float, metavar="X",
-                        help="budget in points of --metric (agreement, accuracy), or in nats "
-                        "of mean KL to the original (kl)")  # fmt: skip
-    budget.add_argument("--target-size", type=int, metavar="BYTES", help="packed file budget")
-    parser.add_argument("--metric", choices=[m.value for m in Metric],
-                        default=PlanSettings.default("metric").value)  # fmt: skip
+    add_flags(budget, PlanSettings, "max_drop", "target_size", max_drop={"metavar": "X"},
+              target_size={"metavar": "BYTES"})  # fmt: skip
+    add_flags(parser, PlanSettings, "metric")
     parser.add_argument("-o", "--output", required=True, metavar="PLAN.yaml", help="plan file")
     parser.add_argument("--data", metavar="D", help="verify on D instead of the sweep's data")
     parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
@@ -41,21 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--offset", type=int, metavar="M", help="images M .. M+N of the "
                         "seed's permutation (the sweep's --limit as offset: disjoint images)")
     parser.add_argument("--no-verify", action="store_true", help="selection only")
-    parser.add_argument("--refine", type=int, metavar="R", default=PlanSettings.default("refine"),
-                        help="with --target-size: R rounds of re-choosing the cells with each "
-                        "one's share of the measured drop (one backward pass each; a round is "
-                        "kept only if it measures better)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=PlanSettings.default("batch_size"),
-                        help="images per forward pass")  # fmt: skip
+    add_flags(parser, PlanSettings, "refine", "batch_size", refine={"metavar": "R"})
     add_device_argument(parser)
     add_trust_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = PlanSettings.from_dict(
-        {"max_drop": args.max_drop, "target_size": args.target_size, "metric": args.metric,
-         "batch_size": args.batch_size, "refine": args.refine}, "plan")  # fmt: skip
+    settings = settings_from_args(PlanSettings, args, "plan")
     from qretrain.analysis import Sweep  # the stage, once its settings are checked
     from qretrain.planner import auto_plan
     from qretrain.planner.source import DataChoice, sweep_inputs

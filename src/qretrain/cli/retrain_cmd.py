@@ -16,9 +16,9 @@ from qretrain.cli.common import (
     output_file,
     show_progress,
 )
+from qretrain.cli.flags import add_flags, settings_from_args
 from qretrain.errors import QretrainError
-from qretrain.models.selector import SYNTAX
-from qretrain.retrain.config import BNStats, Loss, Objective, RetrainConfig
+from qretrain.retrain.config import Loss, RetrainConfig
 
 if TYPE_CHECKING:
     from qretrain.retrain.distributed import Ranks
@@ -28,7 +28,6 @@ EXAMPLE = (
     "example: qretrain retrain small.h5 --teacher teacher:vgg --data fashion-mnist:train "
     "--limit 10000 -o retrained.h5"
 )
-DEFAULTS = RetrainConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,32 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="retrain on N augmented views of D's images (random resized "
                         "crops, flips, mixup/cutmix; drawn from --seed, no labels)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
-    parser.add_argument(
-        "--labels", action="store_true", help="conventional: cross-entropy on labels"
-    )
-    parser.add_argument("--trainable", default=str(DEFAULTS.trainable),
-                        help="unclustered (default), last, or " + SYNTAX)  # fmt: skip
-    parser.add_argument("--loss", choices=[x.value for x in Loss if x is not Loss.CE],
-                        default=DEFAULTS.loss.value, help="between output vectors (default kl)")
-    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    parser.add_argument("--objective", choices=[x.value for x in Objective],
-                        default=DEFAULTS.objective.value,
-                        help="output: match the teacher's outputs (the seed's, default); "
-                        "blocks: reconstruct each block's output in turn, --block-epochs "
-                        "passes each; blocks+output: blocks, then --epochs of output matching")
-    parser.add_argument("--block-epochs", type=int, default=DEFAULTS.block_epochs,
-                        help=f"passes over D per block (default {DEFAULTS.block_epochs})")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    parser.add_argument("--bn-stats", choices=[x.value for x in BNStats],
-                        default=DEFAULTS.bn_stats.value,
-                        help="batch-norm running statistics: frozen (default) or update")
-    parser.add_argument("--tune-centroids", action="store_true",
-                        help="also train clustered tensors' codebook values (indices fixed)")
-    parser.add_argument("--tune-assignments", action="store_true",
-                        help="block-wise, with --tune-centroids: each weight also chooses "
-                        "between its two nearest centroids by the block's output")
+    # Every RetrainConfig field but seed, which --seed above sets (for D's subset too);
+    # --loss ce is what --labels means.
+    add_flags(parser, RetrainConfig, "labels", "trainable", "loss", "temperature", "objective",
+              "block_epochs", "epochs", "batch_size", "lr", "weight_decay", "bn_stats",
+              "tune_centroids", "tune_assignments", "cache",
+              loss={"choices": [x.value for x in Loss if x is not Loss.CE]})  # fmt: skip
     parser.add_argument("--val-data", metavar="V",
                         help="guard: keep the best epoch on V, never worse than the start")
     parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
@@ -99,13 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = RetrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-        temperature=args.temperature, trainable=args.trainable, bn_stats=args.bn_stats,
-        labels=args.labels, tune_centroids=args.tune_centroids,
-        tune_assignments=args.tune_assignments, seed=args.seed,
-        objective=args.objective, block_epochs=args.block_epochs,
-    )  # fmt: skip  (checked before anything is loaded)
+    config = settings_from_args(RetrainConfig, args)  # checked before anything is loaded
     import torch.distributed as dist
 
     from qretrain.retrain.distributed import init_from_env

@@ -108,7 +108,7 @@ def read_json(path: Path, default: Any) -> Any:
 # --- models -------------------------------------------------------------------------------
 def reference_teacher(name: str, epochs: int | None = None):
     """A Fashion-MNIST reference teacher (``teacher:NAME``), trained once and cached."""
-    from qretrain.teachers import teacher
+    from qretrain.assets.teachers import teacher
 
     return teacher(name) if epochs is None else teacher(name, epochs=epochs)
 

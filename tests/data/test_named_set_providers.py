@@ -43,6 +43,7 @@ def test_a_provider_registers_its_sets_on_first_use(tmp_path, monkeypatch):
         f"def _mine(match):\n    return load_dataset({str(tmp_path / 'd.npz')!r})\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    registry.known_datasets()  # every provider loaded first: none registers into the copy
     monkeypatch.setattr(registry, "_REGISTRY", list(registry._REGISTRY))
     monkeypatch.setattr(registry, "_PROVIDERS", dict(registry._PROVIDERS))
     registry.register_provider(r"my-pool(:.*)?", "my_pool")

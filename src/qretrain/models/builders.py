@@ -1,7 +1,7 @@
 """The built-in model specs: torchvision, EfficientNet-Lite, importable callables and
-TorchScript files. (``qretrain.zoo`` and ``qretrain.teachers`` register their own,
-imported when a spec of theirs is first resolved; ``qretrain.storage`` registers the
-``.h5`` file loader.)
+TorchScript files. (``qretrain.zoo`` and ``qretrain.assets.teachers`` register their
+own, imported when a spec of theirs is first resolved; ``qretrain.storage`` registers
+the ``.h5`` file loader.)
 
 Each factory returns a ``Builder``; see ``qretrain.models.specs`` for what each of
 its three functions may do and who may call which.
@@ -22,7 +22,7 @@ from qretrain.models.contract import InputContract
 from qretrain.models.specs import Builder, register_builder, register_provider
 
 register_provider(r"qretrain\.zoo:.*", "qretrain.zoo")
-register_provider(r"teacher:.*", "qretrain.teachers")
+register_provider(r"teacher:.*", "qretrain.assets.teachers")
 
 @register_builder(r"torchvision:(?P<name>[A-Za-z0-9_]+)", forms.TORCHVISION)
 def _torchvision(match: re.Match[str]) -> Builder:

@@ -2,7 +2,7 @@
 
 Torch-free, so the command line lists them without loading any model code. Each
 builder's registration takes its description from here (``models.builders``,
-``qretrain.zoo``, ``qretrain.teachers``), and ``known_specs()``, which lists the
+``qretrain.zoo``, ``qretrain.assets.teachers``), and ``known_specs()``, which lists the
 registry itself, gives ``SPEC_FORMS`` in this order (a test holds the two equal).
 """
 

@@ -241,11 +241,12 @@ UNIFORM_KS = (256, 128, 64, 32, 16, 8, 4, 2)
 
 
 def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int] | None:
-    """Every convolution and linear weight at one k: the largest k whose packed file is
-    no larger than ``size`` (what one bit width for all tensors reaches at that size),
-    else the smallest k tried; (k, the clustered copy, its file bytes), or None when
-    the model has no such layers. Files shrink as k falls, so a bisection over
-    ``UNIFORM_KS`` clusters the model three or four times instead of up to eight."""
+    """Every convolution and linear weight at one k: the smallest k whose packed file is
+    no smaller than ``size``, so the run's model is compared at no larger a size (what
+    one bit width for all tensors needs to match it), else the largest k tried; (k, the
+    clustered copy, its file bytes), or None when the model has no such layers. Files
+    shrink as k falls, so a bisection over ``UNIFORM_KS`` clusters the model three or
+    four times instead of up to eight."""
     tried: dict[int, tuple[nn.Module, int]] = {}
 
     def clustered(k: int) -> tuple[nn.Module, int]:
@@ -257,16 +258,18 @@ def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int]
         return tried[k]
 
     try:
-        clustered(UNIFORM_KS[-1])
+        largest = clustered(UNIFORM_KS[0])[1]
     except QretrainError:
         return None  # no convolution or linear layer to cluster
-    low, high = 0, len(UNIFORM_KS) - 1  # the answer is UNIFORM_KS[low .. high]
+    low, high = 0, len(UNIFORM_KS) - 1  # sizes fall along UNIFORM_KS; sizes[low] >= size
+    if largest < size:
+        high = 0
     while low < high:
-        middle = (low + high) // 2
-        if clustered(UNIFORM_KS[middle])[1] <= size:
-            high = middle
+        middle = (low + high + 1) // 2
+        if clustered(UNIFORM_KS[middle])[1] >= size:
+            low = middle
         else:
-            low = middle + 1
+            high = middle - 1
     k = UNIFORM_KS[low]
     return (k, *clustered(k))
 

@@ -168,7 +168,7 @@ def _stages_own(config: RunConfig, model: nn.Module, data, out: Path, stages: St
     else:
         verify = "verify" if "verify" in config.data else "analyze"
         stages("plan", out / "plan.json", lambda: plan_stage(
-            model, data(verify), out, config.plan, device=config.device))  # fmt: skip
+            model, data(verify), out, config.plan, device=config.device, progress=progress))
     # sensitive-kmeans weighs weights by their Fisher information on the analysis images
     images = (lambda: data("analyze")) if "analyze" in config.data else None
     stages("compress", out / "compress.json",

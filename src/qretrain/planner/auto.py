@@ -55,6 +55,7 @@ from qretrain.models.selector import parse_layers
 from qretrain.plan.plan import Plan
 from qretrain.plan.rules import Rule
 from qretrain.planner.settings import PlanSettings
+from qretrain.progress import track
 from qretrain.storage import file_bytes
 
 logger = logging.getLogger(__name__)
@@ -158,11 +159,12 @@ def auto_plan(
     settings: PlanSettings = PlanSettings(max_drop=1.0),
     *,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> AutoPlan:
     """Choose a plan from ``sweep`` (a Sweep or its folder) within the settings' budget.
 
     With ``model`` and ``data`` the plan is verified and backed off until the measured
-    drop fits ``max_drop``.
+    drop fits ``max_drop``; ``progress`` reports the clustering of its tensors.
     """
     if settings.refine and (model is None or data is None):
         raise QretrainError("refine measures each round on verification data: pass the model "
@@ -188,7 +190,7 @@ def auto_plan(
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
         _verify(result, sweep, groups, model, data, settings.batch_size, device,
-                refine=settings.refine)
+                refine=settings.refine, progress=progress)
     return result
 
 
@@ -303,7 +305,7 @@ def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) ->
 
 
 def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
-            refine: int = 0) -> None:  # fmt: skip
+            refine: int = 0, progress: bool = False) -> None:  # fmt: skip
     metric, budget = result.metric, result.max_drop
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
@@ -315,7 +317,9 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
         with torch.no_grad():
             for name, value in originals.items():
                 get_tensor(work, name).copy_(value)
-            for p in picks:
+            # Each new (tensor, k) is clustered once: the first measurement is the long one.
+            new = sum(any((n, p.k) not in cache for n in p.tensors) for p in picks)
+            for p in track(picks, "Clustering the plan", unit="cells", enabled=progress and new > 0):
                 for n in p.tensors:
                     if n not in originals:  # checked once: every k clusters it unchecked
                         originals[n] = get_tensor(model, n).detach().clone()

@@ -205,7 +205,8 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
         model, parts.sweep, work, settings.analyze_settings(float32_bytes), device=device, progress=progress,
         model_name=model_name))  # fmt: skip
     stages("plan", work / "plan.json",
-           lambda: plan_stage(model, parts.verify, work, plan_settings, device=device))  # fmt: skip
+           lambda: plan_stage(model, parts.verify, work, plan_settings, device=device,
+                              progress=progress))  # fmt: skip
     stages("compress", work / "compress.json",
            lambda: cluster_stage(model, work, CompressSettings()), pair=work / CLUSTERED)  # fmt: skip
     config = settings.retrain_config()

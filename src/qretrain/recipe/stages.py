@@ -83,10 +83,11 @@ def sweep_stage(model: nn.Module, data: Dataset, out: Path, settings: AnalyzeSet
 
 
 def plan_stage(model: nn.Module, verify: Dataset, out: Path, settings: PlanSettings, *,
-               device: str) -> None:  # fmt: skip
+               device: str, progress: bool = False) -> None:  # fmt: skip
     """The smallest plan within the budget, verified on ``verify`` (plan.yaml/json)."""
     start = time.perf_counter()
-    result = auto_plan(Sweep.load(out / "analyze"), model, verify, settings, device=device)
+    result = auto_plan(Sweep.load(out / "analyze"), model, verify, settings, device=device,
+                       progress=progress)  # fmt: skip
     write_text_atomic(out / "plan.yaml", result.to_yaml(str(out / "analyze")))
     record = result.to_dict() | {"seconds": time.perf_counter() - start}
     write_text_atomic(out / "plan.json", json.dumps(record, indent=2))

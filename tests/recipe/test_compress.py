@@ -144,6 +144,8 @@ def test_one_command_writes_the_model_and_its_record(teacher, images, tmp_path, 
     assert "[analyze]" in printed.err and "\r" not in printed.err
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["settings"]["recover"] == "output" and record["file_bytes"] == out.stat().st_size
+    assert "retrain (output)" in record["seconds"]  # the flag chose the stage that ran
+    assert record["settings"]["epochs"] == 2
     assert qretrain.load(out) is not None
 
 

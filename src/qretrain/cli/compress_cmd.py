@@ -118,7 +118,7 @@ def _recipe(args: argparse.Namespace) -> int:
                       progress=show_progress(args), workdir=args.work,
                       overwrite=args.overwrite)  # fmt: skip
     record = {"model": args.model, "weights": args.weights, "data": data.describe(),
-              "settings": settings.to_dict(), **result.to_dict()}  # fmt: skip
+              **result.to_dict()}  # fmt: skip
     with atomic_path(output) as tmp:
         tmp.write_bytes(result.file_data)
         commit_pair(tmp, output, json.dumps(record, indent=2), output.with_suffix(".json"))

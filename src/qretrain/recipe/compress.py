@@ -79,6 +79,7 @@ class Compressed:
     file_bytes: int
     seconds: dict[str, float]
     parts: dict[str, int]
+    settings: RecipeSettings
     file_data: bytes = field(repr=False)  # the kept model's file, as measured
     records: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -105,6 +106,7 @@ class Compressed:
             "float32_bytes": self.float32_bytes, "held_out": self.held_out,
             "quality": {name: vars(q) for name, q in self.quality.items()},
             "seconds": self.seconds, "parts": self.parts, "plan": self.plan.to_dict(),
+            "settings": self.settings.to_dict(),
         }  # fmt: skip
 
     def summary(self) -> str:
@@ -123,8 +125,8 @@ def compress(
     *,
     target: Any = None,
     max_drop: float | None = None,
-    recover: str = "blocks",
-    seed: int = 0,
+    recover: str | None = None,
+    seed: int | None = None,
     settings: RecipeSettings | None = None,
     device: str = "cpu",
     progress: bool = True,
@@ -140,16 +142,17 @@ def compress(
     target: a ratio to float32 (``7``, ``"7x"``) or a size (``"2.6MB"``, bytes);
         ``max_drop`` instead: the largest drop of ``metric`` the plan may cost.
     recover: ``blocks`` (block-wise reconstruction, the default), ``output`` or ``none``.
-    settings: every knob of the recipe (``RecipeSettings``); the keywords above
-        override it.
+    seed: decides every random choice (the images' shares, clustering, retraining).
+    settings: every knob of the recipe (``RecipeSettings``); the keywords above,
+        where given, override it.
     workdir: where the stages write their records (a fresh temporary folder by
         default, removed afterwards); a folder passed here keeps them (the sweep, the
         plan, the clustered start, the retrained model), and a second call with the
         same model, data and settings resumes from them; another run's folder is
         refused unless ``overwrite``.
     """
-    overrides = {"recover": recover, "seed": seed}
-    if target is not None or max_drop is not None:
+    overrides = {k: v for k, v in (("recover", recover), ("seed", seed)) if v is not None}
+    if target is not None or max_drop is not None:  # one budget replaces the other
         overrides |= {"target": target, "max_drop": max_drop}
     base = settings.to_dict() if settings is not None else {}
     settings = RecipeSettings.from_dict(base | overrides)
@@ -254,5 +257,5 @@ def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_b
         model=final, plan=Plan.load(work / "plan.yaml"), kept=kept, quality=quality,
         held_out=len(parts.held_out), float32_bytes=float32_bytes,
         file_bytes=file.stat().st_size, seconds=seconds, parts=parts.to_dict(),
-        file_data=file.read_bytes(), records=records,
+        settings=settings, file_data=file.read_bytes(), records=records,
     )  # fmt: skip

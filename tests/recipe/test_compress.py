@@ -109,9 +109,27 @@ def test_guard_keeps_the_start_unless_retraining_is_surely_closer(teacher, caplo
     with caplog.at_level(logging.WARNING):
         decision = guard(teacher, teacher, worse, held, device="cpu")
     assert decision["kept"] == "start" and decision["kl_change_95"][1] > 0
-    assert "did not make the model closer to the original" in caplog.text
+    assert "did not make the model surely closer to the original" in caplog.text
     decision = guard(teacher, worse, teacher, held, device="cpu")
     assert decision["kept"] == "retrained" and decision["kl_change_95"][1] < 0
+
+
+def test_guard_refuses_closer_probabilities_with_fewer_right_answers(teacher):
+    """KL can fall while answers flip: an over-confident start (logits x4) gives every
+    answer right but is far in KL; a slightly biased model is close in KL but flips
+    some answers. The guard keeps the start."""
+    x, _ = _blobs(200, seed=5)
+    held = qretrain.data.sets.tensor_set("held", (x * 255).to(torch.uint8).numpy(), None)
+    held.contract = qretrain.models.get_arch(teacher).contract
+    sharp, biased = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    with torch.no_grad():
+        sharp.classifier[-1].weight.mul_(4)
+        sharp.classifier[-1].bias.mul_(4)
+        biased.classifier[-1].bias[0].add_(1.0)
+    decision = guard(teacher, sharp, biased, held, device="cpu")
+    assert decision["kl_change_95"][1] < 0  # closer in KL ...
+    assert decision["agreement_retrained"] < decision["agreement_start"] == 1.0  # ... fewer answers
+    assert decision["kept"] == "start"
 
 
 def test_one_call_reaches_the_target_guards_and_saves_what_it_measured(teacher, images, tmp_path):

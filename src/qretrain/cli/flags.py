@@ -57,7 +57,7 @@ def _arguments(hint: Any, default: Any, help: str | None) -> dict[str, Any]:
     if kind is bool and isinstance(default, bool):
         return {"action": "store_false" if default else "store_true", "help": help}
     arguments: dict[str, Any] = {"default": _text(default), "help": help}
-    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+    if typing.get_origin(kind) is None and isinstance(kind, type) and issubclass(kind, enum.Enum):
         arguments["choices"] = [member.value for member in kind]
     elif kind in (int, float):
         arguments["type"] = kind

@@ -47,9 +47,3 @@ def test_cache_is_keyed_by_epochs_seed_and_name(teachers):
     assert len(names) == 8
     with pytest.raises(ValueError, match="unknown teacher 'alexnet'; known: vgg, resnet"):
         teachers.teacher_path("alexnet")
-
-
-def test_the_former_module_path_serves_the_same_teachers(teachers):
-    from qretrain import teachers as former
-
-    assert former.teacher is teachers.teacher and former.TEACHERS is teachers.TEACHERS

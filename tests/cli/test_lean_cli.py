@@ -98,7 +98,7 @@ def test_help_lists_every_spec_and_dataset_form():
 
 
 def test_the_teacher_command_offers_the_teachers():
-    from qretrain import teachers
+    from qretrain.assets import teachers
 
     assert teacher_cmd.TEACHERS == tuple(sorted(teachers.TEACHERS))
     assert teacher_cmd.DEFAULT_EPOCHS == teachers.DEFAULT_EPOCHS

@@ -8,7 +8,7 @@ import json
 from qretrain.cli.common import add_command, show_progress
 
 EXAMPLE = "example: qretrain teacher vgg --epochs 15 --seed 0"
-# qretrain.teachers' names and default epochs (a test holds them equal), written here
+# qretrain.assets.teachers' names and default epochs (a test holds them equal), written here
 # so that --help loads no torch.
 TEACHERS = ("resnet", "vgg")
 DEFAULT_EPOCHS = 15
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qretrain.teachers import teacher, teacher_path, teacher_record
+    from qretrain.assets.teachers import teacher, teacher_path, teacher_record
 
     cached = teacher_path(args.name, args.epochs, args.seed).exists()
     teacher(args.name, args.epochs, args.seed, progress=show_progress(args))

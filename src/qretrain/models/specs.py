@@ -39,7 +39,7 @@ from torch import nn
 
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.models.contract import InputContract, settle_contract
-from qretrain.models.forms import QRETRAIN_FILE
+from qretrain.models.forms import QRETRAIN_FILE, SPEC_FORMS
 
 logger = logging.getLogger(__name__)
 ARCH_ATTR = "_qretrain_arch"
@@ -206,7 +206,11 @@ def _load_providers(spec: str | None = None) -> None:
 def known_specs() -> list[str]:
     """Every spec form, the known architectures first (for --help and errors)."""
     _load_providers()
-    entries = sorted(_REGISTRY + _FALLBACKS, key=lambda e: not e.named)  # stable
+    # SPEC_FORMS' order whatever order the providers loaded in; forms registered by
+    # users follow the built-in ones of their kind, in registration order (stable).
+    order = {form: i for i, form in enumerate(SPEC_FORMS)}
+    entries = sorted(_REGISTRY + _FALLBACKS,
+                     key=lambda e: (not e.named, order.get(e.description, len(order))))  # fmt: skip
     return [entry.description for entry in entries] + [QRETRAIN_FILE]
 
 

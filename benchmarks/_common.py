@@ -1,6 +1,6 @@
 """What the benchmarks share: their arguments, the machine record, results written
 atomically, the reference teachers, the ImageNet evaluation set's scores, the
-label-free signals, and running the command line.
+label-free signals and their rank correlation, and running the command line.
 
 Every script imports this module, never another script. Nothing here imports torch
 or qretrain at import time: bench_memory's parent process must stay without torch,
@@ -174,6 +174,28 @@ def synthetic_heldout(teacher, images: int = 64):
     from qretrain.data.synthetic import synthesize
 
     return synthesize(teacher, images, seed=0, steps=100)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation of ``a`` and ``b``; ties share their mean rank."""
+    import torch
+
+    def ranks(x):
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        i = 0
+        while i < len(x):  # ties share their mean rank
+            j = i
+            while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+                j += 1
+            for t in range(i, j + 1):
+                r[order[t]] = (i + j) / 2
+            i = j + 1
+        return torch.tensor(r, dtype=torch.float64)
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 # --- fuzzing ------------------------------------------------------------------------------

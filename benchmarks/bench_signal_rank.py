@@ -29,31 +29,12 @@ import random
 from pathlib import Path
 
 import torch
-from _common import BATCH, RESULTS, ImageNet, Machine, parser, write_result
+from _common import BATCH, RESULTS, ImageNet, Machine, parser, spearman, write_result
 
 import qretrain
 from qretrain.metrics import agreement, predict, topk_accuracy
 from qretrain.metrics.quality import mean_kl
 from qretrain.models import get_arch
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(x):
-        order = sorted(range(len(x)), key=lambda i: x[i])
-        r = [0.0] * len(x)
-        i = 0
-        while i < len(x):  # ties share their mean rank
-            j = i
-            while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for t in range(i, j + 1):
-                r[order[t]] = (i + j) / 2
-            i = j + 1
-        return torch.tensor(r)
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def main() -> None:

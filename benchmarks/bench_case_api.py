@@ -37,7 +37,7 @@ def main() -> None:
     seconds = {}
     if not args.skip_run:
         seconds["qretrain run"] = _common.run_qretrain(["run", str(CONFIG), "--overwrite"])
-    run = _common.ROOT / "out" / "case-effnet"
+    run = Path("out/case-effnet")  # the config's output, relative to where it runs
     evaluation = json.loads((run / "evaluate.json").read_text())
 
     import qretrain

@@ -49,7 +49,6 @@ from qretrain.assets.pools.opencv import opencv_paths
 from qretrain.data.synthetic import synthesize
 from qretrain.metrics.quality import mean_kl, predict
 from qretrain.models import get_arch
-from qretrain.retrain import rounding
 
 OUT = RESULTS / "label_free_imagenet.json"
 POOL = {"spec": "natural", "limit": 512, "seed": 0}
@@ -145,7 +144,7 @@ def main() -> None:
                      help="how many augmented views the *-views variants use (1024)")
     cli.add_argument("--rounding-lambda", type=float, default=None,
                      help="weight of the learned assignments' rounding term "
-                     "(qretrain.retrain.rounding.LAMBDA, not yet a setting)")
+                     "(RetrainConfig.rounding_lambda; same as --set rounding_lambda=X)")
     cli.add_argument("--pool-limit", type=int, default=None,
                      help="retrain on the first N of the pool's 512 images (a subset of "
                      "them; the held-out images stay the same)")
@@ -167,8 +166,7 @@ def main() -> None:
             ref["limit"] = args.pool_limit
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.rounding_lambda is not None:
-        # A module global until the rounding term's weight is a RetrainConfig field.
-        rounding.LAMBDA = args.rounding_lambda
+        overrides["rounding_lambda"] = args.rounding_lambda
     teacher = qretrain.load_model(args.model).eval()
     contract = get_arch(teacher).contract
     float32 = float32_bytes(teacher)
@@ -206,7 +204,7 @@ def main() -> None:
     logits = imagenet.logits(model)
     entry = {
         "plan": args.plan, "variant": args.variant, "overrides": overrides,
-        "rounding_lambda": rounding.LAMBDA,
+        "rounding_lambda": record["config"]["rounding_lambda"] if record else None,
         "retrain_config": record["config"] if record else None,
         "retrain_data": variant["data"] if variant else None,
         "synthetic_steps": args.synthetic_steps if "synthetic" in args.variant else None,

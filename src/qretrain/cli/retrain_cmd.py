@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # --loss ce is what --labels means.
     add_flags(parser, RetrainConfig, "labels", "trainable", "loss", "temperature", "objective",
               "block_epochs", "epochs", "batch_size", "lr", "weight_decay", "bn_stats",
-              "tune_centroids", "tune_assignments", "cache",
+              "tune_centroids", "tune_assignments", "rounding_lambda", "cache",
               loss={"choices": [x.value for x in Loss if x is not Loss.CE]})  # fmt: skip
     parser.add_argument("--val-data", metavar="V",
                         help="guard: keep the best epoch on V, never worse than the start")

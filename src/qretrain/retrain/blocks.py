@@ -284,7 +284,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             if first < soft:
                 steps = soft * math.ceil(len(student_in) / config.batch_size)
                 rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
-                                              steps, target[0].numel())  # fmt: skip
+                                              steps, target[0].numel(),
+                                              config.rounding_lambda)  # fmt: skip
                 groups.append({"params": rounding.parameters(), "lr": ROUNDING_LR,
                                "weight_decay": 0.0})  # fmt: skip
                 if resumed is not None:

@@ -86,6 +86,10 @@ class RetrainConfig(Settings):
                                      "block-wise, with --tune-centroids: each weight also "
                                      "chooses between its two nearest centroids by the "
                                      "block's output")
+    rounding_lambda: float = setting(0.01, number(at_least=0),
+                                     "with --tune-assignments: weight of the term pushing each "
+                                     "weight to one of its two centroids (AdaRound's and "
+                                     "BRECQ's default, %(default)s)")
     # teacher outputs and frozen-prefix features, once
     cache: bool = setting(True, boolean, "output matching with frozen batch norm and "
                           "codebooks: run the frozen layers before the trainable ones on "

@@ -8,7 +8,7 @@ two used centroids ``c_lo < c_hi`` of its row becomes, while its block trains,
     w = c_lo + h(V) * (c_hi - c_lo),   h(V) = clamp(sigmoid(V) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
 with ``V`` initialised so that ``w = w0`` (AdaRound's rectified sigmoid, Nagel et al.,
-ICML 2020). The block's loss gains ``LAMBDA * sum(1 - |2h - 1| ** beta) / D`` (D: the
+ICML 2020). The block's loss gains ``lambda * sum(1 - |2h - 1| ** beta) / D`` (D: the
 block's output values per image, so the balance with the mean squared error is
 BRECQ's, Li et al., ICLR 2021), with ``beta`` decayed from BETA[0] to BETA[1] after
 the first WARMUP share of the block's steps: the term is 0 only at h in {0, 1} and
@@ -40,7 +40,6 @@ from qretrain.models.layers import get_tensor
 from qretrain.retrain.centroids import CentroidTuner
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound)
-LAMBDA = 0.01  # weight of the rounding term (AdaRound's and BRECQ's default)
 BETA = (20.0, 2.0)  # the rounding term's exponent, from soft to hard
 WARMUP = 0.2  # share of a block's steps before the rounding term starts
 LR = 0.1  # Adam's step for V: a block trains for ~100 steps, not AdaRound's 20,000
@@ -55,8 +54,10 @@ class LearnedAssignments:
     """
 
     def __init__(self, tuner: CentroidTuner, names: list[str],
-                 originals: dict[str, torch.Tensor], steps: int, per_image: int):  # fmt: skip
-        self.tuner, self.names = tuner, list(names)
+                 originals: dict[str, torch.Tensor], steps: int, per_image: int,
+                 weight: float = 0.01):  # fmt: skip
+        """``weight``: the rounding term's (``RetrainConfig.rounding_lambda``)."""
+        self.tuner, self.names, self.weight = tuner, list(names), weight
         self.steps, self.per_image, self.step = steps, per_image, 0
         self.lo: dict[str, torch.Tensor] = {}
         self.hi: dict[str, torch.Tensor] = {}
@@ -119,7 +120,7 @@ class LearnedAssignments:
                 weight.grad = None
             if beta is not None:
                 h = self._h(name)[self.free[name]]
-                term = LAMBDA * (1 - (2 * h - 1).abs().pow(beta)).sum() / self.per_image
+                term = self.weight * (1 - (2 * h - 1).abs().pow(beta)).sum() / self.per_image
                 surrogate = surrogate + term
         if isinstance(surrogate, torch.Tensor):
             surrogate.backward()

@@ -1,4 +1,8 @@
-# make test: set up .venv when missing, install qretrain with its test extras, run pytest.
+# make test: set up .venv when missing, install qretrain with its test extras, build and
+#   check the docs (make docs-check), run pytest.
+# make docs: the docs site in build/docs (README, docs/*.md and an API reference from the
+#   docstrings), warnings as errors; make docs-check: it and the Markdown links checked,
+#   every page opened in headless Chromium.
 # make demo: the whole pipeline on the default case (examples/demo.yaml), with a report.
 # make bench: the measured figures that need no ImageNet image (not part of make test).
 # make bench-imagenet: those measured on the ImageNet evaluation set, the EfficientNet case
@@ -25,8 +29,12 @@ DEB_FILES := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz \
 # Paint itself, GCompris's Qt runtime).
 DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspace-wallpapers \
 	tuxpaint-stamps-default gcompris-qt-data
+# The docs tools (tools/mkdocs.yml), pinned like torch: a new release's warnings would
+# fail the strict build. pyproject.toml's `docs` extra keeps loose ranges.
+DOCS_PIN := mkdocs==1.6.1 mkdocstrings==1.0.8 mkdocstrings-python==2.0.11 griffelib==2.4.1 \
+	mkdocs-autorefs==1.4.5 markdown==3.11.3 pymdown-extensions==13.1.2
 
-.PHONY: test demo bench bench-imagenet clean debian-data render-check
+.PHONY: test demo bench bench-imagenet clean debian-data render-check docs docs-check chromium
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,8 +53,23 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-test: $(VENV)/.installed debian-data
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(DOCS_PIN)
+	touch $@
+
+# The docs first, so that pytest's summary stays the last line of the output.
+test: $(VENV)/.installed debian-data docs-check
 	$(PY) -m pytest -q
+
+docs: $(VENV)/.docs-installed
+	$(PY) tools/build_docs.py
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+docs-check: docs chromium
+	$(PY) tools/check_docs.py
 
 demo: $(VENV)/.installed debian-data
 	$(VENV)/bin/qretrain run examples/demo.yaml
@@ -106,4 +129,4 @@ render-check: $(VENV)/.installed
 	$(PY) benchmarks/check_report_render.py out/demo/report.html --screenshot out/demo/report-screenshot.png
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out build/docs build/docs-src

@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 import qretrain
 from qretrain.cluster import clusters_of
 from qretrain.data import load_dataset
+from qretrain.distributed import Ranks
 from qretrain.models import get_arch
 from qretrain.retrain import RetrainConfig, retrain
-from qretrain.retrain.distributed import Ranks
 
 IMAGES = 96  # 48 per rank
 

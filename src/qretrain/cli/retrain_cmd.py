@@ -21,7 +21,7 @@ from qretrain.errors import QretrainError
 from qretrain.retrain.config import Loss, RetrainConfig
 
 if TYPE_CHECKING:
-    from qretrain.retrain.distributed import Ranks
+    from qretrain.distributed import Ranks
 
 logger = logging.getLogger(__name__)
 EXAMPLE = (
@@ -44,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run record and a checkpoint OUT.ckpt after every epoch (OUT.blocks.ckpt after every "
         "pass over a block). Under torchrun "
         "(torchrun --nproc-per-node N -m qretrain retrain ...) each process trains on "
-        "its shard of D with DistributedDataParallel (gloo on cpu, nccl on cuda; "
-        "--batch-size is per process) and rank 0 writes the files. ",
+        "its shard of D (gloo on cpu, nccl on cuda; --batch-size is per process) and "
+        "rank 0 writes the files: output matching with DistributedDataParallel; "
+        "--objective blocks sums each step's gradients over the processes, so that it "
+        "ends as one process with N times the batch would, up to float rounding. ",
         example=EXAMPLE,
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = settings_from_args(RetrainConfig, args)  # checked before anything is loaded
     import torch.distributed as dist
 
-    from qretrain.retrain.distributed import init_from_env
+    from qretrain.distributed import init_from_env
 
     ranks, device = init_from_env(args.device)  # several processes under torchrun
     try:

@@ -25,6 +25,16 @@ Trained per block: its parameters that ``config.trainable`` selects, and with
 ``tune_centroids`` its codebook values (assignments fixed; with ``tune_assignments``
 each weight also chooses between its two neighbouring centroids, ``retrain.rounding``).
 Batch norm stays in eval mode throughout (``bn_stats`` must be ``frozen``).
+
+**Several processes** (``qretrain.distributed``): each rank holds the block values of
+its shard of the images (i % world_size == rank, none dropped), so the teacher and
+the trained blocks still run once per image in all. Every pass walks one order of
+all the images; a step takes ``batch_size`` x world_size of them, each rank computes
+its share of the step's mean loss on those it holds, and the gradients are summed
+over ranks before the codebooks and learned assignments take theirs: every rank
+takes the step one process with that batch would take (equal up to float rounding),
+and the ranks stay identical. The errors that decide something (a block's mse, the
+learned assignments' test) are summed over ranks too.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from torch.utils.data import Dataset
 
 from qretrain.cluster.state import clusters_of
 from qretrain.data.batches import image_batches
+from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
@@ -57,6 +68,7 @@ logger = logging.getLogger(__name__)
 CHUNK = 64  # images per forward pass when computing a block's inputs and targets
 MEMORY_BUDGET = 8 << 30  # bytes of block values kept in memory before spilling to files
 CHOICE_IMAGES = 256  # images on which learned assignments must beat the nearest centroids
+ONE_PROCESS = Ranks()
 
 
 @dataclass(frozen=True)
@@ -180,10 +192,12 @@ class _Values:
 
 @torch.no_grad()
 def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool,
-         target: torch.Tensor | None = None) -> tuple[torch.Tensor, float | None]:  # fmt: skip
-    """segment applied to every row of ``values``, in chunks of CHUNK; with ``target``
-    also the mean squared error to it, summed chunk by chunk (a whole-set difference
-    would allocate another copy of the block's outputs)."""
+         target: torch.Tensor | None = None,
+         ranks: Ranks = ONE_PROCESS) -> tuple[torch.Tensor | None, float | None]:  # fmt: skip
+    """segment applied to every row of ``values`` (N, ...), in chunks of CHUNK (None
+    when N is 0); with ``target`` also the mean squared error to it over all ranks'
+    rows, summed chunk by chunk (a whole-set difference would allocate another copy of
+    the block's outputs)."""
     out, squared = None, 0.0
     for start in range(0, len(values), CHUNK):
         y = segment(values[start : start + CHUNK].to(device))
@@ -195,7 +209,10 @@ def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool,
         if out is None:
             out = _Values(len(values), y, spill).data
         out[start : start + len(y)] = y
-    return out, (None if target is None else squared / out.numel())
+    if target is None:
+        return out, None
+    squared, count = ranks.sum(squared, 0 if out is None else out.numel())
+    return out, squared / count
 
 
 @dataclass
@@ -236,22 +253,26 @@ class _Position:
 def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: Dataset,
                 config: RetrainConfig, trainable: set[str], *, device, progress: bool,
                 checkpoint: Path | None = None, resume: bool = False,
-                fingerprints: dict[str, str] | None = None) -> dict:  # fmt: skip
+                fingerprints: dict[str, str] | None = None,
+                ranks: Ranks = ONE_PROCESS) -> dict:  # fmt: skip
     """Train ``student``'s blocks in turn, in place; returns the stage's record.
 
     ``trainable``: the unclustered parameters retraining may change (each block trains
-    those it reads). ``checkpoint``: written after every pass over a block;
-    ``resume`` continues from it at the block and pass where it stopped.
+    those it reads). ``checkpoint``: written (by rank 0) after every pass over a block;
+    ``resume`` continues from it at the block and pass where it stopped. ``ranks``:
+    this process's place under torchrun; ``data`` is all the images, of which it
+    takes its shard (see the module doc).
     """
     start = time.perf_counter()
-    images = _images(data)
+    images = _images(ranks.shard(data, equal=False))
+    total = len(data)  # images over all ranks: one pass's order covers them all
     spill = _needs_spill(plan, images)
     tuner = CentroidTuner(student) if config.tune_centroids else None
     student.eval()
     teacher.eval()
     at = _Position()
     if resume and checkpoint is not None and checkpoint.exists():
-        at = _load(checkpoint, student, tuner, config, fingerprints or {})
+        at = _load(checkpoint, student, tuner, config, fingerprints or {}, ranks.world_size)
         logger.info("resuming block-wise retraining at block %d, pass %d", at.block + 1,
                     at.epoch + 1)  # fmt: skip
     history = at.history
@@ -282,7 +303,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         if params:
             groups = [{"params": params}]
             if first < soft:
-                steps = soft * math.ceil(len(student_in) / config.batch_size)
+                steps = soft * math.ceil(total / (config.batch_size * ranks.world_size))
                 rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
                                               steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
@@ -296,23 +317,27 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             for epoch in range(first, config.block_epochs):
                 passes.note(f"block {i + 1}/{len(plan.blocks)} {block.name}")
                 active = rounding if epoch < soft else None
-                losses.append(_train_pass(plan.student[i], student_in, target, optimizer, tuner,
-                                          books, active, config, i, epoch, device, progress,
+                step = _Step(optimizer, tuner, books, active, _with_grads(student, own, books),
+                             ranks)  # fmt: skip
+                losses.append(_train_pass(plan.student[i], student_in, target, step, total,
+                                          config, i, epoch, device, progress,
                                           block.name))  # fmt: skip
                 passes.update()
                 if active is not None and epoch + 1 == soft:
-                    chosen = _choose(rounding, plan.student[i], student_in, target, device)
+                    chosen = _choose(rounding, plan.student[i], student_in, target, device,
+                                     ranks, total)  # fmt: skip
                     optimizer = _without_rounding(optimizer)
-                if checkpoint is not None and epoch + 1 < config.block_epochs:
+                if checkpoint is not None and ranks.leader and epoch + 1 < config.block_epochs:
                     # Mid-block: the soft assignments while they learn, then the choice.
                     state = rounding.state() if epoch + 1 < soft else chosen
                     mid = _Position(i, epoch + 1, history, losses, optimizer.state_dict(), state)
-                    _save(checkpoint, mid, student, trainable, tuner, config, fingerprints)
+                    _save(checkpoint, mid, student, trainable, tuner, config, fingerprints,
+                          ranks.world_size)  # fmt: skip
         else:
             passes.update(config.block_epochs - first)  # nothing in the block to train
         for p in student.parameters():
             p.requires_grad_(False)
-        student_out, mse = _run(plan.student[i], student_in, device, spill, target)
+        student_out, mse = _run(plan.student[i], student_in, device, spill, target, ranks)
         entry = {"block": i + 1, "name": block.name, "trained": len(own), "codebooks": len(books),
                  "loss_per_pass": losses,
                  "mse_after": mse,
@@ -323,9 +348,9 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         logger.info("block %d/%d %s: %d tensors and %d codebooks trained, mse %.3g, %.1f s",
                     i + 1, len(plan.blocks), block.name, len(own), len(books), entry["mse_after"],
                     entry["seconds"])  # fmt: skip
-        if checkpoint is not None:
+        if checkpoint is not None and ranks.leader:
             _save(checkpoint, _Position(i + 1, 0, history), student, trainable, tuner, config,
-                  fingerprints)  # fmt: skip
+                  fingerprints, ranks.world_size)  # fmt: skip
         teacher_in, student_in = target, student_out
     passes.close()
     if tuner is not None:
@@ -335,14 +360,17 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def _choose(rounding: LearnedAssignments, segment, inputs, target, device) -> dict:
+def _choose(rounding: LearnedAssignments, segment, inputs, target, device, ranks: Ranks,
+            total: int) -> dict:  # fmt: skip
     """Keep the learned assignments if they reconstruct the block's output better than
-    the nearest centroids on (up to CHOICE_IMAGES of) its images; returns the record."""
-    sample = slice(0, min(len(inputs), CHOICE_IMAGES))
+    the nearest centroids on (up to CHOICE_IMAGES of) its images, the first of all
+    ``total`` images whichever rank holds them (so every rank chooses alike); returns
+    the record."""
+    sample = slice(0, len(ranks.mine(torch.arange(min(total, CHOICE_IMAGES)))))
     errors = {}
     for learned in (True, False):
         moved = rounding.use(learned)
-        errors[learned] = _run(segment, inputs[sample], device, False, target[sample])[1]
+        errors[learned] = _run(segment, inputs[sample], device, False, target[sample], ranks)[1]
     keep = errors[True] < errors[False]
     rounding.use(keep)
     return {"chosen": "learned" if keep else "nearest", "moved": moved if keep else 0,
@@ -377,27 +405,54 @@ def _originals(teacher: nn.Module, student: nn.Module, names: list[str]) -> dict
     return originals
 
 
-def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
-                config: RetrainConfig, block: int, epoch: int, device, progress: bool,
-                name: str) -> float:  # fmt: skip
-    """One pass over every image in an order seeded by (seed, block, pass), so that a
-    resumed run repeats an uninterrupted one; returns the mean batch loss (the
-    reconstruction error, without ``rounding``'s term)."""
+@dataclass
+class _Step:
+    """What one optimizer step of a block touches: ``grads`` are the tensors whose
+    gradients the ranks sum (the trained parameters and the clustered weights, whose
+    gradients become their codebooks' and learned assignments')."""
+
+    optimizer: torch.optim.Optimizer
+    tuner: CentroidTuner | None
+    books: list[str]
+    rounding: LearnedAssignments | None
+    grads: list[torch.Tensor]
+    ranks: Ranks
+
+
+def _with_grads(student: nn.Module, own: list[str], books: list[str]) -> list[torch.Tensor]:
+    wanted = set(own) | set(books)
+    return [p for n, p in student.named_parameters() if n in wanted]
+
+
+def _train_pass(segment, inputs, target, step: _Step, total: int, config: RetrainConfig,
+                block: int, epoch: int, device, progress: bool, name: str) -> float:  # fmt: skip
+    """One pass over all ``total`` images (of which ``inputs`` and ``target`` hold this
+    rank's shard) in an order seeded by (seed, block, pass), so that a resumed run
+    repeats an uninterrupted one; returns the mean batch loss over all ranks (the
+    reconstruction error, without the learned assignments' term)."""
+    optimizer, tuner, books, rounding, ranks = (step.optimizer, step.tuner, step.books,
+                                                step.rounding, step.ranks)  # fmt: skip
     if rounding is not None:
         rounding.write()
     seed = config.seed * 1_000_003 + 7_919 * block + epoch
     torch.manual_seed(seed)
-    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
-    total, batches = 0.0, 0
-    steps = range(0, len(order), config.batch_size)
-    for at in track(steps, f"{name} pass {epoch + 1}/{config.block_epochs}", unit="batches",
-                    enabled=progress, log=False):  # fmt: skip
-        index = order[at : at + config.batch_size]
-        out = segment(inputs[index].to(device))
-        out = out[0] if isinstance(out, tuple) else out
-        loss = torch.nn.functional.mse_loss(out.float(), target[index].to(device))
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    loss_sum, batches = 0.0, 0
+    size = config.batch_size * ranks.world_size  # batch_size is per process
+    for at in track(range(0, total, size), f"{name} pass {epoch + 1}/{config.block_epochs}",
+                    unit="batches", enabled=progress, log=False):  # fmt: skip
+        index = order[at : at + size]
+        local = ranks.mine(index)  # this rank's images of the step (possibly none)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if len(local):
+            out = segment(inputs[local].to(device))
+            out = out[0] if isinstance(out, tuple) else out
+            loss = torch.nn.functional.mse_loss(out.float(), target[local].to(device))
+            if ranks.several:  # this rank's share of the step's mean over all its images
+                loss = loss * (len(local) / len(index))
+            loss.backward()
+            loss_sum += loss.item()
+        ranks.sum_grads(step.grads)
         if rounding is not None:
             rounding.collect_grads()
         elif tuner is not None:
@@ -407,9 +462,9 @@ def _train_pass(segment, inputs, target, optimizer, tuner, books, rounding,
             rounding.write()
         elif tuner is not None:
             tuner.apply(books)
-        total += loss.item()
         batches += 1
-    return total / max(batches, 1)
+    (loss_sum,) = ranks.sum(loss_sum)
+    return loss_sum / max(batches, 1)
 
 
 @torch.no_grad()
@@ -431,10 +486,12 @@ def _needs_spill(plan: BlockPlan, images: torch.Tensor) -> bool:
 
 
 def _save(path: Path, at: _Position, student: nn.Module, trainable: set[str], tuner,
-          config: RetrainConfig, fingerprints: dict[str, str] | None) -> None:  # fmt: skip
+          config: RetrainConfig, fingerprints: dict[str, str] | None,
+          world_size: int = 1) -> None:  # fmt: skip
     state = student.state_dict()
     payload = {
         "stage": "blocks", "block": at.block, "epoch": at.epoch, "history": at.history,
+        "world_size": world_size,  # a step's batch is batch_size x world_size
         "losses": at.losses, "optimizer": at.optimizer, "rounding": at.rounding,
         "config": config.to_dict(),
         "fingerprints": fingerprints or {},
@@ -444,7 +501,8 @@ def _save(path: Path, at: _Position, student: nn.Module, trainable: set[str], tu
     write_payload(path, payload)
 
 
-def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _Position:
+def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints,
+          world_size: int = 1) -> _Position:  # fmt: skip
     """Restore a block-wise checkpoint's weights; refuses another run's."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -457,6 +515,10 @@ def _load(path: Path, student, tuner, config: RetrainConfig, fingerprints) -> _P
     if stage != "blocks":
         raise QretrainError(f"checkpoint {str(path)!r} is not a block-wise checkpoint; remove it")
     check_same_run(payload, path, config, fingerprints)
+    if payload.get("world_size", 1) != world_size:
+        raise QretrainError(f"checkpoint {str(path)!r} was written by "
+                            f"{payload.get('world_size', 1)} processes; resume with as many "
+                            f"(this run has {world_size})")  # fmt: skip
     state = student.state_dict()
     if not all(isinstance(payload.get(k), int) and not isinstance(payload[k], bool)
                and payload[k] >= 0 for k in ("block", "epoch")):  # fmt: skip

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Subset
 
 from qretrain.cluster.state import clusters_of
 from qretrain.data.batches import image_batches
+from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import check_labels
 from qretrain.models.fingerprint import model_fingerprint
@@ -31,7 +32,6 @@ from qretrain.retrain.blocks import plan_blocks, reconstruct
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import load_checkpoint, save_checkpoint
 from qretrain.retrain.config import BNStats, Objective, RetrainConfig
-from qretrain.retrain.distributed import Ranks
 from qretrain.retrain.layout import channels_last
 from qretrain.retrain.losses import output_loss
 from qretrain.retrain.split import split_before_trainable
@@ -102,10 +102,13 @@ def retrain(
     uninterrupted run with the same seed would. ``rank``/``world_size``: this
     process's place under torchrun (torch.distributed initialized, see
     ``distributed.init_from_env``): each process caches and trains on its own shard
-    of ``data`` and DistributedDataParallel keeps the models identical.
+    of ``data``; output matching keeps the models identical with DistributedDataParallel
+    (``batch_size`` per process), block-wise reconstruction by summing each step's
+    gradients over the processes (a step takes ``batch_size`` x world_size images, and
+    ends as one process's with that batch would, up to float rounding).
     """
     start = time.perf_counter()
-    _check_inputs(student, teacher, data, config, world_size)
+    _check_inputs(student, teacher, data, config)
     fingerprints = _fingerprints(student, teacher, data, val_data) if checkpoint else {}
     ranks = Ranks(rank, world_size)
     student.to(device)
@@ -115,9 +118,10 @@ def retrain(
         blocks = None
         if config.objective is not Objective.OUTPUT:
             blocks = _blocks_stage(student, teacher, data, config, val_data, checkpoint, resume,
-                                   device, progress, fingerprints)  # fmt: skip
+                                   device, progress and ranks.leader, fingerprints,
+                                   ranks)  # fmt: skip
         if config.objective is Objective.BLOCKS and "fallback" not in blocks:
-            return _blocks_result(student, blocks, config, len(data), start)
+            return _blocks_result(student, blocks, config, len(data), start, ranks)
         result = _retrain(student, teacher, ranks.shard(data), _output_config(config), val_data,
                           checkpoint, resume, device, progress and ranks.leader, ranks, start,
                           fingerprints)  # fmt: skip
@@ -127,12 +131,12 @@ def retrain(
 
 
 def _blocks_result(student, blocks: dict, config: RetrainConfig, images: int,
-                   start: float) -> RetrainResult:  # fmt: skip
+                   start: float, ranks: Ranks) -> RetrainResult:  # fmt: skip
     """The record of a blocks-only run, in the form of an output-matching one."""
     record = {
         "config": config.to_dict(),
         "trainable": blocks.pop("trainable"),
-        "world_size": 1,
+        "world_size": ranks.world_size,
         "train_images": images,
         "monitor": blocks["monitor"],
         "monitor_metric": blocks["monitor_metric"],
@@ -153,9 +157,10 @@ def _blocks_result(student, blocks: dict, config: RetrainConfig, images: int,
 
 
 def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, checkpoint, resume,
-                  device, progress, fingerprints) -> dict:  # fmt: skip
+                  device, progress, fingerprints, ranks: Ranks) -> dict:  # fmt: skip
     """Block-wise reconstruction (``retrain.blocks``), guarded like an epoch: with
-    ``val_data``, a result worse than the clustered start is undone."""
+    ``val_data``, a result worse than the clustered start is undone (scored over all
+    ranks' shards of it, so every rank keeps or undoes alike)."""
     plan = plan_blocks(student, teacher)
     if plan is None:
         epochs = _output_config(config).epochs
@@ -167,20 +172,22 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
         return {"fallback": message}
     monitor = val_data if val_data is not None else Subset(data, range(min(len(data),
                                                                               BLOCK_MONITOR_MAX)))
-    monitor = _cache(student, teacher, monitor, None, config, device, False)
+    scored = len(monitor)
+    monitor = _cache(student, teacher, ranks.shard(monitor, equal=False), None, config, device,
+                     False)  # fmt: skip
     start_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     start_clusters = dict(clusters_of(student))
-    before = _quality(student, monitor, device, Ranks())
+    before = _quality(student, monitor, device, ranks)
     example = get_arch(student).example_input() if get_arch(student) is not None else None
     trainable = set(trainable_names(student, config.trainable, example))
     path = block_checkpoint(checkpoint) if checkpoint is not None else None
     record = reconstruct(student, teacher, plan, data, config, trainable, device=device,
                          progress=progress, checkpoint=path, resume=resume,
-                         fingerprints=fingerprints)  # fmt: skip
-    after = _quality(student, monitor, device, Ranks())
+                         fingerprints=fingerprints, ranks=ranks)  # fmt: skip
+    after = _quality(student, monitor, device, ranks)
     record.update(quality_start=before, quality_blocks=after, trainable=sorted(trainable),
                   monitor_metric=_metric_name(monitor),
-                  monitor="val_data" if val_data is not None else f"the first {len(monitor)} images")
+                  monitor="val_data" if val_data is not None else f"the first {scored} images")
     if val_data is not None:
         if after < before:
             student.load_state_dict(start_state)
@@ -314,7 +321,7 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
     return RetrainResult(student, record)
 
 
-def _check_inputs(student, teacher, data, config: RetrainConfig, world_size: int = 1) -> None:
+def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
     if len(data) == 0:
         raise QretrainError("the retraining data holds no images")
     labels = getattr(data, "labels", None)
@@ -325,9 +332,6 @@ def _check_inputs(student, teacher, data, config: RetrainConfig, world_size: int
             raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
     elif teacher is None:
         raise QretrainError("label-free retraining needs a teacher (the original model)")
-    if config.objective is not Objective.OUTPUT and world_size > 1:
-        raise QretrainError(f"objective {config.objective.value!r} runs in one process; "
-                            "under torchrun use objective 'output'")  # fmt: skip
     if config.bn_stats is BNStats.UPDATE:
         folded = [name for name, m in student.named_modules() if is_folded(m)]
         if folded:

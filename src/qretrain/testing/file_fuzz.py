@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from qretrain.errors import QretrainFileError
 from qretrain.models import build_model, get_arch
 from qretrain.storage import load, save
 from qretrain.storage.seal import write_seal
+from qretrain.testing.timed import timed_outcome
 
 KINDS = ("truncate", "flip", "edit", "crafted-truncate", "crafted-flip", "crafted-edit")
 SLOW_SECONDS = 2.0
@@ -103,25 +102,15 @@ def fuzz(folder: Path, n: int, seed: int = 0, keep: Path | None = None) -> FuzzR
 
 
 def _load(path: Path, original) -> tuple[str, float]:
-    def hang(signum, frame):
-        raise TimeoutError("hang")
+    """``path`` loaded under the watchdog: ``identical`` (to the fingerprint
+    ``original``), ``valid`` (loads, but changed), the error's type, or ``hang``."""
+    return timed_outcome(lambda: "identical" if _fingerprint(load(path)) == original else "valid",
+                         _error_name, HANG_SECONDS)  # fmt: skip
 
-    previous = signal.signal(signal.SIGALRM, hang)
-    signal.alarm(HANG_SECONDS)
-    start = time.perf_counter()
-    try:
-        model = load(path)
-        outcome = "identical" if _fingerprint(model) == original else "valid"
-    except QretrainFileError:
-        outcome = "QretrainFileError"
-    except TimeoutError:
-        outcome = "hang"
-    except Exception as e:  # the contract's breach: recorded, reported, never hidden
-        outcome = type(e).__name__
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    return outcome, time.perf_counter() - start
+
+def _error_name(error: Exception) -> str:
+    # QretrainFileError's subclasses (UntrustedCodeError) keep the contract as well.
+    return "QretrainFileError" if isinstance(error, QretrainFileError) else type(error).__name__
 
 
 def _fingerprint(model) -> tuple:

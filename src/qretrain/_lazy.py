@@ -9,11 +9,16 @@ its arguments and checks a run config without loading torch::
         "qretrain.analysis.settings": ("AnalyzeSettings", "Unit"),
         "qretrain.analysis.sweep": ("analyze",),
     })
+
+The registries of model and dataset specs load what extends them the same way:
+``SpecProviders`` imports the module that registers a spec's builder or loader the
+first time such a spec is looked up.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -53,3 +58,32 @@ def lazy_names(
         return sorted({*vars(module), *where})
 
     return __getattr__, __dir__, sorted(where)
+
+
+class SpecProviders:
+    """Spec pattern (a regex, full match) -> the module that registers what specs
+    matching it name. A registry calls ``load(spec)`` before it looks ``spec`` up and
+    ``load()`` before it lists every form, so importing the registry imports none of
+    the modules, and looking up one spec imports only those that may name it."""
+
+    def __init__(self, modules: dict[re.Pattern[str], str] | None = None) -> None:
+        self._modules: dict[re.Pattern[str], str] = dict(modules or {})
+
+    def add(self, pattern: str, module: str) -> None:
+        """Specs matching ``pattern`` are registered by importing ``module``."""
+        self._modules[re.compile(pattern)] = module
+
+    def load(self, spec: str | None = None) -> None:
+        """Import the providers of ``spec`` (of every spec when None). A module imported
+        before is found in ``sys.modules``, so each registers what it provides once."""
+        for pattern, module in list(self._modules.items()):  # a provider may add more
+            if spec is None or pattern.fullmatch(spec):
+                importlib.import_module(module)
+
+    def modules(self) -> list[str]:
+        """The provider modules, each once, in the order they were first added."""
+        return list(dict.fromkeys(self._modules.values()))
+
+    def copy(self) -> SpecProviders:
+        """An independent copy (a test adds providers to it, then puts it back)."""
+        return SpecProviders(self._modules)

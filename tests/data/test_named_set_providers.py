@@ -45,7 +45,7 @@ def test_a_provider_registers_its_sets_on_first_use(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     registry.known_datasets()  # every provider loaded first: none registers into the copy
     monkeypatch.setattr(registry, "_REGISTRY", list(registry._REGISTRY))
-    monkeypatch.setattr(registry, "_PROVIDERS", dict(registry._PROVIDERS))
+    monkeypatch.setattr(registry, "_PROVIDERS", registry._PROVIDERS.copy())
     registry.register_provider(r"my-pool(:.*)?", "my_pool")
     assert "my_pool" not in sys.modules
     assert len(load_dataset("my-pool")) == 3 and "my_pool" in sys.modules

@@ -10,13 +10,13 @@ class), an IDX file (labels found beside it), ``.npz`` (``x``, optional ``y``) o
 
 from __future__ import annotations
 
-import importlib
 import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qretrain._lazy import SpecProviders
 from qretrain.data import forms
 from qretrain.data.readers import list_images, read_csv, read_idx, read_npz
 from qretrain.data.sets import ImageSet, file_set, fit_and_subset, joined, tensor_set
@@ -38,9 +38,9 @@ class DataSourceMissing(FileNotFoundError):
 
 
 _REGISTRY: list[tuple[re.Pattern[str], Callable[[re.Match[str]], ImageSet], str]] = []
-# spec pattern -> the module that registers its sets when imported: loaded on the
-# first spec it may name, so ``import qretrain.data`` reads no package's files.
-_PROVIDERS: dict[re.Pattern[str], str] = {}
+# The modules that register named sets, imported on the first spec each may name, so
+# ``import qretrain.data`` reads no package's files.
+_PROVIDERS = SpecProviders()
 
 
 def register_dataset(pattern: str, description: str):
@@ -56,15 +56,7 @@ def register_dataset(pattern: str, description: str):
 def register_provider(pattern: str, module: str) -> None:
     """Specs matching ``pattern`` (a regex, full match) are registered by ``module``,
     imported the first time such a spec is loaded (or every set is listed)."""
-    _PROVIDERS[re.compile(pattern)] = module
-
-
-def _load_providers(text: str | None = None) -> None:
-    """Import the providers of ``text`` (of every spec when None); a module imported
-    before is found in ``sys.modules``, so each registers its sets once."""
-    for pattern, module in _PROVIDERS.items():
-        if text is None or pattern.fullmatch(text):
-            importlib.import_module(module)
+    _PROVIDERS.add(pattern, module)
 
 
 # The named sets built from this machine's Debian and PyPI packages (docs/DATA.md).
@@ -77,7 +69,7 @@ register_provider(r"tuxpaint-stamps(:.*)?", "qretrain.assets.pools.stamps")
 
 def _registered(text: str) -> tuple[Callable[[re.Match[str]], ImageSet], re.Match[str]] | None:
     """The registered loader whose pattern ``text`` matches, with the match."""
-    _load_providers(text)
+    _PROVIDERS.load(text)
     for pattern, loader, _ in _REGISTRY:
         match = pattern.fullmatch(text)
         if match:
@@ -93,8 +85,8 @@ def is_named(text: str) -> bool:
 def known_datasets() -> list[str]:
     """Every dataset form (for --help and errors): the named sets first, in the order
     of their providers, whichever was loaded first, then those registered otherwise."""
-    _load_providers()
-    rank = {module: i for i, module in enumerate(dict.fromkeys(_PROVIDERS.values()))}
+    _PROVIDERS.load()
+    rank = {module: i for i, module in enumerate(_PROVIDERS.modules())}
     named = sorted(_REGISTRY, key=lambda entry: rank.get(entry[1].__module__, len(rank)))
     return [d for _, _, d in named] + [forms.SYNTHETIC, forms.FILES, forms.JOINED]
 

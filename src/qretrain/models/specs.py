@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qretrain._lazy import SpecProviders
 from qretrain.errors import QretrainError, QretrainFileError, UntrustedCodeError
 from qretrain.models.contract import InputContract, settle_contract
 from qretrain.models.forms import QRETRAIN_FILE, SPEC_FORMS
@@ -162,9 +163,9 @@ class _Entry:
 _REGISTRY: list[_Entry] = []
 _FALLBACKS: list[_Entry] = []
 _BUILT_INS = "qretrain.models.builders"  # imported on the first spec resolved or listed
-# spec pattern -> the module that registers its builders when imported: loaded on the
-# first spec it may resolve, so ``import qretrain`` needs none of them.
-_PROVIDERS: dict[re.Pattern[str], str] = {}
+# The modules that register builders, imported on the first spec each may resolve, so
+# ``import qretrain`` needs none of them.
+_PROVIDERS = SpecProviders()
 
 
 def register_builder(pattern: str, description: str, *, fallback: bool = False,
@@ -191,16 +192,13 @@ def register_builder(pattern: str, description: str, *, fallback: bool = False,
 def register_provider(pattern: str, module: str) -> None:
     """Specs matching ``pattern`` (a regex, full match) are registered by ``module``,
     imported the first time such a spec is resolved (or every form is listed)."""
-    _PROVIDERS[re.compile(pattern)] = module
+    _PROVIDERS.add(pattern, module)
 
 
 def _load_providers(spec: str | None = None) -> None:
-    """Import the providers of ``spec`` (of every spec when None), once each."""
+    """Import the providers of ``spec`` (of every spec when None)."""
     importlib.import_module(_BUILT_INS)  # which registers the providers of zoo and teachers
-    for pattern, module in list(_PROVIDERS.items()):
-        if spec is None or pattern.fullmatch(spec):
-            del _PROVIDERS[pattern]
-            importlib.import_module(module)
+    _PROVIDERS.load(spec)
 
 
 def known_specs() -> list[str]:

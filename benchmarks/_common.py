@@ -222,6 +222,19 @@ def fuzz_record(fuzz: Callable[[Path, int, int], Any], mutations: int, seeds: li
             "failures": failures, "slowest_seconds": slowest, "peak_rss_mib": peak_rss_mib()}
 
 
+def fuzz_main(doc: str, fuzz: Callable[[Path, int, int], Any], kinds: Iterable[str],
+              out: Path, *, mutations: int, seeds: list[int]) -> None:  # fmt: skip
+    """A fuzzing benchmark's command line: ``--mutations`` per seed and ``--seeds``
+    (the harness's defaults given here), ``fuzz_record`` over them, written to ``out``."""
+    cli = parser(doc)
+    cli.add_argument("--mutations", type=int, default=mutations, help="per seed")
+    cli.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    args = cli.parse_args()
+    machine = Machine()
+    record = fuzz_record(fuzz, args.mutations, args.seeds, kinds)
+    print(f"wrote {write_result(out, record, machine)}")
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far."""
     import resource

@@ -9,7 +9,7 @@ slowest load and the process's peak memory, and writes benchmarks/results/fuzz.j
 
 from __future__ import annotations
 
-from _common import RESULTS, Machine, fuzz_record, parser, write_result
+from _common import RESULTS, fuzz_main
 
 from qretrain.testing.file_fuzz import KINDS, fuzz
 
@@ -17,13 +17,7 @@ OUT = RESULTS / "fuzz.json"
 
 
 def main() -> None:
-    cli = parser(__doc__)
-    cli.add_argument("--mutations", type=int, default=6000, help="per seed")
-    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    args = cli.parse_args()
-    machine = Machine()
-    record = fuzz_record(fuzz, args.mutations, args.seeds, KINDS)
-    print(f"wrote {write_result(OUT, record, machine)}")
+    fuzz_main(__doc__, fuzz, KINDS, OUT, mutations=6000, seeds=[0, 1, 2, 3, 4])
 
 
 if __name__ == "__main__":

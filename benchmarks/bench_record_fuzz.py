@@ -11,7 +11,7 @@ benchmarks/results/record_fuzz.json.
 
 from __future__ import annotations
 
-from _common import RESULTS, Machine, fuzz_record, parser, write_result
+from _common import RESULTS, fuzz_main
 
 from qretrain.testing.record_fuzz import KINDS, fuzz_records
 
@@ -19,13 +19,7 @@ OUT = RESULTS / "record_fuzz.json"
 
 
 def main() -> None:
-    cli = parser(__doc__)
-    cli.add_argument("--mutations", type=int, default=300, help="per seed")
-    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = cli.parse_args()
-    machine = Machine()
-    record = fuzz_record(fuzz_records, args.mutations, args.seeds, KINDS)
-    print(f"wrote {write_result(OUT, record, machine)}")
+    fuzz_main(__doc__, fuzz_records, KINDS, OUT, mutations=300, seeds=[0, 1, 2])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ forward pass reruns only from the unit on (``Stages``); a cell that leaves every
 tensor unchanged (k >= its distinct values) takes the baseline's figures without a
 pass. The record is rewritten atomically after every cell, so a killed sweep
 resumes where it stopped.
+
+Under ``torchrun`` (``qretrain.distributed``) cell i of those left to do goes to rank
+i % world_size. Every rank holds all the sweep images and walks the same units, so a
+cell is measured on whichever rank exactly as one process measures it; after each
+unit the ranks gather its cells, and rank 0 (the only one that reads or writes the
+folder) records them in the order one process would: the same record, bit for bit,
+but for the seconds. A killed run resumes from the last whole unit.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values
 from qretrain.data.batches import image_batches
+from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
 from qretrain.models.fingerprint import model_fingerprint
@@ -67,6 +75,8 @@ def analyze(
     source: dict[str, Any] | None = None,
     progress: bool = True,
     plots: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Sweep:
     """Sweep every (unit, kind, k) cell of ``model`` over ``data`` (see AnalyzeSettings).
 
@@ -74,13 +84,17 @@ def analyze(
         that ``qretrain plan DIR`` can verify a plan without repeating them).
     With ``out_dir``, writes sweep.json / sweep.csv after every cell, resumes from
     them, and finally writes census.txt, summary.md and the plots.
+    ``rank``/``world_size``: this process's place under torchrun (torch.distributed
+    initialized): the cells are shared out, every rank returns the whole sweep, and
+    rank 0 alone reads and writes ``out_dir``.
     """
     start = time.perf_counter()
+    ranks = Ranks(rank, world_size)
     record, units, census_rows, work, batches, labels = _prepare(
         model, data, settings, device, model_name)
     record["source"] = source
-    out = Path(out_dir) if out_dir is not None else None
-    sweep = _resume(out, record)
+    out = Path(out_dir) if out_dir is not None and ranks.leader else None
+    sweep = _shared_resume(ranks, out, record)
     done = {(c.unit, c.kind, c.k) for c in sweep.cells} if sweep else set()
     stages = Stages(work, batches)
     base_logits = stages.logits()
@@ -95,23 +109,32 @@ def analyze(
         if (u.name, kind, k) not in done
     ]
     raw_bytes: dict[str, int] = {}
-    bar = Progress("Sweeping", len(todo), "cells", enabled=progress)
+    bar = Progress("Sweeping", len(todo), "cells", enabled=progress and ranks.leader)
     for unit in units:
-        mine = [(kind, k) for u, kind, k in todo if u is unit]
-        if not mine:
+        cells = [(i, kind, k) for i, (u, kind, k) in enumerate(todo) if u is unit]
+        if not cells:
             continue
+        # Every rank moves its split through every unit, as one process does, so that
+        # the frontier a cell reruns from holds the same values bit for bit.
         stages.advance(stages.boundary_of(set(unit.modules)))
-        for kind in dict.fromkeys(kind for kind, _ in mine):
-            wanted_ks = [k for kd, k in mine if kd == kind]
+        measured = []
+        for kind in dict.fromkeys(kind for _, kind, _ in cells):
+            wanted_ks = [k for i, kd, k in cells
+                         if kd == kind and i % ranks.world_size == ranks.rank]  # fmt: skip
+            if not wanted_ks:
+                continue
             bar.note(f"{unit.name} {kind}")
             for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
                                     record["labeled"], base_logits, labels, sweep.baseline,
                                     raw_bytes):  # fmt: skip
-                sweep.cells.append(cell)
-                sweep.seconds += cell.seconds
-                if out is not None:
-                    sweep.write_record(out)  # after every cell: a killed sweep resumes
+                if ranks.several:
+                    measured.append(cell)
+                    continue
+                _add(sweep, [cell], out)  # after every cell: a killed sweep resumes
                 bar.update(1)
+        if ranks.several:
+            _add(sweep, _merged(ranks, measured, [i for i, _, _ in cells]), out)
+            bar.update(len(cells))
     bar.close()
     _order(sweep, units, settings)
     if out is not None:
@@ -124,6 +147,41 @@ def analyze(
             plot_sweep(sweep, out)
     logger.info("sweep done in %.1f s", time.perf_counter() - start)
     return sweep
+
+
+def _add(sweep: Sweep, cells: list[Cell], out: Path | None) -> None:
+    """Append ``cells`` (in their order, which the seconds' sum follows too) and
+    rewrite the record, so that a killed sweep resumes after them."""
+    for cell in cells:
+        sweep.cells.append(cell)
+        sweep.seconds += cell.seconds
+    if out is not None:
+        sweep.write_record(out)
+
+
+def _merged(ranks: Ranks, mine: list[Cell], order: list[int]) -> list[Cell]:
+    """Every rank's cells of a unit, on every rank, in the order one process measures
+    them: ``order`` are the cells' positions in the sweep's list, position i measured
+    by rank i % world_size (each rank's ``mine`` in its order)."""
+    measured = [iter(cells) for cells in ranks.gather(mine)]
+    return [next(measured[i % ranks.world_size]) for i in order]
+
+
+def _shared_resume(ranks: Ranks, out: Path | None, settings: dict[str, Any]) -> Sweep | None:
+    """``_resume`` on rank 0 (``out`` is None elsewhere), its sweep or its refusal on
+    every rank, so that all of them leave the same cells to do, or all stop."""
+    if not ranks.several:
+        return _resume(out, settings)
+    found: Sweep | str | None = None
+    if ranks.leader:
+        try:
+            found = _resume(out, settings)
+        except QretrainError as e:  # every rank stops with rank 0's one line
+            found = str(e)
+    found = ranks.broadcast(found)
+    if isinstance(found, str):
+        raise QretrainError(found)
+    return found
 
 
 def _prepare(model, data, settings: AnalyzeSettings, device, model_name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from qretrain.analysis.settings import AnalyzeSettings
 from qretrain.cli.common import (
@@ -16,6 +17,9 @@ from qretrain.cli.common import (
     show_progress,
 )
 from qretrain.cli.flags import add_flags, settings_from_args
+
+if TYPE_CHECKING:
+    from qretrain.distributed import Ranks
 
 EXAMPLE = (
     "example: qretrain analyze efficientnet-lite0 --data opencv-frames --limit 256 "
@@ -33,7 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "packed file size and the quality on D: agreement and mean KL against the "
         "unclustered model (no labels needed), and top-1 when D has labels. Writes "
         "sweep.json, sweep.csv, census.txt, summary.md and PNG plots to DIR; rerunning "
-        "into DIR skips finished cells.",
+        "into DIR skips finished cells. Under torchrun (torchrun --nproc-per-node N -m "
+        "qretrain analyze ...) the processes share the cells out (gloo on cpu, nccl on "
+        "cuda) and rank 0 writes the same record one process would.",
         example=EXAMPLE,
     )
     add_model_arguments(parser)
@@ -49,6 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(AnalyzeSettings, args, "analyze")
+    import torch.distributed as dist
+
+    from qretrain.distributed import init_from_env
+
+    ranks, device = init_from_env(args.device)  # several processes under torchrun
+    try:
+        return _analyze(args, settings, ranks, device)
+    finally:
+        if ranks.several:
+            dist.destroy_process_group()
+
+
+def _analyze(args: argparse.Namespace, settings: AnalyzeSettings, ranks: Ranks,
+             device: str) -> int:  # fmt: skip
     from qretrain.analysis import analyze  # the stage, once its settings are checked
     from qretrain.models import get_arch
 
@@ -61,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         data,
         out,
         settings,
-        device=args.device,
+        device=device,
         model_name=args.model,
         source={
             "model": args.model,
@@ -73,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
         },
         progress=show_progress(args),
         plots=not args.no_plots,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
+    if not ranks.leader:
+        return 0
     if not args.quiet:
         print(sweep.census_table())
         print()

@@ -3,6 +3,7 @@ different halves of the images, end bit-identical to each other, and equal to on
 process with the same global batch up to float rounding."""
 
 import copy
+import inspect
 import json
 import os
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -42,33 +44,54 @@ def config(batch_size: int) -> RetrainConfig:
                          tune_centroids=True, tune_assignments=True)  # fmt: skip
 
 
-def run(folder: str, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
+def run(folder: str, batch_size: int, rank: int = 0, world_size: int = 1, *,
+        checkpoint: str = "one", resume: bool = False, stop: tuple | None = None) -> dict:  # fmt: skip
+    """One retraining from student.h5; ``stop``: (block, pass) at which it is killed."""
     # One thread, as torchrun gives each process: torch 2.14's oneDNN crashes in the
     # backward pass of a 1x1 stride-2 convolution on some odd batch sizes with two.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     teacher = qretrain.load(f"{folder}/teacher.h5")
     student = qretrain.load(f"{folder}/student.h5")
-    seen = []
-    images = blocks_module._images
+    seen, passes = [], []
+    images, train_pass = blocks_module._images, blocks_module._train_pass
+
+    def stopping(*args, **kwargs):
+        called = inspect.signature(train_pass).bind(*args, **kwargs).arguments
+        if (called["block"], called["epoch"]) == stop:
+            raise KeyboardInterrupt
+        passes.append((called["block"], called["epoch"]))
+        return train_pass(*args, **kwargs)
+
     blocks_module._images = lambda data: seen.append(images(data)) or seen[-1]
+    blocks_module._train_pass = stopping
     try:
         # No val_data: its guard would undo the blocks of this untrained model, and
         # leave nothing to compare.
         result = retrain(student, teacher, make_data(IMAGES, 0), config(batch_size),
-                         checkpoint=f"{folder}/rank{rank}.ckpt", progress=False, rank=rank,
-                         world_size=world_size)  # fmt: skip
+                         checkpoint=f"{folder}/{checkpoint}.ckpt", resume=resume, progress=False,
+                         rank=rank, world_size=world_size)  # fmt: skip
     finally:
-        blocks_module._images = images
+        blocks_module._images, blocks_module._train_pass = images, train_pass
         torch.set_num_threads(threads)
-    return {"state": student.state_dict(), "images": seen[0], "record": result.record}
+    return {"state": student.state_dict(), "images": seen[0], "record": result.record,
+            "passes": passes}
 
 
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        torch.save(run(folder, PER_RANK_BATCH, rank, world_size), f"{folder}/rank{rank}.pt")
+        whole = run(folder, PER_RANK_BATCH, rank, world_size, checkpoint=f"rank{rank}")
+        # Killed mid-block 3 (after its learned assignments were chosen), then resumed
+        # by both ranks from rank 0's checkpoint.
+        try:
+            run(folder, PER_RANK_BATCH, rank, world_size, checkpoint="shared", stop=(2, 1))
+        except KeyboardInterrupt:
+            pass
+        resumed = run(folder, PER_RANK_BATCH, rank, world_size, checkpoint="shared", resume=True)
+        torch.save({**whole, "resumed": resumed["state"], "resumed_passes": resumed["passes"]},
+                   f"{folder}/rank{rank}.pt")  # fmt: skip
     finally:
         dist.destroy_process_group()
 
@@ -112,9 +135,17 @@ def test_two_ranks_reconstruct_blocks_as_one_process_does(tiny_resnet, tmp_path)
     assert record["world_size"] == 2 and record["train_images"] == IMAGES
     assert record["quality_after"] == ranks[1]["record"]["quality_after"]
     assert record["quality_after"] == one["record"]["quality_after"]  # scored over both halves
-    # Only rank 0 writes the block checkpoint.
+    # Only rank 0 writes the block checkpoint...
     assert (tmp_path / "rank0.blocks.ckpt").exists()
     assert not (tmp_path / "rank1.blocks.ckpt").exists()
+    # ...from which both ranks resumed a killed run where it stopped...
+    assert ranks[0]["resumed_passes"][0] == ranks[1]["resumed_passes"][0] == (2, 1)
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[0]["resumed"][name]), name
+        assert torch.equal(value, ranks[1]["resumed"][name]), name
+    # ...and which one process may not resume: its steps would take other images.
+    with pytest.raises(ValueError, match="written by 2 processes; resume with as many"):
+        run(str(tmp_path), PER_RANK_BATCH, checkpoint="shared", resume=True)
 
 
 def test_cli_under_torchrun_reconstructs_blocks(retrain_files):

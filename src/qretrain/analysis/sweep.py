@@ -11,6 +11,11 @@ forward pass reruns only from the unit on (``Stages``); a cell that leaves every
 tensor unchanged (k >= its distinct values) takes the baseline's figures without a
 pass. The record is rewritten atomically after every cell, so a killed sweep
 resumes where it stopped.
+
+With ``signal: fisher`` no cell runs a pass: each cell's KL is predicted from its
+clustering error weighted by the diagonal Fisher information, estimated once over
+the images (``qretrain.analysis.fisher``); the cells are the same, marked
+``predicted``, without agreement or top-1.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from qretrain.analysis.census import LayerCensus, take_census
+from qretrain.analysis.fisher import predicted_kls
 from qretrain.analysis.record import RECORD, Cell, Sweep
-from qretrain.analysis.settings import AnalyzeSettings, Unit
+from qretrain.analysis.settings import AnalyzeSettings, Signal, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values
@@ -72,8 +78,9 @@ def analyze(
 
     source: how to load model and data again (the CLI records its arguments, so
         that ``qretrain plan DIR`` can verify a plan without repeating them).
-    With ``out_dir``, writes sweep.json / sweep.csv after every cell, resumes from
-    them, and finally writes census.txt, summary.md and the plots.
+    With ``out_dir``, writes sweep.json / sweep.csv after every cell (with ``signal:
+    fisher``, once all are predicted), resumes from them, and finally writes
+    census.txt, summary.md and the plots.
     """
     start = time.perf_counter()
     record, units, census_rows, work, batches, labels = _prepare(
@@ -82,10 +89,6 @@ def analyze(
     out = Path(out_dir) if out_dir is not None else None
     sweep = _resume(out, record)
     done = {(c.unit, c.kind, c.k) for c in sweep.cells} if sweep else set()
-    stages = Stages(work, batches)
-    base_logits = stages.logits()
-    if sweep is None:
-        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels))
     todo = [
         (u, kind, k)
         for u in units
@@ -94,25 +97,12 @@ def analyze(
         for k in settings.ks
         if (u.name, kind, k) not in done
     ]
-    raw_bytes: dict[str, int] = {}
-    bar = Progress("Sweeping", len(todo), "cells", enabled=progress)
-    for unit in units:
-        mine = [(kind, k) for u, kind, k in todo if u is unit]
-        if not mine:
-            continue
-        stages.advance(stages.boundary_of(set(unit.modules)))
-        for kind in dict.fromkeys(kind for kind, _ in mine):
-            wanted_ks = [k for kd, k in mine if kd == kind]
-            bar.note(f"{unit.name} {kind}")
-            for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
-                                    record["labeled"], base_logits, labels, sweep.baseline,
-                                    raw_bytes):  # fmt: skip
-                sweep.cells.append(cell)
-                sweep.seconds += cell.seconds
-                if out is not None:
-                    sweep.write_record(out)  # after every cell: a killed sweep resumes
-                bar.update(1)
-    bar.close()
+    if settings.signal is Signal.FISHER:
+        sweep = _predict_cells(model, work, batches, units, todo, settings, record, census_rows,
+                               labels, sweep, progress)  # fmt: skip
+    else:
+        sweep = _measure_cells(model, work, batches, units, todo, settings, record, census_rows,
+                               labels, sweep, out, progress)  # fmt: skip
     _order(sweep, units, settings)
     if out is not None:
         sweep.write(out)
@@ -199,7 +189,8 @@ def _resume(out: Path | None, settings: dict[str, Any]) -> Sweep | None:
     if not (out / RECORD).is_file():
         return None
     old = Sweep.load(out)
-    differ = [k for k in settings if old.settings.get(k) != settings[k]]
+    defaults = AnalyzeSettings().to_dict()  # a setting added since the record holds its default
+    differ = [k for k in settings if old.settings.get(k, defaults.get(k)) != settings[k]]
     if differ:
         details = "; ".join(f"{k}: {old.settings.get(k)!r} there, {settings[k]!r} now"
                             for k in differ)  # fmt: skip
@@ -211,13 +202,14 @@ def _resume(out: Path | None, settings: dict[str, Any]) -> Sweep | None:
     return old
 
 
-def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+              packed_bytes: int | None = None) -> dict:  # fmt: skip
     float32_bytes = sum(t.numel() * 4 for t in model.state_dict().values()
                         if t.is_floating_point())  # fmt: skip
     labeled = bool((labels >= 0).all())
     return {
         "top1": topk_accuracy(logits, labels, 1) if labeled else None,
-        "file_bytes": file_bytes(model),
+        "file_bytes": file_bytes(model) if packed_bytes is None else packed_bytes,
         "float32_bytes": float32_bytes,
     }
 
@@ -226,16 +218,7 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
                 base_logits, labels, baseline, raw_bytes):  # fmt: skip
     """Yield the cells of one unit and kind, one per k in ``ks``."""
     names = unit.tensors[kind]
-    start = time.perf_counter()
-    clustered = {}
-    for n in names:  # the settings checked ks; each tensor is checked here, once
-        check_values(get_tensor(model, n), n)
-        clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
-                                     Granularity.TENSOR, settings.seed)  # fmt: skip
-    cluster_seconds = (time.perf_counter() - start) / len(ks)
-    for n in names:
-        if n not in raw_bytes:
-            raw_bytes[n] = entry_file_bytes(n, get_tensor(model, n))
+    clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
     targets = {n: get_tensor(work, n) for n in names}
     originals = {n: t.detach().clone() for n, t in targets.items()}
     for k in ks:
@@ -252,11 +235,7 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
                 finally:
                     for n, t in targets.items():
                         t.copy_(originals[n])
-        sizes = {}
-        for layout in (Layout.PACKED, Layout.PAPER):
-            delta = sum(entry_file_bytes(n, clustered[n][k][1], clustered[n][k][0], layout)
-                        - raw_bytes[n] for n in names)  # fmt: skip
-            sizes[layout] = baseline["file_bytes"] + delta
+        sizes = _sizes(names, clustered, k, raw_bytes, baseline["file_bytes"])
         yield Cell(
             unit=unit.name,
             layers=unit.layers,
@@ -271,6 +250,114 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
             exact=exact,
             seconds=time.perf_counter() - start + cluster_seconds,
         )
+
+
+def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
+                   census_rows, labels, sweep: Sweep | None, out: Path | None,
+                   progress: bool) -> Sweep:  # fmt: skip
+    """``sweep`` (a new one when None) with the cells of ``todo`` measured, a forward
+    pass from the unit on per cell; the record is rewritten after every cell."""
+    stages = Stages(work, batches)
+    base_logits = stages.logits()
+    if sweep is None:
+        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels))
+    raw_bytes: dict[str, int] = {}
+    bar = Progress("Sweeping", len(todo), "cells", enabled=progress)
+    for unit in units:
+        mine = [(kind, k) for u, kind, k in todo if u is unit]
+        if not mine:
+            continue
+        stages.advance(stages.boundary_of(set(unit.modules)))
+        for kind in dict.fromkeys(kind for kind, _ in mine):
+            wanted_ks = [k for kd, k in mine if kd == kind]
+            bar.note(f"{unit.name} {kind}")
+            for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
+                                    record["labeled"], base_logits, labels, sweep.baseline,
+                                    raw_bytes):  # fmt: skip
+                sweep.cells.append(cell)
+                sweep.seconds += cell.seconds
+                if out is not None:
+                    sweep.write_record(out)  # after every cell: a killed sweep resumes
+                bar.update(1)
+    bar.close()
+    return sweep
+
+
+def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
+                   census_rows, labels, sweep: Sweep | None, progress: bool) -> Sweep:  # fmt: skip
+    """``sweep`` (a new one when None) with the cells of ``todo`` clustered and their KL
+    predicted (``signal: fisher``): one forward and backward pass per batch in all. The
+    cells are recorded together at the end (the passes are shared), so a killed run
+    starts again; a finished one, resumed, runs nothing."""
+    if not todo and sweep is not None:
+        return sweep
+    base_bytes = file_bytes(model) if sweep is None else sweep.baseline["file_bytes"]
+    bar = Progress("Clustering", len(todo), "cells", enabled=progress)
+    cells, changes, raw_bytes = [], {}, {}
+    dtype = settings.precision.dtype
+    for unit in units:
+        for kind in settings.kinds:
+            ks = [k for u, kd, k in todo if u is unit and kd == kind]
+            if not ks:
+                continue
+            bar.note(f"{unit.name} {kind}")
+            names = unit.tensors[kind]
+            clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
+            originals = {n: get_tensor(model, n).detach().float() for n in names}
+            for k in ks:
+                exact = all(torch.equal(clustered[n][k][1], originals[n]) for n in names)
+                if not exact:  # exact cells change nothing: predicted 0 without a look
+                    changes[unit.name, kind, k] = {n: (clustered[n][k][1] - originals[n]).to(dtype)
+                                                   for n in names}  # fmt: skip
+                sizes = _sizes(names, clustered, k, raw_bytes, base_bytes)
+                cells.append(Cell(unit=unit.name, layers=unit.layers, kind=kind, k=k,
+                                  params=unit.params[kind], file_bytes=sizes[Layout.PACKED],
+                                  paper_bytes=sizes[Layout.PAPER], top1=None, agreement=None,
+                                  kl=0.0, exact=exact, seconds=cluster_seconds,
+                                  predicted=True))  # fmt: skip
+                bar.update(1)
+    bar.close()
+    start = time.perf_counter()
+    kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed)
+    share = (time.perf_counter() - start) / max(len(cells), 1)  # the passes, shared out
+    for c in cells:
+        c.kl = kls.get((c.unit, c.kind, c.k), 0.0)
+        c.seconds += share
+    if sweep is None:
+        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels, base_bytes))
+    sweep.cells += cells
+    sweep.seconds += sum(c.seconds for c in cells)
+    return sweep
+
+
+def _cluster_unit(model: nn.Module, names: tuple[str, ...], ks: list[int],
+                  settings: AnalyzeSettings, raw_bytes: dict[str, int]
+                  ) -> tuple[dict[str, dict[int, tuple]], float]:  # fmt: skip
+    """name -> k -> (ClusteredTensor, values) for each tensor of a unit and kind, and the
+    seconds that took per k; fills ``raw_bytes`` with each tensor's unclustered entry."""
+    start = time.perf_counter()
+    clustered = {}
+    for n in names:  # the settings checked ks; each tensor is checked here, once
+        check_values(get_tensor(model, n), n)
+        clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
+                                     Granularity.TENSOR, settings.seed)  # fmt: skip
+    cluster_seconds = (time.perf_counter() - start) / len(ks)
+    for n in names:
+        if n not in raw_bytes:
+            raw_bytes[n] = entry_file_bytes(n, get_tensor(model, n))
+    return clustered, cluster_seconds
+
+
+def _sizes(names: tuple[str, ...], clustered: dict[str, dict[int, tuple]], k: int,
+           raw_bytes: dict[str, int], base_bytes: int) -> dict[Layout, int]:  # fmt: skip
+    """The packed and paper file sizes with the tensors ``names`` clustered at ``k``
+    (``base_bytes``: the unclustered packed file)."""
+    sizes = {}
+    for layout in (Layout.PACKED, Layout.PAPER):
+        delta = sum(entry_file_bytes(n, clustered[n][k][1], clustered[n][k][0], layout)
+                    - raw_bytes[n] for n in names)  # fmt: skip
+        sizes[layout] = base_bytes + delta
+    return sizes
 
 
 def _order(sweep: Sweep, units: list[SweepUnit], settings: AnalyzeSettings) -> None:

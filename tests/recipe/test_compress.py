@@ -216,6 +216,11 @@ def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images,
     with caplog.at_level(logging.INFO, logger="qretrain"):
         again = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
     assert "[analyze] done before" in caplog.text and again.file_data == first.file_data
+    # The default signal is not in the record, as in folders made before the setting was.
+    assert "signal" not in json.loads((work / "run.json").read_text())["settings"]
+    with pytest.raises(ValueError, match="holds a compress run with another settings"):
+        qretrain.compress(teacher, images, settings=RecipeSettings(target="4x", signal="fisher"),
+                          recover="none", workdir=work)  # fmt: skip
     with pytest.raises(ValueError, match="holds a compress run with another settings"):
         qretrain.compress(teacher, images, target="5x", recover="none", workdir=work)
     other = copy.deepcopy(teacher)

@@ -84,6 +84,7 @@ bench: $(VENV)/.bench-installed debian-data
 	$(PY) benchmarks/bench_file_layout.py efficientnet-lite0 $(LITE0_PLANS)
 	$(PY) benchmarks/bench_analyze.py --case vgg
 	$(PY) benchmarks/bench_analyze.py --case effnet
+	$(PY) benchmarks/bench_fisher_signal.py --case lite0 --case vgg --plans
 	$(PY) benchmarks/bench_retrain_k.py --teacher vgg
 	$(PY) benchmarks/bench_retrain_k.py --teacher resnet
 	$(PY) benchmarks/bench_retrain_fmnist.py --teacher vgg --plan examples/plans/vgg-small-fmnist.yaml --epochs 30

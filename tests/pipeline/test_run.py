@@ -144,6 +144,8 @@ def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, caps
     ("analyze", "ks", [0, 999], r"analyze: ks: must be ints in \[1, 256\]; got \[0, 999\]"),
     ("compress", "layout", "zip", "compress: layout: must be one of 'packed', 'paper'; got 'zip'"),
     ("retrain", "epochs", -1, "retrain: epochs: must be an int >= 1; got -1"),
+    ("analyze", "signal", "fisher", "analyze.signal fisher predicts each cell's KL and no "
+     "agreement: set plan.metric kl, or analyze.signal measured"),
 ])  # fmt: skip
 def test_each_bad_value_fails_before_any_stage(tiny_run, tmp_path, capsys, section, key, value,
                                                message):  # fmt: skip

@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,15 @@ def test_settings_need_exactly_one_budget():
         RecipeSettings()
     with pytest.raises(ValueError, match="give exactly one of target"):
         RecipeSettings(target="7x", max_drop=0.01)
+
+
+def test_the_fisher_signal_needs_the_kl_metric_and_reaches_the_sweep():
+    with pytest.raises(ValueError, match=re.escape(
+            "signal 'fisher' predicts each cell's KL and no agreement: metric must be 'kl', or "
+            "signal 'measured'")):  # fmt: skip
+        RecipeSettings(target=7, metric="agreement", signal="fisher")
+    assert RecipeSettings(target=7).analyze_settings(1 << 20).signal == "measured"
+    assert RecipeSettings(target=7, signal="fisher").analyze_settings(1 << 20).signal == "fisher"
 
 
 def test_split_holds_images_out_and_depends_on_the_seed(images, teacher):
@@ -167,10 +177,28 @@ def test_one_command_writes_the_model_and_its_record(teacher, images, tmp_path, 
     assert qretrain.load(out) is not None
 
 
+def test_the_fisher_signal_plans_from_predicted_kl_and_verifies_by_measuring(teacher, images,
+                                                                           tmp_path):  # fmt: skip
+    qretrain.save(teacher, tmp_path / "m.h5")
+    work, out = tmp_path / "work", tmp_path / "small.h5"
+    assert main(["compress", str(tmp_path / "m.h5"), "--data", str(images), "--target", "4x",
+                 "--signal", "fisher", "--recover", "none", "--work", str(work), "-o", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    sweep = json.loads((work / "analyze" / "sweep.json").read_text())
+    assert sweep["settings"]["signal"] == "fisher"
+    assert all(c["predicted"] and c["agreement"] is None for c in sweep["cells"])
+    plan = json.loads((work / "plan.json").read_text())
+    assert plan["metric"] == "kl" and plan["measured_drop"] is not None  # measured on verify
+    assert "measured drop" in (work / "plan.yaml").read_text()
+    assert json.loads(out.with_suffix(".json").read_text())["settings"]["signal"] == "fisher"
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--target", "1000x"], "a ratio must be in (1, 256]"),
     (["--target", "50MB"], "is no smaller than the model's file without clustering"),
     (["--target", "4x", "--layout", "paper"], "--layout applies to --plan"),
+    (["--target", "4x", "--signal", "fisher", "--metric", "agreement"],
+     "signal 'fisher' predicts each cell's KL and no agreement: metric must be 'kl'"),
 ])  # fmt: skip
 def test_bad_targets_are_one_line(teacher, images, tmp_path, capsys, argv, message):
     qretrain.save(teacher, tmp_path / "m.h5")
@@ -188,6 +216,11 @@ def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images,
     with caplog.at_level(logging.INFO, logger="qretrain"):
         again = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
     assert "[analyze] done before" in caplog.text and again.file_data == first.file_data
+    # The default signal is not in the record, as in folders made before the setting was.
+    assert "signal" not in json.loads((work / "run.json").read_text())["settings"]
+    with pytest.raises(ValueError, match="holds a compress run with another settings"):
+        qretrain.compress(teacher, images, settings=RecipeSettings(target="4x", signal="fisher"),
+                          recover="none", workdir=work)  # fmt: skip
     with pytest.raises(ValueError, match="holds a compress run with another settings"):
         qretrain.compress(teacher, images, target="5x", recover="none", workdir=work)
     other = copy.deepcopy(teacher)

@@ -6,6 +6,7 @@ than a legend can name, size and quality become heatmaps (unit x k) instead of l
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,15 @@ import numpy as np
 from qretrain._plot import plt, save_png
 
 MAX_LINES = 12  # units drawn as lines; more become a heatmap
+KL_FLOOR = 1e-6  # nats: predicted KL below it (unchanged tensors: 0) is drawn at it
 
 
 def plot_sweep(sweep, out_dir: str | Path) -> list[Path]:
     """Write census.png and size_<kind>.png / quality_<kind>.png; return their paths."""
     out_dir = Path(out_dir)
     written = [_census(sweep, out_dir / "census.png")]
-    metric = "accuracy" if sweep.baseline.get("top1") is not None else "agreement"
+    metric = ("kl" if sweep.predicted
+              else "accuracy" if sweep.baseline.get("top1") is not None else "agreement")
     for kind in sweep.kinds():
         written.append(_per_k(sweep, kind, "size", metric, out_dir / f"size_{kind}.png"))
         written.append(_per_k(sweep, kind, "quality", metric, out_dir / f"quality_{kind}.png"))
@@ -58,18 +61,20 @@ def _grid(sweep, kind: str, what: str, metric: str):
     for c in sweep.cells:
         if c.kind != kind:
             continue
-        value = (
-            100 * (1 - c.file_bytes / base_bytes)
-            if what == "size"
-            else 100 * sweep.quality(c, metric)
-        )
+        if what == "size":
+            value = 100 * (1 - c.file_bytes / base_bytes)
+        elif metric == "kl":  # predicted KL, from 1e-6 nats up: decades on one axis
+            value = math.log10(max(c.kl, KL_FLOOR))
+        else:
+            value = 100 * sweep.quality(c, metric)
         grid[units.index(c.unit), ks.index(c.k)] = value
     return units, ks, grid
 
 
 def _per_k(sweep, kind: str, what: str, metric: str, path: Path) -> Path:
     units, ks, grid = _grid(sweep, kind, what, metric)
-    label = "file size reduction (%)" if what == "size" else f"{metric} (%)"
+    label = ("file size reduction (%)" if what == "size"
+             else "log10 predicted KL (nats)" if metric == "kl" else f"{metric} (%)")
     figure = "Figs. 7, 12" if what == "size" else "Figs. 8, 13"
     title = f"{kind}s clustered alone: {label} (cf. the seed's {figure})"
     unit_word = "block" if sweep.settings["unit"] == "block" else "layer"
@@ -77,7 +82,7 @@ def _per_k(sweep, kind: str, what: str, metric: str, path: Path) -> Path:
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for i, unit in enumerate(units):
             ax.plot(range(len(ks)), grid[i], marker="o", ms=3, label=f"{unit_word} {unit}")
-        if what == "quality":
+        if what == "quality" and metric != "kl":
             ax.axhline(100 * sweep.quality(None, metric), color="k", ls="--", lw=0.8,
                        label="unclustered")  # fmt: skip
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])

@@ -23,12 +23,14 @@ from qretrain.storage import write_text_atomic
 
 RECORD = "sweep.json"
 CSV_FIELDS = ("unit", "layers", "kind", "k", "params", "file_bytes", "paper_bytes",
-              "top1", "agreement", "kl", "exact", "seconds")  # fmt: skip
+              "top1", "agreement", "kl", "exact", "seconds", "predicted")  # fmt: skip
+OPTIONAL_CELL_KEYS = ("predicted",)  # absent from records written before it existed
 
 
 @dataclass
 class Cell:
-    """One cluster-alone measurement."""
+    """One cluster-alone measurement, or prediction (``predicted``: its KL predicted
+    from the Fisher information, no agreement or top-1)."""
 
     unit: str
     layers: str
@@ -37,11 +39,12 @@ class Cell:
     params: int
     file_bytes: int  # the packed file with only this cell clustered
     paper_bytes: int  # the same in the seed's layout (float32 + gzip)
-    top1: float | None  # None without labels
-    agreement: float
+    top1: float | None  # None without labels, or predicted
+    agreement: float | None  # None when predicted
     kl: float
     exact: bool  # k >= distinct values: nothing changed
     seconds: float
+    predicted: bool = False
 
 
 @dataclass
@@ -66,8 +69,18 @@ class Sweep:
     def kinds(self) -> list[str]:
         return list(dict.fromkeys(c.kind for c in self.cells))
 
+    @property
+    def predicted(self) -> bool:
+        """Whether the cells' KL was predicted (``signal: fisher``) rather than measured."""
+        return self.settings.get("signal") == "fisher"
+
     def quality(self, cell: Cell | None, metric: str) -> float:
         """``metric`` ("accuracy" or "agreement") of a cell, or of the baseline when None."""
+        if metric in ("agreement", "accuracy") and self.predicted:
+            raise QretrainError(
+                f"this sweep predicted each cell's KL from the Fisher information and measured "
+                f"no {metric}: plan with the kl metric, or sweep with signal 'measured'"
+            )
         if metric == "agreement":
             return 1.0 if cell is None else cell.agreement
         if metric == "accuracy":
@@ -138,19 +151,34 @@ class Sweep:
         return census_table(self.census)
 
     def summary(self, max_drop: float = 1.0) -> str:
-        """Per unit and kind: the smallest k within ``max_drop`` points, and its saving."""
-        metric = "accuracy" if self.baseline.get("top1") is not None else "agreement"
-        base_q = self.quality(None, metric)
+        """Per unit and kind: the smallest k within ``max_drop`` points (of predicted KL,
+        millinats, for a predicted sweep), and its saving."""
+        if self.predicted:
+            baseline = "KL 0 (each cell's KL predicted from the Fisher information)"
+            criterion = f"{max_drop:g} millinat(s) of predicted KL"
+            unit_name = "millinats"
+
+            def drop(c: Cell) -> float:
+                return 1000 * c.kl
+        else:
+            metric = "accuracy" if self.baseline.get("top1") is not None else "agreement"
+            base_q = self.quality(None, metric)
+            baseline = f"{metric} {base_q:.2%}"
+            criterion = f"{max_drop:g} point(s) of {metric}"
+            unit_name = "points"
+
+            def drop(c: Cell) -> float:
+                return 100 * (base_q - self.quality(c, metric))
         lines = [
             (f"Sweep of {self.settings['model']} on {self.settings['data']}: "
              f"{len(self.cells)} cells in {self.seconds:.0f} s."),
-            (f"Baseline: {metric} {base_q:.2%}, packed file {self.baseline['file_bytes']:,} "
+            (f"Baseline: {baseline}, packed file {self.baseline['file_bytes']:,} "
              f"bytes (float32 tensors {self.baseline['float32_bytes']:,} bytes)."),
             "",
-            (f"Smallest k per unit within {max_drop:g} point(s) of {metric} "
+            (f"Smallest k per unit within {criterion} "
              "(clustered alone; drops add up roughly when combined):"),
             "",
-            "| unit | layers | kind | params | smallest k | drop (points) | file saving |",
+            f"| unit | layers | kind | params | smallest k | drop ({unit_name}) | file saving |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
         for unit in self.units():
@@ -161,13 +189,12 @@ class Sweep:
                 )
                 if not cells:
                     continue
-                fit = [c for c in cells if 100 * (base_q - self.quality(c, metric)) <= max_drop]
+                fit = [c for c in cells if drop(c) <= max_drop]
                 if fit:
                     c = fit[0]
-                    drop = 100 * (base_q - self.quality(c, metric))
                     saving = 1 - c.file_bytes / self.baseline["file_bytes"]
                     lines.append(f"| {unit} | {c.layers} | {kind} | {c.params:,} | {c.k} | "
-                                 f"{drop:.2f} | {saving:.2%} |")  # fmt: skip
+                                 f"{drop(c):.2f} | {saving:.2%} |")  # fmt: skip
                 else:
                     lines.append(f"| {unit} | {cells[0].layers} | {kind} | {cells[0].params:,} "
                                  "| none | - | - |")  # fmt: skip
@@ -198,8 +225,9 @@ def record_problems(d: Any) -> list[str]:
     layers = _census_problems(d["census"], problems)
     if not isinstance(d["cells"], list):
         return problems + ["cells must be a list"]
+    predicted = isinstance(d["settings"], dict) and d["settings"].get("signal") == "fisher"
     for i, cell in enumerate(d["cells"]):
-        problems += [f"cell {i + 1}: {p}" for p in _cell_problems(cell, layers)]
+        problems += [f"cell {i + 1}: {p}" for p in _cell_problems(cell, layers, predicted)]
     return problems
 
 
@@ -270,30 +298,55 @@ def _census_problems(census: Any, problems: list[str]) -> set[int]:
     return layers
 
 
-def _cell_problems(cell: Any, layers: set[int]) -> list[str]:
+def _cell_problems(cell: Any, layers: set[int], predicted: bool) -> list[str]:
+    """A cell's problems; ``predicted``: the sweep's signal is fisher, so its cells are
+    predicted and have no agreement or top-1 (null), and a measured sweep's cells are
+    measured (``predicted`` false or absent, as records before it had them)."""
     if not isinstance(cell, dict):
         return ["must be a mapping"]
     names = [f.name for f in fields(Cell)]
-    problems = _keys(cell, tuple(names), (), "it")
+    problems = _keys(cell, tuple(n for n in names if n not in OPTIONAL_CELL_KEYS),
+                     OPTIONAL_CELL_KEYS, "it")
     if problems:
         return problems
     for f in fields(Cell):
+        if f.name not in cell:  # an optional key, absent
+            continue
         value = cell[f.name]
         lo, hi = CELL_RANGES.get(f.name, (-math.inf, math.inf))
-        if f.type == "str":
+        expected = _cell_type(f.name, f.type, predicted)
+        if expected == "None":
+            if value is not None:
+                problems.append(f"{f.name} is {value!r}; expected null (the sweep predicted "
+                                "each cell's KL and measured nothing else)")  # fmt: skip
+            continue
+        if expected == "str":
             ok = isinstance(value, str)
-        elif f.type == "bool":
+        elif expected == "bool":
             ok = isinstance(value, bool)
-        elif f.type == "int":
+        elif expected == "int":
             ok = _int_in(value, lo, hi)
         else:  # "float" or "float | None"
-            ok = _number_in(value, lo, hi) or (value is None and "None" in f.type)
+            ok = _number_in(value, lo, hi) or (value is None and "None" in expected)
         if not ok:
-            problems.append(f"{f.name} is {value!r}; expected {f.type} in [{lo}, {hi}]"
-                            if f.type not in ("str", "bool") else f"{f.name} must be a {f.type}")
+            problems.append(f"{f.name} is {value!r}; expected {expected} in [{lo}, {hi}]"
+                            if expected not in ("str", "bool") else f"{f.name} must be a {expected}")
     if not problems and not _layers_within(cell["layers"], layers):
         problems.append(f"layers {cell['layers'][:40]!r} are not layers of the census")
+    if not problems and cell.get("predicted", False) != predicted:
+        problems.append(f"predicted is {cell.get('predicted', False)}, yet the sweep's signal "
+                        f"is {'fisher' if predicted else 'measured'}")  # fmt: skip
     return problems
+
+
+def _cell_type(name: str, declared: str, predicted: bool) -> str:
+    """What a cell's field must hold: as ``Cell`` declares it, but that a measured cell
+    has an agreement and a predicted one no agreement or top-1."""
+    if name == "agreement":
+        return "None" if predicted else "float"
+    if name == "top1" and predicted:
+        return "None"
+    return declared
 
 
 def _layers_within(text: str, layers: set[int]) -> bool:

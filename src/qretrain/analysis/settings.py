@@ -27,6 +27,13 @@ class Unit(str, enum.Enum):
     BLOCK = "block"  # a block of layers sharing an output size (see ``census``)
 
 
+class Signal(str, enum.Enum):
+    """How a sweep tells each cell's quality."""
+
+    MEASURED = "measured"  # a forward pass per cell: agreement and KL on the images
+    FISHER = "fisher"  # KL predicted from Fisher-weighted clustering error (analysis.fisher)
+
+
 class Precision(str, enum.Enum):
     """The dtype of the sweep's forward passes."""
 
@@ -50,7 +57,8 @@ def _layers_selector(value: str | Selector) -> Selector:
 @dataclass(frozen=True)
 class AnalyzeSettings(Settings):
     """``select``: which layers to sweep (a selector: ``13-49``, ``type=Conv2d``,
-    ``name=_blocks.1*``; all when None); ``kinds``: weight, bias, bn."""
+    ``name=_blocks.1*``; all when None); ``kinds``: weight, bias, bn; ``signal``: each
+    cell's quality measured, or its KL predicted (``Signal``)."""
 
     ks: tuple[int, ...] = setting(DEFAULT_KS, int_set(1, MAX_K),
                                   "centroid counts to sweep (default: %(default)s)")
@@ -63,8 +71,21 @@ class AnalyzeSettings(Settings):
                                       "layers to sweep (default: all): " + SYNTAX)
     method: Method = setting(Method.KMEANS, choice(Method),
                              "how each cell clusters (default: %(default)s)")
-    seed: int = setting(0, integer(0), "seed of the clustering")
+    seed: int = setting(0, integer(0), "seed of the clustering (and of signal fisher's label "
+                        "draws)")
     batch_size: int = setting(64, integer(1), "images per forward pass")
     precision: Precision = setting(Precision.FLOAT32, choice(Precision),
                                    "forward passes in bfloat16 are ~3x faster on CPUs with "
                                    "AMX/AVX-512 BF16")
+    signal: Signal = setting(Signal.MEASURED, choice(Signal),
+                             "measured (default): each cell's agreement and KL from a forward "
+                             "pass of its own; fisher: each cell's KL predicted from its "
+                             "Fisher-weighted clustering error, one forward and backward pass "
+                             "per batch in all (plans on the kl metric only; kinds weight and "
+                             "bias)")
+
+    def check(self) -> list[str]:
+        if self.signal is Signal.FISHER and "bn" in self.kinds:
+            return [("signal 'fisher' needs gradients, which batch norm's running statistics "
+                     "have none of: sweep kinds weight,bias, or signal 'measured'")]
+        return []

@@ -12,12 +12,18 @@ tensor unchanged (k >= its distinct values) takes the baseline's figures without
 pass. The record is rewritten atomically after every cell, so a killed sweep
 resumes where it stopped.
 
+With ``signal: fisher`` no cell runs a pass: each cell's KL is predicted from its
+clustering error weighted by the diagonal Fisher information, estimated once over
+the images (``qretrain.analysis.fisher``); the cells are the same, marked
+``predicted``, without agreement or top-1.
+
 Under ``torchrun`` (``qretrain.distributed``) cell i of those left to do goes to rank
 i % world_size. Every rank holds all the sweep images and walks the same units, so a
 cell is measured on whichever rank exactly as one process measures it; after each
 unit the ranks gather its cells, and rank 0 (the only one that reads or writes the
 folder) records them in the order one process would: the same record, bit for bit,
-but for the seconds. A killed run resumes from the last whole unit.
+but for the seconds. A killed run resumes from the last whole unit. With ``signal:
+fisher`` every rank predicts every cell (its passes are few) and rank 0 writes them.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from qretrain.analysis.census import LayerCensus, take_census
+from qretrain.analysis.fisher import predicted_kls
 from qretrain.analysis.record import RECORD, Cell, Sweep
-from qretrain.analysis.settings import AnalyzeSettings, Unit
+from qretrain.analysis.settings import AnalyzeSettings, Signal, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values
@@ -82,8 +89,9 @@ def analyze(
 
     source: how to load model and data again (the CLI records its arguments, so
         that ``qretrain plan DIR`` can verify a plan without repeating them).
-    With ``out_dir``, writes sweep.json / sweep.csv after every cell, resumes from
-    them, and finally writes census.txt, summary.md and the plots.
+    With ``out_dir``, writes sweep.json / sweep.csv after every cell (with ``signal:
+    fisher``, once all are predicted), resumes from them, and finally writes
+    census.txt, summary.md and the plots.
     ``rank``/``world_size``: this process's place under torchrun (torch.distributed
     initialized): the cells are shared out, every rank returns the whole sweep, and
     rank 0 alone reads and writes ``out_dir``.
@@ -96,10 +104,6 @@ def analyze(
     out = Path(out_dir) if out_dir is not None and ranks.leader else None
     sweep = _shared_resume(ranks, out, record)
     done = {(c.unit, c.kind, c.k) for c in sweep.cells} if sweep else set()
-    stages = Stages(work, batches)
-    base_logits = stages.logits()
-    if sweep is None:
-        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels))
     todo = [
         (u, kind, k)
         for u in units
@@ -108,34 +112,12 @@ def analyze(
         for k in settings.ks
         if (u.name, kind, k) not in done
     ]
-    raw_bytes: dict[str, int] = {}
-    bar = Progress("Sweeping", len(todo), "cells", enabled=progress and ranks.leader)
-    for unit in units:
-        cells = [(i, kind, k) for i, (u, kind, k) in enumerate(todo) if u is unit]
-        if not cells:
-            continue
-        # Every rank moves its split through every unit, as one process does, so that
-        # the frontier a cell reruns from holds the same values bit for bit.
-        stages.advance(stages.boundary_of(set(unit.modules)))
-        measured = []
-        for kind in dict.fromkeys(kind for _, kind, _ in cells):
-            wanted_ks = [k for i, kd, k in cells
-                         if kd == kind and i % ranks.world_size == ranks.rank]  # fmt: skip
-            if not wanted_ks:
-                continue
-            bar.note(f"{unit.name} {kind}")
-            for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
-                                    record["labeled"], base_logits, labels, sweep.baseline,
-                                    raw_bytes):  # fmt: skip
-                if ranks.several:
-                    measured.append(cell)
-                    continue
-                _add(sweep, [cell], out)  # after every cell: a killed sweep resumes
-                bar.update(1)
-        if ranks.several:
-            _add(sweep, _merged(ranks, measured, [i for i, _, _ in cells]), out)
-            bar.update(len(cells))
-    bar.close()
+    if settings.signal is Signal.FISHER:
+        sweep = _predict_cells(model, work, batches, units, todo, settings, record, census_rows,
+                               labels, sweep, progress and ranks.leader)  # fmt: skip
+    else:
+        sweep = _measure_cells(model, work, batches, units, todo, settings, record, census_rows,
+                               labels, sweep, out, progress, ranks)  # fmt: skip
     _order(sweep, units, settings)
     if out is not None:
         sweep.write(out)
@@ -257,7 +239,8 @@ def _resume(out: Path | None, settings: dict[str, Any]) -> Sweep | None:
     if not (out / RECORD).is_file():
         return None
     old = Sweep.load(out)
-    differ = [k for k in settings if old.settings.get(k) != settings[k]]
+    defaults = AnalyzeSettings().to_dict()  # a setting added since the record holds its default
+    differ = [k for k in settings if old.settings.get(k, defaults.get(k)) != settings[k]]
     if differ:
         details = "; ".join(f"{k}: {old.settings.get(k)!r} there, {settings[k]!r} now"
                             for k in differ)  # fmt: skip
@@ -269,13 +252,14 @@ def _resume(out: Path | None, settings: dict[str, Any]) -> Sweep | None:
     return old
 
 
-def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
+              packed_bytes: int | None = None) -> dict:  # fmt: skip
     float32_bytes = sum(t.numel() * 4 for t in model.state_dict().values()
                         if t.is_floating_point())  # fmt: skip
     labeled = bool((labels >= 0).all())
     return {
         "top1": topk_accuracy(logits, labels, 1) if labeled else None,
-        "file_bytes": file_bytes(model),
+        "file_bytes": file_bytes(model) if packed_bytes is None else packed_bytes,
         "float32_bytes": float32_bytes,
     }
 
@@ -284,16 +268,7 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
                 base_logits, labels, baseline, raw_bytes):  # fmt: skip
     """Yield the cells of one unit and kind, one per k in ``ks``."""
     names = unit.tensors[kind]
-    start = time.perf_counter()
-    clustered = {}
-    for n in names:  # the settings checked ks; each tensor is checked here, once
-        check_values(get_tensor(model, n), n)
-        clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
-                                     Granularity.TENSOR, settings.seed)  # fmt: skip
-    cluster_seconds = (time.perf_counter() - start) / len(ks)
-    for n in names:
-        if n not in raw_bytes:
-            raw_bytes[n] = entry_file_bytes(n, get_tensor(model, n))
+    clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
     targets = {n: get_tensor(work, n) for n in names}
     originals = {n: t.detach().clone() for n, t in targets.items()}
     for k in ks:
@@ -310,11 +285,7 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
                 finally:
                     for n, t in targets.items():
                         t.copy_(originals[n])
-        sizes = {}
-        for layout in (Layout.PACKED, Layout.PAPER):
-            delta = sum(entry_file_bytes(n, clustered[n][k][1], clustered[n][k][0], layout)
-                        - raw_bytes[n] for n in names)  # fmt: skip
-            sizes[layout] = baseline["file_bytes"] + delta
+        sizes = _sizes(names, clustered, k, raw_bytes, baseline["file_bytes"])
         yield Cell(
             unit=unit.name,
             layers=unit.layers,
@@ -329,6 +300,124 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
             exact=exact,
             seconds=time.perf_counter() - start + cluster_seconds,
         )
+
+
+def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
+                   census_rows, labels, sweep: Sweep | None, out: Path | None,
+                   progress: bool, ranks: Ranks) -> Sweep:  # fmt: skip
+    """``sweep`` (a new one when None) with the cells of ``todo`` measured, a forward
+    pass from the unit on per cell; the record is rewritten after every cell (under
+    torchrun, after every unit: cell i of ``todo`` is measured by rank i % world_size)."""
+    stages = Stages(work, batches)
+    base_logits = stages.logits()
+    if sweep is None:
+        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels))
+    raw_bytes: dict[str, int] = {}
+    bar = Progress("Sweeping", len(todo), "cells", enabled=progress and ranks.leader)
+    for unit in units:
+        cells = [(i, kind, k) for i, (u, kind, k) in enumerate(todo) if u is unit]
+        if not cells:
+            continue
+        # Every rank moves its split through every unit, as one process does, so that
+        # the frontier a cell reruns from holds the same values bit for bit.
+        stages.advance(stages.boundary_of(set(unit.modules)))
+        measured = []
+        for kind in dict.fromkeys(kind for _, kind, _ in cells):
+            wanted_ks = [k for i, kd, k in cells
+                         if kd == kind and i % ranks.world_size == ranks.rank]  # fmt: skip
+            if not wanted_ks:
+                continue
+            bar.note(f"{unit.name} {kind}")
+            for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
+                                    record["labeled"], base_logits, labels, sweep.baseline,
+                                    raw_bytes):  # fmt: skip
+                if ranks.several:
+                    measured.append(cell)
+                    continue
+                _add(sweep, [cell], out)  # after every cell: a killed sweep resumes
+                bar.update(1)
+        if ranks.several:
+            _add(sweep, _merged(ranks, measured, [i for i, _, _ in cells]), out)
+            bar.update(len(cells))
+    bar.close()
+    return sweep
+
+
+def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
+                   census_rows, labels, sweep: Sweep | None, progress: bool) -> Sweep:  # fmt: skip
+    """``sweep`` (a new one when None) with the cells of ``todo`` clustered and their KL
+    predicted (``signal: fisher``): one forward and backward pass per batch in all. The
+    cells are recorded together at the end (the passes are shared), so a killed run
+    starts again; a finished one, resumed, runs nothing."""
+    if not todo and sweep is not None:
+        return sweep
+    base_bytes = file_bytes(model) if sweep is None else sweep.baseline["file_bytes"]
+    bar = Progress("Clustering", len(todo), "cells", enabled=progress)
+    cells, changes, raw_bytes = [], {}, {}
+    dtype = settings.precision.dtype
+    for unit in units:
+        for kind in settings.kinds:
+            ks = [k for u, kd, k in todo if u is unit and kd == kind]
+            if not ks:
+                continue
+            bar.note(f"{unit.name} {kind}")
+            names = unit.tensors[kind]
+            clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
+            originals = {n: get_tensor(model, n).detach().float() for n in names}
+            for k in ks:
+                exact = all(torch.equal(clustered[n][k][1], originals[n]) for n in names)
+                if not exact:  # exact cells change nothing: predicted 0 without a look
+                    changes[unit.name, kind, k] = {n: (clustered[n][k][1] - originals[n]).to(dtype)
+                                                   for n in names}  # fmt: skip
+                sizes = _sizes(names, clustered, k, raw_bytes, base_bytes)
+                cells.append(Cell(unit=unit.name, layers=unit.layers, kind=kind, k=k,
+                                  params=unit.params[kind], file_bytes=sizes[Layout.PACKED],
+                                  paper_bytes=sizes[Layout.PAPER], top1=None, agreement=None,
+                                  kl=0.0, exact=exact, seconds=cluster_seconds,
+                                  predicted=True))  # fmt: skip
+                bar.update(1)
+    bar.close()
+    start = time.perf_counter()
+    kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed)
+    share = (time.perf_counter() - start) / max(len(cells), 1)  # the passes, shared out
+    for c in cells:
+        c.kl = kls.get((c.unit, c.kind, c.k), 0.0)
+        c.seconds += share
+    if sweep is None:
+        sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels, base_bytes))
+    sweep.cells += cells
+    sweep.seconds += sum(c.seconds for c in cells)
+    return sweep
+
+
+def _cluster_unit(model: nn.Module, names: tuple[str, ...], ks: list[int],
+                  settings: AnalyzeSettings, raw_bytes: dict[str, int]
+                  ) -> tuple[dict[str, dict[int, tuple]], float]:  # fmt: skip
+    """name -> k -> (ClusteredTensor, values) for each tensor of a unit and kind, and the
+    seconds that took per k; fills ``raw_bytes`` with each tensor's unclustered entry."""
+    start = time.perf_counter()
+    clustered = {}
+    for n in names:  # the settings checked ks; each tensor is checked here, once
+        check_values(get_tensor(model, n), n)
+        clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
+                                     Granularity.TENSOR, settings.seed)  # fmt: skip
+    cluster_seconds = (time.perf_counter() - start) / len(ks)
+    for n in names:
+        if n not in raw_bytes:
+            raw_bytes[n] = entry_file_bytes(n, get_tensor(model, n))
+    return clustered, cluster_seconds
+
+
+def _sizes(names: tuple[str, ...], clustered: dict[str, dict[int, tuple]], k: int,
+           raw_bytes: dict[str, int], base_bytes: int) -> dict[Layout, int]:  # fmt: skip
+    """The packed and paper file sizes with the tensors ``names`` clustered at ``k``
+    (``base_bytes``: the unclustered packed file)."""
+    sizes = {}
+    for layout in (Layout.PACKED, Layout.PAPER):
+        delta = sum(entry_file_bytes(n, clustered[n][k][1], clustered[n][k][0], layout)
+                    - raw_bytes[n] for n in names)  # fmt: skip
+        sizes[layout] = base_bytes + delta
+    return sizes
 
 
 def _order(sweep: Sweep, units: list[SweepUnit], settings: AnalyzeSettings) -> None:

@@ -37,9 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "packed file size and the quality on D: agreement and mean KL against the "
         "unclustered model (no labels needed), and top-1 when D has labels. Writes "
         "sweep.json, sweep.csv, census.txt, summary.md and PNG plots to DIR; rerunning "
-        "into DIR skips finished cells. Under torchrun (torchrun --nproc-per-node N -m "
-        "qretrain analyze ...) the processes share the cells out (gloo on cpu, nccl on "
-        "cuda) and rank 0 writes the same record one process would.",
+        "into DIR skips finished cells. With --signal fisher each cell's KL is predicted "
+        "instead, from its clustering error weighted by the Fisher information (one "
+        "backward pass per batch in all): a sweep to plan on the kl metric from. Under "
+        "torchrun (torchrun --nproc-per-node N -m qretrain analyze ...) the processes share "
+        "the cells out (gloo on cpu, nccl on cuda) and rank 0 writes the same record one "
+        "process would.",
         example=EXAMPLE,
     )
     add_model_arguments(parser)
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     # Every AnalyzeSettings field but seed, which --seed above sets.
     add_flags(parser, AnalyzeSettings, "ks", "select", "kinds", "unit", "method", "precision",
-              "batch_size", select={"metavar": "SELECTOR"})  # fmt: skip
+              "batch_size", "signal", select={"metavar": "SELECTOR"})  # fmt: skip
     add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(run=run)

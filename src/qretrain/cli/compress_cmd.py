@@ -25,8 +25,9 @@ from qretrain.recipe.settings import RecipeSettings
 DESCRIPTION = """\
 With --data D and --target (or --max-drop), the whole recipe, no labels:
   1. share D's images out: a held-out part nothing is trained or chosen on;
-  2. sweep every layer alone at every k; 3. choose the smallest plan within the
-  target and verify it; 4. cluster; 5. retrain block by block to reproduce the
+  2. sweep every layer alone at every k (--signal fisher: predict each one's KL
+  instead); 3. choose the smallest plan within the target and verify it by
+  measurement; 4. cluster; 5. retrain block by block to reproduce the
   original; 6. keep the result only if it beats the clustered start on the
   held-out images (else keep the start, with a warning).
   Prints the ratio, the file size, agreement and KL with the original before and
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_flags(how, RecipeSettings, "target", "max_drop", target={"metavar": "SIZE"},
               max_drop={"metavar": "X"})  # fmt: skip
     how.add_argument("--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)")
-    add_flags(parser, RecipeSettings, "metric", "recover", "epochs", epochs={"metavar": "E"},
+    add_flags(parser, RecipeSettings, "metric", "recover", "epochs", "signal",
+              epochs={"metavar": "E"},
               metric={"choices": [m.value for m in Metric if m is not Metric.ACCURACY]})  # fmt: skip
     parser.add_argument("--work", metavar="DIR",
                         help="keep the recipe's stages in DIR (sweep, plan, clustered start, "
@@ -129,6 +131,7 @@ def _recipe(args: argparse.Namespace) -> int:
 
 def _with_plan(args: argparse.Namespace) -> int:
     recipe_only = [flag for flag, given in (("--epochs", args.epochs is not None),
+                   ("--signal", args.signal != RecipeSettings.default("signal").value),
                    ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "

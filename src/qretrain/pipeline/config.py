@@ -15,7 +15,8 @@ errors naming the key. A config takes one of two forms. The recipe's, what
       evaluate: labeled-test/        # required: the final, held-out evaluation
       far_off: ...                   # with recipe.far_off: a far-off retraining set
     recipe: RecipeSettings + {conventional: bool, far_off: bool}
-                                     # {target | max_drop, metric, recover, seed, epochs, ...}
+                                     # {target | max_drop, metric, recover, seed, epochs,
+                                     #  signal, ...}
     evaluate: EvaluateSettings       # {batch_size}
     device: cpu                      # cpu, cuda or cuda:N, checked against the machine
 
@@ -31,7 +32,7 @@ unless marked)::
       far_off: ...                   # with retrain.far_off: a far-off retraining set
       guard: ...                     # the retraining guard's val_data (optional)
     analyze: AnalyzeSettings         # {ks, kinds, unit, select, method, seed, batch_size,
-                                     #  precision}; absent with plan.file
+                                     #  precision, signal}; absent with plan.file
     plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size, refine}
     compress: CompressSettings       # {layout, method, fold_batchnorm}
     retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
@@ -54,13 +55,13 @@ from typing import Any
 import yaml
 
 from qretrain._settings import Settings, SettingsError, integer, optional, plain, setting, text
-from qretrain.analysis.settings import AnalyzeSettings
+from qretrain.analysis.settings import AnalyzeSettings, Signal
 from qretrain.apply.settings import CompressSettings
 from qretrain.device import device_name
 from qretrain.errors import QretrainError
 from qretrain.metrics.settings import EvaluateSettings
 from qretrain.models.names import FACTS
-from qretrain.planner.settings import PlanSettings
+from qretrain.planner.settings import Metric, PlanSettings
 from qretrain.recipe.settings import RecipeSettings
 from qretrain.retrain.config import RetrainConfig
 
@@ -256,6 +257,11 @@ class RunConfig:
             analyze = section(AnalyzeSettings.from_dict, "analyze", raw.get("analyze"))
             if "analyze" not in data:
                 errors.append(f"{where}: data.analyze is required to plan from a sweep")
+            if analyze is not None and analyze.signal is Signal.FISHER and \
+                    isinstance(plan, PlanSettings) and plan.metric is not Metric.KL:  # fmt: skip
+                errors.append(f"{where}: analyze.signal fisher predicts each cell's KL and no "
+                              f"{plan.metric.value}: set plan.metric kl, or analyze.signal "
+                              "measured")  # fmt: skip
         compress = section(CompressSettings.from_dict, "compress", raw.get("compress"))
         retrain = None
         if raw.get("retrain") is not None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from qretrain._table import human_bytes
+from qretrain.analysis.settings import Signal
 from qretrain.apply import CompressSettings
 from qretrain.data import load_dataset
 from qretrain.data.sets import ImageSet
@@ -184,7 +185,10 @@ def _work_folder(workdir: str | Path | None, model: nn.Module, data: ImageSet,
         return
     folder = Path(workdir)
     with folder_lock(folder, "qretrain compress"):
-        identity = {"settings": settings.to_dict(), "model": model_fingerprint(model),
+        recorded = settings.to_dict()
+        if settings.signal is Signal.MEASURED:  # as folders made before the setting hold it
+            del recorded["signal"]
+        identity = {"settings": recorded, "model": model_fingerprint(model),
                     "data": data.fingerprint()}  # fmt: skip
         if claim(folder, identity, OUTPUTS, overwrite=overwrite, what="compress"):
             logger.info("resuming the compression in %s", folder)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qretrain._settings import Settings, choice, integer, number, optional, setting
-from qretrain.analysis.settings import AnalyzeSettings
+from qretrain.analysis.settings import AnalyzeSettings, Signal
 from qretrain.errors import QretrainError
 from qretrain.planner.settings import Metric
 from qretrain.retrain.config import Objective, RetrainConfig
@@ -83,8 +83,8 @@ class RecipeSettings(Settings):
     first ``held_out`` (a fifth, at least 50, at most ``max_held_out``) are never
     trained on, chosen on or planned on: the guard decides on them, and they are
     what quality is reported on; of the rest, ``sweep_images`` measure each layer
-    alone, the next ``verify_images`` verify the plan, and up to
-    ``retrain_images`` retrain.
+    alone (or, with ``signal`` fisher, predict its KL), the next ``verify_images``
+    verify the plan by measurement, and up to ``retrain_images`` retrain.
     """
 
     target: Target | None = setting(None, optional(Target.parse),
@@ -105,6 +105,11 @@ class RecipeSettings(Settings):
     sweep_images: int = setting(256, integer(1))
     verify_images: int = setting(256, integer(1))
     retrain_images: int = setting(4096, integer(1))
+    signal: Signal = setting(Signal.MEASURED, choice(Signal),
+                             "how the sweep rates each layer alone: measured (default: a "
+                             "forward pass per cell) or fisher (its KL predicted from the "
+                             "Fisher-weighted clustering error, one backward pass per batch; "
+                             "needs metric kl); the plan is verified by measurement either way")
     epochs: int | None = setting(None, optional(integer(1)),
                                  f"passes per block (blocks, default "
                                  f"{RECOVERY[Recover.BLOCKS].block_epochs}) or epochs (output, "
@@ -115,15 +120,19 @@ class RecipeSettings(Settings):
             return ["give exactly one of target (a size: 7, '7x', '2.6MB') and max_drop"]
         if self.metric is Metric.ACCURACY:
             return ["the recipe needs no labels: metric must be 'kl' or 'agreement'"]
+        if self.signal is Signal.FISHER and self.metric is not Metric.KL:
+            return [(f"signal 'fisher' predicts each cell's KL and no {self.metric.value}: "
+                     "metric must be 'kl', or signal 'measured'")]
         return []
 
     def analyze_settings(self, float32_bytes: int) -> AnalyzeSettings:
         """Weights only (biases and batch norm stay float, where retraining works);
         a large model's forward passes in bfloat16 (the sweep ranks cells, which
         bfloat16 keeps, at a third of the time), a small one's in float32, where
-        bfloat16's conversions cost more than they save."""
+        bfloat16's conversions cost more than they save; the recipe's ``signal``."""
         precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
-        return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed)
+        return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed,
+                               signal=self.signal)
 
     def retrain_config(self) -> RetrainConfig | None:
         if self.recover is Recover.NONE:

@@ -86,7 +86,9 @@ def _census_and_sweep(out: Path) -> list[Block]:
     table = [line for line in summary if line.startswith("|")]
     if len(table) > 2:
         split = [[c.strip() for c in line.strip("|").split("|")] for line in table]
-        b.append(Block("table", (split[0], split[2:]), "smallest k per layer within 1 point"))
+        within = ("1 millinat of predicted KL" if sweep["settings"].get("signal") == "fisher"
+                  else "1 point")  # fmt: skip
+        b.append(Block("table", (split[0], split[2:]), f"smallest k per layer within {within}"))
     return b
 
 

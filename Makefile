@@ -105,6 +105,9 @@ bench: $(VENV)/.bench-installed debian-data
 	$(PY) benchmarks/bench_fuzz.py --mutations 6000 --seeds 0 1 2 3 4
 	$(PY) benchmarks/bench_record_fuzz.py --mutations 300 --seeds 0 1 2
 	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_startup.py
+	$(PY) benchmarks/bench_own_model.py
+	$(PY) benchmarks/bench_identity.py --against 80323ec
 
 # The evaluation set is read by these measurements only; the plan sweep into
 # out/sweep-natural comes first, since bench_signal_rank reads it.
@@ -119,7 +122,7 @@ bench-imagenet: $(VENV)/.bench-installed debian-data
 	$(PY) benchmarks/bench_uniform_imagenet.py --imagenet $(IMAGENET)
 	$(PY) benchmarks/bench_sensitive_kmeans.py --imagenet $(IMAGENET)
 	$(PY) benchmarks/check_pool.py --imagenet $(IMAGENET)
-	$(VENV)/bin/qretrain run examples/case-effnet.yaml
+	$(PY) benchmarks/bench_case_api.py --imagenet $(IMAGENET)
 	$(VENV)/bin/qretrain run examples/case-effnet-lite1.yaml
 
 # Open the demo's report.html in headless Chromium: screenshot, every image loaded.

@@ -1,5 +1,5 @@
-# make test: set up .venv when missing, install qretrain with its test extras, build and
-#   check the docs (make docs-check), run pytest.
+# make test: set up .venv when missing, install qretrain with its test extras, lint (ruff
+#   check and ruff format --check), build and check the docs (make docs-check), run pytest.
 # make docs: the docs site in build/docs (README, docs/*.md and an API reference from the
 #   docstrings), warnings as errors; make docs-check: it and the Markdown links checked,
 #   every page opened in headless Chromium.
@@ -31,10 +31,12 @@ DEB_PACKAGES := dataset-fashion-mnist opencv-doc mate-backgrounds plasma-workspa
 	tuxpaint-stamps-default gcompris-qt-data
 # The docs tools (tools/mkdocs.yml), pinned like torch: a new release's warnings would
 # fail the strict build. pyproject.toml's `docs` extra keeps loose ranges.
+# The linter and formatter, pinned for the same reason: a new release may reformat.
+LINT_PIN := ruff==0.17.6
 DOCS_PIN := mkdocs==1.6.1 mkdocstrings==1.0.8 mkdocstrings-python==2.0.11 griffelib==2.4.1 \
 	mkdocs-autorefs==1.4.5 markdown==3.11.3 pymdown-extensions==13.1.2
 
-.PHONY: test demo bench bench-imagenet clean debian-data render-check docs docs-check chromium
+.PHONY: test lint demo bench bench-imagenet clean debian-data render-check docs docs-check chromium
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,13 +55,22 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(LINT_PIN)
+	touch $@
+
 $(VENV)/.docs-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet $(DOCS_PIN)
 	touch $@
 
-# The docs first, so that pytest's summary stays the last line of the output.
-test: $(VENV)/.installed debian-data docs-check
+# Lint and docs first, so that pytest's summary stays the last line of the output.
+test: $(VENV)/.installed debian-data lint docs-check
 	$(PY) -m pytest -q
+
+# ruff check (the rules in pyproject.toml) and ruff format --check over all Python files.
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
 
 docs: $(VENV)/.docs-installed
 	$(PY) tools/build_docs.py

@@ -22,7 +22,7 @@ import sys
 import types
 from typing import Any
 
-from qretrain._version import __version__
+from qretrain._version import __version__ as __version__
 
 # public name -> the module that defines it
 _EXPORTS = {

@@ -1,6 +1,5 @@
 """Synthetic inputs (data.synthetic): batch-norm statistics matching, cached, seeded."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,7 +15,10 @@ def bn_gap(model, x):
     def hook(m, inputs, out):
         v = inputs[0]
         mean, std = v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False).add(m.eps).sqrt()
-        gaps.append(((mean - m.running_mean) ** 2).sum() + ((std - (m.running_var + m.eps).sqrt()) ** 2).sum())
+        gaps.append(
+            ((mean - m.running_mean) ** 2).sum()
+            + ((std - (m.running_var + m.eps).sqrt()) ** 2).sum()
+        )
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, torch.nn.BatchNorm2d)]  # fmt: skip
@@ -30,8 +32,13 @@ def bn_gap(model, x):
 def calibrated(model):
     """Running statistics of smooth random images, as training would leave them (random
     statistics may be unreachable by any input)."""
-    x = torch.nn.functional.avg_pool2d(
-        torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(5)), 5, 1, 2) * 3 + 0.5
+    x = (
+        torch.nn.functional.avg_pool2d(
+            torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(5)), 5, 1, 2
+        )
+        * 3
+        + 0.5
+    )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()

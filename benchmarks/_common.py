@@ -218,8 +218,14 @@ def fuzz_record(fuzz: Callable[[Path, int, int], Any], mutations: int, seeds: li
     for kind, counts in table.items():
         print(f"{kind:17s} {counts}")
     print(f"slowest {slowest:.3f} s; peak RSS {peak_rss_mib():.0f} MiB")
-    return {"mutations_per_seed": mutations, "seeds": seeds, "outcomes": table,
-            "failures": failures, "slowest_seconds": slowest, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "mutations_per_seed": mutations,
+        "seeds": seeds,
+        "outcomes": table,
+        "failures": failures,
+        "slowest_seconds": slowest,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def fuzz_main(doc: str, fuzz: Callable[[Path, int, int], Any], kinds: Iterable[str],

@@ -122,8 +122,11 @@ def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--case", choices=list(CASES), required=True)
     cli.add_argument("--out", default="out/bench-analyze", help="work folder")
-    cli.add_argument("--reuse-sweep", action="store_true",
-                     help="keep the sweep (and its time) of the last run; redo the rest")
+    cli.add_argument(
+        "--reuse-sweep",
+        action="store_true",
+        help="keep the sweep (and its time) of the last run; redo the rest",
+    )
     args = cli.parse_args()
     machine = Machine()
     case = CASES[args.case]

@@ -63,8 +63,11 @@ def main() -> None:
         row = {"images": images, "passes": passes, "batch": batch, "wall_seconds": seconds,
                "val_top1": qretrain.evaluate(student, val, batch_size=512).top1}  # fmt: skip
         record["rows"].append(row)
-        print(f"{images:6d} images, {passes} pass(es), batch {batch:4d}: "
-              f"validation top-1 {row['val_top1']:.2%} in {seconds:.1f} s", flush=True)
+        print(
+            f"{images:6d} images, {passes} pass(es), batch {batch:4d}: "
+            f"validation top-1 {row['val_top1']:.2%} in {seconds:.1f} s",
+            flush=True,
+        )
     print(f"wrote {write_result(RESULTS / f'blocks_grid_{args.teacher}.json', record, machine)}")
 
 

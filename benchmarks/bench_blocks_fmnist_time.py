@@ -59,7 +59,9 @@ def main() -> None:
            "weights_sha256": digest.hexdigest(),
            "block_seconds": [h["seconds"] for h in result.record["blocks"]["history"]],
            "machine": machine.at_end()}  # fmt: skip
-    print(f"{args.tag}: {seconds:.1f} s, top-1 {row['top1']:.2%}, weights {row['weights_sha256'][:12]}")
+    print(
+        f"{args.tag}: {seconds:.1f} s, top-1 {row['top1']:.2%}, weights {row['weights_sha256'][:12]}"
+    )
     path = RESULTS / f"blocks_time_{args.teacher}.json"
     print(f"wrote {write_json(path, [*read_json(path, []), row])}")
 

@@ -33,7 +33,9 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def squared_error(model: torch.nn.Module, original: dict[str, torch.Tensor]) -> float:
     state = model.state_dict()
-    return sum(((state[n].float() - w) ** 2).sum(dtype=torch.float64).item() for n, w in original.items())
+    return sum(
+        ((state[n].float() - w) ** 2).sum(dtype=torch.float64).item() for n, w in original.items()
+    )
 
 
 def run_qretrain(model: torch.nn.Module) -> tuple[float, torch.nn.Module]:

@@ -60,7 +60,10 @@ def main() -> None:
         except Exception as e:  # one format failing must not hide the others' figures
             rows[fmt] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        rows[fmt] = {"file_bytes": result.file_bytes, "vs_h5": result.file_bytes / rows["h5"]["file_bytes"]}
+        rows[fmt] = {
+            "file_bytes": result.file_bytes,
+            "vs_h5": result.file_bytes / rows["h5"]["file_bytes"],
+        }
         float32 = result.float32_bytes
     data = qretrain.load_dataset(args.data, get_arch(model).contract, limit=args.limit,
                                  offset=args.offset)  # fmt: skip
@@ -72,8 +75,10 @@ def main() -> None:
         outputs.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
     logits = torch.cat(outputs)
     rows["onnx"]["initializer_bytes"] = onnx_parts(path.with_suffix(".onnx"))
-    rows["onnx"].update(agreement=agreement(logits, reference),
-                        max_abs_logit_difference=float((logits - reference).abs().max()))
+    rows["onnx"].update(
+        agreement=agreement(logits, reference),
+        max_abs_logit_difference=float((logits - reference).abs().max()),
+    )
     record = {"model": str(path), "float32_bytes": float32, "data": data.describe(), "rows": rows}
     write_result(RESULTS / f"export_{path.stem}.json", record, machine)
     print(json.dumps(record, indent=2))

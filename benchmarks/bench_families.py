@@ -97,8 +97,11 @@ def block_pass_cost(teacher, student, images: int) -> dict:
               "seconds_per_image": round(blocks["seconds"] / images, 1),
               "slowest_blocks": sorted(((round(h["seconds"], 1), h["name"])
                                         for h in blocks["history"]), reverse=True)[:3]}  # fmt: skip
-    print(f"vit_b_16 block-wise, one pass on {images} images: {record['block_stage_seconds']} s "
-          f"({record['seconds_per_image']} s per image)", flush=True)
+    print(
+        f"vit_b_16 block-wise, one pass on {images} images: {record['block_stage_seconds']} s "
+        f"({record['seconds_per_image']} s per image)",
+        flush=True,
+    )
     return record
 
 
@@ -124,10 +127,14 @@ def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     cli.add_argument("--images", type=int, default=8, help="retraining images per family")
-    cli.add_argument("--no-full-size", action="store_true",
-                     help="skip the 224-px ratios and the vit_b_16 block-wise timing")
-    cli.add_argument("--vit-images", type=int, default=2,
-                     help="images of the vit_b_16 block-wise timing")
+    cli.add_argument(
+        "--no-full-size",
+        action="store_true",
+        help="skip the 224-px ratios and the vit_b_16 block-wise timing",
+    )
+    cli.add_argument(
+        "--vit-images", type=int, default=2, help="images of the vit_b_16 block-wise timing"
+    )
     args = cli.parse_args()
     machine = Machine()
     warnings.filterwarnings("ignore")  # tracer and converter warnings: the cells say what failed

@@ -48,7 +48,9 @@ def main() -> None:
     print(f"teacher {record['top1']['teacher']:.2%}, clustered {record['top1']['clustered']:.2%}")
     for name, val_data in (("unguarded", None), ("guarded", val)):
         student = copy.deepcopy(clustered)
-        config = qretrain.RetrainConfig(epochs=args.epochs, trainable=args.trainable, seed=args.seed)
+        config = qretrain.RetrainConfig(
+            epochs=args.epochs, trainable=args.trainable, seed=args.seed
+        )
         start = time.perf_counter()
         result = qretrain.retrain(student, teacher, digits, config, val_data=val_data,
                                   progress=False)  # fmt: skip

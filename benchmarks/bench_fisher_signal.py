@@ -58,8 +58,11 @@ CASES = {
 
 
 def load(case: dict, offset: int = 0):
-    model = (reference_teacher("vgg", case["epochs"]) if "epochs" in case
-             else qretrain.load_model(case["model"]))
+    model = (
+        reference_teacher("vgg", case["epochs"])
+        if "epochs" in case
+        else qretrain.load_model(case["model"])
+    )
     contract = qretrain.models.get_arch(model).contract
     data = qretrain.load_dataset(case["data"], contract, limit=IMAGES, offset=offset)
     data.labels = None  # label-free: what the recipe sees
@@ -87,8 +90,10 @@ def correlations(measured: Sweep, predicted: Sweep) -> dict:
         "all": rho(pairs),
         f"measured_kl_above_{KL_FLOOR:g}": rho((m, p) for m, p in pairs if m.kl > KL_FLOOR),
         "changed": rho((m, p) for m, p in pairs if not m.exact),
-        "per_k": {str(k): rho((m, p) for m, p in pairs if m.k == k)
-                  for k in sorted({m.k for m, _ in pairs})},
+        "per_k": {
+            str(k): rho((m, p) for m, p in pairs if m.k == k)
+            for k in sorted({m.k for m, _ in pairs})
+        },
     }
 
 
@@ -140,10 +145,17 @@ def run_case(name: str, plans: bool) -> dict:
 
 def main() -> None:
     cli = parser(__doc__)
-    cli.add_argument("--case", choices=sorted(CASES), action="append",
-                     help="run this case (repeatable; default: all)")
-    cli.add_argument("--plans", action="store_true",
-                     help="also plan from each sweep at the case's target and verify the plans")
+    cli.add_argument(
+        "--case",
+        choices=sorted(CASES),
+        action="append",
+        help="run this case (repeatable; default: all)",
+    )
+    cli.add_argument(
+        "--plans",
+        action="store_true",
+        help="also plan from each sweep at the case's target and verify the plans",
+    )
     args = cli.parse_args()
     machine = Machine()
     path = RESULTS / "fisher_signal.json"

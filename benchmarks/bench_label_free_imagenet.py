@@ -136,20 +136,42 @@ def main() -> None:
     cli.add_argument("--model", default="efficientnet-lite0")
     cli.add_argument("--variant", choices=list(VARIANTS), required=True)
     cli.add_argument("--device", default="cpu")
-    cli.add_argument("--synthetic-steps", type=int, default=100,
-                     help="Adam steps per batch of synthetic images")
-    cli.add_argument("--synthetic-images", type=int, default=64,
-                     help="how many synthetic images the synthetic variants use")
-    cli.add_argument("--views", type=int, default=None,
-                     help="how many augmented views the *-views variants use (1024)")
-    cli.add_argument("--rounding-lambda", type=float, default=None,
-                     help="weight of the learned assignments' rounding term "
-                     "(RetrainConfig.rounding_lambda; same as --set rounding_lambda=X)")
-    cli.add_argument("--pool-limit", type=int, default=None,
-                     help="retrain on the first N of the pool's 512 images (a subset of "
-                     "them; the held-out images stay the same)")
-    cli.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                     help="override a retrain setting (JSON value), e.g. lr=1e-3")
+    cli.add_argument(
+        "--synthetic-steps", type=int, default=100, help="Adam steps per batch of synthetic images"
+    )
+    cli.add_argument(
+        "--synthetic-images",
+        type=int,
+        default=64,
+        help="how many synthetic images the synthetic variants use",
+    )
+    cli.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="how many augmented views the *-views variants use (1024)",
+    )
+    cli.add_argument(
+        "--rounding-lambda",
+        type=float,
+        default=None,
+        help="weight of the learned assignments' rounding term "
+        "(RetrainConfig.rounding_lambda; same as --set rounding_lambda=X)",
+    )
+    cli.add_argument(
+        "--pool-limit",
+        type=int,
+        default=None,
+        help="retrain on the first N of the pool's 512 images (a subset of "
+        "them; the held-out images stay the same)",
+    )
+    cli.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a retrain setting (JSON value), e.g. lr=1e-3",
+    )
     args = cli.parse_args()
     machine = Machine(args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -161,8 +183,10 @@ def main() -> None:
             ref["views"] = args.views
         if ref.get("spec") == "natural" and args.pool_limit is not None:
             if not 1 <= args.pool_limit <= POOL["limit"]:
-                cli.error(f"--pool-limit must be 1 .. {POOL['limit']} (the held-out images "
-                          f"start at {HELDOUT['offset']}); got {args.pool_limit}")
+                cli.error(
+                    f"--pool-limit must be 1 .. {POOL['limit']} (the held-out images "
+                    f"start at {HELDOUT['offset']}); got {args.pool_limit}"
+                )
             ref["limit"] = args.pool_limit
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     if args.rounding_lambda is not None:
@@ -236,6 +260,7 @@ def main() -> None:
     results[key] = entry
     write_json(OUT, results)
     print(f"{key}: {summary(entry)}")
+
 
 if __name__ == "__main__":
     main()

@@ -193,9 +193,11 @@ def main() -> None:
                       "command": "qretrain " + " ".join(a.replace(tmp, "TMP") for a in argv),
                       **run(argv, env, int(args.cap * GIB))}  # fmt: skip
             rows.append(result)
-            print(f"{case:50s} {size:>9,} B  exit {result['exit']:>3}  "
-                  f"{result['peak_rss_mib']:>6,} MiB  {result['seconds']:6.1f} s"
-                  f"{'  STOPPED' if result['stopped_at_cap'] else ''}  {result['last_line'][:90]}")
+            print(
+                f"{case:50s} {size:>9,} B  exit {result['exit']:>3}  "
+                f"{result['peak_rss_mib']:>6,} MiB  {result['seconds']:6.1f} s"
+                f"{'  STOPPED' if result['stopped_at_cap'] else ''}  {result['last_line'][:90]}"
+            )
     over = [r["case"] for r in rows if r["input_bytes"] < 1e6 and
             (r["peak_rss_mib"] * 2**20 > ACCEPT or r["stopped_at_cap"])]  # fmt: skip
     record = {"src": args.src or "this checkout", "cap_gib": args.cap,

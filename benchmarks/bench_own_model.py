@@ -40,8 +40,18 @@ from qretrain.metrics.quality import agreement, mean_kl, predict, top1_drop, top
 
 FACTS = ["--num-classes", "10", "--input-size", "64", "--mean", "0.5", "--std", "0.25",
          "--resize", "none"]  # fmt: skip
-GARMENTS = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
-            "bag", "ankle-boot")  # Fashion-MNIST's classes, in label order
+GARMENTS = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+)  # Fashion-MNIST's classes, in label order
 CONTRACT = {"size": 64, "mean": [0.5], "std": [0.25], "resize": None}
 
 
@@ -166,7 +176,9 @@ def score(folder: Path) -> dict:
     # The mistake the facts prevent: the same weights read with ImageNet's 224-px contract.
     wrong = load_dataset(folder / "test", qretrain.InputContract(
         3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), resize=256))  # fmt: skip
-    rows["original, ImageNet contract"] = {"top1": topk_accuracy(predict(original, wrong)[0], labels, 1)}
+    rows["original, ImageNet contract"] = {
+        "top1": topk_accuracy(predict(original, wrong)[0], labels, 1)
+    }
     return rows
 
 
@@ -176,8 +188,11 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--score-only", action="store_true",
-                        help="score the files the last run wrote, without running the command")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the files the last run wrote, without running the command",
+    )
     args = parser.parse_args()
     machine = _common.Machine()
     folder = Path(args.folder).resolve()

@@ -140,8 +140,11 @@ def main() -> None:
     cli.add_argument("--out", default="out/bench-retrain-effnet")
     cli.add_argument("--limit", type=int, help="fewer training frames (a smoke test)")
     cli.add_argument("--only", nargs="*", choices=list(VARIANTS), help="train these only")
-    cli.add_argument("--tag", help="suffix of the output names (runs with other --lr, "
-                     "--epochs land beside the others, and evaluate reads them all)")
+    cli.add_argument(
+        "--tag",
+        help="suffix of the output names (runs with other --lr, "
+        "--epochs land beside the others, and evaluate reads them all)",
+    )
     args = cli.parse_args()
     train(args) if args.stage == "train" else evaluate(args)
 

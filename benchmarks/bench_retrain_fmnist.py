@@ -34,8 +34,10 @@ RUNS = [
     ("label-free, last", {"trainable": "last"}),
     ("label-free, unclustered", {"trainable": "unclustered"}),
     ("conventional, unclustered", {"trainable": "unclustered", "labels": True}),
-    ("label-free, blocks", {"trainable": "unclustered", "objective": "blocks",
-                            "tune_centroids": True}),
+    (
+        "label-free, blocks",
+        {"trainable": "unclustered", "objective": "blocks", "tune_centroids": True},
+    ),
 ]
 
 
@@ -46,17 +48,28 @@ def main() -> None:
     cli.add_argument("--epochs", type=int, default=5)
     cli.add_argument("--train-limit", type=int, help="images of fashion-mnist:train")
     cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument("--teacher-epochs", type=int,
-                     help="the cached teacher of this many epochs (default: the reference one)")
-    cli.add_argument("--runs", nargs="*", choices=[name for name, _ in RUNS],
-                     help="only these runs (conventional always runs: the anchor)")
+    cli.add_argument(
+        "--teacher-epochs",
+        type=int,
+        help="the cached teacher of this many epochs (default: the reference one)",
+    )
+    cli.add_argument(
+        "--runs",
+        nargs="*",
+        choices=[name for name, _ in RUNS],
+        help="only these runs (conventional always runs: the anchor)",
+    )
     cli.add_argument("--block-epochs", type=int, default=4, help="passes per block")
-    cli.add_argument("--block-images", type=int,
-                     help="the block-wise run sees only the first N of the training images")
+    cli.add_argument(
+        "--block-images",
+        type=int,
+        help="the block-wise run sees only the first N of the training images",
+    )
     cli.add_argument("--block-batch", type=int, help="batch size of the block-wise run")
     cli.add_argument("--tag", help="results/retrain_<teacher>_<tag>.json; figures not drawn")
-    cli.add_argument("--replot", action="store_true",
-                     help="only redraw the figures from the JSON record")
+    cli.add_argument(
+        "--replot", action="store_true", help="only redraw the figures from the JSON record"
+    )
     args = cli.parse_args()
     machine = Machine()
     path = RESULTS / f"retrain_{args.teacher}{'_' + args.tag if args.tag else ''}.json"
@@ -112,9 +125,11 @@ def main() -> None:
         record["runs"][name] = {"top1": after, "wall_seconds": seconds, "images": len(data),
                                 "record": result.record}  # fmt: skip
         epochs = sorted(e["seconds"] for e in result.record["history"]) or [0.0]
-        print(f"{name:28s} top-1 {after:.2%}  {seconds:7.1f} s  (one-time pass "
-              f"{result.record['cache_seconds']:.1f} s, median epoch {epochs[len(epochs) // 2]:.1f} s, "
-              f"cached prefix: {result.record['cached_prefix']})")
+        print(
+            f"{name:28s} top-1 {after:.2%}  {seconds:7.1f} s  (one-time pass "
+            f"{result.record['cache_seconds']:.1f} s, median epoch {epochs[len(epochs) // 2]:.1f} s, "
+            f"cached prefix: {result.record['cached_prefix']})"
+        )
     conventional = record["runs"]["conventional, unclustered"]
     for name, run in record["runs"].items():
         if name == "conventional, unclustered":
@@ -131,7 +146,9 @@ def plot(record: dict, teacher: str) -> None:
     labels = {name: name.replace(", ", "\n") for name in runs}
     models = {"teacher": {"label": "original", "top1": record["top1"]["teacher"]},
               "clustered": {"label": "clustered", "top1": record["top1"]["clustered"]}}  # fmt: skip
-    models.update({name: {"label": name, "top1": run["top1"]} for name, run in record["runs"].items()})
+    models.update(
+        {name: {"label": name, "top1": run["top1"]} for name, run in record["runs"].items()}
+    )
     FIGURES.mkdir(parents=True, exist_ok=True)
     for figure in (
         quality_per_epoch(runs, labels, FIGURES / f"retrain-{teacher}-epochs.png"),

@@ -35,8 +35,11 @@ def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--teacher", choices=list(RULES), required=True)
     cli.add_argument("--epochs", type=int, default=4)
-    cli.add_argument("--replot", action="store_true",
-                     help="redraw the PNG from the results JSON, without retraining")
+    cli.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNG from the results JSON, without retraining",
+    )
     args = cli.parse_args()
     machine = Machine()
     if args.replot:

@@ -62,9 +62,11 @@ def main() -> None:
                              "imagenet_agreement": agreement(logits, ref),
                              "top1_drop_points": drop, "drop_95_interval": [low, high]})  # fmt: skip
                 r = rows[-1]
-                print(f"{Path(plan_path).stem:32s} {method:17s} {saved.file_bytes:,} B pool "
-                      f"agreement {r['pool_agreement']:.2%} kl {r['pool_kl']:.3f}; ImageNet "
-                      f"top-1 {r['imagenet_top1']:.2%} drop {drop:+.1f} [{low:+.1f}, {high:+.1f}]")
+                print(
+                    f"{Path(plan_path).stem:32s} {method:17s} {saved.file_bytes:,} B pool "
+                    f"agreement {r['pool_agreement']:.2%} kl {r['pool_kl']:.3f}; ImageNet "
+                    f"top-1 {r['imagenet_top1']:.2%} drop {drop:+.1f} [{low:+.1f}, {high:+.1f}]"
+                )
     record = {"original_top1": imagenet.original_top1, "rows": rows}
     write_result(RESULTS / "sensitive_kmeans.json", record, machine)
 

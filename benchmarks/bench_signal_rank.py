@@ -42,8 +42,12 @@ def main() -> None:
     cli.add_argument("--sweep", default="out/sweep-natural")
     cli.add_argument("--cells", type=int, default=30)
     cli.add_argument("--seed", type=int, default=0)
-    cli.add_argument("--plans", nargs="+", metavar="FILE",
-                     help="rank whole plans instead: plan files and plan_imagenet.json")
+    cli.add_argument(
+        "--plans",
+        nargs="+",
+        metavar="FILE",
+        help="rank whole plans instead: plan files and plan_imagenet.json",
+    )
     args = cli.parse_args()
     machine = Machine()
     if args.plans:

@@ -79,9 +79,11 @@ def main() -> None:
                              **imagenet.scores(logits)})  # fmt: skip
                 r = rows[-1]
                 drop, (low, high) = r["top1_drop_points"], r["drop_95_interval"]
-                print(f"{name:36s} {bits} bits {r['times_smaller']:5.2f}x "
-                      f"({r['clustered_tensors']} tensors) top-1 {r['top1']:.2%} drop "
-                      f"{drop:+.1f} [{low:+.1f}, {high:+.1f}] agreement {r['agreement']:.2%}")
+                print(
+                    f"{name:36s} {bits} bits {r['times_smaller']:5.2f}x "
+                    f"({r['clustered_tensors']} tensors) top-1 {r['top1']:.2%} drop "
+                    f"{drop:+.1f} [{low:+.1f}, {high:+.1f}] agreement {r['agreement']:.2%}"
+                )
     record = {"data": imagenet.data.describe(), "float32_bytes": float32,
               "original_top1": imagenet.original_top1, "rows": rows}  # fmt: skip
     write_result(RESULTS / "uniform_imagenet.json", record, machine)

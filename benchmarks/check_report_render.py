@@ -30,8 +30,13 @@ def check(page: Path, screenshot: Path, timeout: float = 120) -> tuple[int, int]
     if exe is None:
         raise FileNotFoundError("chromium is not installed: apt-get install -y chromium")
     url = page.resolve().as_uri()
-    dom = subprocess.run([exe, *FLAGS, "--virtual-time-budget=10000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=timeout, check=True).stdout
+    dom = subprocess.run(
+        [exe, *FLAGS, "--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    ).stdout
     match = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     if match is None:
         raise RuntimeError(f"{page}: the page's image check did not run")

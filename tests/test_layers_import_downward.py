@@ -51,7 +51,7 @@ def find_cycle(graph) -> list[str] | None:
         state[unit] = 1
         for nxt in sorted(edges.get(unit, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt, stack + [nxt])
                 if found:

@@ -19,14 +19,19 @@ def teachers():
 @pytest.fixture
 def tiny_teachers(teachers, monkeypatch, tmp_path):
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path))
-    monkeypatch.setitem(teachers.TEACHERS, "vgg", ("qretrain.zoo:vgg_small", {"width": 4, "hidden": 16}))
+    monkeypatch.setitem(
+        teachers.TEACHERS, "vgg", ("qretrain.zoo:vgg_small", {"width": 4, "hidden": 16})
+    )
     return tmp_path
 
 
 def test_teacher_is_trained_once_then_loaded_from_the_cache(teachers, tiny_teachers, monkeypatch):
     first = teachers.teacher("vgg", epochs=1, seed=0, train_limit=256, progress=False)
     path = teachers.teacher_path("vgg", 1, 0, 256)
-    assert path.parent == tiny_teachers / "teachers" and path.name == f"vgg-e1-s0-n256-f{qretrain.storage.FORMAT_VERSION}.h5"
+    assert (
+        path.parent == tiny_teachers / "teachers"
+        and path.name == f"vgg-e1-s0-n256-f{qretrain.storage.FORMAT_VERSION}.h5"
+    )
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["train_images"] == 256 and 0.0 <= record["test_top1"] <= 1.0
     assert record["test_images"] == 10_000

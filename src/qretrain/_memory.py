@@ -99,7 +99,8 @@ def check_decoded(what: str, needed: int, file_bytes: int, ratio: int,
     raise error(
         f"{what} would take {takes} the {mib(allowed)} a {file_bytes:,}-byte file may "
         f"({rule}): a crafted or damaged file? If you trust it, raise the limit ({_HOW}"
-        + ("" if at_least else f", e.g. {suggest(needed)}") + ")"
+        + ("" if at_least else f", e.g. {suggest(needed)}")
+        + ")"
     )
 
 

@@ -131,7 +131,11 @@ def integer(low: int | None = None, high: int | None = None) -> Parse:
 
 def number(above: float | None = None, at_least: float | None = None) -> Parse:
     def parse(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise QretrainError(f"must be a finite number; got {value!r}")
         if above is not None and value <= above:
             raise QretrainError(f"must be > {above:g}; got {value!r}")
@@ -179,7 +183,9 @@ def int_set(low: int, high: int) -> Parse:
     def parse(value: Any) -> tuple[int, ...]:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not items:
-            raise QretrainError(f"must be a non-empty list of ints in [{low}, {high}]; got {value!r}")
+            raise QretrainError(
+                f"must be a non-empty list of ints in [{low}, {high}]; got {value!r}"
+            )
         try:
             numbers = [int(v) if isinstance(v, str) else v for v in items]
         except ValueError:

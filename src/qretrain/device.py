@@ -35,9 +35,7 @@ def parse_device(text: str | torch.device) -> torch.device:
     try:
         device = torch.device(text)
     except (RuntimeError, TypeError):
-        raise QretrainError(
-            f"device must be cpu, cuda or cuda:N; got {str(text)!r}"
-        ) from None
+        raise QretrainError(f"device must be cpu, cuda or cuda:N; got {str(text)!r}") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -20,8 +20,14 @@ def sound_record(tmp_path_factory):
     torch.manual_seed(0)
     model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16).eval()
     images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
-    qretrain.analyze(model, tensor_set("d", images, None), folder,
-                     AnalyzeSettings(ks=(2, 8), kinds=("weight",)), progress=False, plots=False)
+    qretrain.analyze(
+        model,
+        tensor_set("d", images, None),
+        folder,
+        AnalyzeSettings(ks=(2, 8), kinds=("weight",)),
+        progress=False,
+        plots=False,
+    )
     return json.loads((folder / "sweep.json").read_text())
 
 

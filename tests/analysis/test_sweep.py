@@ -82,8 +82,9 @@ def test_every_cell_exists_with_exact_sizes_and_quality(tiny_vgg, tmp_path):
 
 def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, monkeypatch):
     data = tiny_data(labeled=False)
-    full = analyze(tiny_vgg, data, tmp_path / "a", AnalyzeSettings(ks=KS), progress=False,
-                   plots=False)
+    full = analyze(
+        tiny_vgg, data, tmp_path / "a", AnalyzeSettings(ks=KS), progress=False, plots=False
+    )
     calls = {"n": 0}
     real_sweep_kind = sweep_module._sweep_kind
 
@@ -106,7 +107,9 @@ def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, mon
             yield cell
 
     monkeypatch.setattr(sweep_module, "_sweep_kind", counting)
-    resumed = analyze(tiny_vgg, data, tmp_path / "b", AnalyzeSettings(ks=KS), progress=False, plots=False)
+    resumed = analyze(
+        tiny_vgg, data, tmp_path / "b", AnalyzeSettings(ks=KS), progress=False, plots=False
+    )
     assert len(computed) == len(full.cells) - 5
     strip = [(c.unit, c.kind, c.k, c.agreement, c.kl, c.file_bytes) for c in full.cells]
     assert [(c.unit, c.kind, c.k, c.agreement, c.kl, c.file_bytes)
@@ -137,7 +140,9 @@ def test_blocks_selectors_and_bad_arguments(tiny_resnet):
     assert {c.unit for c in by_type.cells} == {"10"}
     with pytest.raises(ValueError, match="selects no layer"):
         analyze(tiny_resnet, data, settings=AnalyzeSettings(select="99"), progress=False)
-    with pytest.raises(ValueError, match="kinds: must be some of weight, bias, bn; got \\['weights'\\]"):
+    with pytest.raises(
+        ValueError, match="kinds: must be some of weight, bias, bn; got \\['weights'\\]"
+    ):
         AnalyzeSettings(kinds=("weights",))
     with pytest.raises(ValueError, match="ks: must be ints in \\[1, 256\\]; got \\[0\\]"):
         AnalyzeSettings(ks=(0, 2))

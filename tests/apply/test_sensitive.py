@@ -76,7 +76,8 @@ def test_compress_cli_takes_data_for_sensitive_rules(tmp_path, tiny_vgg, capsys)
 
     qretrain.save(tiny_vgg, tmp_path / "m.h5")
     (tmp_path / "plan.yaml").write_text(
-        "method: sensitive-kmeans\nrules:\n  - type: Conv2d\n    k: 4\n")
+        "method: sensitive-kmeans\nrules:\n  - type: Conv2d\n    k: 4\n"
+    )
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8))
     argv = ["compress", str(tmp_path / "m.h5"), "--plan", str(tmp_path / "plan.yaml"),

@@ -60,6 +60,21 @@ def test_analyze_with_the_fisher_signal_then_plan_on_kl(tmp_path, capsys):
     assert main(["plan", str(sweep), "--max-drop", "0.01", "--metric", "kl", "-o", str(plan),
                  "--offset", "40"]) == 0  # fmt: skip
     assert "measured drop" in capsys.readouterr().out
-    assert main(["analyze", str(tmp_path / "m.h5"), "--data", str(tmp_path / "d.npz"),
-                 "--signal", "fisher", "--kinds", "weight,bn", "-o", str(tmp_path / "s2")]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "m.h5"),
+                "--data",
+                str(tmp_path / "d.npz"),
+                "--signal",
+                "fisher",
+                "--kinds",
+                "weight,bn",
+                "-o",
+                str(tmp_path / "s2"),
+            ]
+        )
+        == 2
+    )
     assert "signal 'fisher' needs gradients" in capsys.readouterr().err

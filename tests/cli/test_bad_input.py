@@ -65,7 +65,9 @@ def test_a_truncated_jpeg_is_skipped_and_counted(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.jpg"
+        )
     data = (tmp_path / "1.jpg").read_bytes()
     (tmp_path / "1.jpg").write_bytes(data[: len(data) // 2])
     ds = load_dataset(str(tmp_path), None)
@@ -110,8 +112,11 @@ def test_teacher_settings_are_checked_before_anything_is_written(tmp_path, capsy
 
 def test_a_record_never_trains_a_teacher(tmp_path, monkeypatch):
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match="not trained on this machine; train it once with "
-                                         "`qretrain teacher vgg --epochs 15 --seed 0`"):
+    with pytest.raises(
+        ValueError,
+        match="not trained on this machine; train it once with "
+        "`qretrain teacher vgg --epochs 15 --seed 0`",
+    ):
         qretrain.load_model("teacher:vgg", origin=qretrain.models.Origin.RECORD)
 
 

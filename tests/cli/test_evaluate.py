@@ -61,7 +61,10 @@ def test_evaluate_on_two_sets_joined_by_plus(tmp_path, capsys):
     data = f"{tmp_path / 'a.npz'}+{tmp_path / 'b.npz'}"
     assert main(["evaluate", str(tmp_path / "m.h5"), "--data", data, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["images"] == 17 and result["data"] == "a.npz: 12 images, labeled + b.npz: 5 images, labeled"
+    assert (
+        result["images"] == 17
+        and result["data"] == "a.npz: 12 images, labeled + b.npz: 5 images, labeled"
+    )
     assert main(["evaluate", str(tmp_path / "m.h5"), "--data", data, "--limit", "7", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 7
     assert main(["evaluate", str(tmp_path / "m.h5"), "--data", f"{tmp_path / 'a.npz'}+"]) == 2

@@ -99,7 +99,8 @@ def test_flags_set_what_they_name():
     args = build_parser().parse_args(["compress", "m", "--plan", "p.yaml", "-o", "o.h5",
                                       "--keep-batchnorm", "--layout", "paper"])  # fmt: skip
     assert settings_from_args(CompressSettings, args) == CompressSettings(
-        layout="paper", fold_batchnorm=False)
+        layout="paper", fold_batchnorm=False
+    )
 
 
 def test_a_bool_field_on_by_default_is_a_no_switch_and_an_unknown_bool_is_refused():

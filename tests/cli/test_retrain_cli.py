@@ -29,8 +29,18 @@ def test_retrain_cli_label_free_then_conventional(retrain_files, capsys):
 
 def test_output_to_a_file_gets_one_line_per_epoch_and_quiet_gets_none(retrain_files, capsys):
     tmp_path = retrain_files(64)
-    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", str(tmp_path / "teacher.h5"),
-            "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "r.h5"), "--epochs", "2"]
+    argv = [
+        "retrain",
+        str(tmp_path / "student.h5"),
+        "--teacher",
+        str(tmp_path / "teacher.h5"),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "-o",
+        str(tmp_path / "r.h5"),
+        "--epochs",
+        "2",
+    ]
     assert main(argv) == 0  # stderr is captured: not a terminal, so no bars
     err = capsys.readouterr().err
     assert "\r" not in err and err.count("epoch 1: loss") == 1 and "epoch 2: loss" in err
@@ -63,7 +73,9 @@ def test_retrain_cli_block_wise_on_augmented_views(retrain_files, capsys):
     assert len(blocks["history"]) >= 2 and all(len(h["loss_per_pass"]) == 2
                                                for h in blocks["history"] if h["trained"] + h["codebooks"])  # fmt: skip
     assert "48 augmented views" in record["data"] and "guard" in record
-    assert not (tmp_path / "blocks.ckpt").exists() and not (tmp_path / "blocks.blocks.ckpt").exists()
+    assert (
+        not (tmp_path / "blocks.ckpt").exists() and not (tmp_path / "blocks.blocks.ckpt").exists()
+    )
     assert qretrain.load(out).features[0].weight.unique().numel() <= 4
     capsys.readouterr()
     assert main([*argv[:-4], "--views", "0"]) == 2

@@ -31,7 +31,8 @@ def test_torchvision_without_weights_warns_they_are_random(capsys):
 
 
 def test_a_callable_from_the_current_folder_is_importable(tmp_path, monkeypatch, capsys):
-    (tmp_path / "mynets.py").write_text(textwrap.dedent('''
+    (tmp_path / "mynets.py").write_text(
+        textwrap.dedent("""
         import torch
         import qretrain
 
@@ -39,9 +40,12 @@ def test_a_callable_from_the_current_folder_is_importable(tmp_path, monkeypatch,
             return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
 
         tiny.contract = qretrain.InputContract(1, 2, (0.5,), (0.5,))
-    '''))
+    """)
+    )
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    monkeypatch.setattr(
+        "sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))]
+    )
     assert main(["inspect", "mynets:tiny"]) == 0
     assert "Linear" in capsys.readouterr().out
     assert main(["inspect", "nosuchmodule:tiny"]) == 2
@@ -53,9 +57,21 @@ def test_retrain_takes_teacher_weights_and_can_keep_its_checkpoint(retrain_files
     teacher = qretrain.load(tmp_path / "teacher.h5")
     torch.save(teacher.state_dict(), tmp_path / "teacher.pth")
     out = tmp_path / "r.h5"
-    argv = ["retrain", str(tmp_path / "student.h5"), "--teacher", "qretrain.zoo:vgg_small",
-            "--teacher-weights", str(tmp_path / "teacher.pth"), "--data",
-            str(tmp_path / "d.npz"), "-o", str(out), "--epochs", "1", "--keep-checkpoint"]
+    argv = [
+        "retrain",
+        str(tmp_path / "student.h5"),
+        "--teacher",
+        "qretrain.zoo:vgg_small",
+        "--teacher-weights",
+        str(tmp_path / "teacher.pth"),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "-o",
+        str(out),
+        "--epochs",
+        "1",
+        "--keep-checkpoint",
+    ]
     # The student's spec: the teacher is built with the student's arguments (width 4)
     assert main(argv) == 0 and out.with_suffix(".ckpt").exists()
     # another spec builds its default width, which these weights do not fit

@@ -78,12 +78,14 @@ def test_no_command_imports_a_module_planted_in_the_working_folder(stranger, tmp
     # A driver outside the folder calls main() as the console script does: the
     # script's own folder, not the working folder, is first on sys.path.
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(f"""
+    driver.write_text(
+        textwrap.dedent(f"""
         import sys
         from qretrain.cli.main import main
         codes = [main(argv) for argv in {COMMANDS!r}]
         print("CODES", codes)
-    """))
+    """)
+    )
     result = subprocess.run([sys.executable, str(driver)], cwd=stranger, capture_output=True,
                             text=True, timeout=600)  # fmt: skip
     assert ran(stranger) == [], result.stderr[-2000:]
@@ -101,13 +103,15 @@ def test_entry_points_skip_the_working_folder(stranger, entry):
 
 
 def test_a_typed_spec_is_imported_from_the_working_folder_for_that_import_only(stranger):
-    (stranger / "mynet.py").write_text(textwrap.dedent("""
+    (stranger / "mynet.py").write_text(
+        textwrap.dedent("""
         from torch import nn
         import qretrain
         def build():
             return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
         build.contract = qretrain.InputContract(1, 28, (0.5,), (0.5,))
-    """))
+    """)
+    )
     result = subprocess.run(
         [str(Path(sys.executable).with_name("qretrain")), "export", "mynet:build", "--format",
          "onnx", "-o", "mynet.onnx"], cwd=stranger, capture_output=True, text=True, timeout=300,

@@ -63,7 +63,9 @@ def test_lloyd_is_deterministic_for_a_seed(monkeypatch):
 def test_kmeanspp_start_follows_its_rng():
     points = np.linspace(-3, 3, 500)
     weights = np.ones(500)
-    start = [kmeans1d._init_kmeanspp(points, weights, 8, np.random.default_rng(s)) for s in (1, 1, 2)]
+    start = [
+        kmeans1d._init_kmeanspp(points, weights, 8, np.random.default_rng(s)) for s in (1, 1, 2)
+    ]
     assert np.array_equal(start[0], start[1]) and not np.array_equal(start[0], start[2])
 
 

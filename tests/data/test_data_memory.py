@@ -59,8 +59,9 @@ def test_the_pixel_limit_follows_max_memory(tmp_path, monkeypatch):
         read_image(tmp_path / "a.png")
     with qretrain.memory_limit(1200 * _memory.BYTES_PER_PIXEL):
         image = read_image(tmp_path / "a.png")
-    assert image.shape == (3, 30, 40) and torch.allclose(image[:, 0, 0] * 255,
-                                                         torch.tensor([10.0, 20.0, 30.0]))
+    assert image.shape == (3, 30, 40) and torch.allclose(
+        image[:, 0, 0] * 255, torch.tensor([10.0, 20.0, 30.0])
+    )
 
 
 def test_a_zip_bombed_npz_is_refused_before_it_inflates(tmp_path, model_file, capsys):

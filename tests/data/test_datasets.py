@@ -280,8 +280,9 @@ def test_a_missing_pool_source_names_its_packages(monkeypatch, tmp_path):
 
     monkeypatch.setattr(natural, "MATE_NATURE", tmp_path / "none")
     monkeypatch.setattr(natural, "PLASMA_DIR", tmp_path / "none")
-    with pytest.raises(FileNotFoundError, match="apt-get install -y mate-backgrounds "
-                                                "plasma-workspace-wallpapers"):
+    with pytest.raises(
+        FileNotFoundError, match="apt-get install -y mate-backgrounds plasma-workspace-wallpapers"
+    ):
         load_dataset("natural:wallpapers")
     assert len(load_dataset("natural")) > 0  # the other sources still make a pool
 
@@ -341,8 +342,13 @@ def test_a_joined_spec_is_its_parts_in_order_and_subsets_the_whole(tmp_path):
 
 def _stamp_tree(root: Path) -> None:
     """A small stamps folder: photos, a mirrored copy, a cartoon and a symbol."""
-    for rel in ("animals/birds/owl.png", "animals/birds/owl_mirror.png",
-                "food/fruit/cartoon/apple.png", "symbols/math/plus.png", "food/pear.png"):
+    for rel in (
+        "animals/birds/owl.png",
+        "animals/birds/owl_mirror.png",
+        "food/fruit/cartoon/apple.png",
+        "symbols/math/plus.png",
+        "food/pear.png",
+    ):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         stamp = np.zeros((10, 20, 4), dtype=np.uint8)  # 20 wide, 10 high, all transparent
@@ -356,7 +362,9 @@ def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path,
     _stamp_tree(tmp_path / "stamps")
     picked = stamps.stamp_sources(tmp_path / "stamps")
     assert [p.relative_to(tmp_path / "stamps").as_posix() for p in picked] == [
-        "animals/birds/owl.png", "food/pear.png"]
+        "animals/birds/owl.png",
+        "food/pear.png",
+    ]
     with Image.open(picked[0]) as stamp:
         made = np.asarray(stamps.composite(stamp))
     assert made.shape == (25, 25, 3)  # a square 1.25 x the longer side
@@ -372,7 +380,10 @@ def test_stamps_leave_out_cartoons_symbols_and_mirrors_and_sit_on_grey(tmp_path,
     paths[0].unlink()  # a cache missing a file is made again (from the stamps there now)
     assert [p.name for p in stamps.stamp_paths(tmp_path / "stamps")] == ["animals_birds_owl.jpg"]
     monkeypatch.setenv("QRETRAIN_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(DataSourceMissing, match="apt-get install -y --no-install-recommends tuxpaint-stamps-default"):
+    with pytest.raises(
+        DataSourceMissing,
+        match="apt-get install -y --no-install-recommends tuxpaint-stamps-default",
+    ):
         stamps.stamp_paths(tmp_path / "none")
     (tmp_path / "stamps" / "food" / "pear.png").write_bytes(b"not a png")  # a damaged file
     with pytest.raises(QretrainError, match=r"pear.png as an image .*--reinstall"):
@@ -405,8 +416,13 @@ def test_stamps_on_scenes_take_seeded_crops_of_the_given_images(tmp_path, monkey
     assert (np.abs(grey[0, 0].astype(int) - stamps.BACKGROUND) < 4).all()  # cached apart, grey
     for image in pixels:  # a scene's colour at the corners (JPEG-rounded), the stamp inside
         assert image.shape == (25, 25, 3) and (image[12, 12] - (200, 30, 40) < 12).all()
-        assert min(np.abs(image[0, 0].astype(int) - c).max() for c in [(0, 0, 255), (0, 255, 0),
-                                                                       (255, 255, 0)]) < 12
+        assert (
+            min(
+                np.abs(image[0, 0].astype(int) - c).max()
+                for c in [(0, 0, 255), (0, 255, 0), (255, 255, 0)]
+            )
+            < 12
+        )
     again = [np.asarray(Image.open(p)) for p in stamps.stamp_paths(tmp_path / "stamps", scenes)]
     assert all((a == b).all() for a, b in zip(pixels, again))  # cached, the same draw
     rng = random.Random(stamps.SCENE_SEED)

@@ -52,7 +52,11 @@ def make_bundle(files: dict[str, bytes], compress: tuple[str, ...] = (), version
             entry_flags = (flags or {}).get(value, entry_flags)
             offset = len(blobs)
             blobs.extend(struct.pack(">I", len(data)) + data)
-            entries[first + i] = (name_offset(child), entry_flags, struct.pack(">HHI", 0, 0, offset))
+            entries[first + i] = (
+                name_offset(child),
+                entry_flags,
+                struct.pack(">HHI", 0, 0, offset),
+            )
     packed = b"".join(struct.pack(">IH", n, f) + rest + (b"\0" * 8 if version > 1 else b"")
                       for n, f, rest in entries)  # fmt: skip
     header_size = 24
@@ -94,10 +98,10 @@ def test_damaged_bundles_are_refused_with_one_line(tmp_path):
     assert "past the end" in damaged(tmp_path, good[:10])  # not even a header
     # a folder claiming four billion children: refused before anything is allocated
     root_children = 24 + 6
-    huge = good[:root_children] + struct.pack(">I", 2**32 - 1) + good[root_children + 4:]
+    huge = good[:root_children] + struct.pack(">I", 2**32 - 1) + good[root_children + 4 :]
     assert "past the end of the tree" in damaged(tmp_path, huge)
     # the root's first child pointing back at the root: a cycle, not a loop
-    cycle = good[:root_children] + struct.pack(">II", 1, 0) + good[root_children + 8:]
+    cycle = good[:root_children] + struct.pack(">II", 1, 0) + good[root_children + 8 :]
     assert "referenced twice" in damaged(tmp_path, cycle)
 
 
@@ -106,9 +110,9 @@ def test_compressed_entries_never_unpack_past_their_claim(tmp_path):
     assert "claims 5000 bytes" in damaged(tmp_path, make_bundle(big, compress=("/big.webp",)))
     bomb = make_bundle({"/x.webp": b"\0" * 900}, compress=("/x.webp",))
     at = bomb.index(struct.pack(">I", 900))  # the unpacked length, lowered: the stream holds more
-    bomb = bomb[:at] + struct.pack(">I", 100) + bomb[at + 4:]
+    bomb = bomb[:at] + struct.pack(">I", 100) + bomb[at + 4 :]
     assert "unpacks to other than its 100 bytes" in damaged(tmp_path, bomb)
-    zero = bomb[:at] + struct.pack(">I", 0) + bomb[at + 4:]  # 0 is no limit to zlib: still one
+    zero = bomb[:at] + struct.pack(">I", 0) + bomb[at + 4 :]  # 0 is no limit to zlib: still one
     assert "unpacks to other than its 0 bytes" in damaged(tmp_path, zero)
     junk = make_bundle({"/x.webp": b"\0" * 40}, flags={"/x.webp": COMPRESSED})  # not zlib at all
     assert "does not inflate" in damaged(tmp_path, junk)
@@ -130,13 +134,19 @@ def gcompris_tree(root, extra: dict[str, dict[str, bytes]] | None = None) -> Non
 
     act = "/gcompris/src/activities"
     pictures = {
-        "categorization": {f"{act}/categorization/resource/images/tools/hammer.webp":
-                           webp((200, 0, 0), (640, 480)),
-                           f"{act}/categorization/Board.qml": b"Item {}"},
-        "erase": {f"{act}/erase/resource/owl.webp": webp((0, 200, 0)),
-                  f"{act}/erase/resource/clear.webp": webp((0, 0, 0), alpha=0)},
-        "explore_monuments": {f"{act}/explore_monuments/resource/egypt/sphinx.webp":
-                              webp((0, 200, 0))},  # the owl's bytes again: taken once
+        "categorization": {
+            f"{act}/categorization/resource/images/tools/hammer.webp": webp(
+                (200, 0, 0), (640, 480)
+            ),
+            f"{act}/categorization/Board.qml": b"Item {}",
+        },
+        "erase": {
+            f"{act}/erase/resource/owl.webp": webp((0, 200, 0)),
+            f"{act}/erase/resource/clear.webp": webp((0, 0, 0), alpha=0),
+        },
+        "explore_monuments": {
+            f"{act}/explore_monuments/resource/egypt/sphinx.webp": webp((0, 200, 0))
+        },  # the owl's bytes again: taken once
         "explore_world_animals": {},
     }
     pictures.update(extra or {})

@@ -10,7 +10,9 @@ import qretrain
 from qretrain.cli.main import main
 from qretrain.export.formats import read_codebook_tensor
 
-PLAN = {"rules": [{"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 4, "granularity": "channel"}]}
+PLAN = {
+    "rules": [{"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 4, "granularity": "channel"}]
+}
 
 
 def test_safetensors_holds_every_codebook_and_index_exactly(tmp_path, tiny_vgg):
@@ -62,9 +64,16 @@ def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet)
     ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
     from onnx import numpy_helper
 
-    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Conv2d", "k": 16},
-                                              {"type": "Linear", "k": 9, "granularity": "channel"}]},
-                      progress=False)  # fmt: skip (k=9: 4 bits, like k=16)
+    qretrain.cluster_(
+        tiny_resnet,
+        {
+            "rules": [
+                {"type": "Conv2d", "k": 16},
+                {"type": "Linear", "k": 9, "granularity": "channel"},
+            ]
+        },
+        progress=False,
+    )  # fmt: skip (k=9: 4 bits, like k=16)
     result = qretrain.export(tiny_resnet, tmp_path / "m.onnx", "onnx")
     graph = onnx.load(str(tmp_path / "m.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
@@ -164,8 +173,11 @@ def test_onnx_stores_large_float_tensors_split_and_rebuilds_them_bit_for_bit(tmp
     spread[::2] *= -1  # 506 (sign, exponent) pairs: more than an 8-bit index holds
     with_inf = weights.copy()
     with_inf[7] = np.inf
-    inits = [numpy_helper.from_array(weights.reshape(13, -1), "w"),
-             numpy_helper.from_array(spread, "spread"), numpy_helper.from_array(with_inf, "inf")]
+    inits = [
+        numpy_helper.from_array(weights.reshape(13, -1), "w"),
+        numpy_helper.from_array(spread, "spread"),
+        numpy_helper.from_array(with_inf, "inf"),
+    ]
     kept, nodes = _split_floats(inits, numpy_helper, helper, TensorProto)
     names = {i.name for i in kept}
     assert "w" not in names and {"spread", "inf"} <= names
@@ -254,8 +266,10 @@ def test_coreml_conversion_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["export", "branching:build", "--format", "coreml", "-o",
                  str(out / "m.mlpackage")]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "coreml export failed: torch.export cannot capture a forward that branches on " \
+    assert (
+        "coreml export failed: torch.export cannot capture a forward that branches on "
         "tensor values (a Python `if` on a tensor): write the branch with torch.where" in err
+    )
     assert len([line for line in err.splitlines() if "export failed" in line]) == 1
     assert "Traceback" not in err and "def forward" not in err  # not torch's graph dump
     assert list(out.iterdir()) == []

@@ -68,8 +68,10 @@ def test_class_count_mismatch_names_the_flag_to_give(own_weights):
 def test_a_guessed_contract_is_named_in_a_warning(own_weights, caplog):
     with caplog.at_level(logging.WARNING):
         model = load_model("torchvision:mobilenet_v3_small", own_weights, num_classes=10)
-    assert "input size/mean/std/resize not stated; using the transforms torchvision " \
-           "documents for its ImageNet weights" in caplog.text
+    assert (
+        "input size/mean/std/resize not stated; using the transforms torchvision "
+        "documents for its ImageNet weights" in caplog.text
+    )
     assert "3x224x224 (centre crop of 256, bilinear), mean (0.485, 0.456, 0.406)" in caplog.text
     assert get_arch(model).contract.size == 224
     caplog.clear()
@@ -105,7 +107,9 @@ def test_the_cli_takes_the_facts_and_the_companion_inherits_them(own_weights, tm
     images = tmp_path / "images"
     images.mkdir()
     for i in range(4):
-        torchvision.transforms.functional.to_pil_image(torch.rand(3, 80, 96)).save(images / f"{i}.png")
+        torchvision.transforms.functional.to_pil_image(torch.rand(3, 80, 96)).save(
+            images / f"{i}.png"
+        )
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(images), "--reference",
                  "torchvision:mobilenet_v3_small", "--reference-weights", str(own_weights),

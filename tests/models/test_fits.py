@@ -34,8 +34,10 @@ def test_a_contract_that_does_not_fit_is_one_line(misfit, capsys, command):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert (f"{str(misfit / 'm.h5')!r}: its input contract (3 channel(s) of 64 x 64 pixels) "
-            "does not fit its architecture (") in err
+    assert (
+        f"{str(misfit / 'm.h5')!r}: its input contract (3 channel(s) of 64 x 64 pixels) "
+        "does not fit its architecture ("
+    ) in err
     assert "use the file as its writer saved it" in err
 
 

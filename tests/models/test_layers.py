@@ -36,7 +36,9 @@ def test_describe_tensors_kinds_and_ties():
     assert infos["0.weight"].kind is ParamKind.WEIGHT and infos["0.weight"].layer == 1
     assert infos["1.running_var"].kind is ParamKind.BN_RUNNING_VAR
     assert infos["1.running_var"].layer is None and not infos["1.running_var"].is_parameter
-    assert infos["1.num_batches_tracked"].unclusterable_reason() == "torch.int64 buffer, not a weight"
+    assert (
+        infos["1.num_batches_tracked"].unclusterable_reason() == "torch.int64 buffer, not a weight"
+    )
     assert infos["2.weight"].unclusterable_reason() == "shares its storage with 0.weight"
     assert list(infos) == list(model.state_dict())
 
@@ -66,7 +68,12 @@ def test_attention_projections_are_layers_in_forward_order():
     # out_proj is never called (attention reads its weight): it follows its attention,
     # not the last layer
     assert number_layers(model, torch.zeros(1, 3, 4)) == {
-        "embed": 1, "keys": 2, "attention": 3, "attention.out_proj": 4, "head": 5}
+        "embed": 1,
+        "keys": 2,
+        "attention": 3,
+        "attention.out_proj": 4,
+        "head": 5,
+    }
 
 
 def test_separate_key_and_value_projections_are_weights_and_bias_kv_is_not():

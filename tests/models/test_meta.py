@@ -45,7 +45,8 @@ def test_what_the_fallback_allocates_is_bounded_whatever_the_sizes_asked():
             widths = (torch.arange(3) * width).tolist()
             self.big = nn.Linear(widths[1], width)  # width x width: meta
             self.small = nn.ParameterList(
-                nn.Parameter(torch.zeros(SMALL_VALUES)) for _ in range(copies))
+                nn.Parameter(torch.zeros(SMALL_VALUES)) for _ in range(copies)
+            )
 
     probe = build_on_meta(lambda: Reads(1 << 20, 2 * REAL_BUDGET // SMALL_VALUES), 10_000)
     held = devices(probe)

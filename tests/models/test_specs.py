@@ -8,12 +8,16 @@ from qretrain.models import ArchSpec, get_arch, load_model
 
 
 def test_unknown_spec_lists_known_forms():
-    with pytest.raises(ValueError, match=r"unknown model spec 'vgg16'; known forms: torchvision:NAME"):
+    with pytest.raises(
+        ValueError, match=r"unknown model spec 'vgg16'; known forms: torchvision:NAME"
+    ):
         load_model("vgg16")
 
 
 def test_unknown_torchvision_name_lists_models():
-    with pytest.raises(ValueError, match=r"torchvision has no model 'vgg17'; its image classifiers: .*vgg16"):
+    with pytest.raises(
+        ValueError, match=r"torchvision has no model 'vgg17'; its image classifiers: .*vgg16"
+    ):
         load_model("torchvision:vgg17")
 
 
@@ -42,7 +46,9 @@ def test_weights_file_loads_safely(tmp_path, tiny_vgg):
 def test_weights_that_do_not_fit_name_the_tensors(tmp_path, tiny_vgg):
     path = tmp_path / "w.pth"
     torch.save(tiny_vgg.state_dict(), path)
-    with pytest.raises(ValueError, match=r"does not fit the architecture: shape: features.0.weight"):
+    with pytest.raises(
+        ValueError, match=r"does not fit the architecture: shape: features.0.weight"
+    ):
         load_model("qretrain.zoo:vgg_small", weights=path, width=8, hidden=32)
 
 
@@ -66,7 +72,9 @@ def test_efficientnet_lite0_is_the_real_pretrained_model():
     assert sum(i.numel for i in infos if i.is_parameter) == 4_652_008
     contract = get_arch(model).contract
     assert contract.size == 224 and contract.resize == 256
-    assert contract.mean[0] == pytest.approx(127 / 255) and contract.std[0] == pytest.approx(128 / 255)
+    assert contract.mean[0] == pytest.approx(127 / 255) and contract.std[0] == pytest.approx(
+        128 / 255
+    )
 
 
 def test_torchscript_spec(tmp_path, tiny_vgg, images):

@@ -16,7 +16,11 @@ def test_contract_comes_from_pretrained_cfg():
     model = qretrain.build_model(SPEC, num_classes=10)
     contract = get_arch(model).contract
     cfg = timm.models.get_pretrained_cfg("mobilenetv3_small_100")
-    assert (contract.size, contract.mean, contract.interpolation) == (224, tuple(cfg.mean), "bicubic")
+    assert (contract.size, contract.mean, contract.interpolation) == (
+        224,
+        tuple(cfg.mean),
+        "bicubic",
+    )
     assert contract.resize == round(224 / cfg.crop_pct)
     assert model.classifier.out_features == 10
 
@@ -73,4 +77,8 @@ def test_one_command_on_a_timm_model_and_its_weights(tmp_path, capsys):
     assert main(["inspect", str(out)]) == 0  # no --trust-code
     contract = get_arch(qretrain.load(out)).contract
     cfg = timm.models.get_pretrained_cfg("mobilenetv3_small_100")
-    assert (contract.size, contract.mean, contract.interpolation) == (32, tuple(cfg.mean), "bicubic")
+    assert (contract.size, contract.mean, contract.interpolation) == (
+        32,
+        tuple(cfg.mean),
+        "bicubic",
+    )

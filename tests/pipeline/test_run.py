@@ -118,8 +118,9 @@ def test_unknown_keys_and_missing_data_are_clear_errors(tiny_run, tmp_path, caps
                                                        monkeypatch):  # fmt: skip
     path, config = tiny_run
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**config, "retrian": {}, "plan": {"max_drop": 1,
-                                                                    "metirc": "agreement"}}))
+    bad.write_text(
+        yaml.safe_dump({**config, "retrian": {}, "plan": {"max_drop": 1, "metirc": "agreement"}})
+    )
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'retrian'" in err and "plan: unknown key 'metirc'" in err
@@ -171,8 +172,14 @@ def test_every_problem_of_a_config_in_one_message(tiny_run, capsys):
     path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
-    for problem in ("analyze: ks:", "analyze: unit:", "retrain: epochs:", "retrain: trainable:",
-                    "retrain: far_off: must be true or false", "device: device must be"):
+    for problem in (
+        "analyze: ks:",
+        "analyze: unit:",
+        "retrain: epochs:",
+        "retrain: trainable:",
+        "retrain: far_off: must be true or false",
+        "device: device must be",
+    ):
         assert problem in err, (problem, err)
 
 
@@ -256,8 +263,11 @@ def test_run_retrains_block_wise_on_views_and_reports_the_blocks(tiny_run, capsy
     choices = [h["assignments"] for h in record["blocks"]["history"]]
     assert "| assignments |" in report
     for choice in choices:  # each block's choice is in the report's table
-        shown = (f"learned: {choice['moved']:,} of {choice['free']:,} moved"
-                 if choice["chosen"] == "learned" else f"nearest (of {choice['free']:,} free)")
+        shown = (
+            f"learned: {choice['moved']:,} of {choice['free']:,} moved"
+            if choice["chosen"] == "learned"
+            else f"nearest (of {choice['free']:,} free)"
+        )
         assert shown in report
     assert not list(run.glob("*.ckpt"))
 

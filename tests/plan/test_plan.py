@@ -34,7 +34,11 @@ def test_glob_does_not_let_layers_1_match_layers_11():
     plan = Plan.from_dict({"rules": [{"name": "layers.1", "k": 4}]})
     assert chosen(plan, Blocks()) == {"layers.1.weight": 4}
     glob = Plan.from_dict({"rules": [{"name": "layers.1*", "k": 4}]})
-    assert set(chosen(glob, Blocks())) == {"layers.1.weight", "layers.10.weight", "layers.11.weight"}
+    assert set(chosen(glob, Blocks())) == {
+        "layers.1.weight",
+        "layers.10.weight",
+        "layers.11.weight",
+    }
 
 
 def test_regex_needs_the_re_prefix_and_matches_whole_names():

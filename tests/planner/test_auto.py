@@ -63,8 +63,9 @@ def test_selection_is_the_largest_saving_within_the_budget(budget):
 
 def test_target_size_takes_the_cheapest_choice_that_fits():
     sweep = synthetic_sweep(COSTS)
-    result = auto_plan(sweep, settings=PlanSettings(target_size=BASE_BYTES - 35_000,
-                                                  metric="accuracy"))
+    result = auto_plan(
+        sweep, settings=PlanSettings(target_size=BASE_BYTES - 35_000, metric="accuracy")
+    )
     assert result.predicted_file_bytes <= BASE_BYTES - 35_000
     assert result.predicted_drop == pytest.approx(1.0)  # l2 k=1 (0.9) + l1 k=16 (0.1)
     with pytest.raises(ValueError, match="target size unreachable"):
@@ -125,8 +126,9 @@ def test_a_kl_budget_is_in_nats_and_verified_in_nats(swept):
     assert result.unit == "nats of mean KL" and result.picks
     assert result.measured_drop <= budget + 1e-9  # mean KL on the data, in nats
     # The prediction is the picked cells' KL added up.
-    assert result.predicted_drop == pytest.approx(sum(
-        sweep.cell(p.unit, p.kind, p.k).kl for p in result.picks), rel=1e-6, abs=1e-5)
+    assert result.predicted_drop == pytest.approx(
+        sum(sweep.cell(p.unit, p.kind, p.k).kl for p in result.picks), rel=1e-6, abs=1e-5
+    )
     clustered = copy.deepcopy(net)
     cluster_(clustered, result.plan)
     from qretrain.metrics.quality import mean_kl, predict

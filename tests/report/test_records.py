@@ -34,7 +34,9 @@ def test_headline_rows_come_from_the_records(tmp_path):
     headers, rows = headline_rows(tmp_path)
     assert headers[:4] == ["model", "file", "vs float32", "top-1"]
     assert rows[0][3] == "87.65%" and rows[0][2] == "1.00x"
-    assert rows[1][2] == "4.00x" and rows[1][3] == "-" and rows[1][4] == "-" and rows[1][5] == "75.00%"
+    assert (
+        rows[1][2] == "4.00x" and rows[1][3] == "-" and rows[1][4] == "-" and rows[1][5] == "75.00%"
+    )
 
 
 def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):
@@ -103,9 +105,19 @@ def test_report_never_writes_figures_through_a_link(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     write_run(run)
-    (run / "label_free.json").write_text(json.dumps({
-        "data": "d", "monitor_metric": "agreement", "quality_before": 0.5, "quality_after": 0.6,
-        "wall_seconds": 1.0, "cache_seconds": 0.1, "history": [{"epoch": 1, "monitor": 0.6}]}))
+    (run / "label_free.json").write_text(
+        json.dumps(
+            {
+                "data": "d",
+                "monitor_metric": "agreement",
+                "quality_before": 0.5,
+                "quality_after": 0.6,
+                "wall_seconds": 1.0,
+                "cache_seconds": 0.1,
+                "history": [{"epoch": 1, "monitor": 0.6}],
+            }
+        )
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "time.png").write_bytes(b"mine")

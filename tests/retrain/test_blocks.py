@@ -35,8 +35,9 @@ def pair(tiny_resnet):
 
 
 def blocks_config(**kw):
-    return RetrainConfig(**{"objective": "blocks", "block_epochs": 2, "batch_size": 16, "lr": 1e-2,
-                            **kw})
+    return RetrainConfig(
+        **{"objective": "blocks", "block_epochs": 2, "batch_size": 16, "lr": 1e-2, **kw}
+    )
 
 
 def test_blocks_follow_the_forward_order_and_each_holds_a_clustered_tensor(pair):
@@ -126,7 +127,8 @@ def test_values_spilled_to_files_train_the_same_model_as_values_in_memory(
         y_student = plan.student[0](x)
         y_teacher = plan.teacher[0](x)
     assert kept["history"][0]["mse_after"] == pytest.approx(
-        float(((y_student - y_teacher) ** 2).mean()), rel=1e-4)
+        float(((y_student - y_teacher) ** 2).mean()), rel=1e-4
+    )
     assert [h["mse_after"] for h in kept["history"]] == [h["mse_after"] for h in spilled["history"]]
 
 

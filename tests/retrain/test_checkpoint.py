@@ -17,8 +17,10 @@ def _tamper(payload: dict, how: str) -> str:
         return "epoch is -3; expected an int from 1 to the run's 2 epochs"
     if how == "broadcast":  # copy_ would spread one row over the whole tensor
         payload["params"][name] = value[0].clone()
-        return (f"params {name!r} is torch.float32 {tuple(value[0].shape)}; expected "
-                f"torch.float32 {tuple(value.shape)}")
+        return (
+            f"params {name!r} is torch.float32 {tuple(value[0].shape)}; expected "
+            f"torch.float32 {tuple(value.shape)}"
+        )
     if how == "nan":
         payload["params"][name] = torch.full_like(value, float("nan"))
         return f"params {name!r} holds NaN or infinite values"

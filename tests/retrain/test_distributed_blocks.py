@@ -74,8 +74,12 @@ def run(folder: str, batch_size: int, rank: int = 0, world_size: int = 1, *,
     finally:
         blocks_module._images, blocks_module._train_pass = images, train_pass
         torch.set_num_threads(threads)
-    return {"state": student.state_dict(), "images": seen[0], "record": result.record,
-            "passes": passes}
+    return {
+        "state": student.state_dict(),
+        "images": seen[0],
+        "record": result.record,
+        "passes": passes,
+    }
 
 
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:

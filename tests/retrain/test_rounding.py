@@ -224,6 +224,9 @@ def test_a_teacher_whose_tensor_has_another_shape_is_refused(pair):
     module = other.get_submodule(module_name)
     setattr(module, attr, torch.nn.Parameter(torch.zeros(3, *get_tensor(teacher, name).shape[1:])))
     assert _originals(teacher, student, [name])[name] is get_tensor(teacher, name)
-    with pytest.raises(QretrainError, match=rf"tune_assignments: the teacher's '{name}' has "
-                       r"shape \(3, .*retrain with the original as the teacher"):
+    with pytest.raises(
+        QretrainError,
+        match=rf"tune_assignments: the teacher's '{name}' has "
+        r"shape \(3, .*retrain with the original as the teacher",
+    ):
         _originals(other, student, [name])

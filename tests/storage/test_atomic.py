@@ -15,7 +15,9 @@ def test_file_and_sidecar_commit_as_one_unit(tmp_path, tiny_vgg, monkeypatch):
     path = tmp_path / "c.h5"
     first = qretrain.save(tiny_vgg, path, record=lambda saved: {"run": 1})
     assert __import__("json").loads(path.with_suffix(".json").read_text()) == {
-        "run": 1, "file_sha256": first.sha256}
+        "run": 1,
+        "file_sha256": first.sha256,
+    }
     assert file_sha256(path) == first.sha256
     qretrain.cluster_(tiny_vgg, {"rules": [{"type": "Linear", "k": 4}]})
     real_replace = os.replace
@@ -175,8 +177,11 @@ def test_a_full_disk_is_one_line_and_the_old_file_stands(tmp_path, tiny_vgg, mon
     path = tmp_path / "m.h5"
     old = qretrain.save(tiny_vgg, path).sha256
     monkeypatch.setattr(h5, "nofollow", _full_disk)
-    with pytest.raises(QretrainError, match=rf"cannot write {str(path)!r} \(No space left on "
-                       r"device\); it is left as it was: free some space, or write elsewhere"):
+    with pytest.raises(
+        QretrainError,
+        match=rf"cannot write {str(path)!r} \(No space left on "
+        r"device\); it is left as it was: free some space, or write elsewhere",
+    ):
         qretrain.save(tiny_vgg, path)
     assert file_sha256(path) == old and sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]
     (tmp_path / "plan.yaml").write_text("rules:\n  - {type: Conv2d, k: 4}\n")
@@ -199,8 +204,13 @@ def test_compress_into_a_full_file_system_is_one_line_not_a_crash(tmp_path, tiny
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-                                            str(disk)], capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("needs root to mount a tiny tmpfs (the patched test covers the rest)")
     try:
         model = tmp_path / "m.h5"

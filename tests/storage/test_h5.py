@@ -253,7 +253,9 @@ def test_folded_batchnorm_refuses_retraining_that_updates_statistics(tmp_path, t
     student = qretrain.load(tmp_path / "m.h5", trust_code=True)
     data = torch.utils.data.TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
     config = qretrain.RetrainConfig(epochs=1, bn_stats="update")
-    with pytest.raises(ValueError, match="'stem.1' .* was saved folded: retrain with bn_stats 'frozen'"):
+    with pytest.raises(
+        ValueError, match="'stem.1' .* was saved folded: retrain with bn_stats 'frozen'"
+    ):
         qretrain.retrain(student, tiny_resnet, data, config, progress=False)
 
 
@@ -266,5 +268,6 @@ def test_a_small_model_file_is_its_packed_tensors_plus_at_most_4_kib(tmp_path, w
     saved = qretrain.save(model, tmp_path / "m.h5", fold_batchnorm=False)
     books = qretrain.codebooks(model)
     packed = sum(c.packed_nbytes() for c in books.values()) + sum(
-        t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in books)
+        t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in books
+    )
     assert saved.file_bytes <= 1.1 * packed + 4096, (saved.file_bytes, packed, saved.breakdown)

@@ -90,10 +90,14 @@ def test_code_typed_by_the_user_needs_no_flag():
 
 def test_files_name_torchvision_classifiers_only(tmp_path, sound_file):
     craft(sound_file, "torchvision:fasterrcnn_resnet50_fpn", {})
-    with pytest.raises(QretrainFileError, match=r"not a float image classifier \(it is a detection"):
+    with pytest.raises(
+        QretrainFileError, match=r"not a float image classifier \(it is a detection"
+    ):
         qretrain.load(sound_file)
     craft(sound_file, "torchvision:resnet18", {"weights": "DEFAULT"})
-    with pytest.raises(QretrainFileError, match=r"may not be given weights: qretrain never downloads"):
+    with pytest.raises(
+        QretrainFileError, match=r"may not be given weights: qretrain never downloads"
+    ):
         qretrain.load(sound_file)
 
 
@@ -109,8 +113,10 @@ def test_memory_bombs_are_refused_before_anything_is_read(tmp_path, sound_file):
         del f["data"]
         f.create_dataset("data", shape=(claimed,), dtype="uint8", chunks=(1 << 20,),
                          compression="gzip")  # fmt: skip
-    edit_manifest(tmp_path / "b.h5",
-                  lambda doc: tensor_entry(doc, "classifier.7.bias").update(shape=[1 << 32]))
+    edit_manifest(
+        tmp_path / "b.h5",
+        lambda doc: tensor_entry(doc, "classifier.7.bias").update(shape=[1 << 32]),
+    )
     with pytest.raises(QretrainFileError, match=f"declares {claimed} bytes but stores 0"):
         qretrain.load(tmp_path / "b.h5")
 
@@ -178,10 +184,24 @@ def test_every_command_that_opens_a_file_refuses_code(tmp_path, sound_file, caps
         "evaluate --reference": ["evaluate", sound, *data, "--reference", sound_file],
         "compress": ["compress", sound_file, "--plan", plan, "-o", tmp_path / "c.h5"],
         "analyze": ["analyze", sound_file, *data, "-o", tmp_path / "sweep", "--quiet"],
-        "retrain student": ["retrain", sound_file, "--teacher", sound, *data, "-o",
-                            tmp_path / "r.h5"],
-        "retrain teacher": ["retrain", sound, "--teacher", sound_file, *data, "-o",
-                            tmp_path / "r.h5"],
+        "retrain student": [
+            "retrain",
+            sound_file,
+            "--teacher",
+            sound,
+            *data,
+            "-o",
+            tmp_path / "r.h5",
+        ],
+        "retrain teacher": [
+            "retrain",
+            sound,
+            "--teacher",
+            sound_file,
+            *data,
+            "-o",
+            tmp_path / "r.h5",
+        ],
     }
     for name, argv in commands.items():
         code, err = cli(argv, capsys)

@@ -21,13 +21,17 @@ def plot_sweep(sweep, out_dir: str | Path) -> list[Path]:
     """Write census.png and size_<kind>.png / quality_<kind>.png; return their paths."""
     out_dir = Path(out_dir)
     written = [_census(sweep, out_dir / "census.png")]
-    metric = ("kl" if sweep.predicted
-              else "accuracy" if sweep.baseline.get("top1") is not None else "agreement")
+    metric = (
+        "kl"
+        if sweep.predicted
+        else "accuracy"
+        if sweep.baseline.get("top1") is not None
+        else "agreement"
+    )
     for kind in sweep.kinds():
         written.append(_per_k(sweep, kind, "size", metric, out_dir / f"size_{kind}.png"))
         written.append(_per_k(sweep, kind, "quality", metric, out_dir / f"quality_{kind}.png"))
     return written
-
 
 
 def _census(sweep, path: Path) -> Path:
@@ -73,8 +77,13 @@ def _grid(sweep, kind: str, what: str, metric: str):
 
 def _per_k(sweep, kind: str, what: str, metric: str, path: Path) -> Path:
     units, ks, grid = _grid(sweep, kind, what, metric)
-    label = ("file size reduction (%)" if what == "size"
-             else "log10 predicted KL (nats)" if metric == "kl" else f"{metric} (%)")
+    label = (
+        "file size reduction (%)"
+        if what == "size"
+        else "log10 predicted KL (nats)"
+        if metric == "kl"
+        else f"{metric} (%)"
+    )
     figure = "Figs. 7, 12" if what == "size" else "Figs. 8, 13"
     title = f"{kind}s clustered alone: {label} (cf. the seed's {figure})"
     unit_word = "block" if sweep.settings["unit"] == "block" else "layer"

@@ -169,14 +169,21 @@ class Sweep:
 
             def drop(c: Cell) -> float:
                 return 100 * (base_q - self.quality(c, metric))
+
         lines = [
-            (f"Sweep of {self.settings['model']} on {self.settings['data']}: "
-             f"{len(self.cells)} cells in {self.seconds:.0f} s."),
-            (f"Baseline: {baseline}, packed file {self.baseline['file_bytes']:,} "
-             f"bytes (float32 tensors {self.baseline['float32_bytes']:,} bytes)."),
+            (
+                f"Sweep of {self.settings['model']} on {self.settings['data']}: "
+                f"{len(self.cells)} cells in {self.seconds:.0f} s."
+            ),
+            (
+                f"Baseline: {baseline}, packed file {self.baseline['file_bytes']:,} "
+                f"bytes (float32 tensors {self.baseline['float32_bytes']:,} bytes)."
+            ),
             "",
-            (f"Smallest k per unit within {criterion} "
-             "(clustered alone; drops add up roughly when combined):"),
+            (
+                f"Smallest k per unit within {criterion} "
+                "(clustered alone; drops add up roughly when combined):"
+            ),
             "",
             f"| unit | layers | kind | params | smallest k | drop ({unit_name}) | file saving |",
             "|---|---|---|---:|---:|---:|---:|",
@@ -234,8 +241,9 @@ def record_problems(d: Any) -> list[str]:
 def _keys(d: dict, required: tuple[str, ...], optional: tuple[str, ...], what: str) -> list[str]:
     missing = [k for k in required if k not in d]
     unknown = [k for k in d if k not in required + optional]
-    return ([f"{what} lacks {', '.join(map(repr, missing))}"] if missing else []) + \
-        ([f"{what} has unknown key(s) {', '.join(map(repr, unknown[:3]))}"] if unknown else [])
+    return ([f"{what} lacks {', '.join(map(repr, missing))}"] if missing else []) + (
+        [f"{what} has unknown key(s) {', '.join(map(repr, unknown[:3]))}"] if unknown else []
+    )
 
 
 def _settings_problems(settings: Any) -> list[str]:
@@ -285,11 +293,14 @@ def _census_problems(census: Any, problems: list[str]) -> set[int]:
         bad = [k for k, t in CENSUS_TYPES.items() if not isinstance(row.get(k), t)
                or isinstance(row.get(k), bool)]  # fmt: skip
         bad += _keys(row, tuple(CENSUS_TYPES), (), where)
-        if not bad and not (all(_int_in(n, 0, math.inf) for n in row["output_size"])
-                            and all(isinstance(k, str) and isinstance(v, list)
-                                    and all(isinstance(t, str) for t in v)
-                                    for k, v in row["tensors"].items())
-                            and all(_int_in(v, 0, math.inf) for v in row["params"].values())):
+        if not bad and not (
+            all(_int_in(n, 0, math.inf) for n in row["output_size"])
+            and all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(t, str) for t in v)
+                for k, v in row["tensors"].items()
+            )
+            and all(_int_in(v, 0, math.inf) for v in row["params"].values())
+        ):
             bad.append("output_size, tensors or params")  # fmt: skip
         if bad:
             problems.append(f"{where}: {', '.join(map(str, bad[:3]))} not as analyze writes")
@@ -305,8 +316,9 @@ def _cell_problems(cell: Any, layers: set[int], predicted: bool) -> list[str]:
     if not isinstance(cell, dict):
         return ["must be a mapping"]
     names = [f.name for f in fields(Cell)]
-    problems = _keys(cell, tuple(n for n in names if n not in OPTIONAL_CELL_KEYS),
-                     OPTIONAL_CELL_KEYS, "it")
+    problems = _keys(
+        cell, tuple(n for n in names if n not in OPTIONAL_CELL_KEYS), OPTIONAL_CELL_KEYS, "it"
+    )
     if problems:
         return problems
     for f in fields(Cell):
@@ -329,8 +341,11 @@ def _cell_problems(cell: Any, layers: set[int], predicted: bool) -> list[str]:
         else:  # "float" or "float | None"
             ok = _number_in(value, lo, hi) or (value is None and "None" in expected)
         if not ok:
-            problems.append(f"{f.name} is {value!r}; expected {expected} in [{lo}, {hi}]"
-                            if expected not in ("str", "bool") else f"{f.name} must be a {expected}")
+            problems.append(
+                f"{f.name} is {value!r}; expected {expected} in [{lo}, {hi}]"
+                if expected not in ("str", "bool")
+                else f"{f.name} must be a {expected}"
+            )
     if not problems and not _layers_within(cell["layers"], layers):
         problems.append(f"layers {cell['layers'][:40]!r} are not layers of the census")
     if not problems and cell.get("predicted", False) != predicted:

@@ -60,32 +60,50 @@ class AnalyzeSettings(Settings):
     ``name=_blocks.1*``; all when None); ``kinds``: weight, bias, bn; ``signal``: each
     cell's quality measured, or its KL predicted (``Signal``)."""
 
-    ks: tuple[int, ...] = setting(DEFAULT_KS, int_set(1, MAX_K),
-                                  "centroid counts to sweep (default: %(default)s)")
-    kinds: tuple[str, ...] = setting(("weight", "bias"), subset_of(SWEEP_KINDS),
-                                     f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} "
-                                     "(default: %(default)s)")
-    unit: Unit = setting(Unit.LAYER, choice(Unit), "one row of cells per layer, or per block "
-                         "of layers sharing an output size")
-    select: Selector | None = setting(None, optional(_layers_selector),
-                                      "layers to sweep (default: all): " + SYNTAX)
-    method: Method = setting(Method.KMEANS, choice(Method),
-                             "how each cell clusters (default: %(default)s)")
-    seed: int = setting(0, integer(0), "seed of the clustering (and of signal fisher's label "
-                        "draws)")
+    ks: tuple[int, ...] = setting(
+        DEFAULT_KS, int_set(1, MAX_K), "centroid counts to sweep (default: %(default)s)"
+    )
+    kinds: tuple[str, ...] = setting(
+        ("weight", "bias"),
+        subset_of(SWEEP_KINDS),
+        f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} (default: %(default)s)",
+    )
+    unit: Unit = setting(
+        Unit.LAYER,
+        choice(Unit),
+        "one row of cells per layer, or per block of layers sharing an output size",
+    )
+    select: Selector | None = setting(
+        None, optional(_layers_selector), "layers to sweep (default: all): " + SYNTAX
+    )
+    method: Method = setting(
+        Method.KMEANS, choice(Method), "how each cell clusters (default: %(default)s)"
+    )
+    seed: int = setting(
+        0, integer(0), "seed of the clustering (and of signal fisher's label draws)"
+    )
     batch_size: int = setting(64, integer(1), "images per forward pass")
-    precision: Precision = setting(Precision.FLOAT32, choice(Precision),
-                                   "forward passes in bfloat16 are ~3x faster on CPUs with "
-                                   "AMX/AVX-512 BF16")
-    signal: Signal = setting(Signal.MEASURED, choice(Signal),
-                             "measured (default): each cell's agreement and KL from a forward "
-                             "pass of its own; fisher: each cell's KL predicted from its "
-                             "Fisher-weighted clustering error, one forward and backward pass "
-                             "per batch in all (plans on the kl metric only; kinds weight and "
-                             "bias)")
+    precision: Precision = setting(
+        Precision.FLOAT32,
+        choice(Precision),
+        "forward passes in bfloat16 are ~3x faster on CPUs with AMX/AVX-512 BF16",
+    )
+    signal: Signal = setting(
+        Signal.MEASURED,
+        choice(Signal),
+        "measured (default): each cell's agreement and KL from a forward "
+        "pass of its own; fisher: each cell's KL predicted from its "
+        "Fisher-weighted clustering error, one forward and backward pass "
+        "per batch in all (plans on the kl metric only; kinds weight and "
+        "bias)",
+    )
 
     def check(self) -> list[str]:
         if self.signal is Signal.FISHER and "bn" in self.kinds:
-            return [("signal 'fisher' needs gradients, which batch norm's running statistics "
-                     "have none of: sweep kinds weight,bias, or signal 'measured'")]
+            return [
+                (
+                    "signal 'fisher' needs gradients, which batch norm's running statistics "
+                    "have none of: sweep kinds weight,bias, or signal 'measured'"
+                )
+            ]
         return []

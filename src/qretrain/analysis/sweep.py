@@ -99,7 +99,8 @@ def analyze(
     start = time.perf_counter()
     ranks = Ranks(rank, world_size)
     record, units, census_rows, work, batches, labels = _prepare(
-        model, data, settings, device, model_name)
+        model, data, settings, device, model_name
+    )
     record["source"] = source
     out = Path(out_dir) if out_dir is not None and ranks.leader else None
     sweep = _shared_resume(ranks, out, record)

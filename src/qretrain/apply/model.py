@@ -89,7 +89,10 @@ def _warn_if_larger(chosen: list[Decision], clusters: dict[str, ClusteredTensor]
         logger.warning(
             "%d clustered tensor(s) take more bytes than as float32 (%s: %d bytes of indices "
             "and codebook against %d): give them k: null in the plan, or a smaller k",
-            len(larger), name, packed, raw,
+            len(larger),
+            name,
+            packed,
+            raw,
         )
 
 

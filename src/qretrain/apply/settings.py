@@ -17,12 +17,19 @@ class CompressSettings(Settings):
     ``fold_batchnorm``: store unclustered batch norm as a scale and a shift per
     channel (``storage.fold``); by default in the packed layout only."""
 
-    layout: Layout = setting(Layout.PACKED, choice(Layout),
-                             "packed: bit-packed indices + codebook (default); paper: the "
-                             "seed's float32 + gzip")
-    fold_batchnorm: bool | None = setting(None, optional(boolean),
-                                          "store unclustered batch norm as a scale and a "
-                                          "shift per channel (default: in the packed layout)")
-    method: Method | None = setting(None, optional(choice(Method)),
-                                    "default clustering method, overriding the plan's (rules "
-                                    "naming one keep it)")
+    layout: Layout = setting(
+        Layout.PACKED,
+        choice(Layout),
+        "packed: bit-packed indices + codebook (default); paper: the seed's float32 + gzip",
+    )
+    fold_batchnorm: bool | None = setting(
+        None,
+        optional(boolean),
+        "store unclustered batch norm as a scale and a "
+        "shift per channel (default: in the packed layout)",
+    )
+    method: Method | None = setting(
+        None,
+        optional(choice(Method)),
+        "default clustering method, overriding the plan's (rules naming one keep it)",
+    )

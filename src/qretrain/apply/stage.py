@@ -74,6 +74,12 @@ def cluster_and_save(model: nn.Module, plan: Plan, path: str | Path,
         holder["result"] = ClusteredFile(report, saved, plan)
         return {**(extra or {}), **holder["result"].to_dict()}
 
-    save(model, path, layout=settings.layout, fold_batchnorm=settings.fold_batchnorm,
-         record=record, record_path=record_path)
+    save(
+        model,
+        path,
+        layout=settings.layout,
+        fold_batchnorm=settings.fold_batchnorm,
+        record=record,
+        record_path=record_path,
+    )
     return holder["result"]

@@ -92,7 +92,10 @@ def teacher(
     logger.warning(
         "teacher:%s is not cached: training it now on fashion-mnist:train (%d epochs, seed "
         "%d; about a minute per epoch on 2 cores), once; it is cached in %s",
-        name, epochs, seed, path.parent,
+        name,
+        epochs,
+        seed,
+        path.parent,
     )
     train_set = load_dataset("fashion-mnist:train", contract, limit=train_limit, seed=seed)
     config = TrainConfig(epochs=epochs, seed=seed)

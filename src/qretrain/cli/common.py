@@ -88,20 +88,40 @@ def add_facts_arguments(parser: argparse.ArgumentParser) -> None:
         "documented ImageNet ones; stored in every file written from MODEL (a .h5 MODEL "
         "states its own)",
     )
-    facts.add_argument("--num-classes", type=positive_int, metavar="N",
-                       help="classes the classifier outputs (default: the architecture's)")
-    facts.add_argument("--input-size", type=positive_int, metavar="PX",
-                       help="side of the square input, in pixels")
-    facts.add_argument("--mean", type=numbers, metavar="M[,M,M]",
-                       help="per-channel mean subtracted from pixels in [0, 1]")
-    facts.add_argument("--std", type=numbers, metavar="S[,S,S]",
-                       help="per-channel standard deviation pixels are divided by")
-    facts.add_argument("--resize", type=resize_rule, metavar="PX|none",
-                       help="resize the shorter side to PX, then take the centre crop "
-                       "(default: the architecture's ratio of resize to crop); none: resize "
-                       "straight to --input-size")
-    facts.add_argument("--interpolation", choices=INTERPOLATIONS,
-                       help="resampling used when resizing (default: the architecture's)")
+    facts.add_argument(
+        "--num-classes",
+        type=positive_int,
+        metavar="N",
+        help="classes the classifier outputs (default: the architecture's)",
+    )
+    facts.add_argument(
+        "--input-size", type=positive_int, metavar="PX", help="side of the square input, in pixels"
+    )
+    facts.add_argument(
+        "--mean",
+        type=numbers,
+        metavar="M[,M,M]",
+        help="per-channel mean subtracted from pixels in [0, 1]",
+    )
+    facts.add_argument(
+        "--std",
+        type=numbers,
+        metavar="S[,S,S]",
+        help="per-channel standard deviation pixels are divided by",
+    )
+    facts.add_argument(
+        "--resize",
+        type=resize_rule,
+        metavar="PX|none",
+        help="resize the shorter side to PX, then take the centre crop "
+        "(default: the architecture's ratio of resize to crop); none: resize "
+        "straight to --input-size",
+    )
+    facts.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        help="resampling used when resizing (default: the architecture's)",
+    )
 
 
 def model_facts(args: argparse.Namespace) -> tuple[dict[str, int], dict | None]:

@@ -61,16 +61,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = parser.add_mutually_exclusive_group(required=True)
     add_flags(how, RecipeSettings, "target", "max_drop", target={"metavar": "SIZE"},
               max_drop={"metavar": "X"})  # fmt: skip
-    how.add_argument("--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)")
+    how.add_argument(
+        "--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)"
+    )
     add_flags(parser, RecipeSettings, "metric", "recover", "epochs", "signal",
               epochs={"metavar": "E"},
               metric={"choices": [m.value for m in Metric if m is not Metric.ACCURACY]})  # fmt: skip
-    parser.add_argument("--work", metavar="DIR",
-                        help="keep the recipe's stages in DIR (sweep, plan, clustered start, "
-                        "retrained model, records); a rerun with the same DIR and arguments "
-                        "resumes there (default: a temporary folder, removed)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let --work DIR replace another run's files there")
+    parser.add_argument(
+        "--work",
+        metavar="DIR",
+        help="keep the recipe's stages in DIR (sweep, plan, clustered start, "
+        "retrained model, records); a rerun with the same DIR and arguments "
+        "resumes there (default: a temporary folder, removed)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="let --work DIR replace another run's files there"
+    )
     add_device_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="model file")
     add_flags(parser, CompressSettings, "layout")

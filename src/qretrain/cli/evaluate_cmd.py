@@ -34,12 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--reference", metavar="MODEL2",
-                        help="model to compare with (the same spec as MODEL's architecture "
-                        "takes MODEL's class count and input contract)")
-    parser.add_argument("--reference-weights", metavar="FILE",
-                        help="state dict for MODEL2 (.pth read with weights_only=True, or "
-                        ".safetensors)")
+    parser.add_argument(
+        "--reference",
+        metavar="MODEL2",
+        help="model to compare with (the same spec as MODEL's architecture "
+        "takes MODEL's class count and input contract)",
+    )
+    parser.add_argument(
+        "--reference-weights",
+        metavar="FILE",
+        help="state dict for MODEL2 (.pth read with weights_only=True, or .safetensors)",
+    )
     add_flags(parser, EvaluateSettings, "batch_size")
     add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a line")

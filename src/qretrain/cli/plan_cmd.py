@@ -36,8 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="D", help="verify on D instead of the sweep's data")
     parser.add_argument("--limit", type=int, metavar="N", help="a random subset of N images")
     parser.add_argument("--seed", type=int, help="seed of the --limit subset")
-    parser.add_argument("--offset", type=int, metavar="M", help="images M .. M+N of the "
-                        "seed's permutation (the sweep's --limit as offset: disjoint images)")
+    parser.add_argument(
+        "--offset",
+        type=int,
+        metavar="M",
+        help="images M .. M+N of the "
+        "seed's permutation (the sweep's --limit as offset: disjoint images)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="selection only")
     add_flags(parser, PlanSettings, "refine", "batch_size", refine={"metavar": "R"})
     add_device_argument(parser)

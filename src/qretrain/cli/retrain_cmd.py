@@ -51,16 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         example=EXAMPLE,
     )
     parser.add_argument("student", metavar="STUDENT.h5", help="the clustered model")
-    parser.add_argument("--teacher", metavar="MODEL",
-                        help="the original model (label-free); the same spec as the student's "
-                        "architecture takes the student's class count and input contract")
+    parser.add_argument(
+        "--teacher",
+        metavar="MODEL",
+        help="the original model (label-free); the same spec as the student's "
+        "architecture takes the student's class count and input contract",
+    )
     parser.add_argument("--teacher-weights", metavar="FILE",
                         help="state dict for --teacher: .pth (torch.load(weights_only=True)) or "
                         ".safetensors")  # fmt: skip
     add_data_arguments(parser)
-    parser.add_argument("--views", type=int, metavar="N",
-                        help="retrain on N augmented views of D's images (random resized "
-                        "crops, flips, mixup/cutmix; drawn from --seed, no labels)")
+    parser.add_argument(
+        "--views",
+        type=int,
+        metavar="N",
+        help="retrain on N augmented views of D's images (random resized "
+        "crops, flips, mixup/cutmix; drawn from --seed, no labels)",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5")
     # Every RetrainConfig field but seed, which --seed above sets (for D's subset too);
     # --loss ce is what --labels means.
@@ -68,8 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
               "block_epochs", "epochs", "batch_size", "lr", "weight_decay", "bn_stats",
               "tune_centroids", "tune_assignments", "rounding_lambda", "cache",
               loss={"choices": [x.value for x in Loss if x is not Loss.CE]})  # fmt: skip
-    parser.add_argument("--val-data", metavar="V",
-                        help="guard: keep the best epoch on V, never worse than the start")
+    parser.add_argument(
+        "--val-data",
+        metavar="V",
+        help="guard: keep the best epoch on V, never worse than the start",
+    )
     parser.add_argument("--val-limit", type=int, metavar="N", help="a random subset of V")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     parser.add_argument("--keep-checkpoint", action="store_true",
@@ -129,8 +139,11 @@ def _retrain_and_save(args: argparse.Namespace, config: RetrainConfig, ranks: Ra
         return 0
     extra = {"student": args.student, "teacher": args.teacher, "data": data.describe(),
              "val_data": val.describe() if val else None}  # fmt: skip
-    save(result.model.cpu(), output,
-         record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record})
+    save(
+        result.model.cpu(),
+        output,
+        record=lambda saved: {**extra, "file_bytes": saved.file_bytes, **result.record},
+    )
     if not args.keep_checkpoint:  # the run is complete
         output.with_suffix(".ckpt").unlink(missing_ok=True)
         block_checkpoint(output.with_suffix(".ckpt")).unlink(missing_ok=True)

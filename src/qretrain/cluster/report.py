@@ -86,8 +86,18 @@ class ClusterReport:
                     r.reason,
                 ]
             )
-        headers = ["tensor", "layer", "kind", "numel", "k", "method", "sq.err", "bits/w",
-                   "bytes", "why"]
+        headers = [
+            "tensor",
+            "layer",
+            "kind",
+            "numel",
+            "k",
+            "method",
+            "sq.err",
+            "bits/w",
+            "bytes",
+            "why",
+        ]
         return format_table(headers, rows, right="lrlrrlrrrl")
 
     def summary(self) -> str:

@@ -153,7 +153,8 @@ def _csv_rows(path: Path, reader: Iterator[list[str]], label_column: str | int |
     if column is None or side * side != width - 1:
         raise QretrainError(
             f"{str(path)!r}: {width - 1} pixel columns do not form a square image"
-            if column is not None else f"{str(path)!r} has no column {label_column}"
+            if column is not None
+            else f"{str(path)!r} has no column {label_column}"
         )
     labels, pixels = [], []
     for number, row in enumerate(reader if header else _prepend(first, reader), start=1):

@@ -91,7 +91,9 @@ def _batch(teacher: nn.Module, norms: list[nn.Module], size: int, shape, seed: i
     def hook(module, inputs, output):
         value = inputs[0]
         dims = [d for d in range(value.dim()) if d != 1]
-        stats.append((module, value.mean(dims), value.var(dims, unbiased=False).add(module.eps).sqrt()))
+        stats.append(
+            (module, value.mean(dims), value.var(dims, unbiased=False).add(module.eps).sqrt())
+        )
 
     was_training = teacher.training
     teacher.eval().to(device)

@@ -66,8 +66,12 @@ class AugmentedViews(ImageSet):
         """A random resized crop of a random image, flipped half of the time, fitted."""
         raw = self.base.raw(int(torch.randint(len(self.base), (), generator=g)))
         height, width = raw.shape[-2:]
-        area = height * width * (MIN_AREA + (MAX_AREA - MIN_AREA) * float(torch.rand((), generator=g)))
-        ratio = math.exp(LOG_RATIO[0] + (LOG_RATIO[1] - LOG_RATIO[0]) * float(torch.rand((), generator=g)))
+        area = (
+            height * width * (MIN_AREA + (MAX_AREA - MIN_AREA) * float(torch.rand((), generator=g)))
+        )
+        ratio = math.exp(
+            LOG_RATIO[0] + (LOG_RATIO[1] - LOG_RATIO[0]) * float(torch.rand((), generator=g))
+        )
         h = min(height, max(1, round(math.sqrt(area / ratio))))
         w = min(width, max(1, round(math.sqrt(area * ratio))))
         top = int(torch.randint(height - h + 1, (), generator=g))

@@ -183,8 +183,9 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
         unpack = _indices_for_onnx(n, flat, c.bits or 1, numpy_helper, helper, TensorProto)
         kept += [
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
-            numpy_helper.from_array(np.arange(groups, dtype=np.int64)[:, None] * width,
-                                    f"{n}.offsets"),  # fmt: skip
+            numpy_helper.from_array(
+                np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
+            ),  # fmt: skip
             numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
             numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
             *unpack[0],
@@ -260,8 +261,9 @@ def _compact_names(graph) -> None:
     del graph.value_info[:]  # it names the old values; shape inference remakes it
 
 
-def _batchnorm_as_scale_and_shift(initializers, nodes, ranks, numpy_helper, helper,
-                                  graph_outputs=frozenset()):
+def _batchnorm_as_scale_and_shift(
+    initializers, nodes, ranks, numpy_helper, helper, graph_outputs=frozenset()
+):
     """Each BatchNormalization of a 4-D input over constant statistics as Mul and Add by
     one scale and one shift per channel (as the .h5 stores folded batch norm): two
     vectors instead of four, the same function up to float rounding. ``ranks``: the
@@ -343,10 +345,12 @@ def _split_floats(initializers, numpy_helper, helper, TensorProto):
             numpy_helper.from_array(step.astype(np.float32), f"{n}.step"),
             numpy_helper.from_array(np.array(1 << 16, dtype=np.int64), f"{n}.m_scale"),
             numpy_helper.from_array(np.array(values.shape, dtype=np.int64), f"{n}.shape"),
-            *pair[0], *high[0],
+            *pair[0],
+            *high[0],
         ]
         nodes += [
-            *pair[1], *high[1],
+            *pair[1],
+            *high[1],
             helper.make_node("Cast", [f"{n}.m_low"], [f"{n}.m_low64"], to=TensorProto.INT64),
             helper.make_node("Mul", [f"{n}.m_high.idx", f"{n}.m_scale"], [f"{n}.m_up"]),
             helper.make_node("Add", [f"{n}.m_up", f"{n}.m_low64"], [f"{n}.m"]),
@@ -369,9 +373,11 @@ def _indices_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper,
                     numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
                     numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
                     numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count")]  # fmt: skip
-    nodes = [*nodes,  # (groups, lanes) -> the first count values
-             helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
-             helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"])]
+    nodes = [
+        *nodes,  # (groups, lanes) -> the first count values
+        helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
+        helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
+    ]
     return initializers, nodes
 
 
@@ -387,8 +393,10 @@ def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, Te
     wrongly under onnxruntime; two bytes at a time stay exact in any arithmetic.)
     """
     count = flat.size
-    initializers, nodes = [], [
-        helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64)]
+    initializers, nodes = (
+        [],
+        [helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64)],
+    )
     if bits in (1, 2, 4, 8):
         per_byte = 8 // bits
         packed = flat
@@ -431,8 +439,9 @@ def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, Te
         ]
         return packed, (initializers, nodes)
     initializers += [
-        numpy_helper.from_array((1 << (np.arange(per_byte) * bits)).astype(np.int64),
-                                f"{n}.divisors"),  # fmt: skip
+        numpy_helper.from_array(
+            (1 << (np.arange(per_byte) * bits)).astype(np.int64), f"{n}.divisors"
+        ),  # fmt: skip
         numpy_helper.from_array(np.array(1 << bits, dtype=np.int64), f"{n}.modulus"),
     ]
     nodes += [

@@ -121,8 +121,13 @@ def mean_kl(logits: torch.Tensor, reference: torch.Tensor) -> float:
     return kl_per_input(logits.double(), reference.double()).mean().clamp(min=0).item()
 
 
-def top1_drop(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor,
-              resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def top1_drop(
+    logits: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Top-1 points lost against ``reference`` on the same images, with a paired 95%
     bootstrap interval: (drop, low, high).
 
@@ -139,8 +144,13 @@ def top1_drop(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tenso
     return point, float(drops.quantile(0.025)), float(drops.quantile(0.975))
 
 
-def kl_change(before: torch.Tensor, after: torch.Tensor, reference: torch.Tensor,
-              resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def kl_change(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    reference: torch.Tensor,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Change of the mean KL(reference || model) from ``before`` to ``after`` logits on
     the same images, with a paired 95% bootstrap interval: (change, low, high), in
     nats. Negative: ``after`` is closer to the reference. Per-image KL is continuous,

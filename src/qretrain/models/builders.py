@@ -24,6 +24,7 @@ from qretrain.models.specs import Builder, register_builder, register_provider
 register_provider(r"qretrain\.zoo:.*", "qretrain.zoo")
 register_provider(r"teacher:.*", "qretrain.assets.teachers")
 
+
 @register_builder(r"torchvision:(?P<name>[A-Za-z0-9_]+)", forms.TORCHVISION)
 def _torchvision(match: re.Match[str]) -> Builder:
     import torchvision
@@ -92,7 +93,9 @@ def _timm(match: re.Match[str]) -> Builder:
     try:
         import timm
     except ImportError as e:
-        raise QretrainError(f"{match.group(0)} needs timm: pip install 'qretrain[timm]' ({e})") from e
+        raise QretrainError(
+            f"{match.group(0)} needs timm: pip install 'qretrain[timm]' ({e})"
+        ) from e
     name = match["name"]
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
@@ -171,9 +174,7 @@ def _importable(match: re.Match[str]) -> Builder:
         ) from e
     for part in match["attr"].split("."):
         if not hasattr(target, part):
-            raise QretrainError(
-                f"module {match['module']!r} has no attribute {match['attr']!r}"
-            )
+            raise QretrainError(f"module {match['module']!r} has no attribute {match['attr']!r}")
         target = getattr(target, part)
     if not callable(target):
         raise QretrainError(f"{match.group(0)!r} is not callable")

@@ -51,7 +51,9 @@ class InputContract:
             raise QretrainError(f"size must be an int in [1, {MAX_SIZE}] (pixels per side; no "
                                 f"classifier takes more); got {self.size}")  # fmt: skip
         if self.resize is not None and not self.size <= self.resize <= 2 * MAX_SIZE:
-            raise QretrainError(f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}")
+            raise QretrainError(
+                f"resize must be None or in [size, {2 * MAX_SIZE}]; got {self.resize}"
+            )
         if self.interpolation not in INTERPOLATIONS:
             raise QretrainError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; "
                                 f"got {self.interpolation!r}")  # fmt: skip
@@ -81,8 +83,10 @@ class InputContract:
         how = (f"centre crop of {self.resize}, {self.interpolation}" if self.resize is not None
                else f"resized to it, {self.interpolation}")  # fmt: skip
         numbers = lambda values: "(" + ", ".join(f"{v:.4g}" for v in values) + ")"  # noqa: E731
-        return (f"{self.channels}x{self.size}x{self.size} ({how}), mean {numbers(self.mean)}, "
-                f"std {numbers(self.std)}")
+        return (
+            f"{self.channels}x{self.size}x{self.size} ({how}), mean {numbers(self.mean)}, "
+            f"std {numbers(self.std)}"
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputContract:
@@ -184,5 +188,7 @@ def settle_contract(base: InputContract | None, stated: InputContract | dict[str
     for name in ("mean", "std"):  # one value stands for every channel
         values = tuple(facts[name])
         facts[name] = values * facts["channels"] if len(values) == 1 else values
-    guessed = [] if base is None else [f for f in ("size", "mean", "std", "resize") if f not in stated]
+    guessed = (
+        [] if base is None else [f for f in ("size", "mean", "std", "resize") if f not in stated]
+    )
     return InputContract(**facts), guessed

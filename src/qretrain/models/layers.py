@@ -104,9 +104,7 @@ def kind_of(module: nn.Module, attr: str) -> ParamKind | None:
     return None
 
 
-def number_layers(
-    model: nn.Module, example_input: torch.Tensor | None = None
-) -> dict[str, int]:
+def number_layers(model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
     """Module name -> 1-based layer number of every conv / linear / attention module.
 
     With an example input the numbering follows the order in which a forward pass
@@ -118,9 +116,7 @@ def number_layers(
     return {name: i + 1 for i, name in enumerate(call_order(model, layers, example_input))}
 
 
-def call_order(
-    model: nn.Module, names: list[str], example_input: torch.Tensor | None
-) -> list[str]:
+def call_order(model: nn.Module, names: list[str], example_input: torch.Tensor | None) -> list[str]:
     """``names`` (submodule names) in the order a forward pass first calls them.
 
     A module the pass never calls but whose enclosing module in ``names`` it calls

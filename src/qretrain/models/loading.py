@@ -95,7 +95,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError as e:
-        raise QretrainError(f"reading {str(path)!r} needs safetensors: pip install safetensors") from e
+        raise QretrainError(
+            f"reading {str(path)!r} needs safetensors: pip install safetensors"
+        ) from e
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error types for damaged files

@@ -170,9 +170,7 @@ def parse_kinds(value: Any) -> tuple[ParamKind, ...]:
             kinds.append(ParamKind(item))
         except ValueError:
             allowed = [k.value for k in ParamKind] + list(KIND_GROUPS)
-            raise QretrainError(
-                f"unknown kind {item!r} (allowed: {', '.join(allowed)})"
-            ) from None
+            raise QretrainError(f"unknown kind {item!r} (allowed: {', '.join(allowed)})") from None
     return tuple(dict.fromkeys(kinds))
 
 

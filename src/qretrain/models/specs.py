@@ -269,11 +269,15 @@ def _working_folder_importable(spec: str) -> Iterator[None]:
         yield
     finally:
         sys.path.remove(folder)
-        local = sorted(name for name in set(sys.modules) - before
-                       if _inside(getattr(sys.modules[name], "__file__", None), folder))
+        local = sorted(
+            name
+            for name in set(sys.modules) - before
+            if _inside(getattr(sys.modules[name], "__file__", None), folder)
+        )
         if local:
-            logger.info("%s: imported %s from the working folder %s", spec, ", ".join(local),
-                        folder)
+            logger.info(
+                "%s: imported %s from the working folder %s", spec, ", ".join(local), folder
+            )
 
 
 def _inside(path: str | None, folder: str) -> bool:
@@ -318,9 +322,7 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
                 f"({type(e).__name__}: {e})"
             ) from e
         if not isinstance(model, nn.Module):
-            raise QretrainError(
-                f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module"
-            )
+            raise QretrainError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
         # A builder may have recorded a better ArchSpec; stated facts win over it.
         if getattr(model, ARCH_ATTR, None) is None or contract is not None:
             set_arch(model, ArchSpec(spec, dict(kwargs), settled))
@@ -329,14 +331,18 @@ def make_builder(spec: str, kwargs: dict[str, Any], origin: Origin = Origin.USER
                 "%s declares no input contract: images are not fitted to it and layers are "
                 "numbered in registration order; state it (--input-size, --mean, --std; "
                 "Python: contract=qretrain.InputContract(channels, size, mean, std)) or give "
-                "the callable a `contract` attribute", spec,
+                "the callable a `contract` attribute",
+                spec,
             )
         elif own_weights and guessed and builder.contract_note:
             logger.warning(
                 "%s: input %s not stated; using %s: %s. If your weights were trained "
                 "otherwise, state it (--input-size, --mean, --std, --resize; Python: "
-                "contract={...}): a wrong contract costs accuracy silently", spec,
-                "/".join(guessed), builder.contract_note, settled.describe(),
+                "contract={...}): a wrong contract costs accuracy silently",
+                spec,
+                "/".join(guessed),
+                builder.contract_note,
+                settled.describe(),
             )
         return model
 

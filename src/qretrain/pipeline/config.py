@@ -363,7 +363,9 @@ def _contract_problems(contract: Any) -> list[str]:
     when the model's contract is settled)."""
     if not isinstance(contract, dict):
         return [f"must be a mapping of some of {', '.join(FACTS)}; got {contract!r}"]
-    problems = [f"unknown key {k!r} (known: {', '.join(FACTS)})" for k in contract if k not in FACTS]
+    problems = [
+        f"unknown key {k!r} (known: {', '.join(FACTS)})" for k in contract if k not in FACTS
+    ]
     for key in ("mean", "std"):
         values = contract.get(key)
         if values is not None and not (isinstance(values, list) and len(values) in (1, 3) and all(

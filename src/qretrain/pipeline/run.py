@@ -89,10 +89,12 @@ def _run_locked(config: RunConfig, progress: bool, trust_code: bool, overwrite: 
     resolved = config.to_yaml()
     recorded = None if overwrite else earlier_run(out)
     if recorded is not None and recorded.get("config") != resolved:
-        raise ConfigError([
-            f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
-            "output folder, or pass --overwrite to start over there"
-        ])
+        raise ConfigError(
+            [
+                f"{str(out)!r} holds a run of another config (see its config.yaml); use another "
+                "output folder, or pass --overwrite to start over there"
+            ]
+        )
     # Nothing is written before the model loads: a refused config leaves no trace.
     model = load_model(config.model, weights=config.weights, contract=config.contract,
                        origin=Origin.CONFIG, trust_code=trust_code,
@@ -167,12 +169,21 @@ def _stages_own(config: RunConfig, model: nn.Module, data, out: Path, stages: St
         stages("plan", out / "plan.json", lambda: plan_file_stage(config.plan.file, out))
     else:
         verify = "verify" if "verify" in config.data else "analyze"
-        stages("plan", out / "plan.json", lambda: plan_stage(
-            model, data(verify), out, config.plan, device=config.device, progress=progress))
+        stages(
+            "plan",
+            out / "plan.json",
+            lambda: plan_stage(
+                model, data(verify), out, config.plan, device=config.device, progress=progress
+            ),
+        )
     # sensitive-kmeans weighs weights by their Fisher information on the analysis images
     images = (lambda: data("analyze")) if "analyze" in config.data else None
-    stages("compress", out / "compress.json",
-           lambda: cluster_stage(model, out, config.compress, images), pair=out / CLUSTERED)
+    stages(
+        "compress",
+        out / "compress.json",
+        lambda: cluster_stage(model, out, config.compress, images),
+        pair=out / CLUSTERED,
+    )
     if config.retrain is not None:
         guard = data("guard") if "guard" in config.data else None
         stages("retrain (label-free)", out / "label_free.json", lambda: retrain_stage(
@@ -187,13 +198,23 @@ def _conventional_schedule(config: RunConfig) -> dict:
     if config.retrain is not None:
         return {"epochs": config.retrain.config.epochs}
     settings = config.recipe.settings
-    return {"epochs": settings.epochs} if settings.epochs and settings.recover.value == "output" else {}
+    return (
+        {"epochs": settings.epochs}
+        if settings.epochs and settings.recover.value == "output"
+        else {}
+    )
 
 
 def _retrain_runs(config: RunConfig) -> list[str]:
     """The retraining runs whose models a run has, in report order."""
-    main = ["label_free"] if (config.retrain is not None or (
-        config.recipe is not None and config.recipe.settings.retrain_config() is not None)) else []
+    main = (
+        ["label_free"]
+        if (
+            config.retrain is not None
+            or (config.recipe is not None and config.recipe.settings.retrain_config() is not None)
+        )
+        else []
+    )
     return main + config.comparisons()
 
 
@@ -252,8 +273,11 @@ def _uniform_baseline(model: nn.Module, size: int) -> tuple[int, nn.Module, int]
     def clustered(k: int) -> tuple[nn.Module, int]:
         if k not in tried:
             uniform = copy.deepcopy(model)
-            cluster_(uniform, {"rules": [{"type": "Conv2d", "k": k}, {"type": "Linear", "k": k}]},
-                     warn_larger=False)  # fmt: skip (its tiny tensors need no advice)
+            cluster_(
+                uniform,
+                {"rules": [{"type": "Conv2d", "k": k}, {"type": "Linear", "k": k}]},
+                warn_larger=False,
+            )  # fmt: skip (its tiny tensors need no advice)
             tried[k] = uniform, file_bytes(uniform)
         return tried[k]
 

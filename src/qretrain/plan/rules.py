@@ -90,7 +90,9 @@ class Rule:
         errors = unknown_keys(d, RULE_KEYS, where)
         if "k" not in d:
             errors.append(f"{where}: needs k (an int in [1, {MAX_K}], or null to leave alone)")
-        kwargs: dict[str, Any] = {k: d[k] for k in ("name", "type", "kinds") if d.get(k) is not None}
+        kwargs: dict[str, Any] = {
+            k: d[k] for k in ("name", "type", "kinds") if d.get(k) is not None
+        }
         if d.get("layers") is not None:
             kwargs["layers"] = str(d["layers"])
         errors += parse_options(d, where, kwargs)

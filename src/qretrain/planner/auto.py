@@ -108,12 +108,17 @@ class AutoPlan:
 
     def to_yaml(self, sweep_dir: str | None = None) -> str:
         """The plan as YAML, with what it predicts and measures as header comments."""
-        lines = ["# Automatic plan by `qretrain plan`" + (f" from {sweep_dir}" if sweep_dir else "")]
+        lines = [
+            "# Automatic plan by `qretrain plan`" + (f" from {sweep_dir}" if sweep_dir else "")
+        ]
         budget = (f"max drop {self.max_drop:g} {self.unit}" if self.max_drop is not None
                   else f"target size {self.target_bytes:,} bytes")  # fmt: skip
         lines.append(f"# budget: {budget}")
-        basis = (" (costs re-fitted to the measured drop by refining, not the sweep's)"
-                 if self.costs_refined else "")
+        basis = (
+            " (costs re-fitted to the measured drop by refining, not the sweep's)"
+            if self.costs_refined
+            else ""
+        )
         lines.append(f"# predicted drop: {self._fmt(self.predicted_drop)} {self.unit}{basis}")
         if self.measured_drop is not None:
             lines.append(f"# measured drop: {self._fmt(self.measured_drop)} {self.unit} "
@@ -189,8 +194,17 @@ def auto_plan(
         chosen = _smallest_cost_for(groups, unclustered - target_size)
     result = _result(sweep, chosen, metric, max_drop, target_size)
     if model is not None and data is not None:
-        _verify(result, sweep, groups, model, data, settings.batch_size, device,
-                refine=settings.refine, progress=progress)
+        _verify(
+            result,
+            sweep,
+            groups,
+            model,
+            data,
+            settings.batch_size,
+            device,
+            refine=settings.refine,
+            progress=progress,
+        )
     return result
 
 
@@ -319,7 +333,9 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
                 get_tensor(work, name).copy_(value)
             # Each new (tensor, k) is clustered once: the first measurement is the long one.
             new = sum(any((n, p.k) not in cache for n in p.tensors) for p in picks)
-            for p in track(picks, "Clustering the plan", unit="cells", enabled=progress and new > 0):
+            for p in track(
+                picks, "Clustering the plan", unit="cells", enabled=progress and new > 0
+            ):
                 for n in p.tensors:
                     if n not in originals:  # checked once: every k clusters it unchecked
                         originals[n] = get_tensor(model, n).detach().clone()
@@ -368,7 +384,8 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
         kept = measured < drop
         result.refinements.append(
             f"round {round_ + 1}: {len(changed)} cells in or out, measured "
-            f"drop {result._fmt(drop)} -> {result._fmt(measured)} ({'kept' if kept else 'undone'})")
+            f"drop {result._fmt(drop)} -> {result._fmt(measured)} ({'kept' if kept else 'undone'})"
+        )
         logger.info("refining: %s", result.refinements[-1])
         if not kept:
             break

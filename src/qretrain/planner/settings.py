@@ -23,17 +23,24 @@ class PlanSettings(Settings):
     target-size plan with each chosen cell's share of the measured drop in place of its
     sweep cost (``planner.auto``); a round is kept only if it measures better."""
 
-    max_drop: float | None = setting(None, optional(number(at_least=0)),
-                                     "budget in points of --metric (agreement, accuracy), or "
-                                     "in nats of mean KL to the original (kl)")
+    max_drop: float | None = setting(
+        None,
+        optional(number(at_least=0)),
+        "budget in points of --metric (agreement, accuracy), or "
+        "in nats of mean KL to the original (kl)",
+    )
     target_size: int | None = setting(None, optional(integer(1)), "packed file budget")
-    metric: Metric = setting(Metric.AGREEMENT, choice(Metric),
-                             "what --max-drop is of (default %(default)s)")
+    metric: Metric = setting(
+        Metric.AGREEMENT, choice(Metric), "what --max-drop is of (default %(default)s)"
+    )
     batch_size: int = setting(64, integer(1), "images per forward pass")
-    refine: int = setting(0, integer(0),
-                          "with --target-size: R rounds of re-choosing the cells with each "
-                          "one's share of the measured drop (one backward pass each; a round "
-                          "is kept only if it measures better)")
+    refine: int = setting(
+        0,
+        integer(0),
+        "with --target-size: R rounds of re-choosing the cells with each "
+        "one's share of the measured drop (one backward pass each; a round "
+        "is kept only if it measures better)",
+    )
 
     def check(self) -> list[str]:
         if (self.max_drop is None) == (self.target_size is None):

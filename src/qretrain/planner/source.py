@@ -51,7 +51,9 @@ def sweep_inputs(sweep: Sweep, where: str, choice: DataChoice = DataChoice(),
     spec = source.get("data") if same else choice.spec
     limit = choice.limit if choice.limit is not None else (source.get("limit") if same else None)
     seed = choice.seed if choice.seed is not None else source.get("seed", 0)
-    offset = choice.offset if choice.offset is not None else (source.get("offset", 0) if same else 0)
+    offset = (
+        choice.offset if choice.offset is not None else (source.get("offset", 0) if same else 0)
+    )
     data = load_dataset(spec, arch.contract if arch else None, limit=limit, seed=seed,
                         offset=offset)  # fmt: skip
     return model, data

@@ -116,7 +116,9 @@ class Compressed:
         for name, quality in self.quality.items():
             lines.append(f"{name:>10}: {quality} on {self.held_out} held-out images")
         lines.append(f"kept the {self.kept} model")
-        lines.append("time: " + ", ".join(f"{name} {duration(s)}" for name, s in self.seconds.items()))
+        lines.append(
+            "time: " + ", ".join(f"{name} {duration(s)}" for name, s in self.seconds.items())
+        )
         return "\n".join(lines)
 
 

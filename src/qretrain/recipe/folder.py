@@ -31,7 +31,9 @@ def claim(folder: Path, identity: dict[str, Any], outputs: list[str], *,
     """
     recorded = None if overwrite else earlier_run(folder, what)
     if recorded is not None:
-        differs = sorted(k for k in set(identity) | set(recorded) if identity.get(k) != recorded.get(k))
+        differs = sorted(
+            k for k in set(identity) | set(recorded) if identity.get(k) != recorded.get(k)
+        )
         if differs:
             raise QretrainError(
                 f"{str(folder)!r} holds a {what} run with another {', '.join(differs)}; use another "
@@ -56,7 +58,9 @@ def earlier_run(folder: Path, what: str = "run") -> dict[str, Any] | None:
             recorded = None
         if isinstance(recorded, dict):
             return recorded
-    found = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME) if folder.is_dir() else []
+    found = (
+        sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME) if folder.is_dir() else []
+    )
     if found:
         more = f" and {len(found) - 3} more" if len(found) > 3 else ""
         raise QretrainError(

@@ -35,10 +35,14 @@ class Target:
         if isinstance(value, Target):
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise QretrainError(f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}")
+            raise QretrainError(
+                f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}"
+            )
         match = _SIZE.fullmatch(str(value).strip())
         if match is None:
-            raise QretrainError(f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}")
+            raise QretrainError(
+                f"must be a ratio (7, '7x') or a size ('2.6MB', 2682299); got {value!r}"
+            )
         number, unit = float(match["number"]), (match["unit"] or "").lower()
         if unit == "x" or (not unit and number <= MAX_RATIO):
             if not 1 < number <= MAX_RATIO:
@@ -68,8 +72,14 @@ class Recover(str, enum.Enum):
 # The recipe behind the measured figures (docs/BENCHMARKS.md): block-wise with
 # centroid tuning and learned assignments; output matching at its defaults.
 RECOVERY = {
-    Recover.BLOCKS: RetrainConfig(objective=Objective.BLOCKS, block_epochs=4, lr=3e-4,
-                                  batch_size=32, tune_centroids=True, tune_assignments=True),
+    Recover.BLOCKS: RetrainConfig(
+        objective=Objective.BLOCKS,
+        block_epochs=4,
+        lr=3e-4,
+        batch_size=32,
+        tune_centroids=True,
+        tune_assignments=True,
+    ),
     Recover.OUTPUT: RetrainConfig(),
 }
 
@@ -87,33 +97,47 @@ class RecipeSettings(Settings):
     verify the plan by measurement, and up to ``retrain_images`` retrain.
     """
 
-    target: Target | None = setting(None, optional(Target.parse),
-                                    "a ratio to float32 (7x) or a file size (2.6MB, 900KB, "
-                                    "bytes)")
-    max_drop: float | None = setting(None, optional(number(at_least=0)),
-                                     "instead of --target: the largest drop of --metric the "
-                                     "plan may cost")
-    metric: Metric = setting(Metric.KL, choice(Metric),
-                             "what --max-drop and the plan's verification measure (default "
-                             "kl, in nats; agreement in points)")
-    recover: Recover = setting(Recover.BLOCKS, choice(Recover),
-                               "how quality is won back: blocks (block-wise reconstruction, "
-                               "default), output (match the original's outputs) or none")
+    target: Target | None = setting(
+        None, optional(Target.parse), "a ratio to float32 (7x) or a file size (2.6MB, 900KB, bytes)"
+    )
+    max_drop: float | None = setting(
+        None,
+        optional(number(at_least=0)),
+        "instead of --target: the largest drop of --metric the plan may cost",
+    )
+    metric: Metric = setting(
+        Metric.KL,
+        choice(Metric),
+        "what --max-drop and the plan's verification measure (default "
+        "kl, in nats; agreement in points)",
+    )
+    recover: Recover = setting(
+        Recover.BLOCKS,
+        choice(Recover),
+        "how quality is won back: blocks (block-wise reconstruction, "
+        "default), output (match the original's outputs) or none",
+    )
     seed: int = setting(0, integer(0), "seed of the permutation that shares the images out")
     min_images: int = setting(100, integer(2))
     max_held_out: int = setting(500, integer(10))
     sweep_images: int = setting(256, integer(1))
     verify_images: int = setting(256, integer(1))
     retrain_images: int = setting(4096, integer(1))
-    signal: Signal = setting(Signal.MEASURED, choice(Signal),
-                             "how the sweep rates each layer alone: measured (default: a "
-                             "forward pass per cell) or fisher (its KL predicted from the "
-                             "Fisher-weighted clustering error, one backward pass per batch; "
-                             "needs metric kl); the plan is verified by measurement either way")
-    epochs: int | None = setting(None, optional(integer(1)),
-                                 f"passes per block (blocks, default "
-                                 f"{RECOVERY[Recover.BLOCKS].block_epochs}) or epochs (output, "
-                                 f"default {RECOVERY[Recover.OUTPUT].epochs})")
+    signal: Signal = setting(
+        Signal.MEASURED,
+        choice(Signal),
+        "how the sweep rates each layer alone: measured (default: a "
+        "forward pass per cell) or fisher (its KL predicted from the "
+        "Fisher-weighted clustering error, one backward pass per batch; "
+        "needs metric kl); the plan is verified by measurement either way",
+    )
+    epochs: int | None = setting(
+        None,
+        optional(integer(1)),
+        f"passes per block (blocks, default "
+        f"{RECOVERY[Recover.BLOCKS].block_epochs}) or epochs (output, "
+        f"default {RECOVERY[Recover.OUTPUT].epochs})",
+    )
 
     def check(self) -> list[str]:
         if (self.target is None) == (self.max_drop is None):
@@ -121,8 +145,12 @@ class RecipeSettings(Settings):
         if self.metric is Metric.ACCURACY:
             return ["the recipe needs no labels: metric must be 'kl' or 'agreement'"]
         if self.signal is Signal.FISHER and self.metric is not Metric.KL:
-            return [(f"signal 'fisher' predicts each cell's KL and no {self.metric.value}: "
-                     "metric must be 'kl', or signal 'measured'")]
+            return [
+                (
+                    f"signal 'fisher' predicts each cell's KL and no {self.metric.value}: "
+                    "metric must be 'kl', or signal 'measured'"
+                )
+            ]
         return []
 
     def analyze_settings(self, float32_bytes: int) -> AnalyzeSettings:
@@ -131,8 +159,9 @@ class RecipeSettings(Settings):
         bfloat16 keeps, at a third of the time), a small one's in float32, where
         bfloat16's conversions cost more than they save; the recipe's ``signal``."""
         precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
-        return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed,
-                               signal=self.signal)
+        return AnalyzeSettings(
+            kinds=("weight",), precision=precision, seed=self.seed, signal=self.signal
+        )
 
     def retrain_config(self) -> RetrainConfig | None:
         if self.recover is Recover.NONE:

@@ -33,7 +33,9 @@ class Parts:
         return part
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: len(getattr(self, name)) for name in ("held_out", "sweep", "verify", "retrain")}
+        return {
+            name: len(getattr(self, name)) for name in ("held_out", "sweep", "verify", "retrain")
+        }
 
     def describe(self) -> str:
         return (f"{len(self.held_out)} held out, {len(self.sweep)} to sweep, "

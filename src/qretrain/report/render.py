@@ -186,8 +186,10 @@ def _guard(decision: dict | None) -> str:
     if not decision:
         return "-"
     low, high = decision["kl_change_95"]
-    return (f"{decision['kept']} kept: KL {decision['kl_change']:+.4f} [{low:+.4f}, {high:+.4f}] "
-            f"on {decision['images']} held-out images")
+    return (
+        f"{decision['kept']} kept: KL {decision['kl_change']:+.4f} [{low:+.4f}, {high:+.4f}] "
+        f"on {decision['images']} held-out images"
+    )
 
 
 def _block_stage(label: str, stage: dict | None) -> list[Block]:
@@ -212,8 +214,7 @@ def _block_stage(label: str, stage: dict | None) -> list[Block]:
                  f"{stage['quality_blocks']:.2%} after")  # fmt: skip
     if "guard" in stage:
         text += f"; guard: {stage['guard']}"
-    return [Block("p", text + "."),
-            Block("table", (header, rows))]
+    return [Block("p", text + "."), Block("table", (header, rows))]
 
 
 def _assignments(choice: dict | None) -> str:
@@ -293,5 +294,7 @@ def _html(blocks: list[Block], out: Path) -> str:
         elif block.kind == "code":
             parts.append(f"<pre>{html.escape(str(block.content))}</pre>")
     title = html.escape(str(blocks[0].content))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{STYLE}</style>{CHECK}</head><body>{''.join(parts)}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{STYLE}</style>{CHECK}</head><body>{''.join(parts)}</body></html>\n"
+    )

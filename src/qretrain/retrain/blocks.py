@@ -108,7 +108,12 @@ def find_blocks(model: nn.Module) -> tuple[Graph, list[Block]] | None:
             merged.append([a, b, read, name])
     if merged and not clustered & set(merged[-1][2]) and len(merged) > 1:
         last = merged.pop()
-        merged[-1] = [merged[-1][0], last[1], merged[-1][2] + last[2], _join(merged[-1][3], last[3])]
+        merged[-1] = [
+            merged[-1][0],
+            last[1],
+            merged[-1][2] + last[2],
+            _join(merged[-1][3], last[3]),
+        ]
     blocks = [Block(name, a, b, tuple(dict.fromkeys(read))) for a, b, read, name in merged]
     return (graph, blocks) if len(blocks) >= 2 else None
 
@@ -146,8 +151,10 @@ def _parameters_read(model, graph: Graph, start: int, stop: int | None, params: 
     end = len(graph.nodes) if stop is None else stop
     position = {n: i for i, n in enumerate(graph.nodes)}
     for node in graph.nodes[:start]:
-        if node.op == "get_attr" and node.target in params and any(
-            start <= position[u] < end for u in node.users
+        if (
+            node.op == "get_attr"
+            and node.target in params
+            and any(start <= position[u] < end for u in node.users)
         ):
             read.append(str(node.target))
     return read
@@ -173,8 +180,11 @@ class _Values:
 
     def __init__(self, n: int, like: torch.Tensor, spill: bool):
         shape = tuple(like.shape[1:])
-        last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
-            memory_format=torch.channels_last)
+        last = (
+            like.dim() == 4
+            and not like.is_contiguous()
+            and like.is_contiguous(memory_format=torch.channels_last)
+        )
         stored = (shape[1], shape[2], shape[0]) if last else shape  # (H, W, C) when last
         size = n * math.prod(shape)
         if spill:
@@ -203,8 +213,11 @@ def _run(segment: fx.GraphModule, values: torch.Tensor, device, spill: bool,
         y = segment(values[start : start + CHUNK].to(device))
         y = (y[0] if isinstance(y, tuple) else y).float()
         if target is not None:
-            squared += float(torch.nn.functional.mse_loss(
-                y, target[start : start + len(y)].to(device), reduction="sum"))
+            squared += float(
+                torch.nn.functional.mse_loss(
+                    y, target[start : start + len(y)].to(device), reduction="sum"
+                )
+            )
         y = y.cpu()
         if out is None:
             out = _Values(len(values), y, spill).data

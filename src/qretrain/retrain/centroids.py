@@ -97,7 +97,8 @@ class CentroidTuner:
             raise QretrainFileError(
                 f"saved indices of {name!r} do not fit its codebook (expected {shape.numel()} "
                 "indices, each from 0 to below its row's size); remove the checkpoint to start "
-                "fresh")
+                "fresh"
+            )
         return indices.reshape(shape)
 
     def write_back(self) -> None:

@@ -60,41 +60,62 @@ class RetrainConfig(Settings):
     ``block_epochs`` passes each (``epochs`` then counts only for ``blocks+output``);
     ``tune_assignments`` lets each block also choose its weights' centroids."""
 
-    epochs: int = setting(5, integer(1), "passes over D of output matching or, with labels, "
-                          "of cross-entropy (default %(default)s)")
-    objective: Objective = setting(Objective.OUTPUT, choice(Objective),
-                                   "output: match the teacher's outputs (the seed's, default); "
-                                   "blocks: reconstruct each block's output in turn, "
-                                   "--block-epochs passes each; blocks+output: blocks, then "
-                                   "--epochs of output matching")
+    epochs: int = setting(
+        5,
+        integer(1),
+        "passes over D of output matching or, with labels, of cross-entropy (default %(default)s)",
+    )
+    objective: Objective = setting(
+        Objective.OUTPUT,
+        choice(Objective),
+        "output: match the teacher's outputs (the seed's, default); "
+        "blocks: reconstruct each block's output in turn, "
+        "--block-epochs passes each; blocks+output: blocks, then "
+        "--epochs of output matching",
+    )
     block_epochs: int = setting(4, integer(1), "passes over D per block (default %(default)s)")
     batch_size: int = setting(128, integer(1), "images per step (default %(default)s)")
     lr: float = setting(1e-3, number(above=0), "Adam's learning rate (default %(default)s)")
-    weight_decay: float = setting(0.0, number(at_least=0),
-                                  "Adam's weight decay (default %(default)s)")
+    weight_decay: float = setting(
+        0.0, number(at_least=0), "Adam's weight decay (default %(default)s)"
+    )
     loss: Loss = setting(Loss.KL, choice(Loss), "between output vectors (default kl)")
-    temperature: float = setting(2.0, number(above=0),
-                                 "softens both outputs for the kl loss (default %(default)s)")
-    trainable: Trainable = setting(Trainable("unclustered"), Trainable.parse,
-                                   "unclustered (default), last, or " + SYNTAX)
-    bn_stats: BNStats = setting(BNStats.FROZEN, choice(BNStats),
-                                "batch-norm running statistics: frozen (default) or update")
+    temperature: float = setting(
+        2.0, number(above=0), "softens both outputs for the kl loss (default %(default)s)"
+    )
+    trainable: Trainable = setting(
+        Trainable("unclustered"), Trainable.parse, "unclustered (default), last, or " + SYNTAX
+    )
+    bn_stats: BNStats = setting(
+        BNStats.FROZEN, choice(BNStats), "batch-norm running statistics: frozen (default) or update"
+    )
     labels: bool = setting(False, boolean, "conventional: cross-entropy on labels")
-    tune_centroids: bool = setting(False, boolean, "also train clustered tensors' codebook "
-                                   "values (indices fixed)")
-    tune_assignments: bool = setting(False, boolean,  # block-wise: retrain.rounding
-                                     "block-wise, with --tune-centroids: each weight also "
-                                     "chooses between its two nearest centroids by the "
-                                     "block's output")
-    rounding_lambda: float = setting(0.01, number(at_least=0),
-                                     "with --tune-assignments: weight of the term pushing each "
-                                     "weight to one of its two centroids (AdaRound's and "
-                                     "BRECQ's default, %(default)s)")
+    tune_centroids: bool = setting(
+        False, boolean, "also train clustered tensors' codebook values (indices fixed)"
+    )
+    tune_assignments: bool = setting(
+        False,
+        boolean,  # block-wise: retrain.rounding
+        "block-wise, with --tune-centroids: each weight also "
+        "chooses between its two nearest centroids by the "
+        "block's output",
+    )
+    rounding_lambda: float = setting(
+        0.01,
+        number(at_least=0),
+        "with --tune-assignments: weight of the term pushing each "
+        "weight to one of its two centroids (AdaRound's and "
+        "BRECQ's default, %(default)s)",
+    )
     # teacher outputs and frozen-prefix features, once
-    cache: bool = setting(True, boolean, "output matching with frozen batch norm and "
-                          "codebooks: run the frozen layers before the trainable ones on "
-                          "every batch instead of once over D, keeping their outputs (less "
-                          "memory, more time)")
+    cache: bool = setting(
+        True,
+        boolean,
+        "output matching with frozen batch norm and "
+        "codebooks: run the frozen layers before the trainable ones on "
+        "every batch instead of once over D, keeping their outputs (less "
+        "memory, more time)",
+    )
     seed: int = setting(0, integer(0), "seed of the shuffling and held-out images")
 
     def __post_init__(self) -> None:

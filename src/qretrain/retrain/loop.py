@@ -170,8 +170,9 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
                    f"{' (block_epochs)' if config.objective is Objective.BLOCKS else ''}")  # fmt: skip
         logger.warning(message)
         return {"fallback": message}
-    monitor = val_data if val_data is not None else Subset(data, range(min(len(data),
-                                                                              BLOCK_MONITOR_MAX)))
+    monitor = (
+        val_data if val_data is not None else Subset(data, range(min(len(data), BLOCK_MONITOR_MAX)))
+    )
     scored = len(monitor)
     monitor = _cache(student, teacher, ranks.shard(monitor, equal=False), None, config, device,
                      False)  # fmt: skip
@@ -185,9 +186,13 @@ def _blocks_stage(student, teacher, data, config: RetrainConfig, val_data, check
                          progress=progress, checkpoint=path, resume=resume,
                          fingerprints=fingerprints, ranks=ranks)  # fmt: skip
     after = _quality(student, monitor, device, ranks)
-    record.update(quality_start=before, quality_blocks=after, trainable=sorted(trainable),
-                  monitor_metric=_metric_name(monitor),
-                  monitor="val_data" if val_data is not None else f"the first {scored} images")
+    record.update(
+        quality_start=before,
+        quality_blocks=after,
+        trainable=sorted(trainable),
+        monitor_metric=_metric_name(monitor),
+        monitor="val_data" if val_data is not None else f"the first {scored} images",
+    )
     if val_data is not None:
         if after < before:
             student.load_state_dict(start_state)
@@ -300,7 +305,8 @@ def _retrain(student, teacher, data, config, val_data, checkpoint, resume, devic
         "trainable": names,
         "world_size": ranks.world_size,
         "train_images": len(train) * ranks.world_size,
-        "monitor": "val_data" if val_data is not None
+        "monitor": "val_data"
+        if val_data is not None
         else f"{len(monitor) * ranks.world_size} held-out images",
         "monitor_metric": _metric_name(monitor),
         "quality_before": before,
@@ -329,7 +335,9 @@ def _check_inputs(student, teacher, data, config: RetrainConfig) -> None:
         check_labels(torch.as_tensor(labels), _classes(student, data), "the retraining data")
     if config.labels:
         if labels is None or (labels < 0).any():
-            raise QretrainError("labels=True (conventional retraining) needs labeled data; D has none")
+            raise QretrainError(
+                "labels=True (conventional retraining) needs labeled data; D has none"
+            )
     elif teacher is None:
         raise QretrainError("label-free retraining needs a teacher (the original model)")
     if config.bn_stats is BNStats.UPDATE:

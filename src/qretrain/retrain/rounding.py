@@ -154,12 +154,14 @@ class LearnedAssignments:
         if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= self.steps:
             raise QretrainFileError(
                 f"the checkpoint's learned assignments are at step {state.get('step')!r}, "
-                f"expected 0 .. {self.steps}; remove the checkpoint to start fresh")
+                f"expected 0 .. {self.steps}; remove the checkpoint to start fresh"
+            )
         for name, v in self.v.items():
             if name not in saved or saved[name].shape != v.shape:
                 raise QretrainFileError(
                     f"the checkpoint's learned assignments of {name!r} are missing or of "
-                    "another shape; remove the checkpoint to start fresh")
+                    "another shape; remove the checkpoint to start fresh"
+                )
         self.step = state["step"]
         for name, v in self.v.items():
             v.copy_(saved[name])

@@ -156,8 +156,11 @@ def _dead_writers(path: Path, tail: str) -> list[Path]:
     """Temporaries ``.NAME.PID.TAIL`` beside ``path`` (``tail`` a regex) whose writer,
     process PID, is gone."""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.{tail}")
-    return [candidate for candidate in path.parent.glob(f".{glob_escape(path.name)}.*")
-            if (match := pattern.fullmatch(candidate.name)) and not _alive(int(match[1]))]
+    return [
+        candidate
+        for candidate in path.parent.glob(f".{glob_escape(path.name)}.*")
+        if (match := pattern.fullmatch(candidate.name)) and not _alive(int(match[1]))
+    ]
 
 
 @contextlib.contextmanager

@@ -76,8 +76,9 @@ def decode_entry(entry: EntryMeta, data: np.ndarray, label: str):
 
 
 def _codebook(entry: EntryMeta, parts: dict[str, np.ndarray]) -> torch.Tensor:
-    values = parts["codebook"].view("<f4").astype(np.float32).reshape(entry.groups,
-                                                                     entry.cluster.width)
+    values = (
+        parts["codebook"].view("<f4").astype(np.float32).reshape(entry.groups, entry.cluster.width)
+    )
     return torch.from_numpy(values.copy())
 
 

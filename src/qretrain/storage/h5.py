@@ -344,7 +344,8 @@ def _arch_for(model: nn.Module, arch: ArchSpec | str | None) -> ArchSpec:
     if not is_named(arch.spec):
         logger.warning(
             "%s names code (%r): loading the file will need trust_code=True / --trust-code",
-            type(model).__name__, arch.spec,
+            type(model).__name__,
+            arch.spec,
         )
     if arch.contract is None:
         contract = getattr(get_arch(rebuilt), "contract", None)

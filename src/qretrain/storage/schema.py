@@ -144,14 +144,20 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
         json.loads(text, object_pairs_hook=_unique_keys)  # nested 16 levels at most by now
     except (UnicodeDecodeError, ValueError) as e:
         raise QretrainFileError(f"{where}: its manifest is not JSON ({e})") from None
-    if isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("format_version") != FORMAT_VERSION:
+    if (
+        isinstance(doc, dict)
+        and doc.get("format") == FORMAT
+        and doc.get("format_version") != FORMAT_VERSION
+    ):
         raise QretrainFileError(
             f"{where} has format version {doc.get('format_version')!r}; this qretrain reads "
             f"version {FORMAT_VERSION} only (docs/FORMAT.md, 'Versions')"
         )
     if not isinstance(doc, dict) or set(doc) != ROOT_KEYS:
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise QretrainFileError(f"{where}: the manifest must have keys {sorted(ROOT_KEYS)}; got {got}")
+        raise QretrainFileError(
+            f"{where}: the manifest must have keys {sorted(ROOT_KEYS)}; got {got}"
+        )
     if doc["format"] != FORMAT:
         raise QretrainFileError(f"{where} is an HDF5 file but not a qretrain model file")
     layout = doc["layout"]
@@ -217,9 +223,13 @@ def _cluster(d: Any, shape: tuple[int, ...], label: str) -> ClusterMeta:
     if not _is_int(k) or not 1 <= k <= MAX_K:
         raise QretrainFileError(f"{label}: k must be an int in [1, {MAX_K}]; got {k!r}")
     if not _is_int(width) or not _is_int(bits) or not 1 <= width <= k or bits != index_bits(width):
-        raise QretrainFileError(f"{label}: codebook width {width!r}, k {k} and bits {bits!r} disagree")
-    if isinstance(sq_error, bool) or not isinstance(sq_error, (int, float)) or not (
-        math.isfinite(sq_error) and sq_error >= 0
+        raise QretrainFileError(
+            f"{label}: codebook width {width!r}, k {k} and bits {bits!r} disagree"
+        )
+    if (
+        isinstance(sq_error, bool)
+        or not isinstance(sq_error, (int, float))
+        or not (math.isfinite(sq_error) and sq_error >= 0)
     ):
         raise QretrainFileError(f"{label}: sq_error must be finite and >= 0; got {sq_error!r}")
     if granularity is Granularity.CHANNEL and len(shape) < 2:

@@ -93,9 +93,15 @@ def small_regnet(num_classes: int = 10) -> nn.Module:
 def small_efficientnet(num_classes: int = 10) -> nn.Module:
     from torchvision.models.efficientnet import EfficientNet, MBConvConfig
 
-    stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
-              (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
-              (6, 3, 1, 192, 320, 1)]  # efficientnet_b0's, at a quarter of its width and depth
+    stages = [
+        (1, 3, 1, 32, 16, 1),
+        (6, 3, 2, 16, 24, 2),
+        (6, 5, 2, 24, 40, 2),
+        (6, 3, 2, 40, 80, 3),
+        (6, 5, 1, 80, 112, 3),
+        (6, 5, 2, 112, 192, 4),
+        (6, 3, 1, 192, 320, 1),
+    ]  # efficientnet_b0's, at a quarter of its width and depth
     setting = [MBConvConfig(*s, width_mult=0.25, depth_mult=0.25) for s in stages]
     return EfficientNet(setting, dropout=0.2, num_classes=num_classes)
 

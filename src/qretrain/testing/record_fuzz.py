@@ -183,7 +183,8 @@ def _checkpoint(corpus: _Corpus, target: Path, how: str, rng) -> tuple[str, Call
         expected = corpus.student.state_dict()
         for name, tensor in result.model.state_dict().items():
             if tensor.shape != expected[name].shape or (
-                    tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())):
+                tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+            ):
                 return f"unsound: {name} {tuple(tensor.shape)}"  # fmt: skip
         return "sound"
 

@@ -62,7 +62,9 @@ class _Bundle:
     def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
         size = struct.calcsize(fmt)
         if offset < 0 or offset + size > len(self.data):
-            raise _Damaged(f"an offset ({offset}) past the end of the file ({len(self.data)} bytes)")
+            raise _Damaged(
+                f"an offset ({offset}) past the end of the file ({len(self.data)} bytes)"
+            )
         return struct.unpack_from(fmt, self.data, offset)
 
     def _name(self, offset: int) -> str:
@@ -70,14 +72,14 @@ class _Bundle:
         start = self.names + offset + 6  # length (2), hash (4)
         if start + 2 * length > len(self.data):
             raise _Damaged("a name past the end of the file")
-        return self.data[start:start + 2 * length].decode("utf-16-be", errors="replace")
+        return self.data[start : start + 2 * length].decode("utf-16-be", errors="replace")
 
     def _blob(self, offset: int, flags: int) -> bytes:
         (length,) = self._unpack(">I", self.blobs + offset)
         start = self.blobs + offset + 4
         if start + length > len(self.data):
             raise _Damaged(f"an entry of {length} bytes past the end of the file")
-        blob = self.data[start:start + length]
+        blob = self.data[start : start + length]
         if flags & COMPRESSED_ZSTD:
             raise _Damaged("a zstd-compressed entry (only zlib is read)")
         if not flags & COMPRESSED:

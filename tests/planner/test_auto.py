@@ -247,3 +247,33 @@ def test_refine_needs_a_target_size_and_data_to_measure_on(swept):
     settings = PlanSettings(target_size=sweep.baseline["file_bytes"] // 2, metric="kl", refine=1)
     with pytest.raises(ValueError, match="refine measures each round on verification data"):
         auto_plan(sweep, settings=settings)
+
+
+def test_smallest_cost_choice_is_exact_and_its_table_ignores_huge_costs():
+    """The cheapest saving-enough choice equals brute force over every combination, and
+    options with enormous costs (predicted KLs of 1-value codebooks) do not size the
+    DP's table: 10**12 units would need terabytes."""
+    import dataclasses
+    import random
+
+    from qretrain.planner.auto import Pick, _smallest_cost_for, _units_of
+
+    rng = random.Random(3)
+    for trial in range(30):
+        groups = {}
+        for g in range(4):
+            options = [Pick(f"u{g}", f"{g}", "weight", k, (f"u{g}.weight",),
+                            rng.uniform(0, 5) * STEP * (9 - k), rng.randint(1, 50) * (9 - k))
+                       for k in (1, 2, 4, 8)]  # fmt: skip
+            if trial % 3 == 0:  # a 1-value codebook whose predicted cost explodes
+                options[0] = dataclasses.replace(options[0], cost=1e12 * STEP)
+            groups[(f"u{g}", "weight")] = options
+        needed = rng.randint(1, 150)
+        combos = itertools.product(*[[None, *opts] for opts in groups.values()])
+        feasible = [sum(_units_of(p.cost) for p in c if p)
+                    for c in combos if sum(p.saving for p in c if p) >= needed]  # fmt: skip
+        if not feasible:
+            continue
+        picks = _smallest_cost_for(groups, needed)
+        assert sum(p.saving for p in picks) >= needed
+        assert sum(_units_of(p.cost) for p in picks) == min(feasible)

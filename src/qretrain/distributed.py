@@ -17,6 +17,8 @@ Nothing here is global state: a ``Ranks`` value travels with the run.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,3 +152,16 @@ def init_from_env(device: str) -> tuple[Ranks, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if on_gpu else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size()), device
+
+
+@contextmanager
+def process_group_from_env(device: str) -> Iterator[tuple[Ranks, str]]:
+    """``init_from_env`` for the length of a ``with`` block: this process's Ranks and
+    device, and the process group (when one was joined) left when the block ends,
+    however it ends."""
+    ranks, device = init_from_env(device)
+    try:
+        yield ranks, device
+    finally:
+        if ranks.several:
+            dist.destroy_process_group()

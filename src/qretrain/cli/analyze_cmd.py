@@ -58,16 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(AnalyzeSettings, args, "analyze")
-    import torch.distributed as dist
+    from qretrain.distributed import process_group_from_env
 
-    from qretrain.distributed import init_from_env
-
-    ranks, device = init_from_env(args.device)  # several processes under torchrun
-    try:
+    with process_group_from_env(args.device) as (ranks, device):  # several under torchrun
         return _analyze(args, settings, ranks, device)
-    finally:
-        if ranks.several:
-            dist.destroy_process_group()
 
 
 def _analyze(args: argparse.Namespace, settings: AnalyzeSettings, ranks: Ranks,

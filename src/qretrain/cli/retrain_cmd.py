@@ -91,16 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = settings_from_args(RetrainConfig, args)  # checked before anything is loaded
-    import torch.distributed as dist
+    from qretrain.distributed import process_group_from_env
 
-    from qretrain.distributed import init_from_env
-
-    ranks, device = init_from_env(args.device)  # several processes under torchrun
-    try:
+    with process_group_from_env(args.device) as (ranks, device):  # several under torchrun
         return _retrain_and_save(args, config, ranks, device)
-    finally:
-        if ranks.several:
-            dist.destroy_process_group()
 
 
 def _retrain_and_save(args: argparse.Namespace, config: RetrainConfig, ranks: Ranks,

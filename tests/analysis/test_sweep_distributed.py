@@ -2,8 +2,6 @@
 same bytes as one process's, fresh or resumed."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import types
@@ -19,6 +17,7 @@ from qretrain.analysis import AnalyzeSettings, analyze
 from qretrain.analysis import sweep as sweep_module
 from qretrain.cli.main import main
 from qretrain.data.sets import tensor_set
+from qretrain.testing.ranks import free_port, join_gloo
 
 KS = (1, 2, 4, 256)
 # A clock that never moves: cells' seconds are the one thing two runs cannot share.
@@ -38,8 +37,7 @@ def sweep_into(folder, rank: int = 0, world_size: int = 1):
 
 
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    join_gloo(rank, world_size, port)
     sweep_module.time = STOPPED
     measured = []
     real = sweep_module._sweep_kind
@@ -59,12 +57,6 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
                     "cells": len(fresh.cells)}, f"{folder}/rank{rank}.pt")  # fmt: skip
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_write_the_record_one_process_writes(tiny_vgg, tmp_path, monkeypatch):
@@ -89,7 +81,7 @@ def test_two_ranks_write_the_record_one_process_writes(tiny_vgg, tmp_path, monke
         sweep_into(tmp_path / "resumed")
     monkeypatch.setattr(sweep_module, "_sweep_kind", real)
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     total = len(one.cells)
     # Each rank measured its own cells (i % 2 == rank), none twice...

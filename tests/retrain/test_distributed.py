@@ -1,8 +1,6 @@
 """Retraining in two processes (gloo on the CPU), through the API and under torchrun."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -17,19 +15,13 @@ from qretrain.data import load_dataset
 from qretrain.distributed import Ranks
 from qretrain.models import get_arch
 from qretrain.retrain import RetrainConfig, retrain
+from qretrain.testing.ranks import free_port, join_gloo
 
 IMAGES = 96  # 48 per rank
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    join_gloo(rank, world_size, port)
     try:
         teacher = qretrain.load(f"{folder}/teacher.h5")
         student = qretrain.load(f"{folder}/student.h5")
@@ -47,7 +39,7 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
 
 def test_two_ranks_train_their_shards_into_one_model(retrain_files):
     tmp_path = retrain_files(IMAGES)
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     start = qretrain.load(tmp_path / "student.h5").state_dict()
     for name, value in ranks[0]["state"].items():

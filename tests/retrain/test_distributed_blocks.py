@@ -5,8 +5,6 @@ process with the same global batch up to float rounding."""
 import copy
 import inspect
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -21,6 +19,7 @@ import qretrain.zoo
 from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
+from qretrain.testing.ranks import free_port, join_gloo
 
 IMAGES = 50  # 25 per rank: a step of 16 takes 7, 8 or 9 of them on each
 PER_RANK_BATCH = 8
@@ -83,8 +82,7 @@ def run(folder: str, batch_size: int, rank: int = 0, world_size: int = 1, *,
 
 
 def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    join_gloo(rank, world_size, port)
     try:
         whole = run(folder, PER_RANK_BATCH, rank, world_size, checkpoint=f"rank{rank}")
         # Killed mid-block 3 (after its learned assignments were chosen), then resumed
@@ -100,18 +98,12 @@ def _worker(rank: int, world_size: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_reconstruct_blocks_as_one_process_does(tiny_resnet, tmp_path):
     student = copy.deepcopy(tiny_resnet)
     qretrain.cluster_(student, PLAN, progress=False)
     qretrain.save(tiny_resnet, tmp_path / "teacher.h5")
     qretrain.save(student, tmp_path / "student.h5")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     one = run(str(tmp_path), 2 * PER_RANK_BATCH)
 

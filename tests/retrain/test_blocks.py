@@ -132,6 +132,54 @@ def test_values_spilled_to_files_train_the_same_model_as_values_in_memory(
     assert [h["mse_after"] for h in kept["history"]] == [h["mse_after"] for h in spilled["history"]]
 
 
+def test_block_values_trains_each_pass_on_as_many_images_as_hold_that_many_outputs(
+        pair, monkeypatch):  # fmt: skip
+    """Each training pass of block i sees min(N, max(MIN, ceil(V / D_i))) images (D_i:
+    its output values per image), every image still goes through every block once
+    more to feed the next; a budget no block reaches trains exactly as without it."""
+    teacher, student = pair
+    monkeypatch.setattr(blocks_module, "MIN_PASS_IMAGES", 8)
+    trainable = {n for n, _ in student.named_parameters() if n not in clusters_of(student)}
+    runs, counts = {}, {}
+    for budget in (None, 4096, 48 * 10**6):
+        b = copy.deepcopy(student)
+        plan = plan_blocks(b, teacher)
+        trained = [0] * len(plan.student)
+
+        def counting(i, segment):
+            def run(x):
+                trained[i] += len(x) if torch.is_grad_enabled() else 0
+                return segment(x)
+
+            return run
+
+        values = []
+        x = torch.zeros(1, 1, 28, 28)
+        for segment in plan.teacher:
+            x = segment(x)
+            values.append(x[0].numel())
+        plan.student = [counting(i, s) for i, s in enumerate(plan.student)]
+        config = blocks_config(tune_centroids=True, block_values=budget)
+        reconstruct(b, teacher, plan, make_data(), config, trainable, device="cpu",
+                    progress=False)  # fmt: skip
+        per_pass = [48 if budget is None else min(48, max(8, -(-budget // v))) for v in values]
+        assert trained == [2 * n for n in per_pass]
+        runs[budget], counts[budget] = b, trained
+    assert 2 * 8 in counts[4096] and 2 * 48 in counts[4096]  # it caps the large blocks only
+    for name, x in runs[None].state_dict().items():
+        assert torch.equal(x, runs[48 * 10**6].state_dict()[name]), name
+    assert not torch.equal(runs[4096].stem[0].weight, runs[None].stem[0].weight)
+
+
+def test_pass_images_is_every_image_or_the_budget_at_least_the_minimum():
+    config = blocks_config(block_values=10**6)
+    assert blocks_module.pass_images(5000, 100, blocks_config()) == 5000
+    assert blocks_module.pass_images(5000, 100, config) == 5000
+    assert blocks_module.pass_images(50_000, 100, config) == 10_000
+    assert blocks_module.pass_images(5000, 10**5, config) == blocks_module.MIN_PASS_IMAGES
+    assert blocks_module.pass_images(100, 10**5, config) == 100
+
+
 @contextlib.contextmanager
 def interrupted_at(monkeypatch, block: int, epoch: int):
     """Block-wise passes raise KeyboardInterrupt at (block, epoch), both from 0, inside."""
@@ -204,6 +252,7 @@ def test_an_untraceable_model_falls_back_to_output_matching(tiny_resnet, caplog)
 @pytest.mark.parametrize("settings,message", [
     ({"objective": "layers"}, "objective: must be one of 'output', 'blocks', 'blocks[+]output'; got 'layers'"),
     ({"objective": "blocks", "block_epochs": 0}, "block_epochs: "),
+    ({"objective": "blocks", "block_values": 0}, "block_values: "),
     ({"objective": "blocks", "bn_stats": "update"}, "keeps batch norm frozen"),
     ({"objective": "blocks", "labels": True}, "is label-free"),
 ])  # fmt: skip

@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # Every RetrainConfig field but seed, which --seed above sets (for D's subset too);
     # --loss ce is what --labels means.
     add_flags(parser, RetrainConfig, "labels", "trainable", "loss", "temperature", "objective",
-              "block_epochs", "epochs", "batch_size", "lr", "weight_decay", "bn_stats",
+              "block_epochs", "block_values", "epochs", "batch_size", "lr", "weight_decay", "bn_stats",
               "tune_centroids", "tune_assignments", "rounding_lambda", "cache",
               loss={"choices": [x.value for x in Loss if x is not Loss.CE]})  # fmt: skip
     parser.add_argument(

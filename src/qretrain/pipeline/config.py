@@ -72,9 +72,9 @@ STAGE_KEYS = ("analyze", "plan", "compress", "retrain")  # the stages' own form 
 STAGE_DATA = ("analyze", "verify", "retrain", "guard")
 COMPARISONS = ("conventional", "far_off")
 # What a run's retrain section may set: labels and caching are the pipeline's own.
-RETRAIN_KEYS = ("objective", "block_epochs", "epochs", "batch_size", "lr", "weight_decay", "loss",
-                "temperature", "trainable", "bn_stats", "tune_centroids", "tune_assignments",
-                "rounding_lambda", "seed")  # fmt: skip
+RETRAIN_KEYS = ("objective", "block_epochs", "block_values", "epochs", "batch_size", "lr",
+                "weight_decay", "loss", "temperature", "trainable", "bn_stats", "tune_centroids",
+                "tune_assignments", "rounding_lambda", "seed")  # fmt: skip
 
 
 class ConfigError(SettingsError):

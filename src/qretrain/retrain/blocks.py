@@ -21,6 +21,14 @@ otherwise in memory-mapped files in the temporary folder (``TMPDIR``). Peak memo
 about 2 x (largest block input + output) x images x 4 bytes (EfficientNet-Lite0 at
 224 px: ~4.8 MB per image).
 
+**Images per pass.** A pass over a block trains on every image, or with
+``block_values`` on the first ``pass_images`` of that pass's own seeded order: as
+many as hold that many of the block's output values. Early blocks of a mobile
+network run at high resolution with few weights (EfficientNet-Lite0's stem and first
+two MBConv blocks: a thousandth of its weights, half of the block-wise time), so a few hundred
+images per pass fit them; each image still goes through every block once to feed
+the next.
+
 Trained per block: its parameters that ``config.trainable`` selects, and with
 ``tune_centroids`` its codebook values (assignments fixed; with ``tune_assignments``
 each weight also chooses between its two neighbouring centroids, ``retrain.rounding``).
@@ -60,7 +68,7 @@ from qretrain.models.layers import get_tensor
 from qretrain.progress import Progress, track
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import check_same_run, check_tensor, write_payload
-from qretrain.retrain.config import RetrainConfig
+from qretrain.retrain.config import MIN_PASS_IMAGES, RetrainConfig
 from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
 
@@ -307,6 +315,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             p.requires_grad_(name in own or name in books)
         params = [p for n, p in student.named_parameters() if n in own]
         params += [tuner.codebooks[n] for n in books]
+        per_pass = pass_images(total, target[0].numel(), config)
         losses, first = (at.losses, at.epoch) if i == at.block else ([], 0)
         # Learned assignments: every pass but the last (retrain.rounding), then chosen.
         soft = max(config.block_epochs - 1, 1) if config.tune_assignments and books else 0
@@ -316,7 +325,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         if params:
             groups = [{"params": params}]
             if first < soft:
-                steps = soft * math.ceil(total / (config.batch_size * ranks.world_size))
+                steps = soft * math.ceil(per_pass / (config.batch_size * ranks.world_size))
                 rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
                                               steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
@@ -333,7 +342,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                 step = _Step(optimizer, tuner, books, active, _with_grads(student, own, books),
                              ranks)  # fmt: skip
                 losses.append(_train_pass(plan.student[i], student_in, target, step, total,
-                                          config, i, epoch, device, progress,
+                                          per_pass, config, i, epoch, device, progress,
                                           block.name))  # fmt: skip
                 passes.update()
                 if active is not None and epoch + 1 == soft:
@@ -437,22 +446,35 @@ def _with_grads(student: nn.Module, own: list[str], books: list[str]) -> list[to
     return [p for n, p in student.named_parameters() if n in wanted]
 
 
-def _train_pass(segment, inputs, target, step: _Step, total: int, config: RetrainConfig,
-                block: int, epoch: int, device, progress: bool, name: str) -> float:  # fmt: skip
-    """One pass over all ``total`` images (of which ``inputs`` and ``target`` hold this
-    rank's shard) in an order seeded by (seed, block, pass), so that a resumed run
-    repeats an uninterrupted one; returns the mean batch loss over all ranks (the
-    reconstruction error, without the learned assignments' term)."""
+def pass_images(total: int, values_per_image: int, config: RetrainConfig) -> int:
+    """How many of the ``total`` images one pass over a block trains on: all of them,
+    or with ``config.block_values`` as many as hold that many of the block's output
+    values (``values_per_image`` each), at least MIN_PASS_IMAGES. An early block at
+    high resolution has few weights and many output values per image, so a few hundred
+    images fit its weights as well as thousands, at a fraction of its time."""
+    if config.block_values is None:
+        return total
+    return min(total, max(MIN_PASS_IMAGES, math.ceil(config.block_values / values_per_image)))
+
+
+def _train_pass(segment, inputs, target, step: _Step, total: int, per_pass: int,
+                config: RetrainConfig, block: int, epoch: int, device, progress: bool,
+                name: str) -> float:  # fmt: skip
+    """One pass over ``per_pass`` of all ``total`` images (of which ``inputs`` and
+    ``target`` hold this rank's shard): the first of an order seeded by (seed, block,
+    pass), so that each pass draws its own images and a resumed run repeats an
+    uninterrupted one; returns the mean batch loss over all ranks (the reconstruction
+    error, without the learned assignments' term)."""
     optimizer, tuner, books, rounding, ranks = (step.optimizer, step.tuner, step.books,
                                                 step.rounding, step.ranks)  # fmt: skip
     if rounding is not None:
         rounding.write()
     seed = config.seed * 1_000_003 + 7_919 * block + epoch
     torch.manual_seed(seed)
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:per_pass]
     loss_sum, batches = 0.0, 0
     size = config.batch_size * ranks.world_size  # batch_size is per process
-    for at in track(range(0, total, size), f"{name} pass {epoch + 1}/{config.block_epochs}",
+    for at in track(range(0, per_pass, size), f"{name} pass {epoch + 1}/{config.block_epochs}",
                     unit="batches", enabled=progress, log=False):  # fmt: skip
         index = order[at : at + size]
         local = ranks.mine(index)  # this rank's images of the step (possibly none)

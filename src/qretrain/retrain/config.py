@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from qretrain._settings import Settings, boolean, choice, integer, number, setting
+from qretrain._settings import Settings, boolean, choice, integer, number, optional, setting
 from qretrain.errors import QretrainError
 from qretrain.models.selector import SYNTAX, Selector
+
+
+MIN_PASS_IMAGES = 256  # block_values never trains a pass on fewer images (8 steps of 32)
 
 
 class Loss(str, enum.Enum):
@@ -74,6 +77,14 @@ class RetrainConfig(Settings):
         "--epochs of output matching",
     )
     block_epochs: int = setting(4, integer(1), "passes over D per block (default %(default)s)")
+    block_values: int | None = setting(
+        None,
+        optional(integer(1)),
+        "block-wise: each pass over a block trains on a random subset of D holding about "
+        "this many of the block's output values (at least "
+        f"{MIN_PASS_IMAGES} images): early, high-resolution blocks hold few weights and cost "
+        "the most time (default: every image)",
+    )
     batch_size: int = setting(128, integer(1), "images per step (default %(default)s)")
     lr: float = setting(1e-3, number(above=0), "Adam's learning rate (default %(default)s)")
     weight_decay: float = setting(

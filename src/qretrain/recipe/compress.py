@@ -243,17 +243,19 @@ def _check_reachable(model: nn.Module, target: int, float32_bytes: int) -> None:
 def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_bytes: int,
             stages: Stages, started: float, device: str, trust_code: bool) -> Compressed:  # fmt: skip
     clustered = load(work / CLUSTERED, trust_code=trust_code)
-    with torch.no_grad():
-        reference, _ = predict(model, parts.held_out, device=device)
-        logits, _ = predict(clustered, parts.held_out, device=device)
-    quality = {"clustered": Quality(agreement(logits, reference), mean_kl(logits, reference))}
     kept, file, final = "clustered", work / CLUSTERED, clustered
     records = {"compress": json.loads((work / "compress.json").read_text())}
-    if settings.recover is not Recover.NONE:
+    if settings.recover is Recover.NONE:
+        with torch.no_grad():
+            reference, _ = predict(model, parts.held_out, device=device)
+            logits, _ = predict(clustered, parts.held_out, device=device)
+        quality = {"clustered": Quality(agreement(logits, reference), mean_kl(logits, reference))}
+    else:  # the guard scored both models on the held-out images: no second pass
         record = json.loads((work / f"{RECOVERED}.json").read_text())
         records["retrain"] = record
         guard = record["guard"]
-        quality["retrained"] = Quality(guard["agreement_retrained"], guard["kl_retrained"])
+        quality = {"clustered": Quality(guard["agreement_start"], guard["kl_start"]),
+                   "retrained": Quality(guard["agreement_retrained"], guard["kl_retrained"])}  # fmt: skip
         if guard["kept"] == "retrained":
             kept, file = "retrained", work / f"{RECOVERED}.h5"
             final = load(file, trust_code=trust_code)

@@ -135,8 +135,9 @@ def test_values_spilled_to_files_train_the_same_model_as_values_in_memory(
 def test_block_values_trains_each_pass_on_as_many_images_as_hold_that_many_outputs(
         pair, monkeypatch):  # fmt: skip
     """Each training pass of block i sees min(N, max(MIN, ceil(V / D_i))) images (D_i:
-    its output values per image), every image still goes through every block once
-    more to feed the next; a budget no block reaches trains exactly as without it."""
+    its output values per image) in as many steps as a pass over all N; every image
+    still goes through every block once more to feed the next; a budget no block
+    reaches trains exactly as without it."""
     teacher, student = pair
     monkeypatch.setattr(blocks_module, "MIN_PASS_IMAGES", 8)
     trainable = {n for n, _ in student.named_parameters() if n not in clusters_of(student)}
@@ -146,9 +147,13 @@ def test_block_values_trains_each_pass_on_as_many_images_as_hold_that_many_outpu
         plan = plan_blocks(b, teacher)
         trained = [0] * len(plan.student)
 
+        steps = [0] * len(plan.student)
+
         def counting(i, segment):
             def run(x):
-                trained[i] += len(x) if torch.is_grad_enabled() else 0
+                if torch.is_grad_enabled():
+                    trained[i] += len(x)
+                    steps[i] += 1
                 return segment(x)
 
             return run
@@ -164,6 +169,7 @@ def test_block_values_trains_each_pass_on_as_many_images_as_hold_that_many_outpu
                     progress=False)  # fmt: skip
         per_pass = [48 if budget is None else min(48, max(8, -(-budget // v))) for v in values]
         assert trained == [2 * n for n in per_pass]
+        assert steps == [2 * 3] * len(values)  # 48 images in batches of 16: 3 steps a pass
         runs[budget], counts[budget] = b, trained
     assert 2 * 8 in counts[4096] and 2 * 48 in counts[4096]  # it caps the large blocks only
     for name, x in runs[None].state_dict().items():

@@ -325,7 +325,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         if params:
             groups = [{"params": params}]
             if first < soft:
-                steps = soft * math.ceil(per_pass / (config.batch_size * ranks.world_size))
+                steps = soft * math.ceil(total / (config.batch_size * ranks.world_size))
                 rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
                                               steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
@@ -451,7 +451,10 @@ def pass_images(total: int, values_per_image: int, config: RetrainConfig) -> int
     or with ``config.block_values`` as many as hold that many of the block's output
     values (``values_per_image`` each), at least MIN_PASS_IMAGES. An early block at
     high resolution has few weights and many output values per image, so a few hundred
-    images fit its weights as well as thousands, at a fraction of its time."""
+    images fit its weights as well as thousands, at a fraction of its time. The pass
+    still takes as many steps as a pass over all images (``_train_pass``): a block
+    learns by its steps, and its few weights see enough output values in a smaller
+    batch."""
     if config.block_values is None:
         return total
     return min(total, max(MIN_PASS_IMAGES, math.ceil(config.block_values / values_per_image)))
@@ -463,8 +466,9 @@ def _train_pass(segment, inputs, target, step: _Step, total: int, per_pass: int,
     """One pass over ``per_pass`` of all ``total`` images (of which ``inputs`` and
     ``target`` hold this rank's shard): the first of an order seeded by (seed, block,
     pass), so that each pass draws its own images and a resumed run repeats an
-    uninterrupted one; returns the mean batch loss over all ranks (the reconstruction
-    error, without the learned assignments' term)."""
+    uninterrupted one, in batches of ``batch_size`` x world_size, or with fewer images
+    in as many steps on smaller batches; returns the mean batch loss over all ranks
+    (the reconstruction error, without the learned assignments' term)."""
     optimizer, tuner, books, rounding, ranks = (step.optimizer, step.tuner, step.books,
                                                 step.rounding, step.ranks)  # fmt: skip
     if rounding is not None:
@@ -474,9 +478,10 @@ def _train_pass(segment, inputs, target, step: _Step, total: int, per_pass: int,
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:per_pass]
     loss_sum, batches = 0.0, 0
     size = config.batch_size * ranks.world_size  # batch_size is per process
-    for at in track(range(0, per_pass, size), f"{name} pass {epoch + 1}/{config.block_epochs}",
-                    unit="batches", enabled=progress, log=False):  # fmt: skip
-        index = order[at : at + size]
+    steps = min(math.ceil(total / size), per_pass)
+    chunks = order.split(size) if per_pass == total else order.tensor_split(steps)
+    for index in track(chunks, f"{name} pass {epoch + 1}/{config.block_epochs}",
+                       unit="batches", enabled=progress, log=False):  # fmt: skip
         local = ranks.mine(index)  # this rank's images of the step (possibly none)
         optimizer.zero_grad(set_to_none=True)
         if len(local):

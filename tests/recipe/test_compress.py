@@ -82,8 +82,13 @@ def test_the_fisher_signal_needs_the_kl_metric_and_reaches_the_sweep():
             "signal 'fisher' predicts each cell's KL and no agreement: metric must be 'kl', or "
             "signal 'measured'")):  # fmt: skip
         RecipeSettings(target=7, metric="agreement", signal="fisher")
-    assert RecipeSettings(target=7).analyze_settings(1 << 20).signal == "measured"
-    assert RecipeSettings(target=7, signal="fisher").analyze_settings(1 << 20).signal == "fisher"
+    # fisher by default for the kl metric, measured for agreement, or as given
+    assert RecipeSettings(target=7).analyze_settings(1 << 20).signal == "fisher"
+    assert RecipeSettings(max_drop=1, metric="agreement").analyze_settings(1).signal == "measured"
+    measured = RecipeSettings(target=7, signal="measured")
+    assert measured.analyze_settings(1 << 20).signal == "measured"
+    assert RecipeSettings(target=7).to_dict()["signal"] == "fisher"  # the record says which
+    assert RecipeSettings.from_dict(measured.to_dict()) == measured
 
 
 def test_split_holds_images_out_and_depends_on_the_seed(images, teacher):
@@ -216,10 +221,14 @@ def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images,
     with caplog.at_level(logging.INFO, logger="qretrain"):
         again = qretrain.compress(teacher, images, target="4x", recover="none", workdir=work)
     assert "[analyze] done before" in caplog.text and again.file_data == first.file_data
-    # The default signal is not in the record, as in folders made before the setting was.
-    assert "signal" not in json.loads((work / "run.json").read_text())["settings"]
+    # The folder records the signal that ran: the default, fisher, resumes as if named;
+    # measured is another run (its folders, as those made before the setting, omit it).
+    assert json.loads((work / "run.json").read_text())["settings"]["signal"] == "fisher"
+    named = qretrain.compress(teacher, images, recover="none", workdir=work,
+                              settings=RecipeSettings(target="4x", signal="fisher"))  # fmt: skip
+    assert named.file_data == first.file_data
     with pytest.raises(ValueError, match="holds a compress run with another settings"):
-        qretrain.compress(teacher, images, settings=RecipeSettings(target="4x", signal="fisher"),
+        qretrain.compress(teacher, images, settings=RecipeSettings(target="4x", signal="measured"),
                           recover="none", workdir=work)  # fmt: skip
     with pytest.raises(ValueError, match="holds a compress run with another settings"):
         qretrain.compress(teacher, images, target="5x", recover="none", workdir=work)

@@ -137,7 +137,7 @@ def _recipe(args: argparse.Namespace) -> int:
 
 def _with_plan(args: argparse.Namespace) -> int:
     recipe_only = [flag for flag, given in (("--epochs", args.epochs is not None),
-                   ("--signal", args.signal != RecipeSettings.default("signal").value),
+                   ("--signal", args.signal is not None),
                    ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "

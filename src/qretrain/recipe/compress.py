@@ -188,7 +188,7 @@ def _work_folder(workdir: str | Path | None, model: nn.Module, data: ImageSet,
     folder = Path(workdir)
     with folder_lock(folder, "qretrain compress"):
         recorded = settings.to_dict()
-        if settings.signal is Signal.MEASURED:  # as folders made before the setting hold it
+        if settings.sweep_signal is Signal.MEASURED:  # as folders made before the setting
             del recorded["signal"]
         identity = {"settings": recorded, "model": model_fingerprint(model),
                     "data": data.fingerprint()}  # fmt: skip

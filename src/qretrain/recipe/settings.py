@@ -123,13 +123,14 @@ class RecipeSettings(Settings):
     sweep_images: int = setting(256, integer(1))
     verify_images: int = setting(256, integer(1))
     retrain_images: int = setting(4096, integer(1))
-    signal: Signal = setting(
-        Signal.MEASURED,
-        choice(Signal),
-        "how the sweep rates each layer alone: measured (default: a "
-        "forward pass per cell) or fisher (its KL predicted from the "
-        "Fisher-weighted clustering error, one backward pass per batch; "
-        "needs metric kl); the plan is verified by measurement either way",
+    signal: Signal | None = setting(
+        None,
+        optional(choice(Signal)),
+        "how the sweep rates each layer alone: fisher (each cell's KL "
+        "predicted from its Fisher-weighted clustering error, one backward "
+        "pass per batch; the default with metric kl) or measured (a forward "
+        "pass per cell; the default with metric agreement); the plan is "
+        "verified by measurement either way",
     )
     epochs: int | None = setting(
         None,
@@ -153,14 +154,23 @@ class RecipeSettings(Settings):
             ]
         return []
 
+    @property
+    def sweep_signal(self) -> Signal:
+        """``signal``, or by default fisher for the KL metric (it orders Lite0's cells as
+        the measured sweep does, Spearman 0.99, at a seventh of the time) and measured
+        for agreement, which fisher cannot predict."""
+        if self.signal is not None:
+            return self.signal
+        return Signal.FISHER if self.metric is Metric.KL else Signal.MEASURED
+
     def analyze_settings(self, float32_bytes: int) -> AnalyzeSettings:
         """Weights only (biases and batch norm stay float, where retraining works);
         a large model's forward passes in bfloat16 (the sweep ranks cells, which
         bfloat16 keeps, at a third of the time), a small one's in float32, where
-        bfloat16's conversions cost more than they save; the recipe's ``signal``."""
+        bfloat16's conversions cost more than they save; the ``sweep_signal``."""
         precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
         return AnalyzeSettings(
-            kinds=("weight",), precision=precision, seed=self.seed, signal=self.signal
+            kinds=("weight",), precision=precision, seed=self.seed, signal=self.sweep_signal
         )
 
     def retrain_config(self) -> RetrainConfig | None:
@@ -174,4 +184,5 @@ class RecipeSettings(Settings):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["target"] = None if self.target is None else str(self.target)
+        d["signal"] = self.sweep_signal.value  # what ran, the default resolved
         return d

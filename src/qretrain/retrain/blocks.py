@@ -325,7 +325,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         if params:
             groups = [{"params": params}]
             if first < soft:
-                steps = soft * math.ceil(total / (config.batch_size * ranks.world_size))
+                steps = soft * _steps(total, per_pass, config.batch_size * ranks.world_size)
                 rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
                                               steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
@@ -460,6 +460,12 @@ def pass_images(total: int, values_per_image: int, config: RetrainConfig) -> int
     return min(total, max(MIN_PASS_IMAGES, math.ceil(config.block_values / values_per_image)))
 
 
+def _steps(total: int, per_pass: int, size: int) -> int:
+    """Optimizer steps in a pass over ``per_pass`` of ``total`` images: those of a
+    pass over all of them in batches of ``size``, or one per image if fewer."""
+    return min(math.ceil(total / size), per_pass)
+
+
 def _train_pass(segment, inputs, target, step: _Step, total: int, per_pass: int,
                 config: RetrainConfig, block: int, epoch: int, device, progress: bool,
                 name: str) -> float:  # fmt: skip
@@ -478,7 +484,7 @@ def _train_pass(segment, inputs, target, step: _Step, total: int, per_pass: int,
     order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:per_pass]
     loss_sum, batches = 0.0, 0
     size = config.batch_size * ranks.world_size  # batch_size is per process
-    steps = min(math.ceil(total / size), per_pass)
+    steps = _steps(total, per_pass, size)
     chunks = order.split(size) if per_pass == total else order.tensor_split(steps)
     for index in track(chunks, f"{name} pass {epoch + 1}/{config.block_epochs}",
                        unit="batches", enabled=progress, log=False):  # fmt: skip

@@ -137,11 +137,10 @@ def top1_drop(
     """
     ours = (logits.argmax(1) == labels).float()
     base = (reference.argmax(1) == labels).float()
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, len(labels), (resamples, len(labels)), generator=g)
-    drops = 100 * (base[index].mean(1) - ours[index].mean(1))
-    point = 100 * (base.mean() - ours.mean()).item()
-    return point, float(drops.quantile(0.025)), float(drops.quantile(0.975))
+    low, high = _paired_interval(
+        len(labels), lambda i: 100 * (base[i].mean(1) - ours[i].mean(1)), resamples, seed
+    )
+    return 100 * (base.mean() - ours.mean()).item(), low, high
 
 
 def kl_change(
@@ -157,10 +156,16 @@ def kl_change(
     so 50-100 images resolve changes that agreement would need thousands for."""
     change = (kl_per_input(after.double(), reference.double())
               - kl_per_input(before.double(), reference.double()))  # fmt: skip
-    g = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, len(change), (resamples, len(change)), generator=g)
-    means = change[index].mean(1)
-    return change.mean().item(), float(means.quantile(0.025)), float(means.quantile(0.975))
+    low, high = _paired_interval(len(change), lambda i: change[i].mean(1), resamples, seed)
+    return change.mean().item(), low, high
+
+
+def _paired_interval(n: int, statistic, resamples: int, seed: int) -> tuple[float, float]:
+    """The 95% bootstrap interval of ``statistic``: it maps (resamples, n) indices of
+    the same n images (drawn with replacement from ``seed``) to one value per draw."""
+    index = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+    values = statistic(index)
+    return float(values.quantile(0.025)), float(values.quantile(0.975))
 
 
 def evaluate(

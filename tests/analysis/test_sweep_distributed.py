@@ -2,8 +2,6 @@
 same bytes as one process's, fresh or resumed."""
 
 import json
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -17,7 +15,7 @@ from qretrain.analysis import AnalyzeSettings, analyze
 from qretrain.analysis import sweep as sweep_module
 from qretrain.cli.main import main
 from qretrain.data.sets import tensor_set
-from qretrain.testing.ranks import free_port, join_gloo
+from qretrain.testing.ranks import free_port, join_gloo, torchrun_qretrain
 
 KS = (1, 2, 4, 256)
 # A clock that never moves: cells' seconds are the one thing two runs cannot share.
@@ -107,10 +105,7 @@ def test_cli_under_torchrun_writes_one_sweep(tiny_vgg, tmp_path, capsys):
             "--no-plots", "--quiet"]  # fmt: skip
     assert main([*args, "-o", str(tmp_path / "one")]) == 0
     capsys.readouterr()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "qretrain", *args, "-o", str(tmp_path / "two")]  # fmt: skip
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun_qretrain([*args, "-o", str(tmp_path / "two")])
     assert done.stdout.count("cells,") == 1  # only rank 0 reports
     records = [json.loads((tmp_path / name / "sweep.json").read_text()) for name in ("one", "two")]
     for record in records:

@@ -1,8 +1,6 @@
 """Retraining in two processes (gloo on the CPU), through the API and under torchrun."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from qretrain.data import load_dataset
 from qretrain.distributed import Ranks
 from qretrain.models import get_arch
 from qretrain.retrain import RetrainConfig, retrain
-from qretrain.testing.ranks import free_port, join_gloo
+from qretrain.testing.ranks import free_port, join_gloo, torchrun_qretrain
 
 IMAGES = 96  # 48 per rank
 
@@ -63,13 +61,10 @@ def test_several_ranks_need_an_initialized_process_group():
 def test_cli_under_torchrun_writes_one_output(retrain_files):
     tmp_path = retrain_files(IMAGES)
     out = tmp_path / "out.h5"
-    # torch.distributed.run is the torchrun command itself
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "qretrain", "retrain", str(tmp_path / "student.h5"),
-           "--teacher", str(tmp_path / "teacher.h5"), "--data", str(tmp_path / "d.npz"),
-           "-o", str(out), "--epochs", "2", "--batch-size", "8", "--quiet"]  # fmt: skip
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun_qretrain(["retrain", str(tmp_path / "student.h5"),
+                              "--teacher", str(tmp_path / "teacher.h5"),
+                              "--data", str(tmp_path / "d.npz"), "-o", str(out),
+                              "--epochs", "2", "--batch-size", "8", "--quiet"])  # fmt: skip
     record = json.loads(out.with_suffix(".json").read_text())
     per_rank = IMAGES // 2 - (IMAGES // 2) // 10  # less the held-out monitor slice
     assert record["world_size"] == 2 and record["train_images"] == 2 * per_rank

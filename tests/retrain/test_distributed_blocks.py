@@ -5,8 +5,6 @@ process with the same global batch up to float rounding."""
 import copy
 import inspect
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ import qretrain.zoo
 from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
-from qretrain.testing.ranks import free_port, join_gloo
+from qretrain.testing.ranks import free_port, join_gloo, torchrun_qretrain
 
 IMAGES = 50  # 25 per rank: a step of 16 takes 7, 8 or 9 of them on each
 PER_RANK_BATCH = 8
@@ -147,13 +145,11 @@ def test_two_ranks_reconstruct_blocks_as_one_process_does(tiny_resnet, tmp_path)
 def test_cli_under_torchrun_reconstructs_blocks(retrain_files):
     tmp_path = retrain_files(IMAGES)
     out = tmp_path / "out.h5"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "qretrain", "retrain", str(tmp_path / "student.h5"),
-           "--teacher", str(tmp_path / "teacher.h5"), "--data", str(tmp_path / "d.npz"),
-           "-o", str(out), "--objective", "blocks", "--block-epochs", "1",
-           "--tune-centroids", "--batch-size", "8", "--quiet"]  # fmt: skip
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun_qretrain(["retrain", str(tmp_path / "student.h5"),
+                              "--teacher", str(tmp_path / "teacher.h5"),
+                              "--data", str(tmp_path / "d.npz"), "-o", str(out),
+                              "--objective", "blocks", "--block-epochs", "1",
+                              "--tune-centroids", "--batch-size", "8", "--quiet"])  # fmt: skip
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["world_size"] == 2 and record["train_images"] == IMAGES
     assert "fallback" not in record["blocks"] and len(record["blocks"]["history"]) >= 2

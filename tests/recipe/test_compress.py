@@ -242,3 +242,22 @@ def test_a_work_folder_resumes_the_same_run_and_refuses_another(teacher, images,
     with pytest.raises(ValueError, match="holds files qretrain compress did not write"):
         qretrain.compress(teacher, images, target="4x", workdir=tmp_path / "foreign")
     assert (tmp_path / "foreign" / "report.md").read_text() == "mine"
+
+
+def test_a_target_for_core_ml_sizes_the_package_with_exact_tables(teacher, images, tmp_path,
+                                                                  capsys):  # fmt: skip
+    pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
+    qretrain.save(teacher, tmp_path / "m.h5")
+    out = tmp_path / "small.h5"
+    assert main(["compress", str(tmp_path / "m.h5"), "--data", str(images), "--target", "32KB",
+                 "--deploy", "coreml", "--recover", "none", "-o", str(out), "--quiet"]) == 0  # fmt: skip
+    assert "Core ML package:" in capsys.readouterr().out
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["settings"]["deploy"] == "coreml"
+    assert {r["k"] for r in record["plan"]["rules"]} <= {2, 4, 8, 16, 64, 256}
+    assert record["deploy_bytes"] <= 32_000  # unclustered, the package takes 44.5 KB
+    exported = qretrain.export(qretrain.load(out), tmp_path / "m.mlpackage", "coreml")
+    assert exported.file_bytes == record["deploy_bytes"]  # what the target sized is the export
+    assert main(["compress", str(tmp_path / "m.h5"), "--plan", str(tmp_path / "p.yaml"),
+                 "--deploy", "coreml", "-o", str(tmp_path / "o.h5")]) == 2  # fmt: skip
+    assert "--deploy: for the recipe" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument(
         "--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)"
     )
-    add_flags(parser, RecipeSettings, "metric", "recover", "epochs", "signal",
+    add_flags(parser, RecipeSettings, "metric", "recover", "epochs", "signal", "deploy",
               epochs={"metavar": "E"},
               metric={"choices": [m.value for m in Metric if m is not Metric.ACCURACY]})  # fmt: skip
     parser.add_argument(
@@ -138,6 +138,7 @@ def _recipe(args: argparse.Namespace) -> int:
 def _with_plan(args: argparse.Namespace) -> int:
     recipe_only = [flag for flag, given in (("--epochs", args.epochs is not None),
                    ("--signal", args.signal is not None),
+                   ("--deploy", args.deploy != RecipeSettings.default("deploy").value),
                    ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "

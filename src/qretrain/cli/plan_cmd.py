@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seed's permutation (the sweep's --limit as offset: disjoint images)",
     )
     parser.add_argument("--no-verify", action="store_true", help="selection only")
-    add_flags(parser, PlanSettings, "refine", "batch_size", refine={"metavar": "R"})
+    add_flags(parser, PlanSettings, "refine", "batch_size", "deploy", refine={"metavar": "R"})
     add_device_argument(parser)
     add_trust_argument(parser)
     parser.set_defaults(run=run)
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"backed off: {step}")
     for step in result.refinements:
         print(f"refined: {step}")
+    for step in result.resized:
+        print(f"re-sized: {step}")
     print(result.describe())
     print(f"wrote {output}")
     return 0

@@ -44,6 +44,7 @@ import json
 import logging
 import struct
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -466,6 +467,28 @@ def _write_torchscript(model: nn.Module, path: Path) -> None:
 def _write_coreml(model: nn.Module, path: Path) -> None:
     """Convert, palettize with the model's own values, check them, save as a folder
     that replaces ``path`` only once complete."""
+    palettized = _coreml_model(model, check=True)
+    with atomic_folder(path) as tmp:
+        palettized.save(str(tmp))
+
+
+def coreml_package_bytes(model: nn.Module) -> int:
+    """The bytes of ``model``'s Core ML package, as ``export`` would write it: the
+    conversion saved to a temporary folder and measured (the program's own size is
+    known only by making it). The outputs are not checked: nothing is kept."""
+    chatter = io.StringIO()  # coremltools' progress bars: a size needs none of them
+    with contextlib.redirect_stderr(chatter):
+        palettized = _coreml_model(model, check=False)
+    logger.debug("coreml conversion: %s", chatter.getvalue()[-2000:])
+    with tempfile.TemporaryDirectory(prefix="qretrain-coreml-") as folder:
+        package = Path(folder) / "model.mlpackage"
+        palettized.save(str(package))
+        return sum(f.stat().st_size for f in package.rglob("*") if f.is_file())
+
+
+def _coreml_model(model: nn.Module, *, check: bool):
+    """The palettized ML program of ``model`` (coremltools' MLModel); ``check``: first
+    run the program Core ML converts against the model (``export.check``)."""
     try:
         import coremltools as ct
         from coremltools.optimize.coreml import (
@@ -492,9 +515,10 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
         raise QretrainError(f"coreml export failed: torch.export cannot capture {why} "
                             f"({one_line(e)}); nothing was written") from e  # fmt: skip
     sys.stderr.write(printed.getvalue())  # its warnings, when it succeeded
-    runnable = program.module()  # what Core ML converts: batch size fixed to the example's
-    check_outputs("coreml export", model, lambda x: runnable(x).numpy(), contract,
-                  batched=False)  # fmt: skip
+    if check:
+        runnable = program.module()  # what Core ML converts: batch size fixed to the example's
+        check_outputs("coreml export", model, lambda x: runnable(x).numpy(), contract,
+                      batched=False)  # fmt: skip
     name = next(s.arg.name for s in program.graph_signature.input_specs
                 if s.kind == torch.export.graph_signature.InputKind.USER_INPUT)  # fmt: skip
     if len(set(contract.std)) == 1:
@@ -526,8 +550,7 @@ def _write_coreml(model: nn.Module, path: Path) -> None:
         logger.warning("coreml export: %d clustered tensor(s) are not lookup tables and stay "
                        "float32 (%s): per-channel codebooks of over 256 values in all",
                        len(kept), ", ".join(kept[:3]))  # fmt: skip
-    with atomic_folder(path) as tmp:
-        palettized.save(str(tmp))
+    return palettized
 
 
 def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -16,7 +16,7 @@ errors naming the key. A config takes one of two forms. The recipe's, what
       far_off: ...                   # with recipe.far_off: a far-off retraining set
     recipe: RecipeSettings + {conventional: bool, far_off: bool}
                                      # {target | max_drop, metric, recover, seed, epochs,
-                                     #  signal, ...}
+                                     #  signal, deploy, ...}
     evaluate: EvaluateSettings       # {batch_size}
     device: cpu                      # cpu, cuda or cuda:N, checked against the machine
 
@@ -33,7 +33,8 @@ unless marked)::
       guard: ...                     # the retraining guard's val_data (optional)
     analyze: AnalyzeSettings         # {ks, kinds, unit, select, method, seed, batch_size,
                                      #  precision, signal}; absent with plan.file
-    plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size, refine}
+    plan: PlanSettings or {file: PLAN.yaml}   # {max_drop | target_size, metric, batch_size,
+                                     #  refine, deploy}
     compress: CompressSettings       # {layout, method, fold_batchnorm}
     retrain: RetrainConfig + {conventional: bool, far_off: bool}   # absent: no retraining
     evaluate, device                 # as above

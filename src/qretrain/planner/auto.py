@@ -49,6 +49,8 @@ from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
 from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
+from qretrain.export.options import EXACT_K, Deploy
+from qretrain.export.sizes import coreml_tensor_bytes
 from qretrain.metrics.quality import agreement, kl_per_input, mean_kl, predict, topk_accuracy
 from qretrain.models.layers import get_tensor
 from qretrain.models.selector import parse_layers
@@ -63,6 +65,8 @@ logger = logging.getLogger(__name__)
 STEP = 0.01  # budget resolution, points (for the kl metric: millinats)
 KL_SCALE = 1000.0  # nats -> the DP's units for the kl metric
 FIT_MAX_DROP = 10.0  # cells used to fit points per nat of KL
+SIZE_ROUNDS = 3  # re-choices of a deploy-sized plan whose measured artifact misses the target
+SIZE_SLACK = 0.01  # a measured artifact this much under the target is chosen again
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Pick:
     k: int
     tensors: tuple[str, ...]
     cost: float  # predicted drop, points
-    saving: int  # bytes off the packed file
+    saving: int  # bytes off the packed file (or the ``deploy`` artifact)
 
 
 @dataclass
@@ -97,6 +101,13 @@ class AutoPlan:
     backoffs: list[str] = field(default_factory=list)
     refinements: list[str] = field(default_factory=list)
     costs_refined: bool = False  # a kept refine round re-costed the cells from a measurement
+    deploy: Deploy = Deploy.H5  # what the sizes are of
+    resized: list[str] = field(default_factory=list)  # re-choices for the measured size
+
+    @property
+    def artifact(self) -> str:
+        """What the sizes count: the packed file or a Core ML package."""
+        return "Core ML package" if self.deploy is Deploy.COREML else "packed file"
 
     def _fmt(self, drop: float) -> str:
         return f"{drop:.4f}" if self.metric == "kl" else f"{drop:.2f}"
@@ -124,12 +135,14 @@ class AutoPlan:
             lines.append(f"# measured drop: {self._fmt(self.measured_drop)} {self.unit} "
                          f"on {self.verify_data}")  # fmt: skip
         size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
-        what = "packed file" if self.file_bytes is not None else "predicted packed file"
+        what = self.artifact if self.file_bytes is not None else f"predicted {self.artifact}"
         lines.append(f"# {what}: {size:,} bytes, {1 - size / self.float32_bytes:.2%} smaller "
                      f"than float32 ({self.float32_bytes / max(size, 1):.2f}x); unclustered "
-                     f"file {self.base_file_bytes:,} bytes")  # fmt: skip
+                     f"{self.base_file_bytes:,} bytes")  # fmt: skip
         for step in self.backoffs:
             lines.append(f"# backed off: {step}")
+        for step in self.resized:
+            lines.append(f"# re-sized: {step}")
         for step in self.refinements:
             lines.append(f"# refined: {step}")
         return "\n".join(lines) + "\n" + self.plan.to_yaml()
@@ -141,7 +154,8 @@ class AutoPlan:
                 "measured_drop": self.measured_drop, "verify_data": self.verify_data,
                 "file_bytes": self.file_bytes, "cells": len(self.picks),
                 "backoffs": self.backoffs, "refinements": self.refinements,
-                "costs_refined": self.costs_refined}  # fmt: skip
+                "costs_refined": self.costs_refined, "deploy": self.deploy.value,
+                "resized": self.resized}  # fmt: skip
 
     def summary(self) -> str:
         return self.describe()
@@ -152,7 +166,7 @@ class AutoPlan:
         if self.measured_drop is not None:
             parts.append(f"measured drop {self._fmt(self.measured_drop)} on {self.verify_data}")
         size = self.file_bytes if self.file_bytes is not None else self.predicted_file_bytes
-        parts.append(f"packed file {size:,} bytes ({self.float32_bytes / max(size, 1):.2f}x "
+        parts.append(f"{self.artifact} {size:,} bytes ({self.float32_bytes / max(size, 1):.2f}x "
                      "smaller than float32)")  # fmt: skip
         return "; ".join(parts)
 
@@ -179,32 +193,61 @@ def auto_plan(
     metric, max_drop, target_size = settings.metric.value, settings.max_drop, settings.target_size
     if metric != "kl":
         sweep.quality(None, metric)  # raises for accuracy without labels
-    groups = _groups(sweep, metric)
+    groups, base = _groups(sweep, metric), sweep.baseline["file_bytes"]
+    if settings.deploy is Deploy.COREML:
+        groups, base = _coreml_groups(groups, model, progress)
     if max_drop is not None:
         scale = KL_SCALE if metric == "kl" else 1.0
         chosen = _knapsack(groups, math.floor(max_drop * scale / STEP + 1e-9))
     else:
-        unclustered = sweep.baseline["file_bytes"]
-        if target_size >= unclustered:
+        if target_size >= base:
+            what = "Core ML package" if settings.deploy is Deploy.COREML else "file"
             raise QretrainError(
-                f"the target, {target_size:,} bytes, is no smaller than the model's file without "
-                f"clustering ({unclustered:,} bytes, {sweep.baseline['float32_bytes'] / unclustered:.2f}x "
+                f"the target, {target_size:,} bytes, is no smaller than the model's {what} without "
+                f"clustering ({base:,} bytes, {sweep.baseline['float32_bytes'] / base:.2f}x "
                 "smaller than float32 already): nothing to cluster; ask for a smaller size"
             )
-        chosen = _smallest_cost_for(groups, unclustered - target_size)
-    result = _result(sweep, chosen, metric, max_drop, target_size)
-    if model is not None and data is not None:
-        _verify(
-            result,
-            sweep,
-            groups,
-            model,
-            data,
-            settings.batch_size,
-            device,
-            refine=settings.refine,
-            progress=progress,
-        )
+        chosen = _smallest_cost_for(groups, base - target_size)
+    result = _result(sweep, chosen, metric, max_drop, target_size, base, settings.deploy)
+    if model is None or data is None:
+        return result
+    _verify(result, sweep, groups, model, data, settings.batch_size, device,
+            refine=settings.refine, progress=progress)  # fmt: skip
+    if target_size is not None and settings.deploy is not Deploy.H5:
+        result = _fit_measured_size(result, sweep, groups, model, data, settings, device, progress)
+    return result
+
+
+def _fit_measured_size(result: AutoPlan, sweep, groups, model, data, settings: PlanSettings,
+                       device, progress: bool) -> AutoPlan:  # fmt: skip
+    """A deploy-sized plan whose measured artifact misses the target (over it, or under
+    it by more than ``SIZE_SLACK``) chosen again: the program beside the weights moves
+    with the plan (each lookup adds operations), so the measured size re-bases the
+    prediction. Of the measured plans that fit, the one with the lowest measured drop."""
+    target, steps, fitting = settings.target_size, [], []
+    for _ in range(SIZE_ROUNDS + 1):
+        if result.file_bytes <= target:
+            fitting.append(result)
+            if result.file_bytes >= (1 - SIZE_SLACK) * target:
+                break
+        if len(steps) == SIZE_ROUNDS:
+            break
+        base = result.file_bytes + sum(p.saving for p in result.picks)
+        picks = _smallest_cost_for(groups, base - target)
+        if _cells(picks) == _cells(result.picks):
+            break
+        steps.append(f"{result.artifact} measured {result.file_bytes:,} bytes for a target of "
+                     f"{target:,}: cells chosen again to save {base - target:,} bytes")  # fmt: skip
+        logger.info("re-sizing: %s", steps[-1])
+        result = _result(sweep, picks, settings.metric.value, None, target, base, settings.deploy)
+        _verify(result, sweep, groups, model, data, settings.batch_size, device,
+                refine=settings.refine, progress=progress)  # fmt: skip
+    if fitting:
+        result = min(fitting, key=lambda r: r.measured_drop)
+    else:
+        logger.warning("the %s measures %s bytes, over the target of %s after %d re-choices",
+                       result.artifact, f"{result.file_bytes:,}", f"{target:,}", len(steps))  # fmt: skip
+    result.resized = steps
     return result
 
 
@@ -231,6 +274,54 @@ def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
     for options in groups.values():
         options.sort(key=lambda p: p.k)
     return groups
+
+
+def _coreml_groups(groups, model: nn.Module | None, progress: bool):
+    """``groups`` with only the k a Core ML lookup table stores exactly, each saving in
+    the package's bytes (``export.sizes``); and the unclustered package's bytes.
+
+    The weight file is predicted tensor by tensor; the program beside it is not, so it
+    is measured once: the model converted with every swept tensor as a 256-value table
+    (its program then holds each lookup), those tables then counted back as float32."""
+    if model is None:
+        raise QretrainError("a plan for coreml is sized by converting the model: give the "
+                            "model (on the command line: drop --no-verify)")  # fmt: skip
+    from qretrain.export.formats import coreml_package_bytes
+
+    numel = {n: get_tensor(model, n).numel() for options in groups.values() for p in options
+             for n in p.tensors}  # fmt: skip
+    exact = EXACT_K[Deploy.COREML]
+    sized = {}
+    for key, options in groups.items():
+        kept = [dataclasses.replace(p, saving=sum(coreml_tensor_bytes(numel[n])
+                                                  - coreml_tensor_bytes(numel[n], p.k)
+                                                  for n in p.tensors))
+                for p in options if p.k in exact]  # fmt: skip
+        if kept:
+            sized[key] = kept
+    if not sized:
+        raise QretrainError(f"the sweep has no k Core ML stores exactly ({', '.join(map(str, exact))}):"
+                            " analyze again with --k 16,64,256 or another of them")  # fmt: skip
+    probe = copy.deepcopy(model).cpu()
+    with torch.no_grad():
+        for n in numel:
+            tensor = get_tensor(probe, n)
+            tensor.copy_(_uniform_levels(tensor, 256))
+    if progress:
+        logger.info("sizing the Core ML package: converting the model once")
+    measured = coreml_package_bytes(probe)
+    base = measured + sum(
+        coreml_tensor_bytes(m) - coreml_tensor_bytes(m, 256) for m in numel.values()
+    )
+    return sized, base
+
+
+def _uniform_levels(tensor: torch.Tensor, k: int) -> torch.Tensor:
+    """``tensor`` rounded to ``k`` evenly spaced values between its extremes: at most k
+    distinct values, so Core ML stores it as a table of k."""
+    low, high = tensor.min(), tensor.max()
+    step = (high - low) / (k - 1) if high > low else torch.ones((), dtype=tensor.dtype)
+    return low + torch.round((tensor - low) / step) * step
 
 
 def _units_of(cost: float) -> int:
@@ -325,7 +416,8 @@ def _smallest_cost_for(groups, needed: int, cap: int | None = None) -> list[Pick
     return _trace(choices, option_lists, int(reachable[0]))
 
 
-def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan:
+def _result(sweep, picks: list[Pick], metric, max_drop, target_size, base: int,
+            deploy: Deploy = Deploy.H5) -> AutoPlan:  # fmt: skip
     return AutoPlan(
         plan=plan_from_picks(
             picks, sweep.settings.get("method", "kmeans"), sweep.settings.get("seed", 0)
@@ -334,10 +426,11 @@ def _result(sweep, picks: list[Pick], metric, max_drop, target_size) -> AutoPlan
         metric=metric,
         max_drop=max_drop,
         target_bytes=target_size,
-        base_file_bytes=sweep.baseline["file_bytes"],
+        base_file_bytes=base,
         float32_bytes=sweep.baseline["float32_bytes"],
         predicted_drop=sum(p.cost for p in picks) / (KL_SCALE if metric == "kl" else 1.0),
-        predicted_file_bytes=sweep.baseline["file_bytes"] - sum(p.saving for p in picks),
+        predicted_file_bytes=base - sum(p.saving for p in picks),
+        deploy=deploy,
     )
 
 
@@ -409,7 +502,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
         now = _cells(picks)  # this plan's recalibrated cost bounds the DP's table
         cap = sum(_units_of(o.cost) for opts in regrouped.values() for o in opts
                   if (o.unit, o.kind, o.k) in now)  # fmt: skip
-        candidate = _smallest_cost_for(regrouped, sweep.baseline["file_bytes"] - result.target_bytes,
+        candidate = _smallest_cost_for(regrouped, result.base_file_bytes - result.target_bytes,
                                        cap)  # fmt: skip
         changed = _cells(candidate) ^ now
         if not changed:
@@ -426,7 +519,8 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
             break
         picks, drop, groups = candidate, measured, regrouped
         result.costs_refined = True
-    final = _result(sweep, picks, metric, result.max_drop, result.target_bytes)
+    final = _result(sweep, picks, metric, result.max_drop, result.target_bytes,
+                    result.base_file_bytes, result.deploy)  # fmt: skip
     result.plan, result.picks = final.plan, final.picks
     result.predicted_drop, result.predicted_file_bytes = (final.predicted_drop,
                                                           final.predicted_file_bytes)  # fmt: skip
@@ -440,7 +534,12 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
                 get_tensor(clustered, n).copy_(cache[n, p.k][1])
                 clusters_of(clustered)[n] = cache[n, p.k][0]
     plans_of(clustered).append(result.plan.to_dict())
-    result.file_bytes = file_bytes(clustered)
+    if result.deploy is Deploy.COREML:
+        from qretrain.export.formats import coreml_package_bytes
+
+        result.file_bytes = coreml_package_bytes(clustered)
+    else:
+        result.file_bytes = file_bytes(clustered)
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from qretrain._settings import Settings, choice, integer, number, optional, setting
+from qretrain.export.options import Deploy
 
 
 class Metric(str, enum.Enum):
@@ -19,7 +20,8 @@ class Metric(str, enum.Enum):
 @dataclass(frozen=True)
 class PlanSettings(Settings):
     """Exactly one budget: ``max_drop`` (points of ``metric``; nats for ``kl``) or
-    ``target_size`` (packed file bytes). ``refine``: rounds of re-choosing a
+    ``target_size`` (bytes of the ``deploy`` artifact: the packed file, or the Core ML
+    package). ``refine``: rounds of re-choosing a
     target-size plan with each chosen cell's share of the measured drop in place of its
     sweep cost (``planner.auto``); a round is kept only if it measures better."""
 
@@ -29,7 +31,11 @@ class PlanSettings(Settings):
         "budget in points of --metric (agreement, accuracy), or "
         "in nats of mean KL to the original (kl)",
     )
-    target_size: int | None = setting(None, optional(integer(1)), "packed file budget")
+    target_size: int | None = setting(
+        None,
+        optional(integer(1)),
+        "budget in bytes of the --deploy artifact (the packed file by default)",
+    )
     metric: Metric = setting(
         Metric.AGREEMENT, choice(Metric), "what --max-drop is of (default %(default)s)"
     )
@@ -41,6 +47,20 @@ class PlanSettings(Settings):
         "one's share of the measured drop (one backward pass each; a round "
         "is kept only if it measures better)",
     )
+
+    deploy: Deploy = setting(
+        Deploy.H5,
+        choice(Deploy),
+        "what the plan is sized for: h5 (the qretrain file, default) or "
+        "coreml (a Core ML package: k of 2, 4, 8, 16, 64 or 256 only, the "
+        "size measured by converting the model; pip install 'qretrain[coreml]')",
+    )
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.deploy is Deploy.H5:  # the default, as records made before the setting
+            del d["deploy"]
+        return d
 
     def check(self) -> list[str]:
         if (self.max_drop is None) == (self.target_size is None):

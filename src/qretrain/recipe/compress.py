@@ -28,6 +28,7 @@ from qretrain.apply import CompressSettings
 from qretrain.data import load_dataset
 from qretrain.data.sets import ImageSet
 from qretrain.errors import QretrainError
+from qretrain.export.options import Deploy
 from qretrain.metrics.quality import agreement, mean_kl, predict
 from qretrain.models import get_arch, load_model
 from qretrain.models.fingerprint import model_fingerprint
@@ -83,6 +84,7 @@ class Compressed:
     settings: RecipeSettings
     file_data: bytes = field(repr=False)  # the kept model's file, as measured
     records: dict[str, Any] = field(default_factory=dict, repr=False)
+    deploy_bytes: int | None = None  # the kept model's Core ML package (deploy coreml)
 
     @property
     def ratio(self) -> float:
@@ -107,12 +109,15 @@ class Compressed:
             "float32_bytes": self.float32_bytes, "held_out": self.held_out,
             "quality": {name: vars(q) for name, q in self.quality.items()},
             "seconds": self.seconds, "parts": self.parts, "plan": self.plan.to_dict(),
-            "settings": self.settings.to_dict(),
+            "settings": self.settings.to_dict(), "deploy_bytes": self.deploy_bytes,
         }  # fmt: skip
 
     def summary(self) -> str:
         lines = [f"{self.ratio:.2f}x smaller than float32: {human_bytes(self.file_bytes)} "
                  f"(float32 {human_bytes(self.float32_bytes)})"]  # fmt: skip
+        if self.deploy_bytes is not None:
+            lines.append(f"Core ML package: {human_bytes(self.deploy_bytes)}, "
+                         f"{self.float32_bytes / self.deploy_bytes:.2f}x smaller than float32")  # fmt: skip
         for name, quality in self.quality.items():
             lines.append(f"{name:>10}: {quality} on {self.held_out} held-out images")
         lines.append(f"kept the {self.kept} model")
@@ -208,7 +213,7 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
     if target is not None:
         _check_reachable(model, target, float32_bytes)
     plan_settings = PlanSettings(target_size=target, max_drop=settings.max_drop,
-                                 metric=settings.metric)  # fmt: skip
+                                 metric=settings.metric, deploy=settings.deploy)  # fmt: skip
     write_text_atomic(work / "split.json", json.dumps(parts.to_dict(), indent=2))
     stages("analyze", work / "analyze" / "summary.md", lambda: sweep_stage(
         model, parts.sweep, work, settings.analyze_settings(float32_bytes), device=device, progress=progress,
@@ -259,6 +264,11 @@ def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_b
         if guard["kept"] == "retrained":
             kept, file = "retrained", work / f"{RECOVERED}.h5"
             final = load(file, trust_code=trust_code)
+    deploy_bytes = None
+    if settings.deploy is Deploy.COREML:  # what --target sized, measured on the kept model
+        from qretrain.export.formats import coreml_package_bytes
+
+        deploy_bytes = coreml_package_bytes(final)
     seconds = dict(stages.seconds)
     seconds["total"] = time.perf_counter() - started
     return Compressed(
@@ -266,4 +276,5 @@ def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_b
         held_out=len(parts.held_out), float32_bytes=float32_bytes,
         file_bytes=file.stat().st_size, seconds=seconds, parts=parts.to_dict(),
         settings=settings, file_data=file.read_bytes(), records=records,
+        deploy_bytes=deploy_bytes,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from typing import Any
 from qretrain._settings import Settings, choice, integer, number, optional, setting
 from qretrain.analysis.settings import AnalyzeSettings, Signal
 from qretrain.errors import QretrainError
+from qretrain.export.options import Deploy
 from qretrain.planner.settings import Metric
 from qretrain.retrain.config import Objective, RetrainConfig
 
@@ -86,8 +87,8 @@ RECOVERY = {
 
 @dataclass(frozen=True)
 class RecipeSettings(Settings):
-    """What ``qretrain.compress`` does. Exactly one of ``target`` (a size) and
-    ``max_drop`` (points of ``metric``, nats for kl) is given.
+    """What ``qretrain.compress`` does. Exactly one of ``target`` (a size, of the
+    ``deploy`` artifact) and ``max_drop`` (points of ``metric``, nats for kl) is given.
 
     The unlabeled images are shared out by one permutation from ``seed``: the
     first ``held_out`` (a fifth, at least 50, at most ``max_held_out``) are never
@@ -131,6 +132,13 @@ class RecipeSettings(Settings):
         "pass per batch; the default with metric kl) or measured (a forward "
         "pass per cell; the default with metric agreement); the plan is "
         "verified by measurement either way",
+    )
+    deploy: Deploy = setting(
+        Deploy.H5,
+        choice(Deploy),
+        "what --target sizes: h5 (the qretrain file, default) or coreml "
+        "(the Core ML package: k of 2, 4, 8, 16, 64 or 256 only, measured by "
+        "converting the model; pip install 'qretrain[coreml]')",
     )
     epochs: int | None = setting(
         None,
@@ -185,4 +193,6 @@ class RecipeSettings(Settings):
         d = super().to_dict()
         d["target"] = None if self.target is None else str(self.target)
         d["signal"] = self.sweep_signal.value  # what ran, the default resolved
+        if self.deploy is Deploy.H5:  # the default, as records made before the setting
+            del d["deploy"]
         return d

@@ -5,7 +5,9 @@
 
 Exports the model to safetensors, onnx, torchscript and coreml beside it, and runs the ONNX
 file in onnxruntime on the images: top-1 agreement and the largest logit difference
-against the qretrain model. Results: benchmarks/results/export_<stem>.json.
+against the qretrain model. A recipe's work folder also holds plan.json: its target and the
+size it was planned for (``deploy``) are recorded next to the exports'. Results:
+benchmarks/results/export_<name>.json (``--name``, by default the file's stem).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> None:
     cli.add_argument("--data", default="natural")
     cli.add_argument("--limit", type=int, default=256)
     cli.add_argument("--offset", type=int, default=256)
+    cli.add_argument("--name", help="the result's name (default: the model file's stem)")
     args = cli.parse_args()
     machine = Machine()
     import onnxruntime
@@ -80,7 +83,16 @@ def main() -> None:
         max_abs_logit_difference=float((logits - reference).abs().max()),
     )
     record = {"model": str(path), "float32_bytes": float32, "data": data.describe(), "rows": rows}
-    write_result(RESULTS / f"export_{path.stem}.json", record, machine)
+    planned = path.parent / "plan.json"
+    if planned.is_file():  # the recipe's plan: what its target was of, and the export's ratio
+        plan = json.loads(planned.read_text())
+        deploy = plan.get("deploy", "h5")
+        artifact = rows.get(deploy if deploy == "coreml" else "h5", {})
+        record["plan"] = {"target_size": plan["target_size"], "deploy": deploy,
+                          "planned_bytes": plan["file_bytes"]}  # fmt: skip
+        if plan["target_size"] and "file_bytes" in artifact:
+            record["plan"]["deployed_vs_target"] = artifact["file_bytes"] / plan["target_size"]
+    write_result(RESULTS / f"export_{args.name or path.stem}.json", record, machine)
     print(json.dumps(record, indent=2))
 
 

@@ -1,5 +1,6 @@
 """Exports: safetensors keeps codebooks and indices exactly; torchscript runs."""
 
+import copy
 import json
 
 import numpy as np
@@ -288,3 +289,26 @@ def test_the_probe_images_lie_inside_the_contract_and_vary_in_brightness():
     assert torch.allclose(pixels[0], torch.zeros(3, 8, 8), atol=1e-6)  # black
     assert torch.allclose(pixels[1], torch.ones(3, 8, 8), atol=1e-6)  # white
     assert pixels[2:].mean((1, 2, 3)).std() > 0.1  # brightness differs between images
+
+
+def test_batch_norm_goes_to_core_ml_as_a_scale_and_a_shift(tmp_path, tiny_resnet, monkeypatch):
+    """Two vectors per channel, not four: a smaller package, the same outputs, and a
+    batch norm whose own tensors are clustered kept as it is (its tables stay exact)."""
+    pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
+    from qretrain.export import formats
+    from qretrain.export.formats import ScaleShift, batchnorm_as_scale_shift
+
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    folded = batchnorm_as_scale_shift(tiny_resnet)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert torch.allclose(folded(x), tiny_resnet(x), rtol=1e-5, atol=1e-5)
+    qretrain.cluster_(tiny_resnet, {"rules": [{"name": "stem.1", "k": 4, "kinds": ["bn_weight"]}]},
+                      progress=False)  # fmt: skip
+    kept = batchnorm_as_scale_shift(tiny_resnet)
+    assert isinstance(kept.stem[1], torch.nn.BatchNorm2d) and isinstance(kept.layer1[0].bn1,
+                                                                         ScaleShift)  # fmt: skip
+    small = qretrain.export(tiny_resnet, tmp_path / "small.mlpackage", "coreml").file_bytes
+    monkeypatch.setattr(formats, "batchnorm_as_scale_shift", lambda m: copy.deepcopy(m).eval())
+    four = qretrain.export(tiny_resnet, tmp_path / "four.mlpackage", "coreml").file_bytes
+    assert small < four

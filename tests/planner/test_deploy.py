@@ -31,12 +31,20 @@ def swept():
     return net, data, analyze(net, data, settings=settings, progress=False, plots=False)
 
 
-def test_a_coreml_plan_takes_exact_k_and_its_package_is_within_the_target(swept, tmp_path):
+@pytest.fixture(scope="module")
+def costly(swept):
+    """``swept`` with every k under 32 costing much: a random net loses little at any
+    k, so the file's plan would take k=4 everywhere; this one takes k=32 (5 bits)."""
     net, data, sweep = swept
     sweep = copy.deepcopy(sweep)
-    for c in sweep.cells:  # few values cost much: the file's plan takes k=32 (5 bits)
+    for c in sweep.cells:
         if c.k < 32:
             c.kl = 1.0
+    return net, data, sweep
+
+
+def test_a_coreml_plan_takes_exact_k_and_its_package_is_within_the_target(costly, tmp_path):
+    net, data, sweep = costly
     h5 = auto_plan(sweep, net, data, PlanSettings(target_size=120_000, metric="kl"))
     coreml = auto_plan(sweep, net, data, PlanSettings(target_size=120_000, metric="kl",
                                                       deploy="coreml"))  # fmt: skip
@@ -53,18 +61,20 @@ def test_a_coreml_plan_takes_exact_k_and_its_package_is_within_the_target(swept,
     assert coreml.file_bytes <= coreml.predicted_file_bytes < 1.1 * coreml.file_bytes
 
 
-def test_a_package_measured_over_the_target_is_chosen_again(swept, monkeypatch):
-    net, data, sweep = swept
+def test_a_package_measured_over_the_target_is_chosen_again(costly, monkeypatch):
+    net, data, sweep = costly
     sized = planner._coreml_groups
 
-    def underestimated(groups, model, progress):  # a program 20,000 bytes smaller than it is
+    def underestimated(groups, model, progress):  # a program 30,000 bytes smaller than it is
         groups, base = sized(groups, model, progress)
-        return groups, base - 20_000
+        return groups, base - 30_000
 
     monkeypatch.setattr(planner, "_coreml_groups", underestimated)
     result = auto_plan(sweep, net, data, PlanSettings(target_size=120_000, metric="kl",
                                                       deploy="coreml"))  # fmt: skip
     assert result.resized and "measured" in result.resized[0]
+    first = int(result.resized[0].split("measured ")[1].split(" bytes")[0].replace(",", ""))
+    assert first > 120_000  # the first plan's package missed, and was measured to
     assert result.file_bytes <= 120_000
     assert "# re-sized:" in result.to_yaml()
 

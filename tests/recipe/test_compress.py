@@ -256,6 +256,10 @@ def test_a_target_for_core_ml_sizes_the_package_with_exact_tables(teacher, image
     assert record["settings"]["deploy"] == "coreml"
     assert {r["k"] for r in record["plan"]["rules"]} <= {2, 4, 8, 16, 64, 256}
     assert record["deploy_bytes"] <= 32_000  # unclustered, the package takes 44.5 KB
+    # 40 KB is more than the unclustered .h5 (32 KB) but less than its package: not refused
+    between = qretrain.compress(teacher, images, recover="none",
+                                settings=RecipeSettings(target="40KB", deploy="coreml"))  # fmt: skip
+    assert between.deploy_bytes <= 40_000
     exported = qretrain.export(qretrain.load(out), tmp_path / "m.mlpackage", "coreml")
     assert exported.file_bytes == record["deploy_bytes"]  # what the target sized is the export
     assert main(["compress", str(tmp_path / "m.h5"), "--plan", str(tmp_path / "p.yaml"),

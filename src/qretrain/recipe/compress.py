@@ -210,7 +210,7 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
     started = time.perf_counter()
     float32_bytes = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     target = settings.target.bytes_for(float32_bytes) if settings.target else None
-    if target is not None:
+    if target is not None and settings.deploy is Deploy.H5:  # a package: the planner checks
         _check_reachable(model, target, float32_bytes)
     plan_settings = PlanSettings(target_size=target, max_drop=settings.max_drop,
                                  metric=settings.metric, deploy=settings.deploy)  # fmt: skip

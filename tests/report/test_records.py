@@ -168,3 +168,15 @@ def test_html_in_records_is_text_in_both_pages(tmp_path):
     assert "| a \\| b &lt;img src=x onerror=alert(2)> |" in markdown  # one cell, not two
     # A code block is shown verbatim, in a fence longer than any backticks inside it.
     assert "\n````\n# ```\n<script>alert(3)</script>\n````\n" in markdown
+
+
+def test_a_plan_sized_for_core_ml_says_so_with_the_package_it_measured(tmp_path):
+    write_run(tmp_path)
+    (tmp_path / "plan.json").write_text(json.dumps(
+        {"cells": 2, "target_size": 1200, "max_drop": None, "metric": "kl", "predicted_drop": 0.1,
+         "measured_drop": 0.09, "verify_data": "d", "file_bytes": 1180, "deploy": "coreml"}))  # fmt: skip
+    text = write_report(tmp_path)[0].read_text()
+    assert "a target size of 1,200 bytes of the Core ML package" in text
+    assert "Core ML package, what the target was of, measures 1,180 bytes (3.39x" in text
+    write_run(tmp_path)  # a plan file: nothing said of a package
+    assert "Core ML" not in write_report(tmp_path)[0].read_text()

@@ -109,6 +109,11 @@ def _plan_and_size(out: Path) -> list[Block]:
                             f"float32 {human_bytes(c['float32_bytes'])} -> {c['layout']} file "
                             f"{human_bytes(c['file_bytes'])} ({c['reduction']:.2%} smaller, "
                             f"{c['float32_bytes'] / c['file_bytes']:.2f}x)."))  # fmt: skip
+        if plan.get("deploy") == "coreml" and plan.get("file_bytes"):
+            b.append(Block("p", f"The plan's Core ML package, what the target was of, measures "
+                                f"{plan['file_bytes']:,} bytes ({c['float32_bytes'] / plan['file_bytes']:.2f}x "
+                                "smaller than float32): `qretrain export --format coreml` writes it "
+                                "from this plan's files."))  # fmt: skip
         b += _file_table(c)
     return b
 
@@ -145,7 +150,8 @@ def _file_table(c: dict) -> list[Block]:
 def _budget(plan: dict) -> str:
     if plan.get("max_drop") is not None:
         return f"a budget of {plan['max_drop']:g} {unit_of(plan['metric'])}"
-    return f"a target size of {plan['target_size']:,} bytes"
+    of = " of the Core ML package" if plan.get("deploy") == "coreml" else ""
+    return f"a target size of {plan['target_size']:,} bytes{of}"
 
 
 def _retraining(out: Path, evaluation: dict) -> list[Block]:

@@ -291,24 +291,33 @@ def test_the_probe_images_lie_inside_the_contract_and_vary_in_brightness():
     assert pixels[2:].mean((1, 2, 3)).std() > 0.1  # brightness differs between images
 
 
-def test_batch_norm_goes_to_core_ml_as_a_scale_and_a_shift(tmp_path, tiny_resnet, monkeypatch):
-    """Two vectors per channel, not four: a smaller package, the same outputs, and a
-    batch norm whose own tensors are clustered kept as it is (its tables stay exact)."""
+def test_batch_norm_goes_to_core_ml_folded_as_the_file_folds_it(tmp_path, tiny_resnet,
+                                                                 monkeypatch):  # fmt: skip
+    """A scale and a shift per channel, from the file's own fold: the same outputs, a
+    model in memory converts to the package its saved file exports (the planner sizes
+    the one, users export the other), and a batch norm whose own tensors are clustered
+    is kept as it is (its tables stay exact)."""
     pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
     from qretrain.export import formats
-    from qretrain.export.formats import ScaleShift, batchnorm_as_scale_shift
+    from qretrain.export.formats import ScaleShift, batchnorm_as_scale_shift, coreml_package_bytes
 
     x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     folded = batchnorm_as_scale_shift(tiny_resnet)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         assert torch.allclose(folded(x), tiny_resnet(x), rtol=1e-5, atol=1e-5)
-    qretrain.cluster_(tiny_resnet, {"rules": [{"name": "stem.1", "k": 4, "kinds": ["bn_weight"]}]},
+    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Conv2d", "k": 16},
+                                              {"name": "stem.1", "k": 4, "kinds": ["bn_weight"]}]},
                       progress=False)  # fmt: skip
     kept = batchnorm_as_scale_shift(tiny_resnet)
     assert isinstance(kept.stem[1], torch.nn.BatchNorm2d) and isinstance(kept.layer1[0].bn1,
                                                                          ScaleShift)  # fmt: skip
-    small = qretrain.export(tiny_resnet, tmp_path / "small.mlpackage", "coreml").file_bytes
+    in_memory = coreml_package_bytes(tiny_resnet)
+    qretrain.save(tiny_resnet, tmp_path / "m.h5")
+    from_file = qretrain.export(
+        qretrain.load(tmp_path / "m.h5"), tmp_path / "m.mlpackage", "coreml"
+    )
+    assert from_file.file_bytes == in_memory
+    # Batch norm's four vectors, as before: the model in memory made a larger package.
     monkeypatch.setattr(formats, "batchnorm_as_scale_shift", lambda m: copy.deepcopy(m).eval())
-    four = qretrain.export(tiny_resnet, tmp_path / "four.mlpackage", "coreml").file_bytes
-    assert small < four
+    assert coreml_package_bytes(tiny_resnet) > in_memory

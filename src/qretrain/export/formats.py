@@ -60,6 +60,7 @@ from qretrain.export.options import FORMATS, Format  # noqa: F401  (FORMATS: als
 from qretrain.models.footprint import check_one_input
 from qretrain.models.specs import get_arch
 from qretrain.storage import atomic_folder, atomic_path, check_writable_folder, pack_indices
+from qretrain.storage.fold import folded_state, is_folded
 
 logger = logging.getLogger(__name__)
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
@@ -559,20 +560,13 @@ def _coreml_model(model: nn.Module, *, check: bool):
 
 
 class ScaleShift(nn.Module):
-    """An eval-mode batch norm as the packed file stores it: ``x * scale + shift`` per
-    channel (dimension 1), two vectors where Core ML's ``batch_norm`` keeps four."""
+    """A folded batch norm (``storage.fold``) as ``x * scale + shift`` per channel
+    (dimension 1): two vectors where Core ML's ``batch_norm`` keeps four."""
 
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         super().__init__()
-        with torch.no_grad():
-            scale = torch.rsqrt(bn.running_var.float() + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight.float()
-            shift = -bn.running_mean.float() * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias.float()
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale.detach().clone())
+        self.register_buffer("shift", shift.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -580,21 +574,20 @@ class ScaleShift(nn.Module):
 
 
 def batchnorm_as_scale_shift(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` whose batch norms (with running statistics, none
-    of their tensors clustered) are ``ScaleShift``: the same outputs up to float
-    rounding, and the package a saved file exports, whose batch norm the packed layout
-    has folded already (Lite0's first 8x plan: 2,342,168 B from the model in memory with
-    four vectors a channel, 2,193,968 B from its file). The convolutions before them
-    keep their weights, so every table stays the file's."""
+    """An eval-mode copy of ``model`` whose batch norms are folded as the packed file
+    folds them (``storage.fold.folded_state``; none owning a clustered tensor), each
+    then a ``ScaleShift`` of its folded weight and bias: the same outputs up to float
+    rounding, and a model in memory converts to the package its saved file does. The
+    convolutions keep their weights, so every table stays the file's."""
     copy_ = copy.deepcopy(model).eval()
     clustered = set(clusters_of(model))
+    copy_.load_state_dict(folded_state(copy_, copy_.state_dict(), clustered))
     for name, module in list(copy_.named_modules()):
-        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.running_var is None:
-            continue
-        if any(t.startswith(f"{name}.") for t in clustered):
-            continue  # its own tables must stay as they are
+        if not is_folded(module) or any(t.startswith(f"{name}.") for t in clustered):
+            continue  # not foldable, or its own tables must stay as they are
         parent, _, attribute = name.rpartition(".")
-        setattr(copy_.get_submodule(parent) if parent else copy_, attribute, ScaleShift(module))
+        setattr(copy_.get_submodule(parent) if parent else copy_, attribute,
+                ScaleShift(module.weight, module.bias))  # fmt: skip
     return copy_
 
 

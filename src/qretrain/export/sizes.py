@@ -47,10 +47,7 @@ def coreml_blobs(numel: int, k: int | None = None) -> list[int]:
 
 def coreml_tensor_bytes(numel: int, k: int | None = None) -> int:
     """Package bytes of a tensor of ``numel`` values, float32 or a table of ``k``: its
-    blobs, and the values of a constant too small for the weight file (4 bytes each,
-    in the program)."""
-    if k is None:
-        return blob_bytes(4 * numel) if numel >= IN_FILE_FROM else 4 * numel
-    bits = lut_bits(k)
-    table = 4 * 2**bits if 2**bits < IN_FILE_FROM else 0
-    return sum(coreml_blobs(numel, k)) + table
+    blobs, and the float32 values of a constant too small for the weight file (4 bytes
+    each, in the program)."""
+    values = numel if k is None else 2 ** lut_bits(k)  # the float32 values it holds
+    return sum(coreml_blobs(numel, k)) + (4 * values if values < IN_FILE_FROM else 0)

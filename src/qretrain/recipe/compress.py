@@ -10,6 +10,7 @@ clustered start on images nothing was trained or chosen on. The step functions
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import tempfile
@@ -84,11 +85,20 @@ class Compressed:
     settings: RecipeSettings
     file_data: bytes = field(repr=False)  # the kept model's file, as measured
     records: dict[str, Any] = field(default_factory=dict, repr=False)
-    deploy_bytes: int | None = None  # the kept model's Core ML package (deploy coreml)
 
     @property
     def ratio(self) -> float:
         return self.float32_bytes / self.file_bytes
+
+    @functools.cached_property
+    def deploy_bytes(self) -> int | None:
+        """The kept model's Core ML package, what ``target`` sized with deploy coreml
+        (measured by converting it, on first use); None with deploy h5."""
+        if self.settings.deploy is not Deploy.COREML:
+            return None
+        from qretrain.export.formats import coreml_package_bytes
+
+        return coreml_package_bytes(self.model)
 
     def save(self, path: str | Path) -> Path:
         """Write the kept model's file (the very bytes measured) to ``path``, atomically."""
@@ -264,11 +274,6 @@ def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_b
         if guard["kept"] == "retrained":
             kept, file = "retrained", work / f"{RECOVERED}.h5"
             final = load(file, trust_code=trust_code)
-    deploy_bytes = None
-    if settings.deploy is Deploy.COREML:  # what --target sized, measured on the kept model
-        from qretrain.export.formats import coreml_package_bytes
-
-        deploy_bytes = coreml_package_bytes(final)
     seconds = dict(stages.seconds)
     seconds["total"] = time.perf_counter() - started
     return Compressed(
@@ -276,5 +281,4 @@ def _result(model, parts: Parts, settings: RecipeSettings, work: Path, float32_b
         held_out=len(parts.held_out), float32_bytes=float32_bytes,
         file_bytes=file.stat().st_size, seconds=seconds, parts=parts.to_dict(),
         settings=settings, file_data=file.read_bytes(), records=records,
-        deploy_bytes=deploy_bytes,
     )  # fmt: skip

@@ -41,7 +41,9 @@ def main() -> None:
     settings = config.recipe.settings
     model = qretrain.load_model(config.model).eval()
     contract = get_arch(model).contract
-    data = qretrain.load_dataset(config.data["unlabeled"].spec, contract)
+    ref = config.data["unlabeled"]  # loaded as `qretrain run` loads it, so split agrees
+    data = qretrain.load_dataset(ref.spec, contract, limit=ref.limit, seed=ref.seed,
+                                 offset=ref.offset, views=ref.views, teacher=model)  # fmt: skip
     parts = split(data, settings)
     float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     target = settings.target.bytes_for(float32)

@@ -69,6 +69,7 @@ from qretrain.progress import Progress, track
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.checkpoint import check_same_run, check_tensor, write_payload
 from qretrain.retrain.config import MIN_PASS_IMAGES, RetrainConfig
+from qretrain.retrain.fuse import fuse_frozen
 from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
 
@@ -291,6 +292,10 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
     tuner = CentroidTuner(student) if config.tune_centroids else None
     student.eval()
     teacher.eval()
+    # Batch norm is frozen from here on: each segment computes it inside the
+    # convolution before it, the same function at a fraction of the cost (retrain.fuse).
+    students = [fuse_frozen(segment) for segment in plan.student]
+    teachers = [fuse_frozen(segment) for segment in plan.teacher]
     at = _Position()
     if resume and checkpoint is not None and checkpoint.exists():
         at = _load(checkpoint, student, tuner, config, fingerprints or {}, ranks.world_size)
@@ -304,11 +309,11 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
     done = at.block >= len(plan.blocks)  # every block was done before the restart
     for i, block in enumerate([] if done else plan.blocks):
         if i < at.block:  # done before the restart: only its outputs are needed
-            teacher_in, _ = _run(plan.teacher[i], teacher_in, device, spill)
-            student_in, _ = _run(plan.student[i], student_in, device, spill)
+            teacher_in, _ = _run(teachers[i], teacher_in, device, spill)
+            student_in, _ = _run(students[i], student_in, device, spill)
             continue
         block_start = time.perf_counter()
-        target, _ = _run(plan.teacher[i], teacher_in, device, spill)
+        target, _ = _run(teachers[i], teacher_in, device, spill)
         own = [n for n in block.parameters if n in trainable]
         books = [n for n in block.parameters if tuner is not None and n in tuner.codebooks]
         for name, p in student.named_parameters():
@@ -341,12 +346,12 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
                 active = rounding if epoch < soft else None
                 step = _Step(optimizer, tuner, books, active, _with_grads(student, own, books),
                              ranks)  # fmt: skip
-                losses.append(_train_pass(plan.student[i], student_in, target, step, total,
+                losses.append(_train_pass(students[i], student_in, target, step, total,
                                           per_pass, config, i, epoch, device, progress,
                                           block.name))  # fmt: skip
                 passes.update()
                 if active is not None and epoch + 1 == soft:
-                    chosen = _choose(rounding, plan.student[i], student_in, target, device,
+                    chosen = _choose(rounding, students[i], student_in, target, device,
                                      ranks, total)  # fmt: skip
                     optimizer = _without_rounding(optimizer)
                 if checkpoint is not None and ranks.leader and epoch + 1 < config.block_epochs:
@@ -359,7 +364,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             passes.update(config.block_epochs - first)  # nothing in the block to train
         for p in student.parameters():
             p.requires_grad_(False)
-        student_out, mse = _run(plan.student[i], student_in, device, spill, target, ranks)
+        student_out, mse = _run(students[i], student_in, device, spill, target, ranks)
         entry = {"block": i + 1, "name": block.name, "trained": len(own), "codebooks": len(books),
                  "loss_per_pass": losses,
                  "mse_after": mse,

@@ -103,12 +103,13 @@ def kmeans_1d(
 def _exact_edges(prefix: _Prefix, n: int, k: int) -> np.ndarray:
     """Exact optimum by dynamic programming over the split positions, O(k n^2)."""
     i = np.arange(n + 1)
-    lo, hi = np.meshgrid(i, i, indexing="ij")  # cost of cluster points[lo:hi]
-    w = prefix.w[hi] - prefix.w[lo]
-    s = prefix.s[hi] - prefix.s[lo]
-    q = prefix.q[hi] - prefix.q[lo]
+    # [lo, hi]: cost of cluster points[lo:hi], by broadcasting (the same differences
+    # as gathering through an index grid, without building and reading one).
+    w = prefix.w[None, : n + 1] - prefix.w[: n + 1, None]
+    s = prefix.s[None, : n + 1] - prefix.s[: n + 1, None]
+    q = prefix.q[None, : n + 1] - prefix.q[: n + 1, None]
     with np.errstate(invalid="ignore", divide="ignore"):
-        cost = np.where(hi > lo, np.maximum(q - s * s / w, 0.0), np.inf)
+        cost = np.where(i[None, :] > i[:, None], np.maximum(q - s * s / w, 0.0), np.inf)
     # best[m][h]: least error of splitting points[:h] into m+1 non-empty clusters.
     best = cost[0].copy()
     choice = np.zeros((k, n + 1), dtype=np.int64)

@@ -10,7 +10,9 @@ order moved it by 7%), so the rule, fixed before any run it judges, is
 
     adopted if the mean over the seeds of (KL with the lever / KL without it) <= 1.05
 
-and ImageNet, with ``--imagenet``, is scored only afterwards, for the record. Each
+and ImageNet, with ``--imagenet``, is scored only afterwards, for the record. Between
+two adopted levers for the same thing, the recipe takes the one with the lower mean
+ratio, unless the other's blocks take at most 0.9 times as long. Each
 folder is what `bench_case_api.py --phase python --seed N --out FOLDER` wrote (the
 recipe's five lines, target 7x) in a worktree of the commit named.
 

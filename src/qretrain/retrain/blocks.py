@@ -29,6 +29,10 @@ two MBConv blocks: a thousandth of its weights, half of the block-wise time), so
 images per pass fit them; each image still goes through every block once to feed
 the next.
 
+**Frozen batch norm** is computed inside the convolution before it while the blocks
+train and run (``retrain.fuse``): the same function and gradients up to float
+rounding, at a fraction of the cost in high-resolution blocks.
+
 Trained per block: its parameters that ``config.trainable`` selects, and with
 ``tune_centroids`` its codebook values (assignments fixed; with ``tune_assignments``
 each weight also chooses between its two neighbouring centroids, ``retrain.rounding``).

@@ -7,7 +7,7 @@ segment computes ``W * s`` and ``bias'`` from the *live* parameters on every cal
 gradients still reach the convolution's weight (a clustered tensor's codebook and
 learned assignments train through it), gamma and beta, and the same parameters are
 trained; only float rounding differs. What it saves: batch norm's forward and
-backward passes over the block's largest activations, a quarter of a training step
+backward passes over the block's largest activations, a quarter to a half of a training step
 in EfficientNet-Lite0's high-resolution blocks (``benchmarks/bench_fuse.py``).
 
 A zero padding module (EfficientNet's "same" padding) whose pads are equal on both

@@ -126,16 +126,17 @@ def _fold_batch_norm(graph: fx.Graph, node: fx.Node, modules: dict[str, nn.Modul
 def _fold_padding(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """A symmetric ``nn.ZeroPad2d`` read only by ``node`` (a convolution without
     padding) becomes ``node``'s padding."""
+    call = None
     if node.op == "call_function" and node.target is conv_bn:
-        slot, padding = 0, node.args[9]
-    elif node.op == "call_function" and node.target in _CONV_FUNCTIONS and len(node.args) >= 1:
+        padding = node.args[9]
+    elif node.op == "call_function" and node.target in _CONV_FUNCTIONS:
         call = _conv_call(node, modules)
         if call is None:
             return False
-        slot, padding = 0, call["padding"]
+        padding = call["padding"]
     else:
         return False
-    pad = node.args[slot]
+    pad = node.args[0]  # the input, first for both
     if not isinstance(pad, fx.Node) or pad.op != "call_module" or len(pad.users) != 1:
         return False
     module = modules.get(str(pad.target))
@@ -144,7 +145,7 @@ def _fold_padding(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     left, right, top, bottom = module.padding
     if left != right or top != bottom:
         return False
-    if node.target is conv_bn:
+    if call is None:  # conv_bn
         node.args = (pad.args[0], *node.args[1:9], (top, left), *node.args[10:])
     else:
         call["input"], call["padding"] = pad.args[0], (top, left)

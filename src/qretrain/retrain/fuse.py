@@ -43,6 +43,8 @@ def conv_bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     x: (N, C_in, H, W); weight: (C_out, C_in / groups, kH, kW); gamma, beta, mean,
     var: (C_out,). Returns (N, C_out, H', W').
     """
+    # storage.fold folds the same way for the file (float64, no gradient); the two stay
+    # apart because sharing one would move the float rounding of one of them.
     scale = gamma * torch.rsqrt(var + eps)
     shift = beta - mean * scale if bias is None else beta + (bias - mean) * scale
     return torch.conv2d(x, weight * scale.reshape(-1, 1, 1, 1), shift, stride, padding,

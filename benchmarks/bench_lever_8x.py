@@ -1,0 +1,135 @@
+"""Retraining levers at 8x as deployed: each against today's recipe from one clustered start.
+
+The Lite0 8x case (`qretrain run examples/case-effnet-8x.yaml`, seed 0) leaves its
+clustered start in its folder. Each variant retrains that very file with the recipe's
+block-wise settings plus the variant's changes, on the images the recipe retrains on
+(its split at seed 0, the case's), at retraining seeds 0, 1 and 2:
+
+    recipe     today's RECOVERY[blocks] (learned assignments, 4 passes, 2^24 values)
+    fixed      assignments fixed (nearest centroid), codebooks still tuned
+    rounding   learned assignments with a rounding term ten times the default (0.1)
+    passes8    8 passes per block instead of 4
+
+The label-free judge is a data set no variant trains, plans or chooses on and that is
+not ImageNet: GCompris's 239 photographs of single objects (`gcompris-photos`, Debian
+package data), scored against the original. The pool's held-out images are scored
+too, but they are frames of the same videos as most training images, so they do not
+decide. The rule, written before any run it judges:
+
+    a variant is kept if, over seeds 0-2, the mean of (its GCompris KL / the recipe's
+    at the same seed) is at most 0.97 and its mean GCompris agreement is no lower than
+    the recipe's; of several kept, the lowest mean ratio wins.
+
+ImageNet (``--imagenet``) is scored afterwards, for the record only.
+
+    python benchmarks/bench_lever_8x.py --case out/case-effnet-8x --variants recipe fixed \\
+        --seeds 0 1 2 [--imagenet ../shared/imagenet-sample-dev]
+
+Each retrained file is kept in ``--out`` (VARIANT-sSEED.h5 and .json), so a later call
+scores what an earlier one made without retraining it. Writes
+benchmarks/results/lever_8x.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import _common
+
+POOL = "natural+tuxpaint-stamps+tuxpaint-stamps:scenes"
+JUDGE = "gcompris-photos"
+RATIO = 0.97  # the largest mean GCompris KL ratio a kept variant may have
+VARIANTS = {
+    "recipe": {},
+    "fixed": {"tune_assignments": False},
+    "rounding": {"rounding_lambda": 0.1},
+    "passes8": {"block_epochs": 8},
+}
+
+
+def _retrain(case: Path, variant: str, seed: int, out: Path) -> dict:
+    """Retrain the case's clustered start as ``variant`` at ``seed``; its record."""
+    import qretrain
+    from qretrain.data import load_dataset
+    from qretrain.metrics.quality import predict
+    from qretrain.models import get_arch
+    from qretrain.recipe.settings import RecipeSettings
+    from qretrain.recipe.split import split
+
+    teacher = qretrain.load_model("efficientnet-lite0")
+    contract = get_arch(teacher).contract
+    settings = RecipeSettings(target="8x", deploy="coreml", seed=0)  # the case's split
+    parts = split(load_dataset(POOL, contract), settings)
+    config = replace(settings.retrain_config(), seed=seed, **VARIANTS[variant])
+    start = time.perf_counter()
+    result = qretrain.retrain(qretrain.load(case / "clustered.h5"), teacher, parts.retrain,
+                              config, progress=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    path = qretrain.save(result.model, out / f"{variant}-s{seed}.h5").path
+    judge = load_dataset(JUDGE, contract)
+    signals = {}
+    for name, data in (("gcompris", judge), ("pool_held_out", parts.held_out)):
+        reference, _ = predict(teacher, data)
+        signals[name] = _common.signal(predict(result.model, data)[0], reference)
+    record = {"variant": variant, "seed": seed, "config": config.to_dict(),
+              "retrain_seconds": seconds, "file": str(path), **signals}  # fmt: skip
+    _common.write_json(out / f"{variant}-s{seed}.json", record)
+    return record
+
+
+def main() -> None:
+    cli = _common.parser(__doc__, imagenet=True)
+    cli.add_argument("--case", type=Path, default=Path("out/case-effnet-8x"))
+    cli.add_argument("--out", type=Path, default=Path("out/lever-8x"))
+    cli.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    cli.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = cli.parse_args()
+    machine = _common.Machine()
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for variant in dict.fromkeys(["recipe", *args.variants]):
+        for seed in args.seeds:
+            made = args.out / f"{variant}-s{seed}.json"
+            record = json.loads(made.read_text()) if made.exists() else \
+                _retrain(args.case, variant, seed, args.out)  # fmt: skip
+            print(f"{variant} seed {seed}: GCompris KL {record['gcompris']['mean_kl']:.4f}, "
+                  f"agreement {record['gcompris']['agreement']:.2%}; pool held-out KL "
+                  f"{record['pool_held_out']['mean_kl']:.4f}; {record['retrain_seconds']:.0f} s",
+                  flush=True)  # fmt: skip
+            runs[variant, seed] = record
+    decisions = {}
+    for variant in args.variants:
+        if variant == "recipe":
+            continue
+        ratios = [runs[variant, s]["gcompris"]["mean_kl"] / runs["recipe", s]["gcompris"]["mean_kl"]
+                  for s in args.seeds]  # fmt: skip
+        agree = statistics.mean(runs[variant, s]["gcompris"]["agreement"] for s in args.seeds)
+        anchor = statistics.mean(runs["recipe", s]["gcompris"]["agreement"] for s in args.seeds)
+        decisions[variant] = {"kl_ratios": ratios, "mean_kl_ratio": statistics.mean(ratios),
+                              "mean_agreement": agree, "recipe_mean_agreement": anchor,
+                              "kept": statistics.mean(ratios) <= RATIO and agree >= anchor}  # fmt: skip
+        print(f"{variant}: mean GCompris KL ratio {statistics.mean(ratios):.3f}, agreement "
+              f"{agree:.2%} against {anchor:.2%}: {'kept' if decisions[variant]['kept'] else 'not kept'}")  # fmt: skip
+    kept = sorted((d["mean_kl_ratio"], v) for v, d in decisions.items() if d["kept"])
+    record = {"rule": f"mean GCompris KL ratio <= {RATIO} and mean GCompris agreement >= the "
+                      "recipe's; the lowest ratio wins", "judge": JUDGE, "case": str(args.case),
+              "seeds": args.seeds, "decisions": decisions, "winner": kept[0][1] if kept else None,
+              "runs": {f"{v}-s{s}": r for (v, s), r in runs.items()}}  # fmt: skip
+    if args.imagenet is not None:  # for the record, after the decision
+        import qretrain
+
+        imagenet = _common.ImageNet(args.imagenet, qretrain.load_model("efficientnet-lite0"))
+        for name, run in record["runs"].items():
+            logits = imagenet.logits(qretrain.load(run["file"]))
+            run["imagenet"] = {**imagenet.scores(logits), **_common.signal(logits, imagenet.reference)}
+            print(f"{name}: ImageNet agreement {run['imagenet']['agreement']:.2%}, KL "
+                  f"{run['imagenet']['mean_kl']:.4f}, top-1 {run['imagenet']['top1']:.2%}")  # fmt: skip
+    _common.write_result(_common.RESULTS / "lever_8x.json", record, machine)
+
+
+if __name__ == "__main__":
+    main()

@@ -125,7 +125,10 @@ def main() -> None:
         imagenet = _common.ImageNet(args.imagenet, qretrain.load_model("efficientnet-lite0"))
         for name, run in record["runs"].items():
             logits = imagenet.logits(qretrain.load(run["file"]))
-            run["imagenet"] = {**imagenet.scores(logits), **_common.signal(logits, imagenet.reference)}
+            run["imagenet"] = {
+                **imagenet.scores(logits),
+                **_common.signal(logits, imagenet.reference),
+            }
             print(f"{name}: ImageNet agreement {run['imagenet']['agreement']:.2%}, KL "
                   f"{run['imagenet']['mean_kl']:.4f}, top-1 {run['imagenet']['top1']:.2%}")  # fmt: skip
     _common.write_result(_common.RESULTS / "lever_8x.json", record, machine)

@@ -93,6 +93,12 @@ def test_onnx_keeps_the_codebooks_and_runs_in_onnxruntime(tmp_path, tiny_resnet)
     assert len(small) == len(set(small)) > 0
     nodes = graph.graph.node
     assert all(not n.name for n in nodes) and max(len(o) for n in nodes for o in n.output) <= 8
+    # One node per clustered weight, calling the model's own function for its bit width
+    # (both tables here index with 4 bits); the exporter's constants are initializers.
+    decoders = [n for n in nodes if n.domain == "qretrain"]
+    assert [n.op_type for n in decoders] == ["Decode4"] * len(qretrain.codebooks(tiny_resnet))
+    assert [(f.domain, f.name) for f in graph.functions] == [("qretrain", "Decode4")]
+    assert not any(n.op_type == "Constant" for n in nodes)
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(tmp_path / "m.onnx"))
     out = session.run(None, {"input": x.numpy()})[0]  # a batch of 5: the batch axis is free
@@ -122,6 +128,7 @@ def test_onnx_packs_3_5_6_7_bit_indices_exactly_and_runs(tmp_path, tiny_resnet):
         assert np.array_equal(unpack_indices(packed, c.bits, n), c.indices.numpy().reshape(-1))
         seen.add(c.bits)
     assert {3, 5, 7} <= seen
+    assert sorted(f.name for f in graph.functions) == [f"Decode{b}" for b in sorted(seen)]
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "codebooks) or torchscript",
         description="safetensors keeps the clustering: each clustered tensor as its codebook "
         "and uint8 indices, plus JSON metadata, no code and no pickle. onnx rebuilds each "
-        "clustered weight in the graph from its codebook and bit-packed indices (Gather; "
-        "stock onnxruntime operators), and stores large float32 tensors exactly in about "
+        "clustered weight in the graph from its codebook and bit-packed indices (stock "
+        "operators in one ONNX function per bit width), and stores large float32 tensors exactly in about "
         "29 bits per value (pip install 'qretrain[onnx]'). coreml writes an ML "
         "program .mlpackage (iOS 18 / macOS 15) whose clustered weights are lookup tables "
         "of exactly their codebook values, the input contract as the image input's "

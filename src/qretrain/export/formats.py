@@ -7,12 +7,13 @@
   pickle: a JSON header and raw little-endian bytes, written here without the
   ``safetensors`` package (which reads the file).
 - ``onnx``: the graph torch exports, with each clustered weight rebuilt in the
-  graph from a float32 codebook and its indices packed at 1, 2, 4 or 8 bits (the
-  next power of two of the file's bits), unpacked by stock operators (``Div`` and
-  ``Mod`` by powers of two, ``Slice``, ``Add`` the row offsets, ``Gather``,
-  ``Reshape``); float32 tensors of 4,096 values or more stored exactly in about 29
-  bits per value (see ``_split_floats``), batch norm as one scale and one shift per
-  channel. Needs ``pip install 'qretrain[onnx]'``.
+  graph from a float32 codebook and its indices packed at the file's bits, by one
+  call of a model-local function per tensor (``qretrain.Decode{bits}``, one per bit
+  width) made of stock operators (``Div`` and ``Mod`` by powers of two, ``Slice``,
+  ``Add`` the row offsets, ``Gather``, ``Reshape``); float32 tensors of 4,096 values
+  or more stored exactly in about 29 bits per value (see ``_split_floats``), batch
+  norm as one scale and one shift per channel, equal small constants shared.
+  Needs ``pip install 'qretrain[onnx]'``.
 - ``torchscript``: the dequantized float32 model traced on an input of its
   contract: runnable anywhere PyTorch is, and as large as float32 (said so).
 
@@ -175,33 +176,27 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
         raise QretrainError(f"onnx export failed: {one_line(e)}; nothing was written") from e
     graph = onnx.load_from_string(buffer.getvalue())
     books = clusters_of(model)
-    kept, decoders, replaced = [], [], set()
+    kept, decoders, replaced, widths = [], [], set(), set()
     for init in graph.graph.initializer:
         c = books.get(init.name)
         if c is None:
             kept.append(init)
             continue
-        n, (groups, width) = init.name, c.codebook.shape
+        n, (groups, width), bits = init.name, c.codebook.shape, c.bits or 1
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
-        unpack = _indices_for_onnx(n, flat, c.bits or 1, numpy_helper, helper, TensorProto)
         kept += [
+            numpy_helper.from_array(_packed(flat, bits), f"{n}.indices"),
+            numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count"),
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
             numpy_helper.from_array(
                 np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
             ),  # fmt: skip
-            numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
             numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
-            *unpack[0],
+            numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
         ]
-        # packed bytes -> the indices (see _indices_for_onnx), then the codebook row
-        # offsets, Gather, and the weight's shape
-        decoders += [
-            *unpack[1],
-            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
-            helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
-            helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
-            helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [n]),
-        ]
+        decoders.append(helper.make_node(f"Decode{bits}", [f"{n}.{part}" for part in DECODE_INPUTS],
+                                         [n], domain=DOMAIN))  # fmt: skip
+        widths.add(bits)
         replaced.add(n)
     missed = sorted(set(books) - replaced)
     if missed:  # the exporter folded or renamed them: they stay float32 in the graph
@@ -219,6 +214,11 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     del graph.graph.node[:]
     graph.graph.node.extend(nodes)
     _compact_names(graph.graph)
+    if widths:
+        opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+        graph.functions.extend(_decode_function(bits, opset, numpy_helper, helper, TensorProto)
+                               for bits in sorted(widths))  # fmt: skip
+        graph.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -226,14 +226,52 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
                   lambda x: session.run(None, {"input": x.numpy()})[0], get_arch(model).contract)  # fmt: skip
 
 
+DOMAIN = "qretrain"  # of the ONNX functions that decode clustered weights
+DECODE_INPUTS = ("indices", "count", "codebook", "offsets", "rows", "shape")
+
+
+def _decode_function(bits: int, opset: int, numpy_helper, helper, TensorProto):
+    """``qretrain.Decode{bits}``, the model-local ONNX function that rebuilds a clustered
+    weight from its initializers (``DECODE_INPUTS``): unpack the indices
+    (``_unpacker``), add each codebook row's offset, ``Gather`` from the flat
+    codebook, reshape. One function per bit width, called once per tensor: the
+    graph holds one node per clustered weight instead of 10 to 14, which on
+    EfficientNet-Lite0's 48 weights is tens of kilobytes."""
+    n = "x"
+    constants, unpack = _unpacker(n, bits, numpy_helper, helper, TensorProto)
+    nodes = [
+        *(helper.make_node("Constant", [], [c.name], value=c) for c in constants),
+        *unpack,
+        helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
+        helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
+        helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
+        helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [f"{n}.weight"]),
+    ]
+    return helper.make_function(DOMAIN, f"Decode{bits}", [f"{n}.{p}" for p in DECODE_INPUTS],
+                                [f"{n}.weight"], nodes, [helper.make_opsetid("", opset)])  # fmt: skip
+
+
 def _compact_names(graph) -> None:
     """Shorten what a reader never looks up, in place: every intermediate value gets a
-    short name, node names go, and equal small constants (the decoders' shapes, moduli
-    and divisors repeat for every tensor of a bit width) become one. With 1,200 nodes
-    the long names alone were ~150 KB of an EfficientNet-Lite0 export, 5% of the file.
+    short name, node names go, and equal small constants (the decoders' shapes and
+    counts, the exporter's ``Constant`` nodes, which become initializers first) become
+    one. With 1,200 nodes the long names alone were ~150 KB of an EfficientNet-Lite0
+    export, 5% of the file; its 244 ``Constant`` nodes hold 14 distinct values.
     Kept as they are: the graph's inputs and outputs, every ``{name}.codebook`` and
     ``{name}.indices``, and other initializers over 64 bytes (float weights)."""
     outside = {v.name for v in graph.input} | {v.name for v in graph.output}
+    constants = [n for n in graph.node if n.op_type == "Constant" and len(n.output) == 1
+                 and len(n.attribute) == 1 and n.attribute[0].name == "value"
+                 and n.output[0] not in outside]  # fmt: skip
+    for node in constants:
+        value = graph.initializer.add()
+        value.CopyFrom(node.attribute[0].t)
+        value.name = node.output[0]
+    if constants:
+        gone = {id(n) for n in constants}
+        nodes = [n for n in graph.node if id(n) not in gone]
+        del graph.node[:]
+        graph.node.extend(nodes)
     renamed, canonical, kept = {}, {}, []
     for init in graph.initializer:
         if len(init.raw_data) > 64 or init.name in outside \
@@ -370,49 +408,51 @@ def _split_floats(initializers, numpy_helper, helper, TensorProto):
 def _indices_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):
     """``flat`` (count,) uint8 indices stored as ``{n}.indices``, packed at ``bits``, and
     the nodes that unpack them into ``{n}.idx`` (count,) int64: (initializers, nodes)."""
-    packed, (initializers, nodes) = _pack_for_onnx(n, flat, bits, numpy_helper, helper,
-                                                   TensorProto)  # fmt: skip
-    initializers = [numpy_helper.from_array(packed, f"{n}.indices"), *initializers,
-                    numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{n}.line"),
-                    numpy_helper.from_array(np.array([0], dtype=np.int64), f"{n}.zero"),
+    initializers, nodes = _unpacker(n, bits, numpy_helper, helper, TensorProto)
+    initializers = [numpy_helper.from_array(_packed(flat, bits), f"{n}.indices"), *initializers,
                     numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count")]  # fmt: skip
-    nodes = [
-        *nodes,  # (groups, lanes) -> the first count values
-        helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
-        helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
-    ]
     return initializers, nodes
 
 
-def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, TensorProto):
-    """Indices packed at ``bits`` each and the stock-operator nodes that unpack them
-    into ``{n}.lanes`` (rows of indices); returns (packed bytes, (initializers, nodes)).
+def _packed(flat: np.ndarray, bits: int) -> np.ndarray:
+    """``flat`` (count,) uint8 indices packed as ``_unpacker`` reads them.
 
-    1, 2, 4 or 8 bits: 8 / bits indices per byte, index j at bits [j * bits, ...): a
-    byte divided by 2^(j * bits), modulo 2^bits. 3, 5, 6 or 7 bits: as in the .h5 file,
-    eight indices in ``bits`` bytes (one little-endian word, index j at bits
-    [j * bits, ...)); the graph reads each index from the two bytes it lies in.
-    (Summing a whole 56-bit word into one int64 with ReduceSum decoded 7-bit indices
-    wrongly under onnxruntime; two bytes at a time stay exact in any arithmetic.)
+    1, 2, 4 or 8 bits: 8 / bits indices per byte, index j at bits [j * bits, ...).
+    3, 5, 6 or 7 bits: as in the .h5 file, eight indices in ``bits`` bytes (one
+    little-endian word, index j at bits [j * bits, ...))."""
+    if bits not in (1, 2, 4, 8):
+        return pack_indices(flat, bits)
+    per_byte = 8 // bits
+    if per_byte == 1:
+        return flat
+    padded = np.zeros(-(-flat.size // per_byte) * per_byte, np.uint8)
+    padded[: flat.size] = flat
+    lanes = padded.reshape(-1, per_byte).astype(np.uint16) << (np.arange(per_byte) * bits)
+    return lanes.sum(1).astype(np.uint8)
+
+
+def _unpacker(n: str, bits: int, numpy_helper, helper, TensorProto):
+    """The constants and stock-operator nodes that unpack ``{n}.indices`` (``_packed`` at
+    ``bits``) into ``{n}.idx``, its first ``{n}.count`` indices as int64:
+    (initializers, nodes); ``{n}.indices`` and ``{n}.count`` are the caller's.
+
+    A byte divided by 2^(j * bits), modulo 2^bits, is index j of the byte (1, 2, 4, 8
+    bits); at 3, 5, 6 or 7 bits the graph reads each index from the two bytes it lies
+    in. (Summing a whole 56-bit word into one int64 with ReduceSum decoded 7-bit
+    indices wrongly under onnxruntime; two bytes at a time stay exact in any
+    arithmetic.)
     """
-    count = flat.size
-    initializers, nodes = (
-        [],
-        [helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64)],
-    )
+
+    def const(values, name):
+        return numpy_helper.from_array(np.asarray(values, dtype=np.int64), f"{n}.{name}")
+
+    nodes = [helper.make_node("Cast", [f"{n}.indices"], [f"{n}.i64"], to=TensorProto.INT64)]
     if bits in (1, 2, 4, 8):
         per_byte = 8 // bits
-        packed = flat
-        if per_byte > 1:
-            padded = np.zeros(-(-count // per_byte) * per_byte, np.uint8)
-            padded[:count] = flat
-            lanes = padded.reshape(-1, per_byte).astype(np.uint16) << (np.arange(per_byte) * bits)
-            packed = lanes.sum(1).astype(np.uint8)
-        initializers.append(numpy_helper.from_array(np.array([-1, 1], dtype=np.int64),
-                                                    f"{n}.column"))  # fmt: skip
+        initializers = [const([-1, 1], "column"),
+                        const(1 << (np.arange(per_byte) * bits), "divisors")]  # fmt: skip
         nodes.append(helper.make_node("Reshape", [f"{n}.i64", f"{n}.column"], [f"{n}.words"]))
     else:
-        packed = pack_indices(flat, bits)
         # Index j of a group starts at bit j * bits: in byte lo = j * bits // 8, at
         # shift j * bits % 8, reaching at most into byte lo + 1. Two bytes make a
         # 16-bit value (exact in any arithmetic); where lo + 1 is past the group, the
@@ -420,13 +460,9 @@ def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, Te
         # 2^bits, which the modulus removes.
         start = np.arange(8) * bits
         lo = start // 8
-        initializers += [
-            numpy_helper.from_array(np.array([-1, bits], dtype=np.int64), f"{n}.word_bytes"),
-            numpy_helper.from_array(lo.astype(np.int64), f"{n}.lo"),
-            numpy_helper.from_array(np.minimum(lo + 1, bits - 1).astype(np.int64), f"{n}.hi"),
-            numpy_helper.from_array(np.array(256, dtype=np.int64), f"{n}.byte"),
-            numpy_helper.from_array((1 << (start % 8)).astype(np.int64), f"{n}.divisors"),
-        ]
+        initializers = [const([-1, bits], "word_bytes"), const(lo, "lo"),
+                        const(np.minimum(lo + 1, bits - 1), "hi"), const(256, "byte"),
+                        const(1 << (start % 8), "divisors")]  # fmt: skip
         nodes += [
             helper.make_node("Reshape", [f"{n}.i64", f"{n}.word_bytes"], [f"{n}.bytes"]),
             helper.make_node("Gather", [f"{n}.bytes", f"{n}.lo"], [f"{n}.low"], axis=1),
@@ -434,24 +470,14 @@ def _pack_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper, Te
             helper.make_node("Mul", [f"{n}.high", f"{n}.byte"], [f"{n}.high_valued"]),
             helper.make_node("Add", [f"{n}.low", f"{n}.high_valued"], [f"{n}.words"]),
         ]
-        initializers.append(numpy_helper.from_array(np.array(1 << bits, dtype=np.int64),
-                                                    f"{n}.modulus"))  # fmt: skip
-        nodes += [
-            helper.make_node("Div", [f"{n}.words", f"{n}.divisors"], [f"{n}.shifted"]),
-            helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
-        ]
-        return packed, (initializers, nodes)
-    initializers += [
-        numpy_helper.from_array(
-            (1 << (np.arange(per_byte) * bits)).astype(np.int64), f"{n}.divisors"
-        ),  # fmt: skip
-        numpy_helper.from_array(np.array(1 << bits, dtype=np.int64), f"{n}.modulus"),
-    ]
-    nodes += [
+    initializers += [const(1 << bits, "modulus"), const([-1], "line"), const([0], "zero")]
+    nodes += [  # (groups, lanes) -> one line -> the first count values
         helper.make_node("Div", [f"{n}.words", f"{n}.divisors"], [f"{n}.shifted"]),
         helper.make_node("Mod", [f"{n}.shifted", f"{n}.modulus"], [f"{n}.lanes"]),
+        helper.make_node("Reshape", [f"{n}.lanes", f"{n}.line"], [f"{n}.all"]),
+        helper.make_node("Slice", [f"{n}.all", f"{n}.zero", f"{n}.count"], [f"{n}.idx"]),
     ]
-    return packed, (initializers, nodes)
+    return initializers, nodes
 
 
 def _write_torchscript(model: nn.Module, path: Path) -> None:

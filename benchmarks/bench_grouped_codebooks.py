@@ -14,7 +14,7 @@ measured by the mean KL to the original on unlabeled pool images (the recipe's p
 
 Bytes are the packed indices plus the codebooks at float32 (a Core ML table stores
 its values at the weights' precision). Then the whole plan once per tensor and once
-with every layer of two or more input values per channel grouped by 8 (where the
+with every layer but the depthwise ones (one input channel each) grouped by 8 (where the
 channels divide), measured the same way. Writes benchmarks/results/grouped_codebooks.json.
 
     python benchmarks/bench_grouped_codebooks.py
@@ -86,7 +86,7 @@ def main() -> None:
         replaced, size = {}, 0
         for name, k in ks.items():
             weight = original[name]
-            group = 8 if way == "group 8" and weight[0].numel() > 1 and weight.shape[0] % 8 == 0 \
+            group = 8 if way == "group 8" and weight.shape[1] > 1 and weight.shape[0] % 8 == 0 \
                 else None  # fmt: skip
             replaced[name], b = clustered(weight, k, group)
             size += b

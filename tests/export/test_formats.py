@@ -159,9 +159,39 @@ def test_coreml_tables_are_the_codebooks_exactly_when_read_back(tmp_path, tiny_r
                    and np.array_equal(i.astype(np.uint8), c.indices.numpy())]  # fmt: skip
         assert matches, name
         values, _ = matches[0]
-        assert np.array_equal(values[:width], c.codebook.numpy().reshape(-1)), name
+        assert np.array_equal(values[0, :width], c.codebook.numpy().reshape(-1)), name
     image = spec.description.input[0].type.imageType
     assert image.width == 28 and image.height == 28  # the contract became the image input
+
+
+def test_coreml_per_channel_codebooks_are_one_table_per_channel(tmp_path, tiny_resnet, caplog):
+    """Each output channel's table holds exactly its codebook row: nothing stays float32,
+    though a tensor's rows hold more than 256 values in all (one table could not)."""
+    ct = pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    from qretrain.export.formats import coreml_tables, read_codebook_tensor
+
+    qretrain.cluster_(tiny_resnet, {"rules": [{"type": "Conv2d", "k": 32, "granularity": "channel"},
+                                              {"type": "Linear", "k": 5}]}, progress=False)  # fmt: skip
+    books = qretrain.codebooks(tiny_resnet)
+    assert max(c.sizes.sum().item() for c in books.values()) > 256
+    with caplog.at_level("WARNING", logger="qretrain"):
+        qretrain.export(tiny_resnet, tmp_path / "m.mlpackage", "coreml")
+    assert "stay float32" not in caplog.text
+    package = ct.models.MLModel(str(tmp_path / "m.mlpackage"), skip_model_load=True)
+    spec = package.get_spec()
+    program = milproto_load(model_spec=spec, specification_version=spec.specificationVersion,
+                            file_weights_dir=package.weights_dir)  # fmt: skip
+    tables = coreml_tables(program)
+    for name, c in books.items():
+        rows = c.codebook.shape[0]
+        (values, indices), = [(v, i) for v, i in tables if i.shape == tuple(c.shape)
+                              and np.array_equal(read_codebook_tensor(v, i), c.decode().numpy())]  # fmt: skip
+        assert values.shape[0] == rows, name  # one table per channel, or one in all
+        for g in range(rows):
+            used = int(c.sizes[g])
+            assert np.array_equal(values[g, :used], c.codebook[g, :used].numpy()), (name, g)
 
 
 def test_onnx_stores_large_float_tensors_split_and_rebuilds_them_bit_for_bit(tmp_path):

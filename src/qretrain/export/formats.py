@@ -22,8 +22,8 @@
   exactly the file's codebook values and indices (coremltools' ``palettize_weights``
   in ``unique`` mode: a tensor of K distinct values becomes a LUT of the next
   supported size, 2 to 256, padded, with ceil(log2 K)-bit indices). A per-channel
-  codebook becomes one table of all its rows' values when they number 256 or
-  fewer, else stays float32 (logged). The input contract becomes the image input's
+  codebook becomes one table per output channel (``per_grouped_channel``, group
+  size 1), each holding exactly its row's values. The input contract becomes the image input's
   preprocessing (scale 1 / (255 std), bias -mean / std) when std is the same for
   every channel, else the input is a float tensor already normalised; resizing is
   the caller's. Needs ``pip install 'qretrain[coreml]'``.
@@ -569,9 +569,17 @@ def _coreml_model(model: nn.Module, *, check: bool):
                                minimum_deployment_target=ct.target.iOS18)  # fmt: skip
         # Tables for the weights of convolutions, linear layers and matmuls; the batch
         # norms' scales and shifts (mul, add) stay float32, whatever values they hold.
-        config = OptimizationConfig(global_config=OpPalettizerConfig(mode="unique",
-                                                                     weight_threshold=1),
-                                    op_type_configs={"mul": None, "add": None})  # fmt: skip
+        # A per-channel codebook becomes one table per output channel (dimension 0 of
+        # the weight, as in the file; group size 1 of coremltools' grouped channels).
+        per_channel = OpPalettizerConfig(mode="unique", granularity="per_grouped_channel",
+                                         group_size=1, channel_axis=0, weight_threshold=1)  # fmt: skip
+        config = OptimizationConfig(
+            global_config=OpPalettizerConfig(mode="unique", weight_threshold=1),
+            op_type_configs={"mul": None, "add": None},
+            op_name_configs=dict.fromkeys(
+                _per_channel_constants(converted._mil_program, model), per_channel
+            ),  # fmt: skip
+        )
         palettized = palettize_weights(converted, config)
     except Exception as e:  # coremltools raises many types for what it cannot convert
         raise QretrainError(f"coreml export failed: coremltools cannot convert the model "
@@ -580,9 +588,26 @@ def _coreml_model(model: nn.Module, *, check: bool):
     kept = [n for n, c in clusters_of(model).items() if not _has_table(c, tables)]
     if kept:
         logger.warning("coreml export: %d clustered tensor(s) are not lookup tables and stay "
-                       "float32 (%s): per-channel codebooks of over 256 values in all",
-                       len(kept), ", ".join(kept[:3]))  # fmt: skip
+                       "float32 (%s)", len(kept), ", ".join(kept[:3]))  # fmt: skip
     return palettized
+
+
+def _per_channel_constants(program, model: nn.Module) -> list[str]:
+    """Names of the program's constants that hold a clustered weight with one codebook
+    per channel: found by value (the converter names constants its own way), among
+    constants of such a weight's shape."""
+    wanted: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for c in clusters_of(model).values():
+        if c.codebook.shape[0] > 1:
+            wanted.setdefault(tuple(c.shape), []).append(c.decode().numpy())
+    names = []
+    for function in program.functions.values() if wanted else ():
+        for op in function.operations:
+            value = op.outputs[0].val if op.op_type == "const" else None
+            if isinstance(value, np.ndarray) and value.shape in wanted \
+                    and any(np.array_equal(value, w) for w in wanted[value.shape]):  # fmt: skip
+                names.append(op.name)
+    return names
 
 
 class ScaleShift(nn.Module):
@@ -618,28 +643,26 @@ def batchnorm_as_scale_shift(model: nn.Module) -> nn.Module:
 
 
 def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(values (L,), indices (the weight's shape)) of every lookup table in a Core ML
+    """(values (G, L), indices (the weight's shape)) of every lookup table in a Core ML
     program (in memory, or read back from a saved package with coremltools'
-    ``milproto`` loader)."""
+    ``milproto`` loader): G = 1 for a table of the whole tensor, else one row per
+    channel of dimension 0, which row g of the indices reads (``read_codebook_tensor``)."""
     tables = []
     for function in program.functions.values():
         for op in function.operations:
             if op.op_type == "constexpr_lut_to_dense":
-                tables.append((np.asarray(op.inputs["lut"].val).reshape(-1),
+                lut = np.asarray(op.inputs["lut"].val)  # (G, 1, ..., L, 1)
+                tables.append((lut.reshape(lut.shape[0], -1),
                                np.asarray(op.inputs["indices"].val)))  # fmt: skip
     return tables
 
 
 def _has_table(c, tables) -> bool:
-    """Whether some table holds exactly ``c``'s values and indices (per-tensor
-    codebooks); per-channel ones only need to decode to the same weights."""
+    """Whether some table decodes to exactly ``c``'s weights."""
     decoded = c.decode().numpy()
-    for values, indices in tables:
-        if indices.shape != decoded.shape:
-            continue
-        if np.array_equal(values[indices.astype(np.int64)], decoded):
-            return True
-    return False
+    return any(indices.shape == decoded.shape
+               and np.array_equal(read_codebook_tensor(values, indices), decoded)
+               for values, indices in tables)  # fmt: skip
 
 
 def read_codebook_tensor(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:

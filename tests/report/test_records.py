@@ -178,5 +178,9 @@ def test_a_plan_sized_for_core_ml_says_so_with_the_package_it_measured(tmp_path)
     text = write_report(tmp_path)[0].read_text()
     assert "a target size of 1,200 bytes of the Core ML package" in text
     assert "Core ML package, what the target was of, measures 1,180 bytes (3.39x" in text
+    # The ratio is to the float32 size the plan was made for, when plan.json records it.
+    plan = json.loads((tmp_path / "plan.json").read_text()) | {"float32_bytes": 3540}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert "measures 1,180 bytes (3.00x" in write_report(tmp_path)[0].read_text()
     write_run(tmp_path)  # a plan file: nothing said of a package
     assert "Core ML" not in write_report(tmp_path)[0].read_text()

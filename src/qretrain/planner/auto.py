@@ -155,7 +155,7 @@ class AutoPlan:
                 "file_bytes": self.file_bytes, "cells": len(self.picks),
                 "backoffs": self.backoffs, "refinements": self.refinements,
                 "costs_refined": self.costs_refined, "deploy": self.deploy.value,
-                "resized": self.resized}  # fmt: skip
+                "resized": self.resized, "float32_bytes": self.float32_bytes}  # fmt: skip
 
     def summary(self) -> str:
         return self.describe()

@@ -23,10 +23,10 @@
   in ``unique`` mode: a tensor of K distinct values becomes a LUT of the next
   supported size, 2 to 256, padded, with ceil(log2 K)-bit indices). A per-channel
   codebook becomes one table per output channel (``per_grouped_channel``, group
-  size 1), each holding exactly its row's values. The input contract becomes the image input's
-  preprocessing (scale 1 / (255 std), bias -mean / std) when std is the same for
-  every channel, else the input is a float tensor already normalised; resizing is
-  the caller's. Needs ``pip install 'qretrain[coreml]'``.
+  size 1), each holding exactly its row's values. The input contract becomes the
+  image input's preprocessing (scale 1 / (255 std), bias -mean / std) when std is
+  the same for every channel, else the input is a float tensor already normalised;
+  resizing is the caller's. Needs ``pip install 'qretrain[coreml]'``.
 
 Every program is checked before it is kept (``export.check``): the ONNX graph in
 onnxruntime, the TorchScript module, and the program Core ML converts (torch.export's;
@@ -236,7 +236,7 @@ def _decode_function(bits: int, opset: int, numpy_helper, helper, TensorProto):
     (``_unpacker``), add each codebook row's offset, ``Gather`` from the flat
     codebook, reshape. One function per bit width, called once per tensor: the
     graph holds one node per clustered weight instead of 10 to 14, which on
-    EfficientNet-Lite0's 48 weights is tens of kilobytes."""
+    EfficientNet-Lite0's 48 weights is about 10 KB of its export."""
     n = "x"
     constants, unpack = _unpacker(n, bits, numpy_helper, helper, TensorProto)
     nodes = [

@@ -185,8 +185,7 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
         n, (groups, width), bits = init.name, c.codebook.shape, c.bits or 1
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
         kept += [
-            numpy_helper.from_array(_packed(flat, bits), f"{n}.indices"),
-            numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count"),
+            *_stored_indices(n, flat, bits, numpy_helper),
             numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
             numpy_helper.from_array(
                 np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
@@ -235,8 +234,7 @@ def _decode_function(bits: int, opset: int, numpy_helper, helper, TensorProto):
     weight from its initializers (``DECODE_INPUTS``): unpack the indices
     (``_unpacker``), add each codebook row's offset, ``Gather`` from the flat
     codebook, reshape. One function per bit width, called once per tensor: the
-    graph holds one node per clustered weight instead of 10 to 14, which on
-    EfficientNet-Lite0's 48 weights is about 10 KB of its export."""
+    graph holds one node per clustered weight instead of 10 to 14 of its own."""
     n = "x"
     constants, unpack = _unpacker(n, bits, numpy_helper, helper, TensorProto)
     nodes = [
@@ -256,7 +254,7 @@ def _compact_names(graph) -> None:
     short name, node names go, and equal small constants (the decoders' shapes and
     counts, the exporter's ``Constant`` nodes, which become initializers first) become
     one. With 1,200 nodes the long names alone were ~150 KB of an EfficientNet-Lite0
-    export, 5% of the file; its 244 ``Constant`` nodes hold 14 distinct values.
+    export, 5% of the file; its ``Constant`` nodes repeat a few values many times.
     Kept as they are: the graph's inputs and outputs, every ``{name}.codebook`` and
     ``{name}.indices``, and other initializers over 64 bytes (float weights)."""
     outside = {v.name for v in graph.input} | {v.name for v in graph.output}
@@ -267,11 +265,8 @@ def _compact_names(graph) -> None:
         value = graph.initializer.add()
         value.CopyFrom(node.attribute[0].t)
         value.name = node.output[0]
-    if constants:
-        gone = {id(n) for n in constants}
-        nodes = [n for n in graph.node if id(n) not in gone]
-        del graph.node[:]
-        graph.node.extend(nodes)
+    for node in constants:
+        graph.node.remove(node)
     renamed, canonical, kept = {}, {}, []
     for init in graph.initializer:
         if len(init.raw_data) > 64 or init.name in outside \
@@ -409,9 +404,14 @@ def _indices_for_onnx(n: str, flat: np.ndarray, bits: int, numpy_helper, helper,
     """``flat`` (count,) uint8 indices stored as ``{n}.indices``, packed at ``bits``, and
     the nodes that unpack them into ``{n}.idx`` (count,) int64: (initializers, nodes)."""
     initializers, nodes = _unpacker(n, bits, numpy_helper, helper, TensorProto)
-    initializers = [numpy_helper.from_array(_packed(flat, bits), f"{n}.indices"), *initializers,
-                    numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count")]  # fmt: skip
-    return initializers, nodes
+    return [*_stored_indices(n, flat, bits, numpy_helper), *initializers], nodes
+
+
+def _stored_indices(n: str, flat: np.ndarray, bits: int, numpy_helper) -> list:
+    """The initializers ``_unpacker`` reads: ``{n}.indices`` (``flat`` packed at ``bits``)
+    and ``{n}.count``."""
+    return [numpy_helper.from_array(_packed(flat, bits), f"{n}.indices"),
+            numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{n}.count")]  # fmt: skip
 
 
 def _packed(flat: np.ndarray, bits: int) -> np.ndarray:

@@ -112,8 +112,9 @@ def _plan_and_size(out: Path) -> list[Block]:
         if plan.get("deploy") == "coreml" and plan.get("file_bytes"):
             # against the float32 size the target was of (the sweep's), as plan.yaml says
             float32 = plan.get("float32_bytes") or c["float32_bytes"]
+            ratio = float32 / plan["file_bytes"]
             b.append(Block("p", f"The plan's Core ML package, what the target was of, measures "
-                                f"{plan['file_bytes']:,} bytes ({float32 / plan['file_bytes']:.2f}x "
+                                f"{plan['file_bytes']:,} bytes ({ratio:.2f}x "
                                 "smaller than float32): `qretrain export --format coreml` writes it "
                                 "from this plan's files."))  # fmt: skip
         b += _file_table(c)

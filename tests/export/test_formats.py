@@ -164,6 +164,13 @@ def test_coreml_tables_are_the_codebooks_exactly_when_read_back(tmp_path, tiny_r
     assert image.width == 28 and image.height == 28  # the contract became the image input
 
 
+def test_a_coreml_export_not_named_mlpackage_is_refused_before_converting(tmp_path, tiny_resnet):
+    with pytest.raises(qretrain.QretrainError, match=r"a coreml export is an \.mlpackage folder: name it "
+                       r"so, e\.g\. 'm\.mlpackage'; got '.*m\.out'"):  # fmt: skip
+        qretrain.export(tiny_resnet, tmp_path / "m.out", "coreml")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_coreml_per_channel_codebooks_are_one_table_per_channel(tmp_path, tiny_resnet, caplog):
     """Each output channel's table holds exactly its codebook row: nothing stays float32,
     though a tensor's rows hold more than 256 values in all (one table could not)."""

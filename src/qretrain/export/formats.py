@@ -93,6 +93,9 @@ def export(model: nn.Module, path: str | Path, format: str = "safetensors") -> E
     except ValueError:
         raise QretrainError(f"format must be one of {', '.join(FORMATS)}; got {format!r}") from None
     path = Path(path)
+    if fmt is Format.COREML and path.suffix != ".mlpackage":  # coremltools saves no other
+        raise QretrainError(f"a coreml export is an .mlpackage folder: name it so, e.g. "
+                            f"{path.with_suffix('.mlpackage').name!r}; got {str(path)!r}")  # fmt: skip
     check_writable_folder(path)
     float32 = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     if fmt is Format.COREML:

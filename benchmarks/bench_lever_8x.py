@@ -51,30 +51,41 @@ VARIANTS = {
 }
 
 
-def _retrain(case: Path, variant: str, seed: int, out: Path) -> dict:
+class _Setting:
+    """What every run shares, loaded once: the original, the case's split (seed 0), the
+    recipe's settings, and the original's logits on the judge and the held-out images."""
+
+    def __init__(self) -> None:
+        import qretrain
+        from qretrain.data import load_dataset
+        from qretrain.metrics.quality import predict
+        from qretrain.models import get_arch
+        from qretrain.recipe.settings import RecipeSettings
+        from qretrain.recipe.split import split
+
+        self.teacher = qretrain.load_model("efficientnet-lite0")
+        contract = get_arch(self.teacher).contract
+        self.settings = RecipeSettings(target="8x", deploy="coreml", seed=0)  # the case's split
+        self.parts = split(load_dataset(POOL, contract), self.settings)
+        self.scored = {"gcompris": load_dataset(JUDGE, contract),
+                       "pool_held_out": self.parts.held_out}  # fmt: skip
+        self.references = {name: predict(self.teacher, data)[0]
+                           for name, data in self.scored.items()}  # fmt: skip
+
+
+def _retrain(shared: _Setting, case: Path, variant: str, seed: int, out: Path) -> dict:
     """Retrain the case's clustered start as ``variant`` at ``seed``; its record."""
     import qretrain
-    from qretrain.data import load_dataset
     from qretrain.metrics.quality import predict
-    from qretrain.models import get_arch
-    from qretrain.recipe.settings import RecipeSettings
-    from qretrain.recipe.split import split
 
-    teacher = qretrain.load_model("efficientnet-lite0")
-    contract = get_arch(teacher).contract
-    settings = RecipeSettings(target="8x", deploy="coreml", seed=0)  # the case's split
-    parts = split(load_dataset(POOL, contract), settings)
-    config = replace(settings.retrain_config(), seed=seed, **VARIANTS[variant])
+    config = replace(shared.settings.retrain_config(), seed=seed, **VARIANTS[variant])
     start = time.perf_counter()
-    result = qretrain.retrain(qretrain.load(case / "clustered.h5"), teacher, parts.retrain,
-                              config, progress=False)  # fmt: skip
+    result = qretrain.retrain(qretrain.load(case / "clustered.h5"), shared.teacher,
+                              shared.parts.retrain, config, progress=False)  # fmt: skip
     seconds = time.perf_counter() - start
     path = qretrain.save(result.model, out / f"{variant}-s{seed}.h5").path
-    judge = load_dataset(JUDGE, contract)
-    signals = {}
-    for name, data in (("gcompris", judge), ("pool_held_out", parts.held_out)):
-        reference, _ = predict(teacher, data)
-        signals[name] = _common.signal(predict(result.model, data)[0], reference)
+    signals = {name: _common.signal(predict(result.model, data)[0], shared.references[name])
+               for name, data in shared.scored.items()}  # fmt: skip
     record = {"variant": variant, "seed": seed, "config": config.to_dict(),
               "retrain_seconds": seconds, "file": str(path), **signals}  # fmt: skip
     _common.write_json(out / f"{variant}-s{seed}.json", record)
@@ -82,7 +93,10 @@ def _retrain(case: Path, variant: str, seed: int, out: Path) -> dict:
 
 
 def main() -> None:
-    cli = _common.parser(__doc__, imagenet=True)
+    cli = _common.parser(__doc__)
+    cli.add_argument("--imagenet", type=Path,
+                     help="score every run there afterwards, for the record "
+                     "(../shared/imagenet-sample-dev)")  # fmt: skip
     cli.add_argument("--case", type=Path, default=Path("out/case-effnet-8x"))
     cli.add_argument("--out", type=Path, default=Path("out/lever-8x"))
     cli.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
@@ -90,12 +104,15 @@ def main() -> None:
     args = cli.parse_args()
     machine = _common.Machine()
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = {}
+    runs, shared = {}, None
     for variant in dict.fromkeys(["recipe", *args.variants]):
         for seed in args.seeds:
             made = args.out / f"{variant}-s{seed}.json"
-            record = json.loads(made.read_text()) if made.exists() else \
-                _retrain(args.case, variant, seed, args.out)  # fmt: skip
+            if made.exists():
+                record = json.loads(made.read_text())
+            else:
+                shared = shared or _Setting()
+                record = _retrain(shared, args.case, variant, seed, args.out)
             print(f"{variant} seed {seed}: GCompris KL {record['gcompris']['mean_kl']:.4f}, "
                   f"agreement {record['gcompris']['agreement']:.2%}; pool held-out KL "
                   f"{record['pool_held_out']['mean_kl']:.4f}; {record['retrain_seconds']:.0f} s",

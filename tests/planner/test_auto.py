@@ -277,3 +277,16 @@ def test_smallest_cost_choice_is_exact_and_its_table_ignores_huge_costs():
         picks = _smallest_cost_for(groups, needed)
         assert sum(p.saving for p in picks) >= needed
         assert sum(_units_of(p.cost) for p in picks) == min(feasible)
+
+
+def test_a_plan_whose_every_saving_costs_beyond_the_planners_resolution_is_refused():
+    """Outputs of extreme magnitude make every cell's predicted cost enormous: the DP's
+    table would need petabytes (a user's model did this); one clear error instead."""
+    from qretrain.errors import QretrainError
+    from qretrain.planner.auto import MAX_UNITS, Pick, _smallest_cost_for
+
+    groups = {(f"u{g}", "weight"): [Pick(f"u{g}", f"{g}", "weight", 4, (f"u{g}.weight",),
+                                         (MAX_UNITS + 1) * STEP * 1e6, 100)]
+              for g in range(3)}  # fmt: skip
+    with pytest.raises(QretrainError, match="cannot plan: the cheapest plan that could reach"):
+        _smallest_cost_for(groups, 150)

@@ -63,6 +63,7 @@ from qretrain.storage import file_bytes
 logger = logging.getLogger(__name__)
 
 STEP = 0.01  # budget resolution, points (for the kl metric: millinats)
+MAX_UNITS = 1 << 24  # the DP's table holds at most this many budget steps (128 MiB)
 KL_SCALE = 1000.0  # nats -> the DP's units for the kl metric
 FIT_MAX_DROP = 10.0  # cells used to fit points per nat of KL
 SIZE_ROUNDS = 3  # re-choices of a deploy-sized plan whose measured artifact misses the target
@@ -330,6 +331,13 @@ def _units_of(cost: float) -> int:
 
 def _dp(groups, budget: int) -> tuple[np.ndarray, list[np.ndarray], list[list[Pick]]]:
     """best[b]: the largest saving with total cost <= b units; choice tables to trace."""
+    if budget > MAX_UNITS:  # costs this large come from outputs of extreme magnitude
+        raise QretrainError(
+            f"cannot plan: the cheapest plan that could reach the target has a predicted "
+            f"drop {budget / MAX_UNITS:,.0f} times the largest the planner resolves; the "
+            "model's outputs change enormously with any clustering: check its weights and "
+            "input contract, or give a larger target"
+        )
     best = np.zeros(budget + 1)
     choices, option_lists = [], []
     for options in groups.values():

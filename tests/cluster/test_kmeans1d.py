@@ -41,6 +41,45 @@ def test_exact_dp_matches_reference(k):
     assert sse == pytest.approx(reference_optimum(points, weights, k), rel=1e-9)
 
 
+def full_search_edges(points: np.ndarray, weights: np.ndarray, k: int) -> list[int]:
+    """The O(k n^2) programme searching every split, ties to the leftmost (independent
+    code): the edges the divide-and-conquer programme must give exactly."""
+    n = len(points)
+    w, s, q = (np.concatenate([[0.0], np.cumsum(v)])
+               for v in (weights, weights * points, weights * points**2))  # fmt: skip
+
+    def cost(i, j):
+        return max(q[j] - q[i] - (s[j] - s[i]) ** 2 / (w[j] - w[i]), 0.0) if j > i else np.inf
+
+    best = [cost(0, j) for j in range(n + 1)]
+    choice = [[0] * (n + 1) for _ in range(k)]
+    for m in range(1, k):
+        row = []
+        for j in range(n + 1):
+            totals = [best[i] + cost(i, j) for i in range(n + 1)]
+            choice[m][j] = int(np.argmin(totals))
+            row.append(totals[choice[m][j]])
+        best = row
+    edges = [n]
+    for m in range(k - 1, 0, -1):
+        edges.append(choice[m][edges[-1]])
+    return [0] + edges[::-1]
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_exact_dp_gives_the_full_searchs_edges(case):
+    # Integer and rounded values make equal costs (ties) likely: the leftmost must win.
+    rng = np.random.default_rng(case)
+    raw = [rng.normal(size=60), rng.integers(0, 12, 60).astype(float),
+           np.round(rng.laplace(size=60), 1)][case % 3]  # fmt: skip
+    points = np.unique(raw)
+    weights = rng.integers(1, 4, len(points)).astype(float) if case % 2 else np.ones(len(points))
+    k = int(rng.integers(2, len(points)))
+    prefix = kmeans1d._Prefix.of(points, weights)
+    edges = kmeans1d._exact_edges(prefix, len(points), k)
+    assert edges.tolist() == full_search_edges(points, weights, k)
+
+
 def test_k_at_least_points_gives_one_cluster_per_point():
     points = np.array([-1.0, 0.0, 2.5])
     edges, sse = kmeans_1d(points, np.ones(3), 8)

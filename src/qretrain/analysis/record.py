@@ -18,19 +18,21 @@ from pathlib import Path
 from typing import Any
 
 from qretrain.analysis.census import LayerCensus, census_table
+from qretrain.analysis.settings import GRANULARITIES
 from qretrain.errors import QretrainError, QretrainFileError
 from qretrain.storage import write_text_atomic
 
 RECORD = "sweep.json"
-CSV_FIELDS = ("unit", "layers", "kind", "k", "params", "file_bytes", "paper_bytes",
+CSV_FIELDS = ("unit", "layers", "kind", "granularity", "k", "params", "file_bytes", "paper_bytes",
               "top1", "agreement", "kl", "exact", "seconds", "predicted")  # fmt: skip
-OPTIONAL_CELL_KEYS = ("predicted",)  # absent from records written before it existed
+OPTIONAL_CELL_KEYS = ("predicted", "granularity")  # absent from records made before them
 
 
 @dataclass
 class Cell:
     """One cluster-alone measurement, or prediction (``predicted``: its KL predicted
-    from the Fisher information, no agreement or top-1)."""
+    from the Fisher information, no agreement or top-1). ``granularity``: its tensors'
+    codebooks, one per tensor or one per output channel (``GRANULARITIES``)."""
 
     unit: str
     layers: str
@@ -45,6 +47,7 @@ class Cell:
     exact: bool  # k >= distinct values: nothing changed
     seconds: float
     predicted: bool = False
+    granularity: str = "tensor"  # one codebook per tensor, or per output channel
 
 
 @dataclass
@@ -57,9 +60,9 @@ class Sweep:
     cells: list[Cell] = field(default_factory=list)
     seconds: float = 0.0  # time spent on cells (clustering, passes, sizes), resumed runs added up
 
-    def cell(self, unit: str, kind: str, k: int) -> Cell | None:
+    def cell(self, unit: str, kind: str, k: int, granularity: str = "tensor") -> Cell | None:
         for c in self.cells:
-            if (c.unit, c.kind, c.k) == (unit, kind, k):
+            if (c.unit, c.kind, c.k, c.granularity) == (unit, kind, k, granularity):
                 return c
         return None
 
@@ -188,22 +191,24 @@ class Sweep:
             f"| unit | layers | kind | params | smallest k | drop ({unit_name}) | file saving |",
             "|---|---|---|---:|---:|---:|---:|",
         ]
+        swept = list(dict.fromkeys(c.granularity for c in self.cells))
         for unit in self.units():
-            for kind in self.kinds():
+            for kind, g in ((kind, g) for kind in self.kinds() for g in swept):
                 cells = sorted(
-                    (c for c in self.cells if c.unit == unit and c.kind == kind),
+                    (c for c in self.cells if (c.unit, c.kind, c.granularity) == (unit, kind, g)),
                     key=lambda c: c.k,
                 )
                 if not cells:
                     continue
+                label = kind if g == "tensor" else f"{kind} per {g}"
                 fit = [c for c in cells if drop(c) <= max_drop]
                 if fit:
                     c = fit[0]
                     saving = 1 - c.file_bytes / self.baseline["file_bytes"]
-                    lines.append(f"| {unit} | {c.layers} | {kind} | {c.params:,} | {c.k} | "
+                    lines.append(f"| {unit} | {c.layers} | {label} | {c.params:,} | {c.k} | "
                                  f"{drop(c):.2f} | {saving:.2%} |")  # fmt: skip
                 else:
-                    lines.append(f"| {unit} | {cells[0].layers} | {kind} | {cells[0].params:,} "
+                    lines.append(f"| {unit} | {cells[0].layers} | {label} | {cells[0].params:,} "
                                  "| none | - | - |")  # fmt: skip
         return "\n".join(lines) + "\n"
 
@@ -331,6 +336,12 @@ def _cell_problems(cell: Any, layers: set[int], predicted: bool) -> list[str]:
             if value is not None:
                 problems.append(f"{f.name} is {value!r}; expected null (the sweep predicted "
                                 "each cell's KL and measured nothing else)")  # fmt: skip
+            continue
+        if f.name == "granularity":
+            ok = value in GRANULARITIES
+            if not ok:
+                problems.append(f"granularity is {str(value)[:20]!r}; expected one of "
+                                f"{', '.join(GRANULARITIES)}")  # fmt: skip
             continue
         if expected == "str":
             ok = isinstance(value, str)

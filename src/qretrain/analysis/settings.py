@@ -18,6 +18,9 @@ DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
 # batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
 SWEEP_KINDS = ("weight", "bias", "bn")
+# Codebooks a sweep may try: one per tensor, or one per output channel (tensors of two
+# or more dimensions only; a unit holding a 1-D tensor of the kind has no channel cells).
+GRANULARITIES = ("tensor", "channel")
 
 
 class Unit(str, enum.Enum):
@@ -68,6 +71,12 @@ class AnalyzeSettings(Settings):
         subset_of(SWEEP_KINDS),
         f"tensor kinds to sweep, some of {','.join(SWEEP_KINDS)} (default: %(default)s)",
     )
+    granularities: tuple[str, ...] = setting(
+        ("tensor",),
+        subset_of(GRANULARITIES),
+        "codebooks to sweep: tensor (one per tensor), channel (one per output channel); "
+        "tensor,channel gives the planner both to choose from per layer (default: tensor)",
+    )
     unit: Unit = setting(
         Unit.LAYER,
         choice(Unit),
@@ -97,6 +106,12 @@ class AnalyzeSettings(Settings):
         "per batch in all (plans on the kl metric only; kinds weight and "
         "bias)",
     )
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.granularities == ("tensor",):  # the default, as records made before the setting
+            del d["granularities"]
+        return d
 
     def check(self) -> list[str]:
         if self.signal is Signal.FISHER and "bn" in self.kinds:

@@ -2,7 +2,11 @@
 
 A *unit* is a layer or a block (see ``census``); a *kind* is ``weight``, ``bias`` or
 ``bn``; a cell clusters that kind of tensor in that unit to k values and leaves the
-rest of the model as it was. Quality needs no labels: agreement (share of equal
+rest of the model as it was. With ``granularities: [tensor, channel]`` a unit and
+kind whose tensors have output channels is also swept with one codebook of k values
+per output channel (more bytes of codebook, less error), at each k whose codebooks
+stay small beside the indices (``_channels_pay``), so that a planner can choose
+between the two layer by layer at their bytes. Quality needs no labels: agreement (share of equal
 top-1 predictions) and mean KL against the unclustered model, plus top-1 accuracy
 when the data has labels.
 
@@ -45,7 +49,7 @@ from qretrain.analysis.record import RECORD, Cell, Sweep
 from qretrain.analysis.settings import AnalyzeSettings, Signal, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
-from qretrain.cluster.tensor import _cluster_many, check_values
+from qretrain.cluster.tensor import _cluster_many, check_values, index_bits
 from qretrain.data.batches import image_batches
 from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError
@@ -104,14 +108,16 @@ def analyze(
     record["source"] = source
     out = Path(out_dir) if out_dir is not None and ranks.leader else None
     sweep = _shared_resume(ranks, out, record)
-    done = {(c.unit, c.kind, c.k) for c in sweep.cells} if sweep else set()
+    done = {(c.unit, c.kind, c.k, c.granularity) for c in sweep.cells} if sweep else set()
     todo = [
-        (u, kind, k)
+        (u, kind, k, g)
         for u in units
         for kind in settings.kinds
         if u.tensors.get(kind)
+        for g in settings.granularities
         for k in settings.ks
-        if (u.name, kind, k) not in done
+        if g == "tensor" or _channels_pay(model, u.tensors[kind], k)
+        if (u.name, kind, k, g) not in done
     ]
     if settings.signal is Signal.FISHER:
         sweep = _predict_cells(model, work, batches, units, todo, settings, record, census_rows,
@@ -265,11 +271,28 @@ def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
     }
 
 
-def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, labeled: bool,
-                base_logits, labels, baseline, raw_bytes):  # fmt: skip
-    """Yield the cells of one unit and kind, one per k in ``ks``."""
+def _channels_pay(model: nn.Module, names: tuple[str, ...], k: int) -> bool:
+    """Whether a codebook of ``k`` values per output channel is worth a cell for every
+    tensor ``names``: it has channels (two or more dimensions), and each channel's
+    float32 codebook takes at most half the bytes of that channel's indices (64 k <=
+    row length x bits). Beyond that one more bit per weight for the whole tensor buys
+    more for the bytes (bench_grouped_codebooks.py), and the clustering itself, one
+    exact programme per channel, costs the most: EfficientNet-Lite0's head at k=256,
+    1,280 channels of 320 values, takes 99 s."""
+    for n in names:
+        tensor = get_tensor(model, n)
+        if tensor.dim() < 2 or 64 * k > tensor[0].numel() * index_bits(k):
+            return False
+    return True
+
+
+def _sweep_kind(model, work, stages, unit, kind, granularity: str, ks,
+                settings: AnalyzeSettings, labeled: bool, base_logits, labels, baseline,
+                raw_bytes):  # fmt: skip
+    """Yield the cells of one unit, kind and granularity, one per k in ``ks``."""
     names = unit.tensors[kind]
-    clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
+    clustered, cluster_seconds = _cluster_unit(model, names, ks, granularity, settings,
+                                               raw_bytes)  # fmt: skip
     targets = {n: get_tensor(work, n) for n in names}
     originals = {n: t.detach().clone() for n, t in targets.items()}
     for k in ks:
@@ -300,6 +323,7 @@ def _sweep_kind(model, work, stages, unit, kind, ks, settings: AnalyzeSettings, 
             kl=mean_kl(logits, base_logits),
             exact=exact,
             seconds=time.perf_counter() - start + cluster_seconds,
+            granularity=granularity,
         )
 
 
@@ -316,20 +340,20 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
     raw_bytes: dict[str, int] = {}
     bar = Progress("Sweeping", len(todo), "cells", enabled=progress and ranks.leader)
     for unit in units:
-        cells = [(i, kind, k) for i, (u, kind, k) in enumerate(todo) if u is unit]
+        cells = [(i, kind, k, g) for i, (u, kind, k, g) in enumerate(todo) if u is unit]
         if not cells:
             continue
         # Every rank moves its split through every unit, as one process does, so that
         # the frontier a cell reruns from holds the same values bit for bit.
         stages.advance(stages.boundary_of(set(unit.modules)))
         measured = []
-        for kind in dict.fromkeys(kind for _, kind, _ in cells):
-            wanted_ks = [k for i, kd, k in cells
-                         if kd == kind and i % ranks.world_size == ranks.rank]  # fmt: skip
+        for kind, g in dict.fromkeys((kind, g) for _, kind, _, g in cells):
+            wanted_ks = [k for i, kd, k, gd in cells
+                         if (kd, gd) == (kind, g) and i % ranks.world_size == ranks.rank]  # fmt: skip
             if not wanted_ks:
                 continue
-            bar.note(f"{unit.name} {kind}")
-            for cell in _sweep_kind(model, work, stages, unit, kind, wanted_ks, settings,
+            bar.note(f"{unit.name} {kind}" + (f" per {g}" if g != "tensor" else ""))
+            for cell in _sweep_kind(model, work, stages, unit, kind, g, wanted_ks, settings,
                                     record["labeled"], base_logits, labels, sweep.baseline,
                                     raw_bytes):  # fmt: skip
                 if ranks.several:
@@ -338,7 +362,7 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
                 _add(sweep, [cell], out)  # after every cell: a killed sweep resumes
                 bar.update(1)
         if ranks.several:
-            _add(sweep, _merged(ranks, measured, [i for i, _, _ in cells]), out)
+            _add(sweep, _merged(ranks, measured, [i for i, _, _, _ in cells]), out)
             bar.update(len(cells))
     bar.close()
     return sweep
@@ -357,32 +381,33 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
     cells, changes, raw_bytes = [], {}, {}
     dtype = settings.precision.dtype
     for unit in units:
-        for kind in settings.kinds:
-            ks = [k for u, kd, k in todo if u is unit and kd == kind]
+        for kind, g in ((kind, g) for kind in settings.kinds for g in settings.granularities):
+            ks = [k for u, kd, k, gd in todo if u is unit and (kd, gd) == (kind, g)]
             if not ks:
                 continue
-            bar.note(f"{unit.name} {kind}")
+            bar.note(f"{unit.name} {kind}" + (f" per {g}" if g != "tensor" else ""))
             names = unit.tensors[kind]
-            clustered, cluster_seconds = _cluster_unit(model, names, ks, settings, raw_bytes)
+            clustered, cluster_seconds = _cluster_unit(model, names, ks, g, settings, raw_bytes)
             originals = {n: get_tensor(model, n).detach().float() for n in names}
             for k in ks:
                 exact = all(torch.equal(clustered[n][k][1], originals[n]) for n in names)
                 if not exact:  # exact cells change nothing: predicted 0 without a look
-                    changes[unit.name, kind, k] = {n: (clustered[n][k][1] - originals[n]).to(dtype)
-                                                   for n in names}  # fmt: skip
+                    changes[unit.name, kind, k, g] = {
+                        n: (clustered[n][k][1] - originals[n]).to(dtype) for n in names
+                    }
                 sizes = _sizes(names, clustered, k, raw_bytes, base_bytes)
                 cells.append(Cell(unit=unit.name, layers=unit.layers, kind=kind, k=k,
                                   params=unit.params[kind], file_bytes=sizes[Layout.PACKED],
                                   paper_bytes=sizes[Layout.PAPER], top1=None, agreement=None,
                                   kl=0.0, exact=exact, seconds=cluster_seconds,
-                                  predicted=True))  # fmt: skip
+                                  predicted=True, granularity=g))  # fmt: skip
                 bar.update(1)
     bar.close()
     start = time.perf_counter()
     kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed)
     share = (time.perf_counter() - start) / max(len(cells), 1)  # the passes, shared out
     for c in cells:
-        c.kl = kls.get((c.unit, c.kind, c.k), 0.0)
+        c.kl = kls.get((c.unit, c.kind, c.k, c.granularity), 0.0)
         c.seconds += share
     if sweep is None:
         sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels, base_bytes))
@@ -391,17 +416,18 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
     return sweep
 
 
-def _cluster_unit(model: nn.Module, names: tuple[str, ...], ks: list[int],
+def _cluster_unit(model: nn.Module, names: tuple[str, ...], ks: list[int], granularity: str,
                   settings: AnalyzeSettings, raw_bytes: dict[str, int]
                   ) -> tuple[dict[str, dict[int, tuple]], float]:  # fmt: skip
-    """name -> k -> (ClusteredTensor, values) for each tensor of a unit and kind, and the
-    seconds that took per k; fills ``raw_bytes`` with each tensor's unclustered entry."""
+    """name -> k -> (ClusteredTensor, values) for each tensor of a unit and kind, at
+    ``granularity``, and the seconds that took per k; fills ``raw_bytes`` with each
+    tensor's unclustered entry."""
     start = time.perf_counter()
     clustered = {}
     for n in names:  # the settings checked ks; each tensor is checked here, once
         check_values(get_tensor(model, n), n)
         clustered[n] = _cluster_many(get_tensor(model, n), ks, settings.method,
-                                     Granularity.TENSOR, settings.seed)  # fmt: skip
+                                     Granularity(granularity), settings.seed)  # fmt: skip
     cluster_seconds = (time.perf_counter() - start) / len(ks)
     for n in names:
         if n not in raw_bytes:
@@ -422,7 +448,9 @@ def _sizes(names: tuple[str, ...], clustered: dict[str, dict[int, tuple]], k: in
 
 
 def _order(sweep: Sweep, units: list[SweepUnit], settings: AnalyzeSettings) -> None:
-    """Cells in unit, kind, k order, whatever order a resumed run added them in."""
+    """Cells in unit, kind, granularity, k order, whatever order a resumed run added them in."""
     rank = {u.name: i for i, u in enumerate(units)}
     kind_rank = {k: i for i, k in enumerate(settings.kinds)}
-    sweep.cells.sort(key=lambda c: (rank.get(c.unit, len(rank)), kind_rank.get(c.kind, 9), c.k))
+    g_rank = {g: i for i, g in enumerate(settings.granularities)}
+    sweep.cells.sort(key=lambda c: (rank.get(c.unit, len(rank)), kind_rank.get(c.kind, 9),
+                                    g_rank.get(c.granularity, 9), c.k))  # fmt: skip

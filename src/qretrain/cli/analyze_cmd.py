@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     # Every AnalyzeSettings field but seed, which --seed above sets.
-    add_flags(parser, AnalyzeSettings, "ks", "select", "kinds", "unit", "method", "precision",
-              "batch_size", "signal", select={"metavar": "SELECTOR"})  # fmt: skip
+    add_flags(parser, AnalyzeSettings, "ks", "select", "kinds", "granularities", "unit", "method",
+              "precision", "batch_size", "signal", select={"metavar": "SELECTOR"},
+              granularities={"metavar": "G"})  # fmt: skip
     add_device_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(run=run)

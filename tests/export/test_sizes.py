@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qretrain
+from qretrain.cluster.state import clusters_of
 from qretrain.export.sizes import blob_bytes, coreml_blobs, coreml_tensor_bytes, lut_bits
 
 
@@ -42,18 +43,28 @@ def test_index_widths_are_the_ones_core_ml_stores():
     assert coreml_blobs(9) == [] and coreml_tensor_bytes(9) == 36
 
 
-@pytest.mark.parametrize("k", [8, 32, 256])  # a table in the program, padded, uint8
-def test_each_lookup_table_takes_the_blobs_the_size_model_says(tmp_path, k):
+@pytest.mark.parametrize(
+    ("k", "granularity"),
+    # a table in the program, padded, uint8; per channel, tables of 2 to 64 values a row
+    [(8, "tensor"), (32, "tensor"), (256, "tensor"), (2, "channel"), (16, "channel"),
+     (64, "channel")],
+)  # fmt: skip
+def test_each_lookup_table_takes_the_blobs_the_size_model_says(tmp_path, k, granularity):
     pytest.importorskip("coremltools", reason="pip install 'qretrain[coreml]'")
     torch.manual_seed(0)
     model = qretrain.build_model("qretrain.zoo:resnet_small", width=16, blocks=1).eval()
-    qretrain.cluster_(model, {"rules": [{"type": "Conv2d", "k": k}]}, progress=False)
-    convs = [m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    rule = {"type": "Conv2d", "k": k, "granularity": granularity}
+    qretrain.cluster_(model, {"rules": [rule]}, progress=False)
+    # A table is as wide as its widest row (a channel may hold fewer values than k).
+    convs = [(c.indices.numel(), c.codebook.shape[0], c.codebook.shape[1])
+             for c in clusters_of(model).values()]  # fmt: skip
     qretrain.export(model, tmp_path / "m.mlpackage", "coreml")
     blobs = weight_blobs(tmp_path / "m.mlpackage")
     # A table's blobs: its indices (the only blobs not float32), then its values if
     # they are in the weight file; the model's other constants are float32 blobs.
-    table_in_file = len(coreml_blobs(100, k)) == 2
+    expected = [coreml_blobs(n, width, rows) for n, rows, width in convs]
+    table_in_file = len(expected[0]) == 2
+    assert all(len(e) == len(expected[0]) for e in expected)
     tables = [[blobs[i][1]] + ([blobs[i + 1][1]] if table_in_file else [])
               for i in range(len(blobs)) if blobs[i][0] != FLOAT32]  # fmt: skip
-    assert sorted(tables) == sorted(coreml_blobs(n, k) for n in convs)
+    assert sorted(tables) == sorted(expected)

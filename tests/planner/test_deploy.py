@@ -85,3 +85,26 @@ def test_a_coreml_plan_needs_the_model_to_measure(swept):
         auto_plan(sweep, settings=PlanSettings(target_size=60_000, deploy="coreml"))
     with pytest.raises(ValueError, match="deploy"):
         PlanSettings(target_size=60_000, deploy="tflite")
+
+
+def test_codebooks_per_channel_are_sized_as_their_tables_and_exported_as_measured(tmp_path):
+    torch.manual_seed(0)
+    net = qretrain.build_model("qretrain.zoo:resnet_small", width=16, blocks=1).eval()
+    g = torch.Generator().manual_seed(3)
+    data = tensor_set("rand", torch.randint(0, 256, (16, 1, 28, 28), generator=g,
+                                            dtype=torch.uint8).numpy(), None)  # fmt: skip
+    settings = AnalyzeSettings(ks=(4, 16, 64), kinds=("weight",), granularities="tensor,channel")
+    sweep = analyze(net, data, settings=settings, progress=False, plots=False)
+    for c in sweep.cells:  # per channel looks nearly free, so the plan takes it where it fits
+        c.kl = c.kl / 100 if c.granularity == "channel" else c.kl + 0.01
+    result = auto_plan(sweep, net, data, PlanSettings(target_size=130_000, metric="kl",
+                                                      deploy="coreml"))  # fmt: skip
+    assert "channel" in {p.granularity for p in result.picks}
+    assert result.file_bytes <= 130_000
+    # Each channel's table predicted as coremltools writes it: the plan's package, a
+    # little over for the program, never under; and export writes what was measured.
+    assert result.file_bytes <= result.predicted_file_bytes < 1.1 * result.file_bytes
+    clustered = copy.deepcopy(net)
+    cluster_(clustered, result.plan)
+    exported = qretrain.export(clustered, tmp_path / "m.mlpackage", "coreml")
+    assert exported.file_bytes == result.file_bytes

@@ -1,7 +1,8 @@
 """Automatic plans from a sweep: smallest file within a quality budget, then verified.
 
 Selection. Every (unit, kind) of the sweep is a group with options "leave alone"
-(cost 0, saving 0) or one of its swept k (cost: predicted drop in points; saving:
+(cost 0, saving 0) or one of its swept cells: a k, with one codebook per tensor or,
+where the sweep tried it, per output channel (cost: predicted drop in points; saving:
 bytes off the packed file, exact per cell since file entries are independent).
 Picking one option per group to maximise the saving within the budget is a
 multiple-choice knapsack, solved exactly by dynamic programming over the budget in
@@ -72,7 +73,8 @@ SIZE_SLACK = 0.01  # a measured artifact this much under the target is chosen ag
 
 @dataclass(frozen=True)
 class Pick:
-    """One chosen cell: cluster ``kind`` tensors of ``unit`` to ``k``."""
+    """One chosen cell: cluster ``kind`` tensors of ``unit`` to ``k`` values, with one
+    codebook per tensor or per output channel (``granularity``)."""
 
     unit: str
     layers: str
@@ -81,6 +83,7 @@ class Pick:
     tensors: tuple[str, ...]
     cost: float  # predicted drop, points
     saving: int  # bytes off the packed file (or the ``deploy`` artifact)
+    granularity: str = "tensor"  # one codebook per tensor, or per output channel
 
 
 @dataclass
@@ -253,8 +256,10 @@ def _fit_measured_size(result: AutoPlan, sweep, groups, model, data, settings: P
 
 
 def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
-    """(unit, kind) -> options, by ascending k, with predicted costs (points, or for the
-    kl metric millinats: a cell's mean KL, which needs no floor)."""
+    """(unit, kind) -> options, by ascending k (per tensor before per channel), with
+    predicted costs (points, or for the kl metric millinats: a cell's mean KL, which
+    needs no floor). A sweep of both granularities gives each unit both to choose from:
+    one codebook per channel costs bytes and saves error."""
     if metric == "kl":
         drops, slope = [(KL_SCALE * c.kl, c.kl) for c in sweep.cells], 0.0
     else:
@@ -270,10 +275,10 @@ def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
         cost = max(drop, slope * kl, 0.0)
         saving = sweep.baseline["file_bytes"] - c.file_bytes
         groups.setdefault((c.unit, c.kind), []).append(
-            Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving)
+            Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving, c.granularity)
         )
     for options in groups.values():
-        options.sort(key=lambda p: p.k)
+        options.sort(key=lambda p: (p.k, p.granularity != "tensor"))
     return groups
 
 
@@ -289,13 +294,14 @@ def _coreml_groups(groups, model: nn.Module | None, progress: bool):
                             "model (on the command line: drop --no-verify)")  # fmt: skip
     from qretrain.export.formats import coreml_package_bytes
 
-    numel = {n: get_tensor(model, n).numel() for options in groups.values() for p in options
-             for n in p.tensors}  # fmt: skip
+    shapes = {n: get_tensor(model, n).shape for options in groups.values() for p in options
+              for n in p.tensors}  # fmt: skip
+    numel = {n: shape.numel() for n, shape in shapes.items()}
     exact = EXACT_K[Deploy.COREML]
     sized = {}
     for key, options in groups.items():
         kept = [dataclasses.replace(p, saving=sum(coreml_tensor_bytes(numel[n])
-                                                  - coreml_tensor_bytes(numel[n], p.k)
+                                                  - _table_bytes(shapes[n], p)
                                                   for n in p.tensors))
                 for p in options if p.k in exact]  # fmt: skip
         if kept:
@@ -315,6 +321,14 @@ def _coreml_groups(groups, model: nn.Module | None, progress: bool):
         coreml_tensor_bytes(m) - coreml_tensor_bytes(m, 256) for m in numel.values()
     )
     return sized, base
+
+
+def _table_bytes(shape: torch.Size, pick: Pick) -> int:
+    """Package bytes of a tensor of ``shape`` as ``pick``'s lookup table: one row per
+    output channel for a codebook per channel, as wide as a row can need (a row of
+    fewer values than k holds no more than it has)."""
+    rows = shape[0] if pick.granularity == "channel" else 1
+    return coreml_tensor_bytes(shape.numel(), min(pick.k, shape.numel() // rows), rows)
 
 
 def _uniform_levels(tensor: torch.Tensor, k: int) -> torch.Tensor:
@@ -443,12 +457,14 @@ def _result(sweep, picks: list[Pick], metric, max_drop, target_size, base: int,
 
 
 def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) -> Plan:
-    """One exact-name rule per module and kind, in forward order."""
+    """One exact-name rule per module and kind, in forward order; a rule names its
+    granularity only when it is per channel (the plan's default is per tensor)."""
     rules = []
     for p in picks:
         modules = dict.fromkeys(t.rpartition(".")[0] for t in p.tensors)
+        granularity = Granularity(p.granularity) if p.granularity != "tensor" else None
         for module in modules:
-            rules.append(Rule(k=p.k, name=module, kinds=(p.kind,)))
+            rules.append(Rule(k=p.k, name=module, kinds=(p.kind,), granularity=granularity))
     if not rules:
         raise QretrainError("no cell fits the budget: every swept cell costs more than it allows")
     return Plan(rules=tuple(rules), method=method, seed=seed)
@@ -460,7 +476,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     reference, labels = predict(model, data, batch_size=batch_size, device=device)
     method, seed = result.plan.method, result.plan.seed
     originals: dict[str, torch.Tensor] = {}  # every tensor a measured plan clustered
-    cache: dict[tuple[str, int], tuple[ClusteredTensor, torch.Tensor]] = {}
+    cache: dict[tuple[str, int, str], tuple[ClusteredTensor, torch.Tensor]] = {}
     work = copy.deepcopy(model).eval()
 
     def measure(picks: list[Pick]) -> float:
@@ -468,7 +484,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
             for name, value in originals.items():
                 get_tensor(work, name).copy_(value)
             # Each new (tensor, k) is clustered once: the first measurement is the long one.
-            new = sum(any((n, p.k) not in cache for n in p.tensors) for p in picks)
+            new = sum(any((n, p.k, p.granularity) not in cache for n in p.tensors) for p in picks)
             for p in track(
                 picks, "Clustering the plan", unit="cells", enabled=progress and new > 0
             ):
@@ -476,10 +492,11 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
                     if n not in originals:  # checked once: every k clusters it unchecked
                         originals[n] = get_tensor(model, n).detach().clone()
                         check_values(originals[n], n)
-                    if (n, p.k) not in cache:
-                        cache[n, p.k] = _cluster_many(originals[n], [p.k], method,
-                                                      Granularity.TENSOR, seed)[p.k]  # fmt: skip
-                    get_tensor(work, n).copy_(cache[n, p.k][1])
+                    key = n, p.k, p.granularity
+                    if key not in cache:
+                        cache[key] = _cluster_many(originals[n], [p.k], method,
+                                                   Granularity(p.granularity), seed)[p.k]  # fmt: skip
+                    get_tensor(work, n).copy_(cache[key][1])
         logits, _ = predict(work, data, batch_size=batch_size, device=device)
         return _drop(logits, reference, labels, metric)
 
@@ -488,8 +505,9 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     while budget is not None and drop > budget + 1e-9 and picks:
         worst = max(range(len(picks)), key=lambda i: picks[i].cost)
         p = picks[worst]
-        larger = [o for o in groups[p.unit, p.kind] if o.k > p.k and o.saving > 0]
-        step = f"{p.unit} {p.kind} k={p.k} -> "
+        larger = [o for o in groups[p.unit, p.kind]
+                  if o.k > p.k and o.granularity == p.granularity and o.saving > 0]  # fmt: skip
+        step = f"{p.unit} {_kind_label(p)} k={p.k} -> "
         if larger:
             picks[worst] = larger[0]
             step += f"k={larger[0].k}"
@@ -509,7 +527,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
                                         device))  # fmt: skip
         now = _cells(picks)  # this plan's recalibrated cost bounds the DP's table
         cap = sum(_units_of(o.cost) for opts in regrouped.values() for o in opts
-                  if (o.unit, o.kind, o.k) in now)  # fmt: skip
+                  if _cell(o) in now)  # fmt: skip
         candidate = _smallest_cost_for(regrouped, result.base_file_bytes - result.target_bytes,
                                        cap)  # fmt: skip
         changed = _cells(candidate) ^ now
@@ -539,8 +557,8 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     with torch.no_grad():
         for p in picks:
             for n in p.tensors:
-                get_tensor(clustered, n).copy_(cache[n, p.k][1])
-                clusters_of(clustered)[n] = cache[n, p.k][0]
+                get_tensor(clustered, n).copy_(cache[n, p.k, p.granularity][1])
+                clusters_of(clustered)[n] = cache[n, p.k, p.granularity][0]
     plans_of(clustered).append(result.plan.to_dict())
     if result.deploy is Deploy.COREML:
         from qretrain.export.formats import coreml_package_bytes
@@ -551,9 +569,17 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     result.verify_data = data.describe() if hasattr(data, "describe") else f"{len(data)} images"
 
 
-def _cells(picks) -> set[tuple[str, str, int]]:
-    """(unit, kind, k) of each pick: what a plan chooses, whatever the costs say."""
-    return {(p.unit, p.kind, p.k) for p in picks}
+def _cell(p: Pick) -> tuple[str, str, int, str]:
+    """What a pick chooses, whatever its cost says: (unit, kind, k, granularity)."""
+    return p.unit, p.kind, p.k, p.granularity
+
+
+def _cells(picks) -> set[tuple[str, str, int, str]]:
+    return {_cell(p) for p in picks}
+
+
+def _kind_label(p: Pick) -> str:
+    return p.kind if p.granularity == "tensor" else f"{p.kind} per {p.granularity}"
 
 
 def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, batch_size,

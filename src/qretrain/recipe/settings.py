@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qretrain._settings import Settings, choice, integer, number, optional, setting
-from qretrain.analysis.settings import AnalyzeSettings, Signal
+from qretrain._settings import Settings, choice, integer, number, optional, setting, subset_of
+from qretrain.analysis.settings import GRANULARITIES, AnalyzeSettings, Signal
 from qretrain.errors import QretrainError
 from qretrain.export.options import Deploy
 from qretrain.planner.settings import Metric
@@ -144,6 +144,13 @@ class RecipeSettings(Settings):
         "(the Core ML package: k of 2, 4, 8, 16, 64 or 256 only, measured by "
         "converting the model; pip install 'qretrain[coreml]')",
     )
+    granularities: tuple[str, ...] = setting(
+        ("tensor",),
+        subset_of(GRANULARITIES),
+        "codebooks the plan may use: tensor (one per tensor, default), or "
+        "tensor,channel (the planner also weighs one codebook per output channel, "
+        "layer by layer, at its bytes)",
+    )
     epochs: int | None = setting(
         None,
         optional(integer(1)),
@@ -181,9 +188,8 @@ class RecipeSettings(Settings):
         bfloat16 keeps, at a third of the time), a small one's in float32, where
         bfloat16's conversions cost more than they save; the ``sweep_signal``."""
         precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
-        return AnalyzeSettings(
-            kinds=("weight",), precision=precision, seed=self.seed, signal=self.sweep_signal
-        )
+        return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed,
+                               signal=self.sweep_signal, granularities=self.granularities)  # fmt: skip
 
     def retrain_config(self) -> RetrainConfig | None:
         if self.recover is Recover.NONE:
@@ -199,4 +205,6 @@ class RecipeSettings(Settings):
         d["signal"] = self.sweep_signal.value  # what ran, the default resolved
         if self.deploy is Deploy.H5:  # the default, as records made before the setting
             del d["deploy"]
+        if self.granularities == ("tensor",):  # the same
+            del d["granularities"]
         return d

@@ -162,6 +162,8 @@ def process_group_from_env(device: str) -> Iterator[tuple[Ranks, str]]:
     ranks, device = init_from_env(device)
     try:
         yield ranks, device
+        if ranks.several:  # gloo aborts a process whose peer tore its connections down
+            dist.barrier()  # first ("terminate called without an active exception")
     finally:
         if ranks.several:
             dist.destroy_process_group()

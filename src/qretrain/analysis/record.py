@@ -50,6 +50,12 @@ class Cell:
     granularity: str = "tensor"  # one codebook per tensor, or per output channel
 
 
+def cell_label(kind: str, granularity: str) -> str:
+    """How progress, summaries and plans name a cell's kind: ``weight``, or ``weight
+    per channel`` for one codebook per output channel."""
+    return kind if granularity == "tensor" else f"{kind} per {granularity}"
+
+
 @dataclass
 class Sweep:
     """The result of ``analyze``: settings, census, baseline and cells."""
@@ -200,7 +206,7 @@ class Sweep:
                 )
                 if not cells:
                     continue
-                label = kind if g == "tensor" else f"{kind} per {g}"
+                label = cell_label(kind, g)
                 fit = [c for c in cells if drop(c) <= max_drop]
                 if fit:
                     c = fit[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from qretrain._settings import Settings, choice, int_set, integer, optional, setting, subset_of
-from qretrain.cluster.options import MAX_K, Method
+from qretrain.cluster.options import MAX_K, Granularity, Method
 from qretrain.models.selector import SYNTAX, Selector
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SWEEP_KINDS = ("weight", "bias", "bn")
 # Codebooks a sweep may try: one per tensor, or one per output channel (tensors of two
 # or more dimensions only; a unit holding a 1-D tensor of the kind has no channel cells).
-GRANULARITIES = ("tensor", "channel")
+GRANULARITIES = tuple(g.value for g in Granularity)
 
 
 class Unit(str, enum.Enum):

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from qretrain.analysis.census import LayerCensus, take_census
 from qretrain.analysis.fisher import predicted_kls
-from qretrain.analysis.record import RECORD, Cell, Sweep
+from qretrain.analysis.record import RECORD, Cell, Sweep, cell_label
 from qretrain.analysis.settings import AnalyzeSettings, Signal, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
@@ -352,7 +352,7 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
                          if (kd, gd) == (kind, g) and i % ranks.world_size == ranks.rank]  # fmt: skip
             if not wanted_ks:
                 continue
-            bar.note(f"{unit.name} {kind}" + (f" per {g}" if g != "tensor" else ""))
+            bar.note(f"{unit.name} {cell_label(kind, g)}")
             for cell in _sweep_kind(model, work, stages, unit, kind, g, wanted_ks, settings,
                                     record["labeled"], base_logits, labels, sweep.baseline,
                                     raw_bytes):  # fmt: skip
@@ -385,7 +385,7 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
             ks = [k for u, kd, k, gd in todo if u is unit and (kd, gd) == (kind, g)]
             if not ks:
                 continue
-            bar.note(f"{unit.name} {kind}" + (f" per {g}" if g != "tensor" else ""))
+            bar.note(f"{unit.name} {cell_label(kind, g)}")
             names = unit.tensors[kind]
             clustered, cluster_seconds = _cluster_unit(model, names, ks, g, settings, raw_bytes)
             originals = {n: get_tensor(model, n).detach().float() for n in names}

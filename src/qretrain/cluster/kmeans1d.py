@@ -57,7 +57,10 @@ class _Prefix:
 
     def cluster_stats(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weight, sum and squared error of each cluster ``edges[j]:edges[j+1]``."""
-        lo, hi = edges[:-1], edges[1:]
+        return self.runs(edges[:-1], edges[1:])
+
+    def runs(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weight, sum and squared error of each run ``points[lo:hi]`` (0 when empty)."""
         w = self.w[hi] - self.w[lo]
         s = self.s[hi] - self.s[lo]
         q = self.q[hi] - self.q[lo]
@@ -127,11 +130,7 @@ def _exact_edges(prefix: _Prefix, n: int, k: int) -> np.ndarray:
 
 def _run_costs(prefix: _Prefix, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Squared error of each run points[lo:hi]; infinite where the run is empty."""
-    w = prefix.w[hi] - prefix.w[lo]
-    s = prefix.s[hi] - prefix.s[lo]
-    q = prefix.q[hi] - prefix.q[lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(hi > lo, np.maximum(q - s * s / w, 0.0), np.inf)
+    return np.where(hi > lo, prefix.runs(lo, hi)[2], np.inf)
 
 
 def _next_row(prefix: _Prefix, best: np.ndarray, n: int, choice: np.ndarray) -> np.ndarray:

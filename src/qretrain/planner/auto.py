@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from qretrain.analysis.record import Sweep
+from qretrain.analysis.record import Sweep, cell_label
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
@@ -507,7 +507,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
         p = picks[worst]
         larger = [o for o in groups[p.unit, p.kind]
                   if o.k > p.k and o.granularity == p.granularity and o.saving > 0]  # fmt: skip
-        step = f"{p.unit} {_kind_label(p)} k={p.k} -> "
+        step = f"{p.unit} {cell_label(p.kind, p.granularity)} k={p.k} -> "
         if larger:
             picks[worst] = larger[0]
             step += f"k={larger[0].k}"
@@ -576,10 +576,6 @@ def _cell(p: Pick) -> tuple[str, str, int, str]:
 
 def _cells(picks) -> set[tuple[str, str, int, str]]:
     return {_cell(p) for p in picks}
-
-
-def _kind_label(p: Pick) -> str:
-    return p.kind if p.granularity == "tensor" else f"{p.kind} per {p.granularity}"
 
 
 def _kl_shares(work: nn.Module, picks: list[Pick], originals, reference, data, batch_size,

@@ -13,6 +13,7 @@ from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain.centroids import CentroidTuner
+from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
 
 
@@ -27,7 +28,7 @@ def assignments(student, teacher):
     tuner = CentroidTuner(student)
     names = list(tuner.names)
     originals = {n: get_tensor(teacher, n) for n in names}
-    return tuner, LearnedAssignments(tuner, names, originals, steps=10, per_image=100)
+    return tuner, LearnedAssignments(tuner, names, originals, steps=10, per_image=100, weight=0.01)
 
 
 def test_soft_weights_start_at_the_originals_between_two_neighbouring_centroids(pair):
@@ -73,6 +74,41 @@ def test_a_learned_choice_takes_the_neighbour_h_points_to_and_keeps_the_rest(pai
     assert rounding.use(learned=False) == moved  # the learned choice, counted either way
     for name in rounding.names:
         assert torch.equal(tuner.flat_indices[name], tuner.clustered_indices[name])
+
+
+def undecided_share(teacher, student, weight, steps=100, per_image=30_000):
+    """The share of free weights whose h is still between 0.01 and 0.99 after ``steps``
+    steps of reconstructing the teacher's outputs, the rounding term balanced as for a
+    block of ``per_image`` output values per image."""
+    x = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        target = teacher(x)
+    tuner = CentroidTuner(student)
+    names = list(tuner.names)
+    originals = {n: get_tensor(teacher, n) for n in names}
+    rounding = LearnedAssignments(tuner, names, originals, steps, per_image, weight)
+    optimizer = torch.optim.Adam(rounding.parameters(), ROUNDING_LR)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        rounding.write()
+        torch.nn.functional.mse_loss(student(x), target).backward()
+        rounding.collect_grads()
+        optimizer.step()
+    h = torch.cat([rounding._h(n)[rounding.free[n]] for n in names])
+    return float(((h > 0.01) & (h < 0.99)).float().mean())
+
+
+def test_the_default_rounding_term_decides_the_assignments_within_a_blocks_steps(pair):
+    # A Lite0 block has ~30,000 output values per image and a few hundred steps: at
+    # AdaRound's 0.01 the soft weights stay between centroids (and near the originals),
+    # so the soft passes fit a model the rounding then changes.
+    teacher, student = pair
+    adaround = undecided_share(teacher, copy.deepcopy(student), 0.01)
+    default = undecided_share(teacher, student, RetrainConfig().rounding_lambda)
+    assert adaround > 0.2
+    assert default < 0.1 and default < adaround / 4
 
 
 def test_block_wise_with_learned_assignments_keeps_k_values_and_records_each_choice(pair):

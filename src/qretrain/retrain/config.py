@@ -112,11 +112,12 @@ class RetrainConfig(Settings):
         "block's output",
     )
     rounding_lambda: float = setting(
-        0.01,
+        10.0,
         number(at_least=0),
         "with --tune-assignments: weight of the term pushing each "
-        "weight to one of its two centroids (AdaRound's and "
-        "BRECQ's default, %(default)s)",
+        "weight to one of its two centroids (default %(default)s, a "
+        "thousand times AdaRound's: a block trains for hundreds of "
+        "steps, not 20,000)",
     )
     # teacher outputs and frozen-prefix features, once
     cache: bool = setting(

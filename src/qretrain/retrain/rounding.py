@@ -21,11 +21,16 @@ Centroid values train with the assignments (they reach the codebooks through the
 soft weights); ``CentroidTuner`` holds both. The neighbours come from the clustering the
 block started with (``tuner.clusters``), so a resumed run finds the same ones.
 
-A block has a few hundred steps, not AdaRound's 20,000, and the rounding term does not
-make every h 0 or 1 in that time (in a block with few weights and many outputs least
-of all): ``retrain.blocks`` therefore learns them in all passes but the last, takes the
-choices only where they reconstruct the block's output better than the nearest
-centroids do, and trains the last pass with the assignments fixed.
+A block has a few hundred steps, not AdaRound's 20,000. At AdaRound's lambda of 0.01
+most h are still far from 0 or 1 after them: the soft weights stay near the original
+ones, the soft passes fit a block that is hardly clustered, and rounding at the end
+undoes most of what they learned (EfficientNet-Lite0 at 8x: a block's error after
+rounding 3 to 30 times its last soft pass's). The default lambda is therefore 10
+(``RetrainConfig.rounding_lambda``), a thousand times AdaRound's: the soft passes
+end at the hard values they will take (the blocks' error after training 8-42% lower;
+``docs/BENCHMARKS.md``). ``retrain.blocks`` learns the assignments in all passes but
+the last, takes the choices only where they reconstruct the block's output better
+than the nearest centroids do, and trains the last pass with the assignments fixed.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class LearnedAssignments:
 
     def __init__(self, tuner: CentroidTuner, names: list[str],
                  originals: dict[str, torch.Tensor], steps: int, per_image: int,
-                 weight: float = 0.01):  # fmt: skip
+                 weight: float):  # fmt: skip
         """``weight``: the rounding term's (``RetrainConfig.rounding_lambda``)."""
         self.tuner, self.names, self.weight = tuner, list(names), weight
         self.steps, self.per_image, self.step = steps, per_image, 0

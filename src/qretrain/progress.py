@@ -52,14 +52,25 @@ class Progress:
 
     ``update(n)`` after each step; ``note(text)`` names what is being worked on (a
     layer, a block); ``close()`` at the end (or use it as a context manager).
+
+    Units that cost very differently (a sweep's cells: one codebook per tensor, or one
+    per channel at a hundred times the time) pass ``work``: the total work of each
+    kind (``{"tensor": 4.6e6, "channel": 2.1e6}``, in any measure that grows with the
+    time, such as weights), and ``update(n, work=w, kind=name)`` for each step. The
+    estimate of the time left then prices each kind's work left at that kind's own
+    rate so far (at the overall rate until one of its steps is done).
     """
 
     def __init__(self, desc: str, total: int | None, unit: str = "it", *,
-                 enabled: bool = True, log: bool = True) -> None:  # fmt: skip
+                 enabled: bool = True, log: bool = True,
+                 work: dict[str, float] | None = None) -> None:  # fmt: skip
         self.desc, self.total, self.unit = desc, total, unit
         self.done = 0
         self.detail = ""
-        self.start = self.last_line = time.perf_counter()
+        self.start = self.last_line = self.last_update = time.perf_counter()
+        self.work = dict(work or {})
+        self.work_done = dict.fromkeys(self.work, 0.0)
+        self.work_seconds = dict.fromkeys(self.work, 0.0)
         self.bar = None
         self.log = enabled and log and not on_terminal()
         self.printed = False
@@ -68,7 +79,12 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=desc, unit=unit, leave=log, dynamic_ncols=True)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, *, work: float = 0.0, kind: str | None = None) -> None:
+        now = time.perf_counter()
+        if kind is not None:  # the time since the last step went to this kind's work
+            self.work_done[kind] += work
+            self.work_seconds[kind] += now - self.last_update
+        self.last_update = now
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -97,12 +113,25 @@ class Progress:
         total = f"/{self.total}" if self.total is not None else ""
         return f"{self.done}{total} {self.unit}"
 
+    def _left(self, elapsed: float) -> float:
+        """Seconds still to go: by units done, or with ``work`` by each kind's rate."""
+        done = sum(self.work_done.values())
+        if not self.work or done <= 0:
+            return elapsed / self.done * (self.total - self.done)
+        overall = sum(self.work_seconds.values()) / done
+        left = 0.0
+        for kind, total in self.work.items():
+            rate = (self.work_seconds[kind] / self.work_done[kind]
+                    if self.work_done[kind] > 0 else overall)  # fmt: skip
+            left += max(total - self.work_done[kind], 0.0) * rate
+        return left
+
     def _line(self) -> None:
         now = time.perf_counter()
         elapsed = now - self.start
         parts = [f"{self.desc}: {self._count()}", f"{duration(elapsed)} elapsed"]
         if self.total and 0 < self.done < self.total:
-            parts.append(f"ETA {duration(elapsed / self.done * (self.total - self.done))}")
+            parts.append(f"ETA {duration(self._left(elapsed))}")
         if self.detail:
             parts.append(self.detail)
         logger.info(", ".join(parts))

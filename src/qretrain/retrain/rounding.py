@@ -22,13 +22,13 @@ soft weights); ``CentroidTuner`` holds both. The neighbours come from the cluste
 block started with (``tuner.clusters``), so a resumed run finds the same ones.
 
 A block has a few hundred steps, not AdaRound's 20,000. At AdaRound's lambda of 0.01
-most h are still far from 0 or 1 after them: the soft weights stay near the original
+many h are still between 0 and 1 after them: the soft weights stay near the original
 ones, the soft passes fit a block that is hardly clustered, and rounding at the end
-undoes most of what they learned (EfficientNet-Lite0 at 8x: a block's error after
-rounding 3 to 30 times its last soft pass's). The default lambda is therefore 10
-(``RetrainConfig.rounding_lambda``), a thousand times AdaRound's: the soft passes
-end at the hard values they will take (the blocks' error after training 8-42% lower;
-``docs/BENCHMARKS.md``). ``retrain.blocks`` learns the assignments in all passes but
+undoes much of what they learned (EfficientNet-Lite0 at 8x: each block's error after
+rounding 1.1 to 80 times its last soft pass's, 2.2 times at the median). The default
+lambda is therefore 10 (``RetrainConfig.rounding_lambda``), a thousand times
+AdaRound's: the soft passes end near the hard values they will take (the blocks'
+error after training 8-42% lower; ``docs/BENCHMARKS.md``). ``retrain.blocks`` learns the assignments in all passes but
 the last, takes the choices only where they reconstruct the block's output better
 than the nearest centroids do, and trains the last pass with the assignments fixed.
 """

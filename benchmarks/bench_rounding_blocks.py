@@ -12,7 +12,7 @@ weights are hardly clustered, and the error jumps when they are rounded.
 
     python benchmarks/bench_rounding_blocks.py --blocks 5 14 15 18 --weights 0.01 10
 
-Writes benchmarks/results/rounding_blocks.json.
+Writes benchmarks/results/NAME.json (``--name``, default rounding_blocks).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> None:
     cli.add_argument("--weights", nargs="+", type=float, default=[0.01, 10.0])
     cli.add_argument("--images", type=int, default=1024)
     cli.add_argument("--epochs", type=int, default=8, help="passes per block (default 8)")
+    cli.add_argument("--name", default="rounding_blocks",
+                     help="result file's name (default rounding_blocks)")  # fmt: skip
     args = cli.parse_args()
     machine = _common.Machine()
     teacher = qretrain.load_model("efficientnet-lite0")
@@ -89,7 +91,7 @@ def main() -> None:
                                              for w, e in errors.items()))  # fmt: skip
     record = {"case": str(args.case), "images": args.images, "epochs": args.epochs,
               "config": base.to_dict(), "runs": runs}  # fmt: skip
-    _common.write_result(_common.RESULTS / "rounding_blocks.json", record, machine)
+    _common.write_result(_common.RESULTS / f"{args.name}.json", record, machine)
 
 
 if __name__ == "__main__":

@@ -49,17 +49,17 @@ def test_durations_read_at_a_glance(seconds, text):
     assert duration(seconds) == text
 
 
-def test_the_estimate_prices_each_kind_of_work_at_its_own_rate(log_file, caplog, monkeypatch):
+def test_the_estimate_prices_each_kind_of_unit_at_its_own_rate(log_file, caplog, monkeypatch):
     # Two "tensor" cells took 1 s each, one "channel" cell 100 s: left are one tensor
     # cell (1 s) and one channel cell (100 s), not two cells at the mean 34 s.
     now = [0.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
     with caplog.at_level(logging.INFO, logger="qretrain.progress"):
-        bar = Progress("Clustering", 5, "cells", work={"tensor": 30.0, "channel": 20.0})
+        bar = Progress("Clustering", 5, "cells", kinds={"tensor": 3, "channel": 2})
         for seconds, kind in [(1.0, "tensor"), (1.0, "tensor"), (100.0, "channel")]:
             now[0] += seconds
-            bar.update(1, work=10.0, kind=kind)
+            bar.update(1, kind=kind)
     lines = [r.getMessage() for r in caplog.records]
     assert lines[-1] == "Clustering: 3/5 cells, 1 min 42 s elapsed, ETA 1 min 41 s"
-    # Before any channel cell is done, its work is priced at the overall rate.
+    # Before any channel cell is done, channel cells are priced at the overall rate.
     assert lines[0] == "Clustering: 1/5 cells, 1 s elapsed, ETA 4 s"

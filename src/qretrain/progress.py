@@ -53,24 +53,23 @@ class Progress:
     ``update(n)`` after each step; ``note(text)`` names what is being worked on (a
     layer, a block); ``close()`` at the end (or use it as a context manager).
 
-    Units that cost very differently (a sweep's cells: one codebook per tensor, or one
-    per channel at a hundred times the time) pass ``work``: the total work of each
-    kind (``{"tensor": 4.6e6, "channel": 2.1e6}``, in any measure that grows with the
-    time, such as weights), and ``update(n, work=w, kind=name)`` for each step. The
-    estimate of the time left then prices each kind's work left at that kind's own
-    rate so far (at the overall rate until one of its steps is done).
+    Units of kinds that cost very differently (a sweep's cells: one codebook per tensor,
+    or one per channel at many times the time) pass ``kinds``: how many of the ``total``
+    units are of each kind (``{"tensor": 450, "channel": 87}``), and ``update(n,
+    kind=name)``. The estimate of the time left then prices each kind's units left at
+    that kind's own time per unit so far (the overall one until one of them is done).
     """
 
     def __init__(self, desc: str, total: int | None, unit: str = "it", *,
                  enabled: bool = True, log: bool = True,
-                 work: dict[str, float] | None = None) -> None:  # fmt: skip
+                 kinds: dict[str, int] | None = None) -> None:  # fmt: skip
         self.desc, self.total, self.unit = desc, total, unit
         self.done = 0
         self.detail = ""
         self.start = self.last_line = self.last_update = time.perf_counter()
-        self.work = dict(work or {})
-        self.work_done = dict.fromkeys(self.work, 0.0)
-        self.work_seconds = dict.fromkeys(self.work, 0.0)
+        self.kinds = dict(kinds or {})
+        self.kind_done = dict.fromkeys(self.kinds, 0)
+        self.kind_seconds = dict.fromkeys(self.kinds, 0.0)
         self.bar = None
         self.log = enabled and log and not on_terminal()
         self.printed = False
@@ -79,11 +78,11 @@ class Progress:
 
             self.bar = tqdm(total=total, desc=desc, unit=unit, leave=log, dynamic_ncols=True)
 
-    def update(self, n: int = 1, *, work: float = 0.0, kind: str | None = None) -> None:
+    def update(self, n: int = 1, *, kind: str | None = None) -> None:
         now = time.perf_counter()
-        if kind is not None:  # the time since the last step went to this kind's work
-            self.work_done[kind] += work
-            self.work_seconds[kind] += now - self.last_update
+        if kind is not None:  # the time since the last step went to this kind's units
+            self.kind_done[kind] += n
+            self.kind_seconds[kind] += now - self.last_update
         self.last_update = now
         self.done += n
         if self.bar is not None:
@@ -114,16 +113,15 @@ class Progress:
         return f"{self.done}{total} {self.unit}"
 
     def _left(self, elapsed: float) -> float:
-        """Seconds still to go: by units done, or with ``work`` by each kind's rate."""
-        done = sum(self.work_done.values())
-        if not self.work or done <= 0:
+        """Seconds still to go: at the time per unit so far, or with ``kinds`` at each
+        kind's own."""
+        if not any(self.kind_done.values()):
             return elapsed / self.done * (self.total - self.done)
-        overall = sum(self.work_seconds.values()) / done
+        overall = sum(self.kind_seconds.values()) / sum(self.kind_done.values())
         left = 0.0
-        for kind, total in self.work.items():
-            rate = (self.work_seconds[kind] / self.work_done[kind]
-                    if self.work_done[kind] > 0 else overall)  # fmt: skip
-            left += max(total - self.work_done[kind], 0.0) * rate
+        for kind, total in self.kinds.items():
+            done = self.kind_done[kind]
+            left += (total - done) * (self.kind_seconds[kind] / done if done else overall)
         return left
 
     def _line(self) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
         sweep = Sweep(record, census_rows, _baseline(model, base_logits, labels))
     raw_bytes: dict[str, int] = {}
     bar = Progress("Sweeping", len(todo), "cells", enabled=progress and ranks.leader,
-                   work=_work(todo))  # fmt: skip
+                   kinds=Counter(g for _, _, _, g in todo))  # fmt: skip
     for unit in units:
         cells = [(i, kind, k, g) for i, (u, kind, k, g) in enumerate(todo) if u is unit]
         if not cells:
@@ -361,23 +362,13 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
                     measured.append(cell)
                     continue
                 _add(sweep, [cell], out)  # after every cell: a killed sweep resumes
-                bar.update(1, work=unit.params[kind], kind=g)
+                bar.update(1, kind=g)
         if ranks.several:
             _add(sweep, _merged(ranks, measured, [i for i, _, _, _ in cells]), out)
-            for _, kind, _, g in cells:
-                bar.update(1, work=unit.params[kind], kind=g)
+            for g, n in Counter(g for _, _, _, g in cells).items():
+                bar.update(n, kind=g)
     bar.close()
     return sweep
-
-
-def _work(todo) -> dict[str, float]:
-    """The weights the cells of ``todo`` cluster, per granularity: the progress's
-    estimate prices each granularity at its own rate (a codebook per channel takes
-    far longer per weight than one per tensor)."""
-    work: dict[str, float] = {}
-    for unit, kind, _, g in todo:
-        work[g] = work.get(g, 0.0) + unit.params[kind]
-    return work
 
 
 def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
@@ -389,7 +380,8 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
     if not todo and sweep is not None:
         return sweep
     base_bytes = file_bytes(model) if sweep is None else sweep.baseline["file_bytes"]
-    bar = Progress("Clustering", len(todo), "cells", enabled=progress, work=_work(todo))
+    bar = Progress("Clustering", len(todo), "cells", enabled=progress,
+                   kinds=Counter(g for _, _, _, g in todo))  # fmt: skip
     cells, changes, raw_bytes = [], {}, {}
     dtype = settings.precision.dtype
     for unit in units:
@@ -413,7 +405,7 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
                                   paper_bytes=sizes[Layout.PAPER], top1=None, agreement=None,
                                   kl=0.0, exact=exact, seconds=cluster_seconds,
                                   predicted=True, granularity=g))  # fmt: skip
-                bar.update(1, work=unit.params[kind], kind=g)
+                bar.update(1, kind=g)
     bar.close()
     start = time.perf_counter()
     kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed)

@@ -28,9 +28,10 @@ undoes much of what they learned (EfficientNet-Lite0 at 8x: each block's error a
 rounding 1.1 to 80 times its last soft pass's, 2.2 times at the median). The default
 lambda is therefore 10 (``RetrainConfig.rounding_lambda``), a thousand times
 AdaRound's: the soft passes end near the hard values they will take (the blocks'
-error after training 8-42% lower; ``docs/BENCHMARKS.md``). ``retrain.blocks`` learns the assignments in all passes but
-the last, takes the choices only where they reconstruct the block's output better
-than the nearest centroids do, and trains the last pass with the assignments fixed.
+error after training 8-42% lower; ``docs/BENCHMARKS.md``). ``retrain.blocks`` learns
+the assignments in all passes but the last, takes the choices only where they
+reconstruct the block's output better than the nearest centroids do, and trains the
+last pass with the assignments fixed.
 """
 
 from __future__ import annotations

@@ -119,6 +119,20 @@ def test_a_killed_sweep_resumes_and_skips_finished_cells(tiny_vgg, tmp_path, mon
     assert computed == []
 
 
+def test_a_bfloat16_sweep_warns_where_the_device_computes_it_slowly(
+    tiny_vgg, tmp_path, monkeypatch, caplog
+):
+    settings = AnalyzeSettings(ks=(2,), select="7", precision="bfloat16")
+    for fast in (True, False):
+        monkeypatch.setattr(sweep_module, "fast_bfloat16", lambda device, fast=fast: fast)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="qretrain.analysis.sweep"):
+            analyze(tiny_vgg, tiny_data(), tmp_path / str(fast), settings, progress=False,
+                    plots=False)  # fmt: skip
+        warned = [r for r in caplog.records if "no native support" in r.getMessage()]
+        assert len(warned) == (0 if fast else 1)
+
+
 def test_resuming_with_other_settings_is_refused(tiny_vgg, tmp_path):
     data = tiny_data()
     analyze(tiny_vgg, data, tmp_path, AnalyzeSettings(ks=(1, 2), select="7"), progress=False,

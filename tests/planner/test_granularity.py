@@ -113,7 +113,7 @@ def test_settings_name_known_granularities_and_records_keep_their_keys():
     assert "granularities" not in AnalyzeSettings().to_dict()  # records made before it
     assert AnalyzeSettings(granularities="channel,tensor").granularities == ("channel", "tensor")
     recipe = RecipeSettings(target="8x", granularities="tensor,channel")
-    assert recipe.analyze_settings(10**6).granularities == BOTH
+    assert recipe.analyze_settings(10**6, False).granularities == BOTH
     assert "granularities" not in RecipeSettings(target="8x").to_dict()
 
 

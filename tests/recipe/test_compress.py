@@ -13,6 +13,7 @@ from PIL import Image
 import qretrain
 from qretrain.cli.main import main
 from qretrain.recipe import RecipeSettings, Target, split
+from qretrain.recipe.settings import BFLOAT16_FROM
 from qretrain.recipe.stages import guard
 
 
@@ -83,12 +84,21 @@ def test_the_fisher_signal_needs_the_kl_metric_and_reaches_the_sweep():
             "signal 'measured'")):  # fmt: skip
         RecipeSettings(target=7, metric="agreement", signal="fisher")
     # fisher by default for the kl metric, measured for agreement, or as given
-    assert RecipeSettings(target=7).analyze_settings(1 << 20).signal == "fisher"
-    assert RecipeSettings(max_drop=1, metric="agreement").analyze_settings(1).signal == "measured"
+    assert RecipeSettings(target=7).analyze_settings(1 << 20, False).signal == "fisher"
+    agreement = RecipeSettings(max_drop=1, metric="agreement")
+    assert agreement.analyze_settings(1, False).signal == "measured"
     measured = RecipeSettings(target=7, signal="measured")
-    assert measured.analyze_settings(1 << 20).signal == "measured"
+    assert measured.analyze_settings(1 << 20, False).signal == "measured"
     assert RecipeSettings(target=7).to_dict()["signal"] == "fisher"  # the record says which
     assert RecipeSettings.from_dict(measured.to_dict()) == measured
+
+
+def test_the_sweep_runs_in_bfloat16_only_for_a_large_model_on_a_device_that_computes_it():
+    settings = RecipeSettings(target=7)
+    assert settings.analyze_settings(BFLOAT16_FROM, True).precision == "bfloat16"
+    # an AVX2 CPU computes bfloat16 by a fallback ~15x slower than float32: float32 there
+    assert settings.analyze_settings(BFLOAT16_FROM, False).precision == "float32"
+    assert settings.analyze_settings(BFLOAT16_FROM - 1, True).precision == "float32"
 
 
 def test_split_holds_images_out_and_depends_on_the_seed(images, teacher):

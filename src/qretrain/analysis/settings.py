@@ -95,7 +95,8 @@ class AnalyzeSettings(Settings):
     precision: Precision = setting(
         Precision.FLOAT32,
         choice(Precision),
-        "forward passes in bfloat16 are ~3x faster on CPUs with AMX/AVX-512 BF16",
+        "forward passes in bfloat16: ~3x faster on CPUs with AMX or AVX-512 BF16, many "
+        "times slower on others",
     )
     signal: Signal = setting(
         Signal.MEASURED,

@@ -52,6 +52,7 @@ from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.tensor import _cluster_many, check_values, index_bits
 from qretrain.data.batches import image_batches
+from qretrain.device import fast_bfloat16
 from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError
 from qretrain.metrics.quality import agreement, mean_kl, topk_accuracy
@@ -184,6 +185,10 @@ def _prepare(model, data, settings: AnalyzeSettings, device, model_name):
         labels.append(y)
     labels = torch.cat(labels)
     dtype = settings.precision.dtype
+    if dtype == torch.bfloat16 and not fast_bfloat16(device):
+        logger.warning("the sweep runs in bfloat16, which %s has no native support for (no "
+                       "AVX-512 BF16 or AMX on a CPU): expect it several times slower than in "
+                       "float32; --precision float32 is faster here", device)  # fmt: skip
     work = copy.deepcopy(model).eval().to(device, dtype)
     channels_last = batches[0].dim() == 4
     if channels_last:  # ~1.7x faster convolutions on CPU

@@ -27,6 +27,7 @@ from qretrain._table import human_bytes
 from qretrain.analysis.settings import Signal
 from qretrain.apply import CompressSettings
 from qretrain.data import load_dataset
+from qretrain.device import fast_bfloat16
 from qretrain.data.sets import ImageSet
 from qretrain.errors import QretrainError
 from qretrain.export.options import Deploy
@@ -226,7 +227,7 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
                                  metric=settings.metric, deploy=settings.deploy)  # fmt: skip
     write_text_atomic(work / "split.json", json.dumps(parts.to_dict(), indent=2))
     stages("analyze", work / "analyze" / "summary.md", lambda: sweep_stage(
-        model, parts.sweep, work, settings.analyze_settings(float32_bytes), device=device, progress=progress,
+        model, parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,
         model_name=model_name))  # fmt: skip
     stages("plan", work / "plan.json",
            lambda: plan_stage(model, parts.verify, work, plan_settings, device=device,

@@ -182,12 +182,16 @@ class RecipeSettings(Settings):
             return self.signal
         return Signal.FISHER if self.metric is Metric.KL else Signal.MEASURED
 
-    def analyze_settings(self, float32_bytes: int) -> AnalyzeSettings:
+    def analyze_settings(self, float32_bytes: int, fast_bfloat16: bool) -> AnalyzeSettings:
         """Weights only (biases and batch norm stay float, where retraining works);
-        a large model's forward passes in bfloat16 (the sweep ranks cells, which
-        bfloat16 keeps, at a third of the time), a small one's in float32, where
-        bfloat16's conversions cost more than they save; the ``sweep_signal``."""
-        precision = "bfloat16" if float32_bytes >= BFLOAT16_FROM else "float32"
+        a large model's forward passes in bfloat16 where the device computes it
+        natively (``device.fast_bfloat16``; the sweep ranks cells, which bfloat16
+        keeps, at a third of the time), else in float32: a small model's, where
+        bfloat16's conversions cost more than they save, and every model's on a
+        device without native bfloat16, where it is many times slower; the
+        ``sweep_signal``."""
+        large = float32_bytes >= BFLOAT16_FROM
+        precision = "bfloat16" if large and fast_bfloat16 else "float32"
         return AnalyzeSettings(kinds=("weight",), precision=precision, seed=self.seed,
                                signal=self.sweep_signal, granularities=self.granularities)  # fmt: skip
 

@@ -44,7 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seed's permutation (the sweep's --limit as offset: disjoint images)",
     )
     parser.add_argument("--no-verify", action="store_true", help="selection only")
-    add_flags(parser, PlanSettings, "refine", "batch_size", "deploy", refine={"metavar": "R"})
+    add_flags(
+        parser,
+        PlanSettings,
+        "refine",
+        "last_layer_weight",
+        "batch_size",
+        "deploy",
+        refine={"metavar": "R"},
+        last_layer_weight={"metavar": "W"},
+    )
     add_device_argument(parser)
     add_trust_argument(parser)
     parser.set_defaults(run=run)

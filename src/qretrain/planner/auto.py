@@ -84,6 +84,12 @@ class Pick:
     cost: float  # predicted drop, points
     saving: int  # bytes off the packed file (or the ``deploy`` artifact)
     granularity: str = "tensor"  # one codebook per tensor, or per output channel
+    weight: float = 1.0  # how many times the cost counts when choosing (last_layer_weight)
+
+    @property
+    def choice_cost(self) -> float:
+        """The cost the selection weighs: ``cost`` times ``weight``."""
+        return self.cost * self.weight
 
 
 @dataclass
@@ -197,7 +203,8 @@ def auto_plan(
     metric, max_drop, target_size = settings.metric.value, settings.max_drop, settings.target_size
     if metric != "kl":
         sweep.quality(None, metric)  # raises for accuracy without labels
-    groups, base = _groups(sweep, metric), sweep.baseline["file_bytes"]
+    groups = _groups(sweep, metric, settings.last_layer_weight)
+    base = sweep.baseline["file_bytes"]
     if settings.deploy is Deploy.COREML:
         groups, base = _coreml_groups(groups, model, progress)
     if max_drop is not None:
@@ -255,11 +262,14 @@ def _fit_measured_size(result: AutoPlan, sweep, groups, model, data, settings: P
     return result
 
 
-def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
+def _groups(
+    sweep, metric: str, last_layer_weight: float = 1.0
+) -> dict[tuple[str, str], list[Pick]]:
     """(unit, kind) -> options, by ascending k (per tensor before per channel), with
     predicted costs (points, or for the kl metric millinats: a cell's mean KL, which
-    needs no floor). A sweep of both granularities gives each unit both to choose from:
-    one codebook per channel costs bytes and saves error."""
+    needs no floor), those of a unit holding the model's last layer weighted by
+    ``last_layer_weight`` for the choice. A sweep of both granularities gives each unit
+    both to choose from: one codebook per channel costs bytes and saves error."""
     if metric == "kl":
         drops, slope = [(KL_SCALE * c.kl, c.kl) for c in sweep.cells], 0.0
     else:
@@ -268,14 +278,16 @@ def _groups(sweep, metric: str) -> dict[tuple[str, str], list[Pick]]:
         fit = [(d, kl) for d, kl in drops if 0 < d <= FIT_MAX_DROP and kl > 0]
         slope = sum(d * kl for d, kl in fit) / sum(kl * kl for _, kl in fit) if fit else 0.0
     census = {str(r.layer): r for r in sweep.census}
+    last = max(r.layer for r in sweep.census)
     groups: dict[tuple[str, str], list[Pick]] = {}
     for c, (drop, kl) in zip(sweep.cells, drops):
         rows = [census[str(n)] for n in sorted(parse_layers(c.layers))]
         tensors = tuple(t for r in rows for t in r.tensors.get(c.kind, ()))
         cost = max(drop, slope * kl, 0.0)
         saving = sweep.baseline["file_bytes"] - c.file_bytes
+        weight = last_layer_weight if last in parse_layers(c.layers) else 1.0
         groups.setdefault((c.unit, c.kind), []).append(
-            Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving, c.granularity)
+            Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving, c.granularity, weight)
         )
     for options in groups.values():
         options.sort(key=lambda p: (p.k, p.granularity != "tensor"))
@@ -355,11 +367,11 @@ def _dp(groups, budget: int) -> tuple[np.ndarray, list[np.ndarray], list[list[Pi
     best = np.zeros(budget + 1)
     choices, option_lists = [], []
     for options in groups.values():
-        options = [p for p in options if p.saving > 0 and _units_of(p.cost) <= budget]
+        options = [p for p in options if p.saving > 0 and _units_of(p.choice_cost) <= budget]
         new = best.copy()
         choice = np.full(budget + 1, -1, dtype=np.int16)  # an option's index, or -1
         for j, p in enumerate(options):
-            c = _units_of(p.cost)
+            c = _units_of(p.choice_cost)
             candidate = np.full(budget + 1, -np.inf)
             candidate[c:] = best[: budget + 1 - c] + p.saving
             better = candidate > new
@@ -377,7 +389,7 @@ def _trace(choices, option_lists, budget: int) -> list[Pick]:
         j = choice[b]
         if j >= 0:
             picks.append(options[j])
-            b -= _units_of(options[j].cost)
+            b -= _units_of(options[j].choice_cost)
     return list(reversed(picks))
 
 
@@ -396,7 +408,7 @@ def _feasible_cost(groups, needed: int) -> int:
     entries than this. Summing every group's costliest option instead made the table as
     long as the costs are large: predicted KLs of a 1-value codebook run to hundreds of
     nats, and for EfficientNet-Lite0 the tables took over 24 GB."""
-    costed = [[(_units_of(p.cost), p.saving) for p in opts if p.saving > 0]
+    costed = [[(_units_of(p.choice_cost), p.saving) for p in opts if p.saving > 0]
               for opts in groups.values()]  # fmt: skip
     bounds = sorted({c for opts in costed for c, _ in opts})
 
@@ -503,7 +515,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
     picks = list(result.picks)
     drop = measure(picks)
     while budget is not None and drop > budget + 1e-9 and picks:
-        worst = max(range(len(picks)), key=lambda i: picks[i].cost)
+        worst = max(range(len(picks)), key=lambda i: picks[i].choice_cost)
         p = picks[worst]
         larger = [o for o in groups[p.unit, p.kind]
                   if o.k > p.k and o.granularity == p.granularity and o.saving > 0]  # fmt: skip
@@ -526,7 +538,7 @@ def _verify(result: AutoPlan, sweep, groups, model, data, batch_size, device,
                              _kl_shares(work, picks, originals, reference, data, batch_size,
                                         device))  # fmt: skip
         now = _cells(picks)  # this plan's recalibrated cost bounds the DP's table
-        cap = sum(_units_of(o.cost) for opts in regrouped.values() for o in opts
+        cap = sum(_units_of(o.choice_cost) for opts in regrouped.values() for o in opts
                   if _cell(o) in now)  # fmt: skip
         candidate = _smallest_cost_for(regrouped, result.base_file_bytes - result.target_bytes,
                                        cap)  # fmt: skip

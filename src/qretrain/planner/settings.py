@@ -48,6 +48,13 @@ class PlanSettings(Settings):
         "is kept only if it measures better)",
     )
 
+    last_layer_weight: float = setting(
+        1.0,
+        number(at_least=1),
+        "how many times the model's last layer's predicted cost counts when choosing: "
+        "retraining makes up for a layer's error in the layers after it, and the last "
+        "has none (the recipe: 3 when it retrains)",
+    )
     deploy: Deploy = setting(
         Deploy.H5,
         choice(Deploy),
@@ -60,6 +67,8 @@ class PlanSettings(Settings):
         d = super().to_dict()
         if self.deploy is Deploy.H5:  # the default, as records made before the setting
             del d["deploy"]
+        if self.last_layer_weight == 1.0:  # likewise
+            del d["last_layer_weight"]
         return d
 
     def check(self) -> list[str]:

@@ -38,7 +38,7 @@ from qretrain.plan import Plan
 from qretrain.planner import PlanSettings
 from qretrain.progress import duration
 from qretrain.recipe.folder import claim
-from qretrain.recipe.settings import RecipeSettings, Recover
+from qretrain.recipe.settings import LAST_LAYER_WEIGHT, RecipeSettings, Recover
 from qretrain.recipe.split import Parts, split
 from qretrain.recipe.stages import (
     CLUSTERED,
@@ -223,8 +223,10 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
     target = settings.target.bytes_for(float32_bytes) if settings.target else None
     if target is not None and settings.deploy is Deploy.H5:  # a package: the planner checks
         _check_reachable(model, target, float32_bytes)
+    weight = LAST_LAYER_WEIGHT if settings.recover is Recover.BLOCKS else 1.0
     plan_settings = PlanSettings(target_size=target, max_drop=settings.max_drop,
-                                 metric=settings.metric, deploy=settings.deploy)  # fmt: skip
+                                 metric=settings.metric, deploy=settings.deploy,
+                                 last_layer_weight=weight)  # fmt: skip
     write_text_atomic(work / "split.json", json.dumps(parts.to_dict(), indent=2))
     stages("analyze", work / "analyze" / "summary.md", lambda: sweep_stage(
         model, parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,

@@ -74,6 +74,22 @@ def test_target_size_takes_the_cheapest_choice_that_fits():
         PlanSettings(metric="accuracy")
 
 
+def test_the_last_layers_cost_counts_last_layer_weight_times_when_choosing():
+    sweep = synthetic_sweep({1: {4: (0.5, 5_000)}, 2: {4: (0.4, 5_000)}})  # layer 2 is last
+
+    def plan(weight: float):
+        settings = PlanSettings(target_size=BASE_BYTES - 5_000, metric="accuracy",
+                                last_layer_weight=weight)  # fmt: skip
+        return auto_plan(sweep, settings=settings)
+
+    assert [p.unit for p in plan(1).picks] == ["2"]  # the cheaper cell
+    weighed = plan(3)  # layer 2 now counts 1.2 points against layer 1's 0.5
+    assert [p.unit for p in weighed.picks] == ["1"]
+    assert weighed.predicted_drop == pytest.approx(0.5)  # reported as predicted, unweighted
+    with pytest.raises(ValueError, match="last_layer_weight"):
+        PlanSettings(target_size=1, last_layer_weight=0.5)
+
+
 def sensitive_net() -> torch.nn.Module:
     """Two linear layers whose predictions vary from image to image (a random-init
     conv net predicts one class for everything, which no clustering can change)."""

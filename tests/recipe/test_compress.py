@@ -13,7 +13,8 @@ from PIL import Image
 import qretrain
 from qretrain.cli.main import main
 from qretrain.recipe import RecipeSettings, Target, split
-from qretrain.recipe.settings import BFLOAT16_FROM
+from qretrain.recipe import stages
+from qretrain.recipe.settings import BFLOAT16_FROM, LAST_LAYER_WEIGHT
 from qretrain.recipe.stages import guard
 
 
@@ -99,6 +100,22 @@ def test_the_sweep_runs_in_bfloat16_only_for_a_large_model_on_a_device_that_comp
     # an AVX2 CPU computes bfloat16 by a fallback ~15x slower than float32: float32 there
     assert settings.analyze_settings(BFLOAT16_FROM, False).precision == "float32"
     assert settings.analyze_settings(BFLOAT16_FROM - 1, True).precision == "float32"
+
+
+@pytest.mark.parametrize("recover, weight", [("blocks", LAST_LAYER_WEIGHT), ("output", 1.0)])
+def test_the_recipe_weighs_the_last_layer_when_it_retrains_block_wise(
+    teacher, images, tmp_path, monkeypatch, recover, weight
+):
+    class Planned(Exception):
+        pass
+
+    def planner(sweep, model, data, settings, **kwargs):
+        raise Planned(settings.last_layer_weight)
+
+    monkeypatch.setattr(stages, "auto_plan", planner)
+    with pytest.raises(Planned) as planned:
+        qretrain.compress(teacher, images, target="4x", recover=recover, workdir=tmp_path)
+    assert planned.value.args == (weight,)
 
 
 def test_split_holds_images_out_and_depends_on_the_seed(images, teacher):

@@ -53,7 +53,7 @@ class PlanSettings(Settings):
         number(at_least=1),
         "how many times the model's last layer's predicted cost counts when choosing: "
         "retraining makes up for a layer's error in the layers after it, and the last "
-        "has none (the recipe: 3 when it retrains)",
+        "has none (the recipe: 5 when it retrains block-wise)",
     )
     deploy: Deploy = setting(
         Deploy.H5,

@@ -6,7 +6,10 @@ where the sweep tried it, per output channel (cost: predicted drop in points; sa
 bytes off the packed file, exact per cell since file entries are independent).
 Picking one option per group to maximise the saving within the budget is a
 multiple-choice knapsack, solved exactly by dynamic programming over the budget in
-steps of 0.01 points. Drops are assumed to add up.
+steps of 0.01 points. Drops are assumed to add up. With ``last_layer_weight`` W the
+cells of the model's last layer weigh W times their cost in the choice (reported
+unweighted): retraining block by block makes up for a layer's error in the blocks
+after it, and the last layer has none.
 
 Predicted drop of a cell. The measured drop counts flipped predictions, so a cell
 flipping none of the sweep's N images still moves the outputs (its mean KL says how

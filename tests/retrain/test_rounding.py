@@ -24,6 +24,21 @@ def pair(tiny_resnet):
     return tiny_resnet.eval(), student
 
 
+# On an AVX-512 CPU a resumed, spilled or sharded run equals an uninterrupted one to the
+# bit. On AVX2 (no AVX-512) oneDNN picks its kernels by batch size and alignment, so such
+# runs drift by float rounding, amplified by training: up to 1.1e-3 measured here.
+EXACT = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def assert_same(a, b, name):
+    """``a`` equals ``b`` (to the bit where EXACT, else within rounding's drift)."""
+    if EXACT:
+        assert torch.equal(a, b), name
+    else:
+        a, b = a.double(), b.double()
+        assert torch.allclose(a, b, rtol=1e-2, atol=3e-3), (name, float((a - b).abs().max()))
+
+
 def assignments(student, teacher):
     tuner = CentroidTuner(student)
     names = list(tuner.names)
@@ -159,7 +174,7 @@ def test_resuming_learned_assignments_mid_block_equals_an_uninterrupted_run(
     result = retrain(resumed, teacher, make_data(), config, checkpoint=tmp_path / "b.ckpt",
                      resume=True, progress=False)  # fmt: skip
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+        assert_same(a, b, name)
     for name, cluster in clusters_of(whole).items():
         assert torch.equal(cluster.indices, clusters_of(resumed)[name].indices), name
     assert "assignments" in result.record["blocks"]["history"][2]

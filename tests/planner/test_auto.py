@@ -86,6 +86,10 @@ def test_the_last_layers_cost_counts_last_layer_weight_times_when_choosing():
     weighed = plan(3)  # layer 2 now counts 1.2 points against layer 1's 0.5
     assert [p.unit for p in weighed.picks] == ["1"]
     assert weighed.predicted_drop == pytest.approx(0.5)  # reported as predicted, unweighted
+    # the plan says it was weighed; an unweighted one says nothing of it
+    assert "the last layer's cost weighed 3x" in weighed.to_yaml()
+    assert weighed.to_dict()["last_layer_weight"] == 3
+    assert "weighed" not in plan(1).to_yaml()
     with pytest.raises(ValueError, match="last_layer_weight"):
         PlanSettings(target_size=1, last_layer_weight=0.5)
 

@@ -16,23 +16,9 @@ from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
 from qretrain.retrain.blocks import find_blocks, plan_blocks, reconstruct
+from qretrain.testing.drift import EXACT, assert_same
 
 PLAN = {"rules": [{"type": "Conv2d", "k": 4}, {"type": "Linear", "k": 8}]}
-
-
-# On an AVX-512 CPU a resumed, spilled or sharded run equals an uninterrupted one to the
-# bit. On AVX2 (no AVX-512) oneDNN picks its kernels by batch size and alignment, so such
-# runs drift by float rounding, amplified by training: up to 1.1e-3 measured here.
-EXACT = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def assert_same(a, b, name):
-    """``a`` equals ``b`` (to the bit where EXACT, else within rounding's drift)."""
-    if EXACT:
-        assert torch.equal(a, b), name
-    else:
-        a, b = a.double(), b.double()
-        assert torch.allclose(a, b, rtol=1e-2, atol=3e-3), (name, float((a - b).abs().max()))
 
 
 def make_data(n=48, seed=0):

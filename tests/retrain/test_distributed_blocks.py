@@ -18,6 +18,7 @@ from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
 from qretrain.testing.ranks import free_port, join_gloo, torchrun_qretrain
+from qretrain.testing.drift import EXACT, assert_same
 
 IMAGES = 50  # 25 per rank: a step of 16 takes 7, 8 or 9 of them on each
 PER_RANK_BATCH = 8
@@ -25,21 +26,6 @@ PER_RANK_BATCH = 8
 # float rounding, which Adam's normalised steps carry on. Measured: about 2e-7.
 TOLERANCE = 1e-5
 PLAN = {"rules": [{"type": "Conv2d", "k": 4}, {"type": "Linear", "k": 8}]}
-
-
-# On an AVX-512 CPU a resumed, spilled or sharded run equals an uninterrupted one to the
-# bit. On AVX2 (no AVX-512) oneDNN picks its kernels by batch size and alignment, so such
-# runs drift by float rounding, amplified by training: up to 1.1e-3 measured here.
-EXACT = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def assert_same(a, b, name):
-    """``a`` equals ``b`` (to the bit where EXACT, else within rounding's drift)."""
-    if EXACT:
-        assert torch.equal(a, b), name
-    else:
-        a, b = a.double(), b.double()
-        assert torch.allclose(a, b, rtol=1e-2, atol=3e-3), (name, float((a - b).abs().max()))
 
 
 def make_data(n: int, seed: int):

@@ -15,6 +15,7 @@ from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
+from qretrain.testing.drift import EXACT, assert_same
 
 
 @pytest.fixture
@@ -22,21 +23,6 @@ def pair(tiny_resnet):
     student = copy.deepcopy(tiny_resnet)
     qretrain.cluster_(student, PLAN, progress=False)
     return tiny_resnet.eval(), student
-
-
-# On an AVX-512 CPU a resumed, spilled or sharded run equals an uninterrupted one to the
-# bit. On AVX2 (no AVX-512) oneDNN picks its kernels by batch size and alignment, so such
-# runs drift by float rounding, amplified by training: up to 1.1e-3 measured here.
-EXACT = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def assert_same(a, b, name):
-    """``a`` equals ``b`` (to the bit where EXACT, else within rounding's drift)."""
-    if EXACT:
-        assert torch.equal(a, b), name
-    else:
-        a, b = a.double(), b.double()
-        assert torch.allclose(a, b, rtol=1e-2, atol=3e-3), (name, float((a - b).abs().max()))
 
 
 def assignments(student, teacher):

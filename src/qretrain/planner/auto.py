@@ -116,6 +116,7 @@ class AutoPlan:
     costs_refined: bool = False  # a kept refine round re-costed the cells from a measurement
     deploy: Deploy = Deploy.H5  # what the sizes are of
     resized: list[str] = field(default_factory=list)  # re-choices for the measured size
+    last_layer_weight: float = 1.0  # how many times the last layer's cost counted
 
     @property
     def artifact(self) -> str:
@@ -137,6 +138,8 @@ class AutoPlan:
         ]
         budget = (f"max drop {self.max_drop:g} {self.unit}" if self.max_drop is not None
                   else f"target size {self.target_bytes:,} bytes")  # fmt: skip
+        if self.last_layer_weight != 1.0:
+            budget += f"; the last layer's cost weighed {self.last_layer_weight:g}x in the choice"
         lines.append(f"# budget: {budget}")
         basis = (
             " (costs re-fitted to the measured drop by refining, not the sweep's)"
@@ -168,7 +171,8 @@ class AutoPlan:
                 "file_bytes": self.file_bytes, "cells": len(self.picks),
                 "backoffs": self.backoffs, "refinements": self.refinements,
                 "costs_refined": self.costs_refined, "deploy": self.deploy.value,
-                "resized": self.resized, "float32_bytes": self.float32_bytes}  # fmt: skip
+                "resized": self.resized, "float32_bytes": self.float32_bytes,
+                "last_layer_weight": self.last_layer_weight}  # fmt: skip
 
     def summary(self) -> str:
         return self.describe()
@@ -222,7 +226,8 @@ def auto_plan(
                 "smaller than float32 already): nothing to cluster; ask for a smaller size"
             )
         chosen = _smallest_cost_for(groups, base - target_size)
-    result = _result(sweep, chosen, metric, max_drop, target_size, base, settings.deploy)
+    result = _result(sweep, chosen, metric, max_drop, target_size, base, settings.deploy,
+                     settings.last_layer_weight)  # fmt: skip
     if model is None or data is None:
         return result
     _verify(result, sweep, groups, model, data, settings.batch_size, device,
@@ -253,7 +258,8 @@ def _fit_measured_size(result: AutoPlan, sweep, groups, model, data, settings: P
         steps.append(f"{result.artifact} measured {result.file_bytes:,} bytes for a target of "
                      f"{target:,}: cells chosen again to save {base - target:,} bytes")  # fmt: skip
         logger.info("re-sizing: %s", steps[-1])
-        result = _result(sweep, picks, settings.metric.value, None, target, base, settings.deploy)
+        result = _result(sweep, picks, settings.metric.value, None, target, base,
+                         settings.deploy, settings.last_layer_weight)  # fmt: skip
         _verify(result, sweep, groups, model, data, settings.batch_size, device,
                 refine=settings.refine, progress=progress)  # fmt: skip
     if fitting:
@@ -284,11 +290,12 @@ def _groups(
     last = max(r.layer for r in sweep.census)
     groups: dict[tuple[str, str], list[Pick]] = {}
     for c, (drop, kl) in zip(sweep.cells, drops):
-        rows = [census[str(n)] for n in sorted(parse_layers(c.layers))]
+        layers = parse_layers(c.layers)
+        rows = [census[str(n)] for n in sorted(layers)]
         tensors = tuple(t for r in rows for t in r.tensors.get(c.kind, ()))
         cost = max(drop, slope * kl, 0.0)
         saving = sweep.baseline["file_bytes"] - c.file_bytes
-        weight = last_layer_weight if last in parse_layers(c.layers) else 1.0
+        weight = last_layer_weight if last in layers else 1.0
         groups.setdefault((c.unit, c.kind), []).append(
             Pick(c.unit, c.layers, c.kind, c.k, tensors, cost, saving, c.granularity, weight)
         )
@@ -454,7 +461,7 @@ def _smallest_cost_for(groups, needed: int, cap: int | None = None) -> list[Pick
 
 
 def _result(sweep, picks: list[Pick], metric, max_drop, target_size, base: int,
-            deploy: Deploy = Deploy.H5) -> AutoPlan:  # fmt: skip
+            deploy: Deploy = Deploy.H5, last_layer_weight: float = 1.0) -> AutoPlan:  # fmt: skip
     return AutoPlan(
         plan=plan_from_picks(
             picks, sweep.settings.get("method", "kmeans"), sweep.settings.get("seed", 0)
@@ -468,6 +475,7 @@ def _result(sweep, picks: list[Pick], metric, max_drop, target_size, base: int,
         predicted_drop=sum(p.cost for p in picks) / (KL_SCALE if metric == "kl" else 1.0),
         predicted_file_bytes=base - sum(p.saving for p in picks),
         deploy=deploy,
+        last_layer_weight=last_layer_weight,
     )
 
 

@@ -27,8 +27,8 @@ from qretrain._table import human_bytes
 from qretrain.analysis.settings import Signal
 from qretrain.apply import CompressSettings
 from qretrain.data import load_dataset
-from qretrain.device import fast_bfloat16
 from qretrain.data.sets import ImageSet
+from qretrain.device import fast_bfloat16
 from qretrain.errors import QretrainError
 from qretrain.export.options import Deploy
 from qretrain.metrics.quality import agreement, mean_kl, predict

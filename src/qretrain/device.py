@@ -53,7 +53,8 @@ def fast_bfloat16(device: str | torch.device) -> bool:
     """Whether ``device`` runs bfloat16 convolutions and matrix products natively:
     a CUDA device that supports bfloat16, or a CPU with AVX-512 BF16 or AMX, where
     oneDNN takes them. Elsewhere torch computes bfloat16 by a fallback that is many
-    times slower than float32 (EfficientNet-Lite0's sweep: about 15x on an AVX2 CPU)."""
+    times slower than float32 (EfficientNet-Lite0's forward pass: 6.6x on an AVX2 CPU,
+    ``benchmarks/bench_bfloat16.py``)."""
     import torch
 
     device = torch.device(device)

@@ -97,7 +97,7 @@ def test_the_fisher_signal_needs_the_kl_metric_and_reaches_the_sweep():
 def test_the_sweep_runs_in_bfloat16_only_for_a_large_model_on_a_device_that_computes_it():
     settings = RecipeSettings(target=7)
     assert settings.analyze_settings(BFLOAT16_FROM, True).precision == "bfloat16"
-    # an AVX2 CPU computes bfloat16 by a fallback ~15x slower than float32: float32 there
+    # an AVX2 CPU computes bfloat16 by a fallback several times slower: float32 there
     assert settings.analyze_settings(BFLOAT16_FROM, False).precision == "float32"
     assert settings.analyze_settings(BFLOAT16_FROM - 1, True).precision == "float32"
 

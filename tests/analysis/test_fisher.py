@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from qretrain.analysis import AnalyzeSettings, Sweep, analyze
+from qretrain.analysis import fisher
 from qretrain.analysis.fisher import predicted_kls
 from qretrain.data.sets import tensor_set
 from qretrain.errors import QretrainError
@@ -88,6 +89,37 @@ def test_the_prediction_is_the_kl_to_second_order(tiny_vgg):
     assert measured > 1e-6
     assert predicted["cell"] == pytest.approx(measured, rel=0.05)  # 1% when written
     assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_passes_hold_what_the_budget_allows_and_predict_the_same(tiny_vgg, monkeypatch):
+    """A pass records every module's input, output and gradient: a large batch runs
+    in passes of as many images as RECORD_BYTES holds (one image first, to measure),
+    and since images do not mix the predictions are those of whole batches."""
+    model = sharpened(tiny_vgg)
+    x = torch.stack([unlabeled(24)[i][0] for i in range(24)])
+    name = "features.5.weight"
+    change = {"cell": {name: 0.1 * get_tensor(model, name)}}
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+
+    whole, logits = predicted_kls(model, [x[:16], x[16:]], change)
+    assert seen == [1, 15, 8]  # the first image alone, then the rest of each batch
+    # What a pass records of one image: the layer's input, output and output gradient.
+    layer = model.get_submodule("features.5")
+    sizes = []
+    handle = layer.register_forward_hook(
+        lambda m, inputs, out: sizes.extend([inputs[0][0].numel(), 2 * out[0].numel()])
+    )
+    with torch.no_grad():
+        model(x[:1])
+    handle.remove()
+    seen.clear()
+    per_image = 4 * sum(sizes)
+    monkeypatch.setattr(fisher, "RECORD_BYTES", 5 * per_image)
+    small, small_logits = predicted_kls(model, [x[:16], x[16:]], change)
+    assert seen == [1, 5, 5, 5, 5, 3]
+    assert small["cell"] == pytest.approx(whole["cell"], rel=1e-5)
+    assert torch.allclose(small_logits, logits, atol=1e-5)
 
 
 def test_the_prediction_depends_on_the_seed_and_the_images(tiny_vgg):

@@ -11,8 +11,8 @@ needed), ``F = E[g g^T]`` for g the gradient of ``log p(y | x)``, so
 
 with G the gradient of ``log p(y | x)`` at the layer's output and ``dY`` the change of
 that output, which is linear in dW: the layer run on its own input with dW in place
-of its weight (and nothing else). One forward and one backward pass per batch give
-every layer's input and output gradient; each cell then costs one run of its own
+of its weight (and nothing else). One forward and one backward pass over the images
+give every layer's input and output gradient; each cell then costs one run of its own
 layer, not of the model from the layer on. The whole F of the layer counts (errors
 of different weights that add up in the output, as a k = 1 collapse makes them, are
 seen); what it neglects is the curvature of the model after the layer, beyond the
@@ -47,6 +47,13 @@ LINEAR_IN_PARAMETERS: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
 )
 
+# Bytes of recorded inputs, outputs and output gradients one pass may hold: a pass
+# holds every module's, so a batch of 64 EfficientNet-Lite1 images at 240 px in float32
+# held 12.7 GB (peak RSS), against 2.3 GB in passes of 4, which also ran faster on 2
+# CPU cores (docs/BENCHMARKS.md). The images do not mix, so the passes' size changes
+# no prediction.
+RECORD_BYTES = 1 << 30
+
 Calls = dict[str | None, list]  # module name -> [(inputs, output)] per call; None: the result
 
 
@@ -71,46 +78,74 @@ def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
     squares = dict.fromkeys(cells, 0.0)
     generator = torch.Generator().manual_seed(seed)
     logits, images, start = [], 0, time.perf_counter()
+    per_pass = 1  # images per pass: one first, then as many as RECORD_BYTES hold
     with _gradients_of(model, set(names)), _recorded(modules) as record:
-        for x in batches:
-            with torch.enable_grad():
-                calls = record(partial(model, x))
-                out = calls.pop(None).float()  # (B, classes)
-                _check_calls(calls, modules, len(x))
-                log_p = out.log_softmax(1)
-                probs = log_p.detach().exp().cpu()
-                outputs = [y for m in modules for _, y in calls[m]]
-                grads = []  # per draw: module name -> G (B, ...) per call, None if unused
-                for draw in range(draws):
-                    y = torch.multinomial(probs, 1, generator=generator).to(out.device)  # (B, 1)
-                    flat = torch.autograd.grad(log_p.gather(1, y).sum(), outputs,
-                                               retain_graph=draw < draws - 1,
-                                               allow_unused=True) if outputs else ()  # fmt: skip
-                    grads.append(_by_module(flat, calls, modules))
-            with torch.no_grad():
-                # G of the module last used, (B, n) float32: a unit's cells come together
-                # and share it, so each G is converted once per batch, not once per cell
-                held: dict[tuple[str, int, int], torch.Tensor | None] = {}
-                for key, change in cells.items():
-                    dots = torch.zeros(draws, len(x), dtype=torch.float64)  # G . dY per image
-                    for n, dw in change.items():
-                        m = owners[n]
-                        if not any(k[0] == m for k in held):
-                            held = {(m, c, d): _per_image(grads[d][m][c], torch.float32)
-                                    for c in range(len(calls[m])) for d in range(draws)}  # fmt: skip
-                        for c, (inputs, _) in enumerate(calls[m]):
-                            dy = _per_image(_linear_change(modules[m], n.rpartition(".")[2], dw,
-                                                           inputs), torch.float32)  # fmt: skip
-                            for d in range(draws):
-                                g = held[m, c, d]
-                                if g is not None:  # None: the output does not reach the logits
-                                    dots[d] += (g * dy).sum(1).double().cpu()
-                    squares[key] += float(dots.square().sum())
-            logits.append(out.detach().cpu())
-            images += len(x)
+        for batch in batches:
+            at = 0
+            while at < len(batch):
+                x = batch[at : at + per_pass]
+                held_bytes = _pass(model, x, record, modules, owners, cells, squares, draws,
+                                   generator, logits)  # fmt: skip
+                if images == 0:
+                    per_pass = max(1, RECORD_BYTES // max(held_bytes, 1))
+                    logger.debug("Fisher passes of %d images (%d MiB recorded per image)",
+                                 per_pass, held_bytes >> 20)  # fmt: skip
+                at += len(x)
+                images += len(x)
     logger.info("predicted the KL of %d cells over %d images (%d draws) in %.1f s", len(cells),
                 images, draws, time.perf_counter() - start)  # fmt: skip
     return {key: 0.5 * s / (images * draws) for key, s in squares.items()}, torch.cat(logits)
+
+
+def _pass(model: nn.Module, x: torch.Tensor, record, modules: dict[str, nn.Module],
+          owners: dict[str, str], cells: dict[Hashable, dict[str, torch.Tensor]],
+          squares: dict[Hashable, float], draws: int, generator: torch.Generator,
+          logits: list[torch.Tensor]) -> int:  # fmt: skip
+    """One forward and backward pass over ``x`` (B, ...): adds each cell's sum of
+    squared ``G . dY`` over the B images and draws to ``squares`` and the logits to
+    ``logits``; returns the bytes the pass recorded per image (the modules' inputs,
+    outputs and output gradients, which the pass holds at once)."""
+    with torch.enable_grad():
+        calls = record(partial(model, x))
+        out = calls.pop(None).float()  # (B, classes)
+        _check_calls(calls, modules, len(x))
+        log_p = out.log_softmax(1)
+        probs = log_p.detach().exp().cpu()
+        outputs = [y for m in modules for _, y in calls[m]]
+        grads = []  # per draw: module name -> G (B, ...) per call, None if unused
+        for draw in range(draws):
+            y = torch.multinomial(probs, 1, generator=generator).to(out.device)  # (B, 1)
+            flat = torch.autograd.grad(log_p.gather(1, y).sum(), outputs,
+                                       retain_graph=draw < draws - 1,
+                                       allow_unused=True) if outputs else ()  # fmt: skip
+            grads.append(_by_module(flat, calls, modules))
+    held_bytes = sum(_bytes(t) for m in modules for inputs, y in calls[m] for t in (*inputs, y))
+    held_bytes += sum(_bytes(g) for per in grads for gs in per.values() for g in gs)
+    with torch.no_grad():
+        # G of the module last used, (B, n) float32: a unit's cells come together
+        # and share it, so each G is converted once per pass, not once per cell
+        held: dict[tuple[str, int, int], torch.Tensor | None] = {}
+        for key, change in cells.items():
+            dots = torch.zeros(draws, len(x), dtype=torch.float64)  # G . dY per image
+            for n, dw in change.items():
+                m = owners[n]
+                if not any(k[0] == m for k in held):
+                    held = {(m, c, d): _per_image(grads[d][m][c], torch.float32)
+                            for c in range(len(calls[m])) for d in range(draws)}  # fmt: skip
+                for c, (inputs, _) in enumerate(calls[m]):
+                    dy = _per_image(_linear_change(modules[m], n.rpartition(".")[2], dw,
+                                                   inputs), torch.float32)  # fmt: skip
+                    for d in range(draws):
+                        g = held[m, c, d]
+                        if g is not None:  # None: the output does not reach the logits
+                            dots[d] += (g * dy).sum(1).double().cpu()
+            squares[key] += float(dots.square().sum())
+    logits.append(out.detach().cpu())
+    return held_bytes // len(x)
+
+
+def _bytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
 def _owner(model: nn.Module, params: dict[str, nn.Parameter], name: str) -> str:

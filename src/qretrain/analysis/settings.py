@@ -104,8 +104,8 @@ class AnalyzeSettings(Settings):
         "measured (default): each cell's agreement and KL from a forward "
         "pass of its own; fisher: each cell's KL predicted from its "
         "Fisher-weighted clustering error, one forward and backward pass "
-        "per batch in all (plans on the kl metric only; kinds weight and "
-        "bias)",
+        "over the images in all, in passes that record at most 1 GiB (plans "
+        "on the kl metric only; kinds weight and bias)",
     )
 
     def to_dict(self) -> dict:

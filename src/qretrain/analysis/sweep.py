@@ -379,7 +379,7 @@ def _measure_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
 def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings, record,
                    census_rows, labels, sweep: Sweep | None, progress: bool) -> Sweep:  # fmt: skip
     """``sweep`` (a new one when None) with the cells of ``todo`` clustered and their KL
-    predicted (``signal: fisher``): one forward and backward pass per batch in all. The
+    predicted (``signal: fisher``): one forward and backward pass over the images. The
     cells are recorded together at the end (the passes are shared), so a killed run
     starts again; a finished one, resumed, runs nothing."""
     if not todo and sweep is not None:

@@ -138,8 +138,8 @@ class RecipeSettings(Settings):
         None,
         optional(choice(Signal)),
         "how the sweep rates each layer alone: fisher (each cell's KL "
-        "predicted from its Fisher-weighted clustering error, one backward "
-        "pass per batch; the default with metric kl) or measured (a forward "
+        "predicted from its Fisher-weighted clustering error, one forward and "
+        "backward pass over the images; the default with metric kl) or measured (a forward "
         "pass per cell; the default with metric agreement); the plan is "
         "verified by measurement either way",
     )

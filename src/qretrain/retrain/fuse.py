@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from qretrain.retrain.layout import pointwise_with_stride
 from qretrain.storage.fold import foldable
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -47,8 +48,10 @@ def conv_bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     # apart because sharing one would move the float rounding of one of them.
     scale = gamma * torch.rsqrt(var + eps)
     shift = beta - mean * scale if bias is None else beta + (bias - mean) * scale
-    return torch.conv2d(x, weight * scale.reshape(-1, 1, 1, 1), shift, stride, padding,
-                        dilation, groups)  # fmt: skip
+    weight = weight * scale.reshape(-1, 1, 1, 1)
+    if pointwise_with_stride(weight.shape[2:], stride):  # retrain.layout: not channels-last
+        x, weight = x.contiguous(), weight.contiguous()
+    return torch.conv2d(x, weight, shift, stride, padding, dilation, groups)
 
 
 def fuse_frozen(segment: Callable) -> Callable:

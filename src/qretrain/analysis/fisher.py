@@ -48,10 +48,10 @@ LINEAR_IN_PARAMETERS: tuple[type[nn.Module], ...] = (
 )
 
 # Bytes of recorded inputs, outputs and output gradients one pass may hold: a pass
-# holds every module's, so a batch of 64 EfficientNet-Lite1 images at 240 px in float32
-# held 12.7 GB (peak RSS), against 2.3 GB in passes of 4, which also ran faster on 2
-# CPU cores (docs/BENCHMARKS.md). The images do not mix, so the passes' size changes
-# no prediction.
+# holds every module's, so the sweep of EfficientNet-Lite1 at 240 px in float32 peaked at
+# 13.0 GB in batches of 64, and at 3.0 GB in passes of 8 (1 GiB), in 0.6x the time on 2
+# CPU cores (benchmarks/bench_fisher_passes.py). The images do not mix, so the passes'
+# size changes no prediction.
 RECORD_BYTES = 1 << 30
 
 Calls = dict[str | None, list]  # module name -> [(inputs, output)] per call; None: the result

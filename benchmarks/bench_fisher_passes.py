@@ -15,6 +15,7 @@ size, and the largest relative difference between the two sides' predicted KLs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def child(model_name: str, budget: int, out: Path) -> None:
 def main() -> None:
     cli = _common.parser(__doc__)
     cli.add_argument("--models", nargs="+", default=list(MODELS))
-    cli.add_argument("--child", nargs=3, help=argparse_hidden())
+    cli.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # one side, in its own process
     args = cli.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), Path(args.child[2]))
@@ -98,12 +99,6 @@ def main() -> None:
             rows.append(row)
     record = {"record_bytes": RECORD_BYTES, "rows": rows}
     print(f"wrote {_common.write_result(_common.RESULTS / 'fisher_passes.json', record, machine)}")
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

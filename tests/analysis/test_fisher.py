@@ -2,11 +2,13 @@
 
 import json
 import re
+import sys
 
 import pytest
 import torch
 
 from qretrain.analysis import AnalyzeSettings, Sweep, analyze
+from qretrain import progress
 from qretrain.analysis import fisher
 from qretrain.analysis.fisher import predicted_kls
 from qretrain.data.sets import tensor_set
@@ -120,6 +122,29 @@ def test_passes_hold_what_the_budget_allows_and_predict_the_same(tiny_vgg, monke
     assert seen == [1, 5, 5, 5, 5, 3]
     assert small["cell"] == pytest.approx(whole["cell"], rel=1e-5)
     assert torch.allclose(small_logits, logits, atol=1e-5)
+
+
+def test_a_sweep_in_a_log_counts_the_images_of_its_passes(tiny_vgg, tmp_path, monkeypatch,
+                                                        caplog):  # fmt: skip
+    """The passes are the long part of a Fisher sweep: in a log (stderr not a terminal)
+    they print lines of images done, the last with the whole count; without progress,
+    none."""
+    model = sharpened(tiny_vgg)
+    monkeypatch.setattr(sys, "stderr", open(tmp_path / "log", "w"))
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line for every pass
+    monkeypatch.setattr(fisher, "RECORD_BYTES", 1)  # one image a pass
+    for shown in (True, False):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="qretrain.progress"):
+            analyze(model, unlabeled(6), settings=FISHER, progress=shown)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Pred")]
+        if shown:
+            assert lines[0].startswith("Predicting: 1/6 images, ") and "ETA" in lines[0]
+            assert lines[-1].startswith("Predicting: 6/6 images in ")
+            assert len(lines) == 7  # a line a pass, then the closing one
+        else:
+            assert lines == []
+    sys.stderr.close()
 
 
 def test_the_prediction_depends_on_the_seed_and_the_images(tiny_vgg):

@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import functional_call
 
 from qretrain.errors import QretrainError
+from qretrain.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ Calls = dict[str | None, list]  # module name -> [(inputs, output)] per call; No
 
 def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
                   cells: dict[Hashable, dict[str, torch.Tensor]], *, seed: int = 0,
-                  draws: int = 1) -> tuple[dict[Hashable, float], torch.Tensor]:  # fmt: skip
+                  draws: int = 1, progress: bool = False
+                  ) -> tuple[dict[Hashable, float], torch.Tensor]:  # fmt: skip
     """Each cell's predicted mean KL(original || changed) in nats, and the model's
     logits (N, classes), float32 on the CPU.
 
@@ -69,79 +71,95 @@ def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
     batches: the images, each (B, ...), in the model's device and dtype.
     cells: key -> {parameter name: its change dW, the parameter's shape}.
     draws: labels drawn per image from the model's own prediction.
+    progress: count the images done (``qretrain.progress``: a bar, or lines in a log).
     The model is left as it was (its ``requires_grad`` flags restored).
     """
     params = dict(model.named_parameters())
     names = list(dict.fromkeys(n for change in cells.values() for n in change))
     owners = {n: _owner(model, params, n) for n in names}
     modules = {m: model.get_submodule(m) for m in dict.fromkeys(owners.values())}
-    squares = dict.fromkeys(cells, 0.0)
-    generator = torch.Generator().manual_seed(seed)
-    logits, images, start = [], 0, time.perf_counter()
+    sums = _Sums(modules, owners, cells, draws, torch.Generator().manual_seed(seed))
+    start = time.perf_counter()
     per_pass = 1  # images per pass: one first, then as many as RECORD_BYTES hold
-    with _gradients_of(model, set(names)), _recorded(modules) as record:
+    bar = Progress("Predicting", sum(len(b) for b in batches), "images", enabled=progress)
+    with bar, _gradients_of(model, set(names)), _recorded(modules) as record:
         for batch in batches:
             at = 0
             while at < len(batch):
                 x = batch[at : at + per_pass]
-                held_bytes = _pass(model, x, record, modules, owners, cells, squares, draws,
-                                   generator, logits)  # fmt: skip
-                if images == 0:
-                    per_pass = max(1, RECORD_BYTES // max(held_bytes, 1))
+                recorded = sums.add_pass(model, x, record, measure=bar.done == 0)
+                if bar.done == 0:
+                    per_image = recorded // len(x)
+                    per_pass = max(1, RECORD_BYTES // max(per_image, 1))
                     logger.debug("Fisher passes of %d images (%d MiB recorded per image)",
-                                 per_pass, held_bytes >> 20)  # fmt: skip
+                                 per_pass, per_image >> 20)  # fmt: skip
                 at += len(x)
-                images += len(x)
+                bar.update(len(x))
+    images = bar.done
     logger.info("predicted the KL of %d cells over %d images (%d draws) in %.1f s", len(cells),
                 images, draws, time.perf_counter() - start)  # fmt: skip
-    return {key: 0.5 * s / (images * draws) for key, s in squares.items()}, torch.cat(logits)
+    kls = {key: 0.5 * s / (images * draws) for key, s in sums.squares.items()}
+    return kls, torch.cat(sums.logits)
 
 
-def _pass(model: nn.Module, x: torch.Tensor, record, modules: dict[str, nn.Module],
-          owners: dict[str, str], cells: dict[Hashable, dict[str, torch.Tensor]],
-          squares: dict[Hashable, float], draws: int, generator: torch.Generator,
-          logits: list[torch.Tensor]) -> int:  # fmt: skip
-    """One forward and backward pass over ``x`` (B, ...): adds each cell's sum of
-    squared ``G . dY`` over the B images and draws to ``squares`` and the logits to
-    ``logits``; returns the bytes the pass recorded per image (the modules' inputs,
-    outputs and output gradients, which the pass holds at once)."""
-    with torch.enable_grad():
-        calls = record(partial(model, x))
-        out = calls.pop(None).float()  # (B, classes)
-        _check_calls(calls, modules, len(x))
-        log_p = out.log_softmax(1)
-        probs = log_p.detach().exp().cpu()
-        outputs = [y for m in modules for _, y in calls[m]]
-        grads = []  # per draw: module name -> G (B, ...) per call, None if unused
-        for draw in range(draws):
-            y = torch.multinomial(probs, 1, generator=generator).to(out.device)  # (B, 1)
-            flat = torch.autograd.grad(log_p.gather(1, y).sum(), outputs,
-                                       retain_graph=draw < draws - 1,
-                                       allow_unused=True) if outputs else ()  # fmt: skip
-            grads.append(_by_module(flat, calls, modules))
-    held_bytes = sum(_bytes(t) for m in modules for inputs, y in calls[m] for t in (*inputs, y))
-    held_bytes += sum(_bytes(g) for per in grads for gs in per.values() for g in gs)
-    with torch.no_grad():
-        # G of the module last used, (B, n) float32: a unit's cells come together
-        # and share it, so each G is converted once per pass, not once per cell
-        held: dict[tuple[str, int, int], torch.Tensor | None] = {}
-        for key, change in cells.items():
-            dots = torch.zeros(draws, len(x), dtype=torch.float64)  # G . dY per image
-            for n, dw in change.items():
-                m = owners[n]
-                if not any(k[0] == m for k in held):
-                    held = {(m, c, d): _per_image(grads[d][m][c], torch.float32)
-                            for c in range(len(calls[m])) for d in range(draws)}  # fmt: skip
-                for c, (inputs, _) in enumerate(calls[m]):
-                    dy = _per_image(_linear_change(modules[m], n.rpartition(".")[2], dw,
-                                                   inputs), torch.float32)  # fmt: skip
-                    for d in range(draws):
-                        g = held[m, c, d]
-                        if g is not None:  # None: the output does not reach the logits
-                            dots[d] += (g * dy).sum(1).double().cpu()
-            squares[key] += float(dots.square().sum())
-    logits.append(out.detach().cpu())
-    return held_bytes // len(x)
+class _Sums:
+    """What the passes add up: each cell's sum of squared ``G . dY`` over images and
+    draws, and the logits, pass by pass."""
+
+    def __init__(self, modules: dict[str, nn.Module], owners: dict[str, str],
+                 cells: dict[Hashable, dict[str, torch.Tensor]], draws: int,
+                 generator: torch.Generator) -> None:  # fmt: skip
+        self.modules, self.owners, self.cells = modules, owners, cells
+        self.draws, self.generator = draws, generator
+        self.squares = dict.fromkeys(cells, 0.0)
+        self.logits: list[torch.Tensor] = []  # (B, classes) per pass
+
+    def add_pass(self, model: nn.Module, x: torch.Tensor, record, *, measure: bool) -> int:
+        """One forward and backward pass over ``x`` (B, ...), added in. With ``measure``
+        returns the bytes the pass held at once (the modules' inputs, outputs and output
+        gradients), else 0."""
+        modules, draws = self.modules, self.draws
+        with torch.enable_grad():
+            calls = record(partial(model, x))
+            out = calls.pop(None).float()  # (B, classes)
+            _check_calls(calls, modules, len(x))
+            log_p = out.log_softmax(1)
+            probs = log_p.detach().exp().cpu()
+            outputs = [y for m in modules for _, y in calls[m]]
+            grads = []  # per draw: module name -> G (B, ...) per call, None if unused
+            for draw in range(draws):
+                y = torch.multinomial(probs, 1, generator=self.generator).to(out.device)
+                flat = torch.autograd.grad(log_p.gather(1, y).sum(), outputs,
+                                           retain_graph=draw < draws - 1,
+                                           allow_unused=True) if outputs else ()  # fmt: skip
+                grads.append(_by_module(flat, calls, modules))
+        with torch.no_grad():
+            # G of the module last used, (B, n) float32: a unit's cells come together
+            # and share it, so each G is converted once per pass, not once per cell
+            held: dict[tuple[str, int, int], torch.Tensor | None] = {}
+            for key, change in self.cells.items():
+                dots = torch.zeros(draws, len(x), dtype=torch.float64)  # G . dY per image
+                for n, dw in change.items():
+                    m = self.owners[n]
+                    if not any(k[0] == m for k in held):
+                        held = {(m, c, d): _per_image(grads[d][m][c], torch.float32)
+                                for c in range(len(calls[m])) for d in range(draws)}  # fmt: skip
+                    for c, (inputs, _) in enumerate(calls[m]):
+                        dy = _per_image(_linear_change(modules[m], n.rpartition(".")[2], dw,
+                                                       inputs), torch.float32)  # fmt: skip
+                        for d in range(draws):
+                            g = held[m, c, d]
+                            if g is not None:  # None: the output does not reach the logits
+                                dots[d] += (g * dy).sum(1).double().cpu()
+                self.squares[key] += float(dots.square().sum())
+        self.logits.append(out.detach().cpu())
+        return _recorded_bytes(calls, grads) if measure else 0
+
+
+def _recorded_bytes(calls: Calls, grads: list[dict[str, list]]) -> int:
+    """The bytes a pass held at once: the modules' inputs, outputs and output gradients."""
+    held = sum(_bytes(t) for per in calls.values() for inputs, y in per for t in (*inputs, y))
+    return held + sum(_bytes(g) for per in grads for gs in per.values() for g in gs)
 
 
 def _bytes(t) -> int:

@@ -413,7 +413,7 @@ def _predict_cells(model, work, batches, units, todo, settings: AnalyzeSettings,
                 bar.update(1, kind=g)
     bar.close()
     start = time.perf_counter()
-    kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed)
+    kls, base_logits = predicted_kls(work, batches, changes, seed=settings.seed, progress=progress)
     share = (time.perf_counter() - start) / max(len(cells), 1)  # the passes, shared out
     for c in cells:
         c.kl = kls.get((c.unit, c.kind, c.k, c.granularity), 0.0)

@@ -17,7 +17,7 @@ from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
 from qretrain.retrain.blocks import find_blocks, plan_blocks, reconstruct
 from qretrain.retrain.layout import channels_last
-from qretrain.testing.drift import assert_same
+from qretrain.testing.reruns import assert_same
 
 PLAN = {"rules": [{"type": "Conv2d", "k": 4}, {"type": "Linear", "k": 8}]}
 

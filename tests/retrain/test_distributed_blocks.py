@@ -18,7 +18,7 @@ from qretrain.data.sets import tensor_set
 from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain import blocks as blocks_module
 from qretrain.testing.ranks import free_port, join_gloo, torchrun_qretrain
-from qretrain.testing.drift import assert_same
+from qretrain.testing.reruns import assert_same
 
 IMAGES = 50  # 25 per rank: a step of 16 takes 7, 8 or 9 of them on each
 PER_RANK_BATCH = 8

@@ -15,7 +15,7 @@ from qretrain.retrain import RetrainConfig, retrain
 from qretrain.retrain.centroids import CentroidTuner
 from qretrain.retrain.rounding import LR as ROUNDING_LR
 from qretrain.retrain.rounding import LearnedAssignments
-from qretrain.testing.drift import assert_same
+from qretrain.testing.reruns import assert_same
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ _EXPORTS = {
     "RecipeSettings": "qretrain.recipe",
     "load_dataset": "qretrain.data",
     "memory_limit": "qretrain._memory",
+    "keep_freed_memory": "qretrain._heap",
     "QretrainError": "qretrain.errors",
     "QretrainFileError": "qretrain.errors",
     "UntrustedCodeError": "qretrain.errors",

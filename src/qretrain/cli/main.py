@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from qretrain._heap import keep_freed_memory
 from qretrain._memory import memory_limit
 from qretrain._version import __version__
 from qretrain.cli import (
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # forward passes without page faults: qretrain._heap
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,0 +1,53 @@
+"""Freed memory kept on the heap: a large buffer allocated again after it was freed
+faults no page in, where glibc's default maps fresh pages each time."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qretrain._heap import keep_freed_memory
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+
+MEASURE = """
+import json, resource
+buffer = bytearray(256 << 20)  # above glibc's largest mmap threshold (32 MiB)
+del buffer
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+buffer = bytearray(256 << 20)
+print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                  - before}))
+"""
+
+
+def faults(setup: str, **env: str) -> dict:
+    """Page faults of allocating 256 MiB again after freeing it, in a fresh process
+    that first runs ``setup`` (which sets ``kept``)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    out = subprocess.run([sys.executable, "-c", setup + MEASURE], env=environ | env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_freed_memory_is_used_again_without_page_faults():
+    default = faults("kept = None")
+    kept = faults("from qretrain._heap import keep_freed_memory; kept = keep_freed_memory()")
+    assert kept["kept"] is True
+    assert default["faults"] > 50_000  # 256 MiB of fresh 4 KiB pages
+    assert kept["faults"] < default["faults"] / 20
+
+
+def test_the_command_line_keeps_freed_memory():
+    ran = faults("from qretrain.cli.main import main; main(['--version']); kept = True")
+    assert ran["faults"] < 5_000
+
+
+def test_glibc_variables_set_by_the_user_win(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
+    assert keep_freed_memory() is False
+    user = faults("from qretrain._heap import keep_freed_memory; kept = keep_freed_memory()",
+                  MALLOC_MMAP_MAX_="65536")  # fmt: skip
+    assert user["kept"] is False and user["faults"] > 50_000

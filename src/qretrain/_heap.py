@@ -4,11 +4,11 @@ glibc serves an allocation above its mmap threshold (32 MiB at most) with fresh 
 from the kernel and gives them back when it is freed, so the next one of that size
 faults every page in and has the kernel zero it again. A forward pass over a batch of
 images allocates and frees its activations layer by layer, each of them hundreds of
-MiB at 224 px, so on the project's 2-core AVX2 box EfficientNet-Lite0 spent twice as
-long in the kernel as in its own arithmetic (batches of 64 at 224 px: 4.0 million page
-faults for 128 images). With every allocation served from the heap and the heap kept,
-the same pass runs 3.3x faster with no page fault, the same numbers to the bit
-(``benchmarks/bench_heap.py``).
+MiB at 224 px, so on the project's 2-core AVX2 box EfficientNet-Lite0 spent nearly twice
+as long in the kernel as in its own arithmetic (batches of 64: 3.9 million page faults for
+128 images). With every allocation served from the heap and the heap kept, the same
+passes ran 3.3x faster with no page fault, the same numbers to the bit, and whole
+compression cases in 0.6x the time (``benchmarks/bench_heap.py``, docs/BENCHMARKS.md).
 
 The command line asks for this at its start; a Python program may call
 ``qretrain.keep_freed_memory()`` itself, or start Python with the environment variables

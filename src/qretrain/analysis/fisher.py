@@ -90,7 +90,8 @@ def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
                 recorded = sums.add_pass(model, x, record, measure=bar.done == 0)
                 if bar.done == 0:
                     per_image = recorded // len(x)
-                    per_pass = max(1, RECORD_BYTES // max(per_image, 1))
+                    fits = RECORD_BYTES // max(per_image, 1)
+                    per_pass = max(1, min(fits, max(len(b) for b in batches)))
                     logger.debug("Fisher passes of %d images (%d MiB recorded per image)",
                                  per_pass, per_image >> 20)  # fmt: skip
                 at += len(x)

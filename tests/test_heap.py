@@ -21,6 +21,9 @@ buffer = bytearray(256 << 20)
 print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                   - before}))
 """
+# A fresh 256 MiB mapping faults at least once per page: 65,536 pages of 4 KiB, or 128
+# huge pages where the kernel backs every mapping with 2 MiB pages.
+FRESH = 100
 
 
 def faults(setup: str, **env: str) -> dict:
@@ -36,13 +39,14 @@ def test_freed_memory_is_used_again_without_page_faults():
     default = faults("kept = None")
     kept = faults("from qretrain._heap import keep_freed_memory; kept = keep_freed_memory()")
     assert kept["kept"] is True
-    assert default["faults"] > 50_000  # 256 MiB of fresh 4 KiB pages
+    assert default["faults"] > FRESH
     assert kept["faults"] < default["faults"] / 20
 
 
 def test_the_command_line_keeps_freed_memory():
+    default = faults("kept = None")
     ran = faults("from qretrain.cli.main import main; main(['--version']); kept = True")
-    assert ran["faults"] < 5_000
+    assert ran["faults"] < default["faults"] / 20
 
 
 def test_glibc_variables_set_by_the_user_win(monkeypatch):
@@ -50,4 +54,4 @@ def test_glibc_variables_set_by_the_user_win(monkeypatch):
     assert keep_freed_memory() is False
     user = faults("from qretrain._heap import keep_freed_memory; kept = keep_freed_memory()",
                   MALLOC_MMAP_MAX_="65536")  # fmt: skip
-    assert user["kept"] is False and user["faults"] > 50_000
+    assert user["kept"] is False and user["faults"] > FRESH

@@ -14,6 +14,6 @@ import sys
 if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from qretrain.cli.main import main  # noqa: E402  (after sys.path is made safe)
+from qretrain.cli.main import entry  # noqa: E402  (after sys.path is made safe)
 
-sys.exit(main())
+sys.exit(entry())

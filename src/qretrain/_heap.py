@@ -7,12 +7,16 @@ images allocates and frees its activations layer by layer, each of them hundreds
 MiB at 224 px, so on the project's 2-core AVX2 box EfficientNet-Lite0 spent nearly twice
 as long in the kernel as in its own arithmetic (batches of 64: 3.9 million page faults for
 128 images). With every allocation served from the heap and the heap kept, the same
-passes ran 3.3x faster with no page fault, the same numbers to the bit, and whole
-compression cases in 0.6x the time (``benchmarks/bench_heap.py``, docs/BENCHMARKS.md).
+passes ran 3.3x faster with no page fault (the median of three runs), the same numbers to
+the bit, and whole compression cases in 0.59-0.85x the time (``benchmarks/bench_heap.py``,
+docs/BENCHMARKS.md).
 
 The command line asks for this at its start; a Python program may call
 ``qretrain.keep_freed_memory()`` itself, or start Python with the environment variables
-``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``, which say the same to glibc.
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``, which say the same to glibc (and,
+being set, leave the call nothing to do). Under another allocator preloaded in glibc's
+place (tcmalloc, jemalloc), ``mallopt`` may answer yes and do nothing: that allocator
+keeps freed memory in its own way.
 What it costs: the process keeps the memory it has freed for its next allocations
 (freed blocks inside the heap, and up to 2 GiB free at its top) instead of giving it back
 between passes: the cases measured peaked 1.2-1.3x higher.
@@ -31,15 +35,21 @@ logger = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 KEEP_FREE = 2**31 - 1  # bytes free at the heap's top that stay (mallopt takes an int)
-# Set by a user, glibc's own variables win: they are read when the process starts.
-GLIBC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def _user_tuned() -> bool:
+    """Whether the user tuned glibc's malloc (any ``MALLOC_*_`` variable, or a
+    ``glibc.malloc.`` tunable): then their settings stand, read when the process
+    started."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return "glibc.malloc." in tunables or any(v.startswith("MALLOC_") for v in os.environ)
 
 
 def keep_freed_memory() -> bool:
-    """Serve every allocation from the heap and keep what is freed there (module
-    docstring); True if glibc took it. Does nothing (False) off Linux, under another C
-    library, or when one of ``GLIBC_VARIABLES`` is set."""
-    if not sys.platform.startswith("linux") or any(v in os.environ for v in GLIBC_VARIABLES):
+    """Serve large allocations from the heap and keep what is freed there (module
+    docstring); True if glibc took both settings. Does nothing (False) off Linux,
+    under another C library, or when the user tuned malloc (``_user_tuned``)."""
+    if not sys.platform.startswith("linux") or _user_tuned():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on

@@ -66,8 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The ``qretrain`` program (and ``python -m qretrain``): ``main`` in a process that
+    keeps freed memory on the heap, which spares forward passes their page faults
+    (``qretrain._heap``). ``main`` alone changes nothing for the whole process, for
+    callers that run it in a process of their own (tests, notebooks)."""
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    keep_freed_memory()  # forward passes without page faults: qretrain._heap
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

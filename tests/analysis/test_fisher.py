@@ -130,21 +130,21 @@ def test_a_sweep_in_a_log_counts_the_images_of_its_passes(tiny_vgg, tmp_path, mo
     they print lines of images done, the last with the whole count; without progress,
     none."""
     model = sharpened(tiny_vgg)
-    monkeypatch.setattr(sys, "stderr", open(tmp_path / "log", "w"))
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line for every pass
     monkeypatch.setattr(fisher, "RECORD_BYTES", 1)  # one image a pass
-    for shown in (True, False):
-        caplog.clear()
-        with caplog.at_level("INFO", logger="qretrain.progress"):
-            analyze(model, unlabeled(6), settings=FISHER, progress=shown)
-        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Pred")]
-        if shown:
-            assert lines[0].startswith("Predicting: 1/6 images, ") and "ETA" in lines[0]
-            assert lines[-1].startswith("Predicting: 6/6 images in ")
-            assert len(lines) == 7  # a line a pass, then the closing one
-        else:
-            assert lines == []
-    sys.stderr.close()
+    with open(tmp_path / "log", "w") as log:
+        monkeypatch.setattr(sys, "stderr", log)
+        for shown in (True, False):
+            caplog.clear()
+            with caplog.at_level("INFO", logger="qretrain.progress"):
+                analyze(model, unlabeled(6), settings=FISHER, progress=shown)
+            lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Pred")]
+            if shown:
+                assert lines[0].startswith("Predicting: 1/6 images, ") and "ETA" in lines[0]
+                assert lines[-1].startswith("Predicting: 6/6 images in ")
+                assert len(lines) == 7  # a line a pass, then the closing one
+            else:
+                assert lines == []
 
 
 def test_the_prediction_depends_on_the_seed_and_the_images(tiny_vgg):

@@ -79,7 +79,7 @@ def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
     owners = {n: _owner(model, params, n) for n in names}
     modules = {m: model.get_submodule(m) for m in dict.fromkeys(owners.values())}
     sums = _Sums(modules, owners, cells, draws, torch.Generator().manual_seed(seed))
-    start = time.perf_counter()
+    start, images = time.perf_counter(), 0
     per_pass = 1  # images per pass: one first, then as many as RECORD_BYTES hold
     bar = Progress("Predicting", sum(len(b) for b in batches), "images", enabled=progress)
     with bar, _gradients_of(model, set(names)), _recorded(modules) as record:
@@ -87,16 +87,16 @@ def predicted_kls(model: nn.Module, batches: list[torch.Tensor],
             at = 0
             while at < len(batch):
                 x = batch[at : at + per_pass]
-                recorded = sums.add_pass(model, x, record, measure=bar.done == 0)
-                if bar.done == 0:
+                recorded = sums.add_pass(model, x, record, measure=images == 0)
+                if images == 0:
                     per_image = recorded // len(x)
                     fits = RECORD_BYTES // max(per_image, 1)
                     per_pass = max(1, min(fits, max(len(b) for b in batches)))
                     logger.debug("Fisher passes of %d images (%d MiB recorded per image)",
                                  per_pass, per_image >> 20)  # fmt: skip
                 at += len(x)
+                images += len(x)
                 bar.update(len(x))
-    images = bar.done
     logger.info("predicted the KL of %d cells over %d images (%d draws) in %.1f s", len(cells),
                 images, draws, time.perf_counter() - start)  # fmt: skip
     kls = {key: 0.5 * s / (images * draws) for key, s in sums.squares.items()}
@@ -115,7 +115,8 @@ class _Sums:
         self.squares = dict.fromkeys(cells, 0.0)
         self.logits: list[torch.Tensor] = []  # (B, classes) per pass
 
-    def add_pass(self, model: nn.Module, x: torch.Tensor, record, *, measure: bool) -> int:
+    def add_pass(self, model: nn.Module, x: torch.Tensor, record: Callable[[Callable], Calls],
+                 *, measure: bool) -> int:  # fmt: skip
         """One forward and backward pass over ``x`` (B, ...), added in. With ``measure``
         returns the bytes the pass held at once (the modules' inputs, outputs and output
         gradients), else 0."""

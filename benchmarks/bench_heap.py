@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -75,6 +76,8 @@ def main() -> None:
     import torch
 
     machine = _common.Machine()
+    # The children start from glibc's defaults, whatever this shell set
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(ROUNDS):
@@ -84,8 +87,10 @@ def main() -> None:
                         key = f"{model} batch {batch} {'kept' if keep == '1' else 'default'}"
                         out = Path(folder) / f"{model}-{batch}-{keep}-{round_}.json"
                         subprocess.run([sys.executable, __file__, "--child", model, str(batch),
-                                        keep, "--out", str(out)], check=True)  # fmt: skip
+                                        keep, "--out", str(out)], env=env, check=True)  # fmt: skip
                         row = json.loads(out.read_text())
+                        if row["kept"] != (keep == "1"):
+                            raise SystemExit(f"{key}: glibc did not take the setting")
                         anchor = Path(folder) / f"{model}-{batch}-0-{round_}.pt"
                         row["same_logits"] = bool(torch.equal(
                             torch.load(out.with_suffix(".pt")), torch.load(anchor)))  # fmt: skip

@@ -118,6 +118,38 @@ def float32_bytes(model) -> int:
     return sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
 
 
+class LayersAlone:
+    """EfficientNet-Lite0 with one plan's layers changed at a time, scored by the mean KL
+    to the original on unlabeled pool images (no ImageNet image): ``ks`` maps each
+    planned weight to its k, ``original`` holds the unchanged state dict, and
+    ``kl_of(replaced)`` scores the model with those tensors replaced, then restores it."""
+
+    POOL = "natural+tuxpaint-stamps+tuxpaint-stamps:scenes"
+
+    def __init__(self, plan: Path, images: int) -> None:
+        import yaml
+
+        import qretrain
+        from qretrain.data import load_dataset
+        from qretrain.metrics.quality import predict
+        from qretrain.models import get_arch
+
+        self.model = qretrain.load_model("efficientnet-lite0").eval()
+        self.data = load_dataset(self.POOL, get_arch(self.model).contract, limit=images, seed=0)
+        self.reference, _ = predict(self.model, self.data)
+        self.original = {n: v.clone() for n, v in self.model.state_dict().items()}
+        rules = yaml.safe_load(plan.read_text())["rules"]
+        self.ks = {f"{r['name']}.weight": r["k"] for r in rules}
+
+    def kl_of(self, replaced: dict) -> float:
+        from qretrain.metrics.quality import mean_kl, predict
+
+        self.model.load_state_dict(self.original | replaced)
+        logits, _ = predict(self.model, self.data)
+        self.model.load_state_dict(self.original)
+        return mean_kl(logits, self.reference)
+
+
 # --- scores -------------------------------------------------------------------------------
 def scores(logits, labels, reference) -> dict:
     """Every ImageNet figure the benchmarks report for one model: top-1, top-5, top-1

@@ -25,10 +25,8 @@ from __future__ import annotations
 import math
 
 import _common
-import yaml
 
 PLAN = _common.RESULTS / "case_effnet_8x" / "plan.yaml"
-POOL = "natural+tuxpaint-stamps+tuxpaint-stamps:scenes"
 LAYERS = 4  # the largest clustered layers measured alone
 
 
@@ -40,17 +38,10 @@ def main() -> None:
 
     import torch
 
-    import qretrain
     from qretrain.cluster.tensor import cluster_tensor
-    from qretrain.data import load_dataset
-    from qretrain.metrics.quality import mean_kl, predict
-    from qretrain.models import get_arch
 
-    model = qretrain.load_model("efficientnet-lite0").eval()
-    data = load_dataset(POOL, get_arch(model).contract, limit=args.images, seed=0)
-    reference, _ = predict(model, data)
-    original = {name: value.clone() for name, value in model.state_dict().items()}
-    ks = {f"{r['name']}.weight": r["k"] for r in yaml.safe_load(PLAN.read_text())["rules"]}
+    probe = _common.LayersAlone(PLAN, args.images)
+    original, ks, kl_of = probe.original, probe.ks, probe.kl_of
 
     def clustered(weight: torch.Tensor, k: int, group: int | None) -> tuple[torch.Tensor, int]:
         """(decoded weight, bytes); group None: one codebook for the tensor."""
@@ -60,12 +51,6 @@ def main() -> None:
         )
         bits = math.ceil(math.log2(k))
         return c.decode().reshape(weight.shape), math.ceil(weight.numel() * bits / 8) + rows * k * 4
-
-    def kl_of(replaced: dict[str, torch.Tensor]) -> float:
-        model.load_state_dict(original | replaced)
-        logits, _ = predict(model, data)
-        model.load_state_dict(original)
-        return mean_kl(logits, reference)
 
     largest = sorted(ks, key=lambda n: -original[n].numel())[:LAYERS]
     layers = {}
@@ -93,7 +78,7 @@ def main() -> None:
         whole[way] = {"bytes": size, "kl": kl_of(replaced)}
         print(f"whole plan, {way}: KL {whole[way]['kl']:.4f}, {size:,} B", flush=True)
     _common.write_result(_common.RESULTS / "grouped_codebooks.json",
-                         {"plan": "case_effnet_8x/plan.yaml", "images": len(data),
+                         {"plan": "case_effnet_8x/plan.yaml", "images": len(probe.data),
                           "layers": layers, "whole_plan": whole}, machine)  # fmt: skip
 
 

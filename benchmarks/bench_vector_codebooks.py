@@ -40,10 +40,8 @@ from __future__ import annotations
 import math
 
 import _common
-import yaml
 
 PLAN = _common.RESULTS / "case_effnet_8x_last_layer" / "plan.yaml"
-POOL = "natural+tuxpaint-stamps+tuxpaint-stamps:scenes"
 LAYERS = 4  # the largest clustered layers measured alone
 ITERATIONS = 30  # Lloyd rounds at most for a vector codebook
 SAMPLE = 20_000  # points the k-means++ start draws from
@@ -104,17 +102,10 @@ def main() -> None:
 
     import torch
 
-    import qretrain
     from qretrain.cluster.tensor import cluster_tensor
-    from qretrain.data import load_dataset
-    from qretrain.metrics.quality import mean_kl, predict
-    from qretrain.models import get_arch
 
-    model = qretrain.load_model("efficientnet-lite0").eval()
-    data = load_dataset(POOL, get_arch(model).contract, limit=args.images, seed=0)
-    reference, _ = predict(model, data)
-    original = {name: value.clone() for name, value in model.state_dict().items()}
-    ks = {f"{r['name']}.weight": r["k"] for r in yaml.safe_load(PLAN.read_text())["rules"]}
+    probe = _common.LayersAlone(PLAN, args.images)
+    original, ks, kl_of = probe.original, probe.ks, probe.kl_of
 
     def scalar(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
         """(decoded weight, bytes) of one codebook of k values."""
@@ -130,12 +121,6 @@ def main() -> None:
         centroids, index = pair_kmeans(points.float(), k * k, seed=0)
         size = math.ceil(len(points) * math.log2(k * k) / 8) + 4 * 2 * k * k
         return back(centroids[index]).to(weight.dtype), size
-
-    def kl_of(replaced: dict[str, torch.Tensor]) -> float:
-        model.load_state_dict(original | replaced)
-        logits, _ = predict(model, data)
-        model.load_state_dict(original)
-        return mean_kl(logits, reference)
 
     largest = sorted(ks, key=lambda n: -original[n].numel())[:LAYERS]
     layers = {}
@@ -175,7 +160,7 @@ def main() -> None:
     print(f"rule: KL ratio {kl_ratio:.3f} (at most 0.80), bytes ratio {bytes_ratio:.3f} "
           f"(at most 1.05): {'worth building' if worth else 'not worth building'}")  # fmt: skip
     _common.write_result(_common.RESULTS / "vector_codebooks.json",
-                         {"plan": "case_effnet_8x_last_layer/plan.yaml", "images": len(data),
+                         {"plan": "case_effnet_8x_last_layer/plan.yaml", "images": len(probe.data),
                           "layers": layers, "whole_plan": whole,
                           "rule": {"kl_ratio": kl_ratio, "bytes_ratio": bytes_ratio,
                                    "worth_building": worth}}, machine)  # fmt: skip

@@ -185,3 +185,43 @@ def test_unknown_method_lists_allowed_values():
 @pytest.mark.parametrize("k, bits", [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (32, 5), (256, 8)])
 def test_index_bits(k, bits):
     assert index_bits(k) == bits == (math.ceil(math.log2(k)) if k > 1 else 0)
+
+
+def test_pairs_give_one_codebook_of_output_channel_pairs():
+    """Weights [2i, ...] and [2i + 1, ...] come from one pair; at the bits of a scalar
+    codebook of 4 values, 16 pairs fit correlated channels better."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(32, 1, 8, 3, generator=g)
+    x = (base + 0.2 * torch.randn(64, 1, 8, 3, generator=g).reshape(32, 2, 8, 3)).reshape(64, 8, 3)
+    c = cluster_tensor(x, 16, granularity="pairs")
+    assert c.granularity is Granularity.PAIRS and c.vector == 2
+    assert c.codebook.shape == (1, 16, 2) and c.indices.shape == (32, 8, 3) and c.shape == x.shape
+    assert c.bits == 4  # per pair: 2 bits a weight
+    decoded = c.decode()
+    rows = decoded.reshape(32, 2, -1)
+    entries = c.codebook[0][c.indices.reshape(32, -1).long()]  # (32, 24, 2)
+    assert torch.equal(rows, entries.transpose(1, 2))
+    assert c.sq_error == pytest.approx(((decoded - x) ** 2).sum().item(), rel=1e-5)
+    assert c.sq_error < cluster_tensor(x, 4).sq_error
+    assert c.packed_nbytes() == 32 * 24 * 4 // 8 + 16 * 2 * 4
+
+
+def test_pairs_are_exact_with_few_distinct_pairs_and_fall_back_without_pairs():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [3.0, 4.0]])
+    c = cluster_tensor(x, 2, granularity="pairs")
+    assert torch.equal(c.decode(), x) and c.sq_error == 0
+    for shape in [(5, 4), (12,)]:  # odd output channels; one dimension
+        c = cluster_tensor(torch.randn(shape), 4, granularity="pairs")
+        assert c.granularity is Granularity.TENSOR and c.codebook.shape == (1, 4)
+
+
+def test_pairs_are_deterministic_for_a_seed_and_change_with_it():
+    x = sample("laplace", 40_000, seed=3).reshape(200, 200)
+    a, b, other = (cluster_tensor(x, 64, granularity="pairs", seed=s) for s in (0, 0, 1))
+    assert torch.equal(a.codebook, b.codebook) and torch.equal(a.indices, b.indices)
+    assert not torch.equal(a.codebook, other.codebook)
+
+
+def test_pairs_cluster_with_kmeans_only():
+    with pytest.raises(ValueError, match="granularity 'pairs' clusters with method 'kmeans' only"):
+        cluster_tensor(torch.randn(4, 4), 4, Method.LINEAR, granularity="pairs")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from qretrain.cluster.options import Method
+from qretrain.cluster.options import Granularity, Method
 from qretrain.cluster.report import ClusterReport, TensorRecord
 from qretrain.cluster.state import clusters_of, plans_of
 from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
@@ -100,6 +100,10 @@ def _validate(model: nn.Module, chosen: list[Decision]) -> None:
     errors = []
     for d in chosen:
         tensor = get_tensor(model, d.info.name)
+        if d.choice.granularity is Granularity.PAIRS and d.choice.method is not Method.KMEANS:
+            errors.append(f"{d.info.name}: granularity 'pairs' clusters with method 'kmeans' "
+                          f"only; got {d.choice.method.value!r}")  # fmt: skip
+            continue
         if tensor.dtype != torch.float32:
             errors.append(
                 f"{d.info.name} is {tensor.dtype}; qretrain clusters float32 models "

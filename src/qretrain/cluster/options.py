@@ -26,6 +26,14 @@ class Granularity(str, enum.Enum):
 
     TENSOR = "tensor"  # one codebook for the whole tensor
     CHANNEL = "channel"  # one codebook per output channel (first dimension)
+    # One codebook of 2-vectors for the whole tensor: each index gives the weights of two
+    # neighbouring output channels at one position (coremltools' vector palettization,
+    # cluster_dim 2 along the output channels). k counts pairs, so a pair's index takes
+    # log2(k) bits: k = 16 costs 2 bits a weight, as a scalar codebook of 4 values.
+    PAIRS = "pairs"
+
+
+VECTOR = {Granularity.TENSOR: 1, Granularity.CHANNEL: 1, Granularity.PAIRS: 2}  # values per index
 
 
 def parse_enum(enum_cls: type[enum.Enum], value: object, what: str) -> enum.Enum:

@@ -6,6 +6,10 @@ k, ``compress`` and the sweep check each tensor with ``check_values``), and the
 private ``_cluster_*`` functions assume valid input: a finite, non-empty,
 contiguous float32 1-D tensor and ``1 <= k <= 256``; they return the codebook sorted ascending with only values in use, the
 indices, and the squared error.
+
+Granularity ``pairs`` clusters the 2-vectors of neighbouring output channels at each
+position (``to_pairs``) by Lloyd's k-means (``_pair_kmeans``); a tensor whose output
+channels do not pair up (odd, or one dimension) gets one scalar codebook instead.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 
 from qretrain.cluster.kmeans1d import kmeans_1d
-from qretrain.cluster.options import MAX_K, Granularity, Method, parse_enum
+from qretrain.cluster.options import MAX_K, VECTOR, Granularity, Method, parse_enum
 from qretrain.errors import QretrainError
 
 # Tensors up to this size are reduced to their exact distinct values; larger ones to
@@ -26,6 +30,9 @@ from qretrain.errors import QretrainError
 EXACT_POINTS_MAX = 1 << 16
 HIST_BINS = 1 << 16
 CHUNK = 1 << 22  # elements per pass chunk: keeps temporaries in cache
+PAIR_ROUNDS = 25  # Lloyd rounds at most for a codebook of pairs
+PAIR_SAMPLE = 20_000  # pairs its k-means++ start draws from
+PAIR_CHUNK = 1 << 13  # pairs whose distances to every centroid are computed at once
 
 
 @dataclass
@@ -34,8 +41,11 @@ class ClusteredTensor:
 
     codebook: (G, K) float32, G = 1 per tensor or the number of output channels;
         row g holds ``sizes[g]`` used values ascending, then repeats its last one.
-    sizes: (G,) int64, values in use per row (<= k).
-    indices: uint8, the tensor's shape, each entry < sizes[its row].
+        For granularity ``pairs``: (1, K, 2), K 2-vectors, all in use, in no order.
+    sizes: (G,) int64, values (or pairs) in use per row (<= k).
+    indices: uint8, the tensor's shape, each entry < sizes[its row]. For ``pairs``
+        the shape with dimension 0 halved: index [i, ...] gives weights [2i, ...] and
+        [2i + 1, ...] (Core ML's vector axis 0).
     """
 
     codebook: torch.Tensor
@@ -48,7 +58,28 @@ class ClusteredTensor:
 
     @property
     def shape(self) -> torch.Size:
+        """The clustered tensor's shape."""
+        if self.granularity is Granularity.PAIRS:
+            return torch.Size((2 * self.indices.shape[0], *self.indices.shape[1:]))
         return self.indices.shape
+
+    @property
+    def vector(self) -> int:
+        """Values one index gives: 2 for pairs, else 1."""
+        return VECTOR[self.granularity]
+
+    def points(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (this tensor's shape) as the points its indices address: (G, N)
+        values per codebook row, or (1, N/2, 2) pairs. Inverse: ``from_points``."""
+        if self.granularity is Granularity.PAIRS:
+            return to_pairs(values).unsqueeze(0)
+        return values.reshape(self.codebook.shape[0], -1)
+
+    def from_points(self, points: torch.Tensor) -> torch.Tensor:
+        """``points`` (as ``points`` gives them) in this tensor's shape."""
+        if self.granularity is Granularity.PAIRS:
+            return from_pairs(points.reshape(-1, 2), self.shape)
+        return points.reshape(self.shape)
 
     @property
     def bits(self) -> int:
@@ -59,7 +90,7 @@ class ClusteredTensor:
         """The clustered tensor itself: float32, ``self.shape``."""
         groups = self.codebook.shape[0]
         flat = self.indices.reshape(groups, -1).long()
-        return torch.gather(self.codebook, 1, flat).reshape(self.shape)
+        return self.from_points(lookup(self.codebook, flat))
 
     def packed_nbytes(self) -> int:
         """Bytes of bit-packed indices plus codebook, before any gzip."""
@@ -69,6 +100,38 @@ class ClusteredTensor:
 
 
 Clusterings = dict[int, tuple["ClusteredTensor", torch.Tensor]]  # k -> (clustered, decoded)
+
+
+def lookup(codebook: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Each index's codebook entry: ``codebook`` (G, K) or (G, K, d), ``index`` (G, N)
+    long; (G, N) values or (G, N, d) vectors."""
+    if codebook.dim() == 2:
+        return codebook.gather(1, index)
+    return codebook.gather(1, index.unsqueeze(-1).expand(-1, -1, codebook.shape[2]))
+
+
+def scatter_sum(codebook: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Per codebook entry, the sum of the ``values`` (G, N) or (G, N, d) its indices
+    (G, N) give: a tensor of ``codebook``'s shape (the gradient of ``lookup``)."""
+    if codebook.dim() == 3:
+        index = index.unsqueeze(-1).expand(-1, -1, codebook.shape[2])
+    return torch.zeros_like(codebook).scatter_add_(1, index, values)
+
+
+def to_pairs(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (O, ...) with O even as (O/2 * rest, 2): the weights of output channels 2i
+    and 2i + 1 at each position, in the order of the indices (O/2, ...)."""
+    return x.reshape(x.shape[0] // 2, 2, -1).transpose(1, 2).reshape(-1, 2)
+
+
+def from_pairs(pairs: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Inverse of ``to_pairs``: (O/2 * rest, 2) back to ``shape``."""
+    return pairs.reshape(shape[0] // 2, -1, 2).transpose(1, 2).reshape(shape)
+
+
+def pairs_fit(shape: torch.Size | tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` can be stored as pairs of output channels."""
+    return len(shape) >= 2 and shape[0] % 2 == 0
 
 
 def index_bits(k: int) -> int:
@@ -113,6 +176,9 @@ def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Met
     if bad:
         raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {bad[0]!r}")
     check_values(values, name)
+    if granularity is Granularity.PAIRS and method is not Method.KMEANS:
+        raise QretrainError(f"{name}: granularity 'pairs' clusters with method 'kmeans' only; "
+                            f"got {method.value!r}")  # fmt: skip
     if method is Method.SENSITIVE:
         if importance is None:
             raise QretrainError(f"{name}: method 'sensitive-kmeans' needs the importance of "
@@ -149,6 +215,10 @@ def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
     x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:
         granularity = Granularity.TENSOR
+    if granularity is Granularity.PAIRS:
+        if pairs_fit(x.shape):
+            return _cluster_pairs(x, ks, seed)
+        granularity = Granularity.TENSOR  # no pairs of output channels: one scalar codebook
     rows = x.reshape(x.shape[0], -1) if granularity is Granularity.CHANNEL else x.reshape(1, -1)
     if method is Method.SENSITIVE:
         w = importance.detach().to("cpu", torch.float64).reshape(rows.shape)
@@ -181,6 +251,80 @@ def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
         )
         results[k] = (clustered, decoded.reshape(x.shape))
     return results
+
+
+def _cluster_pairs(x: torch.Tensor, ks: list[int], seed: int) -> Clusterings:
+    """``x`` (O, ...) float32, O even, as one codebook of at most k pairs of output
+    channels, for each k: k -> (clustered, decoded float32 of x's shape)."""
+    points = to_pairs(x)
+    distinct, inverse = torch.unique(points, dim=0, return_inverse=True)  # once for every k
+    results = {}
+    for k in dict.fromkeys(ks):
+        codebook, index = _pair_kmeans(points, distinct, inverse, k, seed)
+        decoded = codebook[index.long()]
+        clustered = ClusteredTensor(
+            codebook=codebook.unsqueeze(0),
+            sizes=torch.tensor([len(codebook)], dtype=torch.int64),
+            indices=index.reshape(x.shape[0] // 2, *x.shape[1:]),
+            k=k,
+            method=Method.KMEANS,
+            granularity=Granularity.PAIRS,
+            sq_error=float((points - decoded).double().square().sum()),
+        )
+        results[k] = (clustered, from_pairs(decoded, x.shape))
+    return results
+
+
+def _pair_kmeans(points: torch.Tensor, distinct: torch.Tensor, inverse: torch.Tensor, k: int,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Lloyd's k-means of ``points`` (n, 2) from a k-means++ start drawn (by ``seed``)
+    from at most PAIR_SAMPLE of its ``distinct`` pairs (``inverse``: each point's):
+    centroids (K, 2) float32, all in use, K <= k, and each point's index (n,) uint8.
+    Points of at most k distinct pairs get those pairs.
+
+    Not the exact optimum that 1-D k-means finds: Lloyd's rounds stop at a local one.
+    """
+    if len(distinct) <= k:
+        return distinct, inverse.to(torch.uint8)
+    generator = torch.Generator().manual_seed(seed)
+    sample = distinct[torch.randperm(len(distinct), generator=generator)[:PAIR_SAMPLE]]
+    chosen = [int(torch.randint(len(sample), (1,), generator=generator))]
+    nearest = (sample - sample[chosen[0]]).square().sum(1)
+    for _ in range(1, min(k, len(sample))):
+        pick = int(torch.multinomial(nearest.double() + 1e-300, 1, generator=generator))
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, (sample - sample[pick]).square().sum(1))
+    centroids = sample[chosen].double()
+    index = nearest_pairs(points, centroids.float())
+    for _ in range(PAIR_ROUNDS):
+        count = len(centroids)
+        counts = torch.bincount(index, minlength=count).double()
+        sums = torch.stack([torch.bincount(index, weights=points[:, d].double(), minlength=count)
+                            for d in range(2)], 1)  # fmt: skip
+        used = counts > 0
+        centroids = torch.where(used[:, None], sums / counts.clamp(min=1)[:, None], centroids)
+        moved = nearest_pairs(points, centroids.float())
+        if torch.equal(moved, index):
+            break
+        index = moved
+    counts = torch.bincount(index, minlength=len(centroids))
+    keep = torch.nonzero(counts).squeeze(1)  # empty clusters dropped, the rest renumbered
+    remap = torch.zeros(len(centroids), dtype=torch.int64)
+    remap[keep] = torch.arange(len(keep))
+    return centroids[keep].float(), remap[index].to(torch.uint8)
+
+
+def nearest_pairs(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index (n,) int64 of each point's nearest centroid (the lowest index on a tie).
+    Distances are computed term by term, not through a matrix product, so they and the
+    choice are the same for any thread count."""
+    index = torch.empty(len(points), dtype=torch.int64)
+    c0, c1 = centroids[:, 0], centroids[:, 1]
+    for at in range(0, len(points), PAIR_CHUNK):
+        p = points[at : at + PAIR_CHUNK]
+        distance = (p[:, :1] - c0).square_().add_((p[:, 1:] - c1).square_())
+        index[at : at + PAIR_CHUNK] = distance.argmin(1)
+    return index
 
 
 def _decode_into(x: torch.Tensor, codebook: torch.Tensor, idx: torch.Tensor, out: torch.Tensor):

@@ -19,10 +19,11 @@ def doc_reader():
 
 def test_the_documented_reader_decodes_every_tensor(tmp_path, tiny_resnet):
     read_qretrain, code = doc_reader()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 32
+    assert len([line for line in code.splitlines() if line.strip()]) <= 34
     qretrain.cluster_(tiny_resnet, {"rules": [
         {"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 5, "granularity": "channel"},
-        {"kinds": ["bn_running_mean"], "k": 1}]}, progress=False)  # fmt: skip
+        {"kinds": ["bn_running_mean"], "k": 1},
+        {"layers": "2-3", "k": 8, "granularity": "pairs"}]}, progress=False)  # fmt: skip
     qretrain.save(tiny_resnet, tmp_path / "m.h5")
     tensors = read_qretrain(tmp_path / "m.h5")
     state = qretrain.load(tmp_path / "m.h5", trust_code=True).state_dict()

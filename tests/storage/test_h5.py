@@ -21,14 +21,18 @@ PLAN = {
     ]
 }
 RESNET_PLAN = {"rules": [{"layers": "2-12", "k": 32}, {"kinds": ["bn_running_mean"], "k": 4}]}
+# Codebooks of pairs of output channels; the biases (one dimension) fall back to one
+# scalar codebook.
+PAIRS_PLAN = {"granularity": "pairs", "rules": [{"type": "Conv2d", "k": 16},
+                                                {"type": "Linear", "k": 64}]}  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", ["packed", "paper"])
-@pytest.mark.parametrize("which", ["vgg", "resnet"])
+@pytest.mark.parametrize("which", ["vgg", "resnet", "pairs"])
 def test_round_trip_outputs_are_exactly_equal(tmp_path, layout, which, tiny_vgg, tiny_resnet,
                                               images):  # fmt: skip
-    model = tiny_vgg if which == "vgg" else tiny_resnet
-    plan = {"rules": PLAN["rules"][:3]} if which == "vgg" else RESNET_PLAN
+    model = tiny_resnet if which == "resnet" else tiny_vgg
+    plan = {"vgg": {"rules": PLAN["rules"][:3]}, "resnet": RESNET_PLAN, "pairs": PAIRS_PLAN}[which]
     qretrain.cluster_(model, plan)
     expected = model(images)
     path = tmp_path / "m.h5"
@@ -41,6 +45,8 @@ def test_round_trip_outputs_are_exactly_equal(tmp_path, layout, which, tiny_vgg,
         assert torch.equal(loaded.state_dict()[name], tensor)
     original, restored = qretrain.cluster.clusters_of(model), qretrain.cluster.clusters_of(loaded)
     assert set(restored) == set(original)
+    if which == "pairs":
+        assert "pairs" in {c.granularity.value for c in original.values()}
     for name, c in original.items():
         assert torch.equal(restored[name].decode(), c.decode())
         assert restored[name].k == c.k and restored[name].granularity == c.granularity
@@ -134,7 +140,9 @@ def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
     edit_manifest(path, lambda doc: doc.update(format_version=2))
-    with pytest.raises(QretrainFileError, match="format version 2; this qretrain reads version 3"):
+    with pytest.raises(
+        QretrainFileError, match="format version 2; this qretrain reads versions 3 and 4 only"
+    ):
         qretrain.load(path)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -271,3 +279,45 @@ def test_a_small_model_file_is_its_packed_tensors_plus_at_most_4_kib(tmp_path, w
         t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in books
     )
     assert saved.file_bytes <= 1.1 * packed + 4096, (saved.file_bytes, packed, saved.breakdown)
+
+
+def test_a_file_of_pairs_is_checked_like_any_other(tmp_path, tiny_vgg):
+    """Pairs need an even first dimension; their indices stay within the codebook."""
+    qretrain.cluster_(tiny_vgg, {"rules": [{"type": "Conv2d", "k": 6, "granularity": "pairs"},
+                                           {"kinds": ["bias"], "k": 1}]})  # fmt: skip
+    path = tmp_path / "m.h5"
+    qretrain.save(tiny_vgg, path)
+    doc = manifest_of(path)
+    entry = tensor_entry(doc, "features.0.weight")
+    assert entry["cluster"]["granularity"] == "pairs" and entry["cluster"]["width"] == 6
+    assert doc["format_version"] == 4  # a version-3 reader would misread the pairs
+
+    def as_version_3(doc):
+        doc["format_version"] = 3
+
+    old = tmp_path / "old.h5"
+    old.write_bytes(path.read_bytes())
+    edit_manifest(old, as_version_3)
+    with pytest.raises(QretrainFileError, match="format version 3 with codebooks of pairs; they "
+                                                "are version 4, other files 3"):  # fmt: skip
+        qretrain.load(old)
+
+    def pairs_of_a_bias(doc):
+        tensor_entry(doc, "features.0.bias")["cluster"]["granularity"] = "pairs"
+
+    odd = tmp_path / "odd.h5"
+    odd.write_bytes(path.read_bytes())
+    edit_manifest(odd, pairs_of_a_bias)
+    with pytest.raises(QretrainFileError, match="'features.0.bias': granularity 'pairs' needs 2 or "
+                                                "more dimensions and an even first one"):  # fmt: skip
+        qretrain.load(odd)
+    # An index of 7 into 6 pairs (3 bits each, the first index of the packed bytes).
+    with h5py.File(path, "r+") as f:
+        entry = next(e for e in read_manifest(f, "m.h5").entries
+                     if e.name == "features.0.weight")  # fmt: skip
+        data = f["data"][()]
+        data[entry.offset + 6 * 2 * 4] |= 0b111  # after the codebook of 6 float32 pairs
+        f["data"][...] = data
+    reseal(path)
+    with pytest.raises(QretrainFileError, match="an index exceeds its codebook row"):
+        qretrain.load(path)

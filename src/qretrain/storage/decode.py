@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from qretrain.cluster.options import Granularity
-from qretrain.cluster.tensor import ClusteredTensor
+from qretrain.cluster.tensor import ClusteredTensor, nearest_pairs, to_pairs
 from qretrain.errors import QretrainFileError
 from qretrain.storage.bitpack import unpack_indices
 from qretrain.storage.schema import EntryMeta
@@ -76,9 +76,9 @@ def decode_entry(entry: EntryMeta, data: np.ndarray, label: str):
 
 
 def _codebook(entry: EntryMeta, parts: dict[str, np.ndarray]) -> torch.Tensor:
-    values = (
-        parts["codebook"].view("<f4").astype(np.float32).reshape(entry.groups, entry.cluster.width)
-    )
+    """(G, K) values, or (1, K, 2) for a codebook of pairs."""
+    shape = (entry.groups, entry.cluster.width) + ((entry.vector,) if entry.vector > 1 else ())
+    values = parts["codebook"].view("<f4").astype(np.float32).reshape(shape)
     return torch.from_numpy(values.copy())
 
 
@@ -91,22 +91,30 @@ def _packed(entry: EntryMeta, parts: dict[str, np.ndarray], label: str) -> Clust
     else:
         sizes = torch.tensor([cluster.width], dtype=torch.int64)
     _check_codebook(codebook, sizes, label)
+    count = entry.numel // entry.vector
     if cluster.bits:
-        indices = unpack_indices(parts["indices"], cluster.bits, entry.numel)
+        indices = unpack_indices(parts["indices"], cluster.bits, count)
     else:
-        indices = np.zeros(entry.numel, dtype=np.uint8)
+        indices = np.zeros(count, dtype=np.uint8)
     indices = torch.from_numpy(indices)
     rows = indices.reshape(entry.groups, -1)
     if rows.numel() and bool((rows.to(torch.int64) >= sizes[:, None]).any()):
         raise QretrainFileError(f"{label}: an index exceeds its codebook row")
-    return ClusteredTensor(codebook, sizes, indices.reshape(entry.shape), cluster.k,
+    return ClusteredTensor(codebook, sizes, indices.reshape(_index_shape(entry)), cluster.k,
                            cluster.method, cluster.granularity, cluster.sq_error)  # fmt: skip
+
+
+def _index_shape(entry: EntryMeta) -> tuple[int, ...]:
+    """The shape of an entry's indices: its own, dimension 0 halved for pairs."""
+    return (entry.shape[0] // entry.vector, *entry.shape[1:])
 
 
 def _from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: torch.Tensor,
                  label: str) -> ClusteredTensor:  # fmt: skip
     """Rebuild a paper-layout tensor's indices from its values and sorted codebook;
     every value must be one of its row's codebook values."""
+    if entry.vector > 1:
+        return _pairs_from_values(entry, tensor, codebook, label)
     sizes = torch.tensor(
         [int(torch.unique_consecutive(row).numel()) for row in codebook], dtype=torch.int64
     )
@@ -121,13 +129,32 @@ def _from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: torch.Tensor,
                            cluster.sq_error)  # fmt: skip
 
 
+def _pairs_from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: torch.Tensor,
+                       label: str) -> ClusteredTensor:  # fmt: skip
+    """A paper-layout tensor of pairs: each pair of values must be one of the
+    codebook's (1, K, 2) pairs."""
+    sizes = torch.tensor([codebook.shape[1]], dtype=torch.int64)
+    _check_codebook(codebook, sizes, label)
+    points = to_pairs(tensor.float())
+    index = nearest_pairs(points, codebook[0])
+    if not torch.equal(codebook[0][index], points):
+        raise QretrainFileError(f"{label}: its values are not all pairs of its codebook")
+    cluster = entry.cluster
+    return ClusteredTensor(codebook, sizes, index.to(torch.uint8).reshape(_index_shape(entry)),
+                           cluster.k, cluster.method, cluster.granularity,
+                           cluster.sq_error)  # fmt: skip
+
+
 def _check_codebook(codebook: torch.Tensor, sizes: torch.Tensor, label: str) -> None:
-    """Rows (G, K): sizes[g] finite values strictly ascending, then the last repeated."""
+    """Rows (G, K): sizes[g] finite values strictly ascending, then the last repeated;
+    a codebook of pairs (1, K, 2): finite, in any order."""
     width = codebook.shape[1]
     if not bool(torch.isfinite(codebook).all()):
         raise QretrainFileError(f"{label}: its codebook holds non-finite values")
     if sizes.numel() and (bool(((sizes < 1) | (sizes > width)).any()) or int(sizes.max()) != width):
         raise QretrainFileError(f"{label}: codebook sizes must be in [1, {width}]")
+    if codebook.dim() == 3:
+        return
     steps = codebook.diff(dim=1)  # (G, K-1)
     used = torch.arange(width - 1)[None, :] < (sizes[:, None] - 1)
     if bool((steps[used] <= 0).any()) or bool((steps[~used] != 0).any()):

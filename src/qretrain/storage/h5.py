@@ -1,6 +1,6 @@
 """qretrain model files: HDF5 with gzip, sealed, written atomically, read as untrusted.
 
-Layout of a file (format version 3)::
+Layout of a file (format version 3; 4 when it holds a codebook of pairs)::
 
     user block (512 B)    the seal: SHA-256 of the rest of the file (``storage.seal``)
     /manifest             uint8 bytes of one JSON document: format, format_version,
@@ -11,8 +11,9 @@ Layout of a file (format version 3)::
                           cluster {k, method, granularity, bits, width, sq_error}
     /data                 uint8: every tensor's bytes end to end, in manifest order
         raw tensor        its values, C order, little-endian
-        packed clustered  codebook (G, K) float32, sizes (G,) uint16 when per channel,
-                          bit-packed indices (absent when K = 1)
+        packed clustered  codebook (G, K) float32 (pairs: (1, K, 2)), sizes (G,)
+                          uint16 when per channel, bit-packed indices (absent when
+                          K = 1; one per pair for pairs)
         constant          nothing: the manifest holds the one value
 
 One dataset for all tensors keeps HDF5's own metadata to a few kilobytes per file,
@@ -69,11 +70,11 @@ from qretrain.storage.layout import Layout
 from qretrain.storage.schema import (
     DATA,
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
     ClusterMeta,
     EntryMeta,
     Manifest,
+    format_version,
     read_manifest,
 )
 from qretrain.storage.seal import USERBLOCK, check_seal, write_seal
@@ -181,7 +182,7 @@ def _write_file(target, model: nn.Module, arch: ArchSpec, layout: Layout,
     payload = b"".join(b for _, segments in encoded for _, b in segments)
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version([entry for entry, _ in encoded]),
         "layout": layout.value,
         "qretrain_version": __version__,
         "arch": arch.to_dict(),

@@ -23,14 +23,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from qretrain.cluster.options import Granularity, Method
+from qretrain.cluster.options import VECTOR, Granularity, Method
 from qretrain.cluster.tensor import MAX_K, index_bits
 from qretrain.errors import QretrainFileError
 from qretrain.models.specs import ArchSpec, parse_json
 from qretrain.storage.bitpack import packed_size
 
 FORMAT = "qretrain"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 3  # of files without codebooks of pairs: what readers before them read
+PAIRS_VERSION = 4  # of files with codebooks of pairs, which a version-3 reader would misread
+VERSIONS = (FORMAT_VERSION, PAIRS_VERSION)
 MANIFEST = "manifest"
 DATA = "data"
 ROOT_KEYS = {"format", "format_version", "layout", "arch", "plans", "qretrain_version",
@@ -88,16 +90,21 @@ class EntryMeta:
         channel = self.cluster is not None and self.cluster.granularity is Granularity.CHANNEL
         return self.shape[0] if channel else 1
 
+    @property
+    def vector(self) -> int:
+        """Values one index gives: 2 for a codebook of pairs, else 1."""
+        return VECTOR[self.cluster.granularity] if self.cluster is not None else 1
+
     def segments(self) -> list[tuple[str, int]]:
         """(part, bytes) in the order they lie in /data."""
         if self.encoding == "constant":
             return []
         c = self.cluster
-        codebook = [("codebook", self.groups * c.width * 4)] if c is not None else []
+        codebook = [("codebook", self.groups * c.width * self.vector * 4)] if c is not None else []
         if self.encoding == "raw":
             return [("values", self.numel * np.dtype(self.dtype).itemsize), *codebook]
         sizes = [("sizes", self.groups * 2)] if c.granularity is Granularity.CHANNEL else []
-        indices = [("indices", packed_size(self.numel, c.bits))] if c.bits else []
+        indices = [("indices", packed_size(self.numel // self.vector, c.bits))] if c.bits else []
         return [*codebook, *sizes, *indices]
 
     @property
@@ -147,11 +154,11 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
     if (
         isinstance(doc, dict)
         and doc.get("format") == FORMAT
-        and doc.get("format_version") != FORMAT_VERSION
+        and doc.get("format_version") not in VERSIONS
     ):
         raise QretrainFileError(
             f"{where} has format version {doc.get('format_version')!r}; this qretrain reads "
-            f"version {FORMAT_VERSION} only (docs/FORMAT.md, 'Versions')"
+            f"versions {' and '.join(map(str, VERSIONS))} only (docs/FORMAT.md, 'Versions')"
         )
     if not isinstance(doc, dict) or set(doc) != ROOT_KEYS:
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
@@ -182,8 +189,19 @@ def read_manifest(f: h5py.File, where: str) -> Manifest:
     names = [m.name for m in metas]
     if len(set(names)) != len(names):
         raise QretrainFileError(f"{where}: the manifest names a tensor twice")
+    if doc["format_version"] != format_version(metas):
+        raise QretrainFileError(f"{where}: format version {doc['format_version']} with"
+                                f"{'' if any(m.vector > 1 for m in metas) else 'out'} codebooks "
+                                f"of pairs; they are version {PAIRS_VERSION}, other files "
+                                f"{FORMAT_VERSION}")  # fmt: skip
     _check_dataset(_member(f, DATA, where), where, "uint8", (offset,))
     return Manifest(layout, arch, plans, metas, sha, offset)
+
+
+def format_version(entries: list[EntryMeta]) -> int:
+    """The version of a file holding ``entries``: PAIRS_VERSION with a codebook of
+    pairs, else FORMAT_VERSION (which every reader since version 3 reads)."""
+    return PAIRS_VERSION if any(e.vector > 1 for e in entries) else FORMAT_VERSION
 
 
 def _entry(d: Any, layout: str, where: str) -> EntryMeta:
@@ -234,6 +252,9 @@ def _cluster(d: Any, shape: tuple[int, ...], label: str) -> ClusterMeta:
         raise QretrainFileError(f"{label}: sq_error must be finite and >= 0; got {sq_error!r}")
     if granularity is Granularity.CHANNEL and len(shape) < 2:
         raise QretrainFileError(f"{label}: channel granularity needs 2 or more dimensions")
+    if granularity is Granularity.PAIRS and (len(shape) < 2 or shape[0] % 2):
+        raise QretrainFileError(f"{label}: granularity 'pairs' needs 2 or more dimensions and "
+                                f"an even first one; got shape {list(shape)}")  # fmt: skip
     return ClusterMeta(k, method, granularity, bits, float(sq_error), width)
 
 

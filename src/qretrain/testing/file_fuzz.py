@@ -39,11 +39,12 @@ HANG_SECONDS = 20
 
 
 def corpus(folder: Path) -> list[Path]:
-    """Three small sound files: packed (tensor, channel and k=1 codebooks), paper
-    layout, and a batch-norm net with clustered running statistics."""
+    """Three small sound files: packed (codebooks of pairs, per channel and of k=1),
+    the same in the paper layout, and a batch-norm net with clustered running
+    statistics (codebooks per tensor)."""
     torch.manual_seed(0)
     vgg = build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
-    cluster_(vgg, {"rules": [{"type": "Conv2d", "k": 16},
+    cluster_(vgg, {"rules": [{"type": "Conv2d", "k": 16, "granularity": "pairs"},
                              {"type": "Linear", "k": 5, "granularity": "channel"},
                              {"kinds": ["bias"], "k": 1}]}, progress=False)  # fmt: skip
     resnet = build_model("qretrain.zoo:resnet_small", width=4, blocks=1)

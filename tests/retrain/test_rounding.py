@@ -267,3 +267,58 @@ def test_a_teacher_whose_tensor_has_another_shape_is_refused(pair):
         r"shape \(3, .*retrain with the original as the teacher",
     ):
         _originals(other, student, [name])
+
+
+PAIRS_PLAN = {"granularity": "pairs", "rules": PLAN["rules"]}
+
+
+@pytest.fixture
+def pairs(tiny_resnet):
+    student = copy.deepcopy(tiny_resnet)
+    qretrain.cluster_(student, PAIRS_PLAN, progress=False)
+    assert {c.granularity.value for c in clusters_of(student).values()} == {"pairs"}
+    return tiny_resnet.eval(), student
+
+
+def test_a_pair_starts_at_its_original_projected_between_its_centroid_and_the_next(pairs):
+    teacher, student = pairs
+    tuner, rounding = assignments(student, teacher)
+    rounding.write()
+    for name in rounding.names:
+        cluster = tuner.clusters[name]
+        book = cluster.codebook[0]  # (K, 2)
+        lo, hi, free = rounding.lo[name][0], rounding.hi[name][0], rounding.free[name][0]
+        w0 = cluster.points(get_tensor(teacher, name).detach())[0]  # (N, 2)
+        assert free.all() and torch.equal(lo, tuner.clustered_indices[name][0])
+        # c_hi: the nearest pair other than c_lo
+        distance = (w0[:, None] - book[None]).square().sum(-1)
+        distance[torch.arange(len(lo)), lo] = float("inf")
+        assert torch.allclose(distance.min(1).values, distance[torch.arange(len(hi)), hi])
+        # The soft pair lies on the segment, where the original projects onto it.
+        soft = cluster.points(get_tensor(student, name).detach())[0]
+        step = book[hi] - book[lo]
+        t = ((w0 - book[lo]) * step).sum(-1) / step.square().sum(-1)
+        inside = (t > 0.011) & (t < 0.989)
+        assert inside.any()
+        expected = book[lo] + t[:, None] * step
+        assert torch.allclose(soft[inside], expected[inside], atol=1e-5)
+
+
+def test_block_wise_retraining_of_pairs_keeps_their_codebooks_and_saves(pairs, tmp_path, images):
+    teacher, student = pairs
+    initial = {n: c.indices.clone() for n, c in clusters_of(student).items()}
+    config = blocks_config(tune_centroids=True, tune_assignments=True)
+    result = retrain(student, teacher, make_data(), config, progress=False)
+    clustered = clusters_of(student)
+    for name, p in student.named_parameters():
+        if name in clustered:
+            c = clustered[name]
+            assert c.granularity.value == "pairs" and torch.equal(c.decode(), p)
+            assert torch.unique(c.points(p.detach())[0], dim=0).shape[0] <= c.k
+    choices = [h["assignments"] for h in result.record["blocks"]["history"]]
+    moved = sum(int((clustered[n].indices != initial[n]).sum()) for n in clustered)
+    assert moved == sum(c["moved"] for c in choices) and moved > 0
+    qretrain.save(student, tmp_path / "m.h5")
+    loaded = qretrain.load(tmp_path / "m.h5")
+    assert all(torch.equal(clusters_of(loaded)[n].indices, c.indices) for n, c in clustered.items())
+    assert torch.allclose(loaded(images), student.eval()(images), atol=1e-5)

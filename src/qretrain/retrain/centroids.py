@@ -10,11 +10,13 @@ state and ``write_back`` carry.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from qretrain.cluster.state import clusters_of
-from qretrain.cluster.tensor import ClusteredTensor
+from qretrain.cluster.tensor import ClusteredTensor, lookup, scatter_sum
 from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 
@@ -34,6 +36,7 @@ class CentroidTuner:
             for n, c in self.clusters.items()
         }
         # (G, N) long: the indices each tensor was clustered with, and those in use
+        # (N: the tensor's values per row, or its pairs)
         self.clustered_indices = {
             n: c.indices.reshape(c.codebook.shape[0], -1).long().to(get_tensor(model, n).device)
             for n, c in self.clusters.items()
@@ -52,20 +55,16 @@ class CentroidTuner:
             if weight.grad is None:
                 codebook.grad = None
                 continue
-            grad = torch.zeros_like(codebook)
-            index = self.flat_indices[name]
-            grad.scatter_add_(1, index, weight.grad.reshape(index.shape))
-            codebook.grad = grad
+            points = self.clusters[name].points(weight.grad)
+            codebook.grad = scatter_sum(codebook, self.flat_indices[name], points)
             weight.grad = None
 
     @torch.no_grad()
     def apply(self, only: list[str] | None = None) -> None:
         """Rewrite every clustered weight (or ``only`` these) from its codebook."""
         for name in self.names if only is None else only:
-            codebook = self.codebooks[name]
-            weight = get_tensor(self.model, name)
-            index = self.flat_indices[name]
-            weight.copy_(torch.gather(codebook, 1, index).reshape(weight.shape))
+            values = lookup(self.codebooks[name], self.flat_indices[name])
+            get_tensor(self.model, name).copy_(self.clusters[name].from_points(values))
 
     def state(self) -> dict[str, torch.Tensor]:
         """Codebooks, and the indices of tensors whose assignments changed (most keep
@@ -112,9 +111,12 @@ class CentroidTuner:
 def _resorted(old: ClusteredTensor, codebook: torch.Tensor,
               indices: torch.Tensor) -> ClusteredTensor:  # fmt: skip
     """Rows sorted ascending (used entries only, padding repeats the last), ``indices``
-    (G, N) remapped."""
+    (G, N) remapped; a codebook of pairs keeps its order."""
     codebook = codebook.clone()
     indices = indices.long().clone()
+    if codebook.dim() == 3:
+        return replace(old, codebook=codebook, indices=indices.to(torch.uint8).reshape(
+            old.indices.shape))  # fmt: skip
     for g, size in enumerate(old.sizes.tolist()):
         values, order = codebook[g, :size].sort()
         remap = torch.empty(size, dtype=torch.long)

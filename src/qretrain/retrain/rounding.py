@@ -17,6 +17,11 @@ h >= 1/2 and ``c_lo`` otherwise: still one of the row's used values, so a tensor
 at most k values and its file its size. Weights below the row's smallest centroid or
 above its largest (and those whose index is neither neighbour) keep their index.
 
+A codebook of pairs (granularity ``pairs``) has no order: each pair chooses between
+its centroid ``c_lo`` and the pair nearest to its original values after it, ``c_hi``,
+and moves along the line between them, ``h`` starting at the original pair's
+projection onto that line.
+
 Centroid values train with the assignments (they reach the codebooks through the same
 soft weights); ``CentroidTuner`` holds both. The neighbours come from the clustering the
 block started with (``tuner.clusters``), so a resumed run finds the same ones.
@@ -41,6 +46,7 @@ import math
 import torch
 from torch import nn
 
+from qretrain.cluster.tensor import PAIR_CHUNK, lookup
 from qretrain.errors import QretrainFileError
 from qretrain.models.layers import get_tensor
 from qretrain.retrain.centroids import CentroidTuner
@@ -74,11 +80,15 @@ class LearnedAssignments:
             device = tuner.codebooks[name].device
             codebook = clustered.codebook.to(device)
             index = tuner.clustered_indices[name]
-            w0 = originals[name].detach().reshape(index.shape).to(codebook)
-            lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
-            free = (lo != hi) & ((index == lo) | (index == hi))
-            c_lo, c_hi = codebook.gather(1, lo), codebook.gather(1, hi)
-            h0 = ((w0 - c_lo) / torch.where(free, c_hi - c_lo, 1.0)).clamp(0.01, 0.99)
+            w0 = clustered.points(originals[name].detach().reshape(clustered.shape).to(codebook))
+            if clustered.vector > 1:  # a pair: its centroid, or the next nearest to it
+                lo, hi = index, _second_nearest(codebook, w0, index)
+                free = lo != hi
+            else:
+                lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
+                free = (lo != hi) & ((index == lo) | (index == hi))
+            c_lo, c_hi = lookup(codebook, lo), lookup(codebook, hi)
+            h0 = (_along(w0 - c_lo, c_hi - c_lo, free)).clamp(0.01, 0.99)
             v = -torch.log((ZETA - GAMMA) / (h0 - GAMMA) - 1)
             self.lo[name] = torch.where(free, lo, index)
             self.hi[name] = torch.where(free, hi, index)
@@ -93,10 +103,12 @@ class LearnedAssignments:
         return torch.where(self.free[name], h, 0.0)
 
     def _soft(self, name: str) -> torch.Tensor:
-        """The tensor's soft values, (G, N), differentiable in V and the codebook."""
+        """The tensor's soft values, (G, N) or (1, N, 2) pairs, differentiable in V and
+        the codebook."""
         codebook = self.tuner.codebooks[name]
-        c_lo, c_hi = codebook.gather(1, self.lo[name]), codebook.gather(1, self.hi[name])
-        return c_lo + self._h(name) * (c_hi - c_lo)
+        c_lo, c_hi = lookup(codebook, self.lo[name]), lookup(codebook, self.hi[name])
+        h = self._h(name)
+        return c_lo + (h.unsqueeze(-1) if codebook.dim() == 3 else h) * (c_hi - c_lo)
 
     def beta(self) -> float | None:
         """The rounding term's exponent at the current step; None during warm-up."""
@@ -111,7 +123,7 @@ class LearnedAssignments:
         """Put the soft values into the model's weights (before a forward pass)."""
         for name in self.names:
             weight = get_tensor(self.tuner.model, name)
-            weight.copy_(self._soft(name).reshape(weight.shape))
+            weight.copy_(self.tuner.clusters[name].from_points(self._soft(name)))
 
     def collect_grads(self) -> None:
         """Turn the weights' gradients into V's and the codebooks', adding the rounding
@@ -121,7 +133,7 @@ class LearnedAssignments:
             weight = get_tensor(self.tuner.model, name)
             self.tuner.codebooks[name].grad = None
             if weight.grad is not None:
-                grad = weight.grad.reshape(self.lo[name].shape)
+                grad = self.tuner.clusters[name].points(weight.grad)
                 surrogate = surrogate + (self._soft(name) * grad).sum()
                 weight.grad = None
             if beta is not None:
@@ -171,6 +183,27 @@ class LearnedAssignments:
         self.step = state["step"]
         for name, v in self.v.items():
             v.copy_(saved[name])
+
+
+def _along(offset: torch.Tensor, step: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """How far along ``step`` (from c_lo to c_hi) ``offset`` (from c_lo) lies: values
+    (G, N), or pairs (G, N, 2) projected onto the line through both centroids."""
+    if offset.dim() == 2:
+        return offset / torch.where(free, step, 1.0)
+    return (offset * step).sum(-1) / torch.where(free, step.square().sum(-1), 1.0)
+
+
+def _second_nearest(codebook: torch.Tensor, w0: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per pair of ``w0`` (1, N, 2), the slot of the nearest pair of ``codebook``
+    (1, K, 2) other than its own ``index`` (1, N); its own where K = 1."""
+    if codebook.shape[1] == 1:
+        return index
+    out = torch.empty_like(index)
+    for at in range(0, index.shape[1], PAIR_CHUNK):
+        distance = (w0[0, at : at + PAIR_CHUNK, None, :] - codebook[0, None]).square().sum(-1)
+        distance.scatter_(1, index[0, at : at + PAIR_CHUNK, None], math.inf)
+        out[0, at : at + PAIR_CHUNK] = distance.argmin(1)
+    return out
 
 
 def _neighbours(codebook: torch.Tensor, sizes: torch.Tensor, w0: torch.Tensor):

@@ -1,6 +1,7 @@
 """Exports: safetensors keeps codebooks and indices exactly; torchscript runs."""
 
 import copy
+import importlib.util
 import json
 
 import numpy as np
@@ -133,6 +134,61 @@ def test_onnx_packs_3_5_6_7_bit_indices_exactly_and_runs(tmp_path, tiny_resnet):
     out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
+
+
+def test_codebooks_of_pairs_export_exactly_to_safetensors_onnx_and_core_ml(tmp_path, tiny_resnet):
+    """One codebook of pairs of output channels: safetensors holds it as stored, ONNX
+    rebuilds it with its own function, Core ML as one table of 2-vectors."""
+    onnx = pytest.importorskip("onnx", reason="pip install 'qretrain[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="pip install onnxruntime")
+    pytest.importorskip("safetensors", reason="pip install safetensors")
+    from onnx import numpy_helper
+    from safetensors.numpy import load_file
+
+    from qretrain.export.formats import coreml_tables
+    from qretrain.storage import unpack_indices
+
+    qretrain.cluster_(tiny_resnet, {"granularity": "pairs", "rules": [
+        {"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 64}]}, progress=False)  # fmt: skip
+    books = qretrain.codebooks(tiny_resnet)
+    assert {c.granularity.value for c in books.values()} == {"pairs"}
+    qretrain.export(tiny_resnet, tmp_path / "m.safetensors", "safetensors")
+    tensors = load_file(str(tmp_path / "m.safetensors"))
+    for name, c in books.items():
+        assert tensors[f"{name}.codebook"].shape == (1, c.codebook.shape[1], 2)
+        decoded = read_codebook_tensor(tensors[f"{name}.codebook"], tensors[f"{name}.indices"])
+        assert np.array_equal(decoded, tiny_resnet.state_dict()[name].numpy()), name
+    qretrain.export(tiny_resnet, tmp_path / "m.onnx", "onnx")
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    for name, c in books.items():
+        assert np.array_equal(inits[f"{name}.codebook"], c.codebook[0].numpy())
+        n, packed = c.indices.numel(), inits[f"{name}.indices"]  # one index per pair
+        unpacked = (
+            np.stack([packed & 15, packed >> 4], 1).reshape(-1)[:n]
+            if c.bits == 4
+            else unpack_indices(packed, c.bits, n)
+        )  # 4 bits: two a byte, as above
+        assert np.array_equal(unpacked, c.indices.numpy().reshape(-1))
+    assert sorted(f.name for f in graph.functions) == ["DecodePairs4", "DecodePairs6"]
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(out, tiny_resnet(x).numpy(), atol=1e-5)
+    if importlib.util.find_spec("coremltools") is None:
+        return
+    from qretrain.export.formats import _coreml_model
+
+    tables = coreml_tables(_coreml_model(tiny_resnet, check=True)._mil_program)
+    for name, c in books.items():  # the table's pairs are the codebook's, in its own order
+        decoded = c.decode().numpy()
+        (values, indices), = [(v, i) for v, i in tables
+                              if v.ndim == 3 and i.shape == c.indices.shape
+                              and np.array_equal(read_codebook_tensor(v, i), decoded)]  # fmt: skip
+        width = c.codebook.shape[1]
+        assert set(map(tuple, values[0, :width].tolist())) == set(
+            map(tuple, c.codebook[0].tolist())
+        )
 
 
 def test_coreml_tables_are_the_codebooks_exactly_when_read_back(tmp_path, tiny_resnet):

@@ -87,19 +87,24 @@ def test_a_coreml_plan_needs_the_model_to_measure(swept):
         PlanSettings(target_size=60_000, deploy="tflite")
 
 
-def test_codebooks_per_channel_are_sized_as_their_tables_and_exported_as_measured(tmp_path):
+@pytest.mark.parametrize("granularity", ["channel", "pairs"])
+def test_codebooks_per_channel_are_sized_as_their_tables_and_exported_as_measured(
+    tmp_path, granularity
+):
+    """Also codebooks of pairs: one table of 2-vectors, an index per pair."""
     torch.manual_seed(0)
     net = qretrain.build_model("qretrain.zoo:resnet_small", width=16, blocks=1).eval()
     g = torch.Generator().manual_seed(3)
     data = tensor_set("rand", torch.randint(0, 256, (16, 1, 28, 28), generator=g,
                                             dtype=torch.uint8).numpy(), None)  # fmt: skip
-    settings = AnalyzeSettings(ks=(4, 16, 64), kinds=("weight",), granularities="tensor,channel")
+    settings = AnalyzeSettings(ks=(4, 16, 64), kinds=("weight",),
+                               granularities=f"tensor,{granularity}")  # fmt: skip
     sweep = analyze(net, data, settings=settings, progress=False, plots=False)
-    for c in sweep.cells:  # per channel looks nearly free, so the plan takes it where it fits
-        c.kl = c.kl / 100 if c.granularity == "channel" else c.kl + 0.01
+    for c in sweep.cells:  # the other granularity looks nearly free: the plan takes it
+        c.kl = c.kl / 100 if c.granularity == granularity else c.kl + 0.01
     result = auto_plan(sweep, net, data, PlanSettings(target_size=130_000, metric="kl",
                                                       deploy="coreml"))  # fmt: skip
-    assert "channel" in {p.granularity for p in result.picks}
+    assert granularity in {p.granularity for p in result.picks}
     assert result.file_bytes <= 130_000
     # Each channel's table predicted as coremltools writes it: the plan's package, a
     # little over for the program, never under; and export writes what was measured.

@@ -2,7 +2,9 @@
 
 - ``safetensors``: every clustered tensor as its codebook (``NAME.codebook``, float32
   (G, K)), its indices (``NAME.indices``, uint8, the tensor's shape; row g of the
-  tensor reads codebook row g) and, per channel, ``NAME.sizes``; unclustered tensors
+  tensor reads codebook row g) and, per channel, ``NAME.sizes``; a codebook of pairs
+  as (1, K, 2) with indices of the tensor's shape, dimension 0 halved (index [i, ...]
+  gives [2i, ...] and [2i + 1, ...]; ``read_codebook_tensor``); unclustered tensors
   as they are; the manifest's JSON under the ``qretrain`` metadata key. No code, no
   pickle: a JSON header and raw little-endian bytes, written here without the
   ``safetensors`` package (which reads the file).
@@ -10,7 +12,8 @@
   graph from a float32 codebook and its indices packed at the file's bits, by one
   call of a model-local function per tensor (``qretrain.Decode{bits}``, one per bit
   width) made of stock operators (``Div`` and ``Mod`` by powers of two, ``Slice``,
-  ``Add`` the row offsets, ``Gather``, ``Reshape``); float32 tensors of 4,096 values
+  ``Add`` the row offsets, ``Gather``, ``Reshape``; for pairs ``qretrain.DecodePairs{bits}``,
+  with a ``Transpose`` instead of the offsets); float32 tensors of 4,096 values
   or more stored exactly in about 29 bits per value (see ``_split_floats``), batch
   norm as one scale and one shift per channel, equal small constants shared.
   Needs ``pip install 'qretrain[onnx]'``.
@@ -23,10 +26,11 @@
   in ``unique`` mode: a tensor of K distinct values becomes a LUT of the next
   supported size, 2 to 256, padded, with ceil(log2 K)-bit indices). A per-channel
   codebook becomes one table per output channel (``per_grouped_channel``, group
-  size 1), each holding exactly its row's values. The input contract becomes the
-  image input's preprocessing (scale 1 / (255 std), bias -mean / std) when std is
-  the same for every channel, else the input is a float tensor already normalised;
-  resizing is the caller's. Needs ``pip install 'qretrain[coreml]'``.
+  size 1), each holding exactly its row's values; a codebook of pairs one table of
+  2-vectors along the output channels (``cluster_dim`` 2, vector axis 0). The input
+  contract becomes the image input's preprocessing (scale 1 / (255 std), bias
+  -mean / std) when std is the same for every channel, else the input is a float
+  tensor already normalised; resizing is the caller's. Needs ``pip install 'qretrain[coreml]'``.
 
 Every program is checked before it is kept (``export.check``): the ONNX graph in
 onnxruntime, the TorchScript module, and the program Core ML converts (torch.export's;
@@ -54,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of
 from qretrain.errors import QretrainError
 from qretrain.export.check import attention_slow_path, check_outputs, one_line
@@ -185,20 +190,35 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
         if c is None:
             kept.append(init)
             continue
-        n, (groups, width), bits = init.name, c.codebook.shape, c.bits or 1
+        n, groups, width, bits = init.name, c.codebook.shape[0], c.codebook.shape[1], c.bits or 1
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
+        pairs = c.granularity is Granularity.PAIRS
+        rows = [c.indices.shape[0], -1] if pairs else [groups, -1]
         kept += [
             *_stored_indices(n, flat, bits, numpy_helper),
-            numpy_helper.from_array(c.codebook.numpy().reshape(-1), f"{n}.codebook"),
             numpy_helper.from_array(
-                np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
-            ),  # fmt: skip
-            numpy_helper.from_array(np.array([groups, -1], dtype=np.int64), f"{n}.rows"),
-            numpy_helper.from_array(np.array(c.indices.shape, dtype=np.int64), f"{n}.shape"),
+                c.codebook.numpy()[0]
+                if pairs  # (K, 2)
+                else c.codebook.numpy().reshape(-1),
+                f"{n}.codebook",
+            ),
+            *(
+                []
+                if pairs
+                else [
+                    numpy_helper.from_array(
+                        np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
+                    )
+                ]
+            ),
+            numpy_helper.from_array(np.array(rows, dtype=np.int64), f"{n}.rows"),
+            numpy_helper.from_array(np.array(c.shape, dtype=np.int64), f"{n}.shape"),
         ]
-        decoders.append(helper.make_node(f"Decode{bits}", [f"{n}.{part}" for part in DECODE_INPUTS],
-                                         [n], domain=DOMAIN))  # fmt: skip
-        widths.add(bits)
+        inputs = PAIRS_INPUTS if pairs else DECODE_INPUTS
+        decoders.append(helper.make_node(f"Decode{'Pairs' if pairs else ''}{bits}",
+                                         [f"{n}.{part}" for part in inputs], [n],
+                                         domain=DOMAIN))  # fmt: skip
+        widths.add((bits, pairs))
         replaced.add(n)
     missed = sorted(set(books) - replaced)
     if missed:  # the exporter folded or renamed them: they stay float32 in the graph
@@ -218,8 +238,9 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
     _compact_names(graph.graph)
     if widths:
         opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-        graph.functions.extend(_decode_function(bits, opset, numpy_helper, helper, TensorProto)
-                               for bits in sorted(widths))  # fmt: skip
+        graph.functions.extend(_decode_function(bits, pairs, opset, numpy_helper, helper,
+                                                TensorProto)
+                               for bits, pairs in sorted(widths))  # fmt: skip
         graph.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
@@ -230,26 +251,43 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
 
 DOMAIN = "qretrain"  # of the ONNX functions that decode clustered weights
 DECODE_INPUTS = ("indices", "count", "codebook", "offsets", "rows", "shape")
+PAIRS_INPUTS = ("indices", "count", "codebook", "rows", "shape")
 
 
-def _decode_function(bits: int, opset: int, numpy_helper, helper, TensorProto):
+def _decode_function(bits: int, pairs: bool, opset: int, numpy_helper, helper, TensorProto):
     """``qretrain.Decode{bits}``, the model-local ONNX function that rebuilds a clustered
     weight from its initializers (``DECODE_INPUTS``): unpack the indices
     (``_unpacker``), add each codebook row's offset, ``Gather`` from the flat
     codebook, reshape. One function per bit width, called once per tensor: the
-    graph holds one node per clustered weight instead of 10 to 14 of its own."""
+    graph holds one node per clustered weight instead of 10 to 14 of its own.
+
+    ``qretrain.DecodePairs{bits}`` (``PAIRS_INPUTS``) rebuilds a codebook of pairs:
+    the indices as (O/2, R), ``Gather`` from the (K, 2) codebook (O/2, R, 2), the pair
+    axis moved next to the rows (O/2, 2, R), reshaped to the weight's (O, ...)."""
     n = "x"
     constants, unpack = _unpacker(n, bits, numpy_helper, helper, TensorProto)
+    if pairs:
+        gather = [
+            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
+            helper.make_node("Gather", [f"{n}.codebook", f"{n}.by_row"], [f"{n}.pairs"]),
+            helper.make_node("Transpose", [f"{n}.pairs"], [f"{n}.values"], perm=[0, 2, 1]),
+        ]
+    else:
+        gather = [
+            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
+            helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
+            helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
+        ]
     nodes = [
         *(helper.make_node("Constant", [], [c.name], value=c) for c in constants),
         *unpack,
-        helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
-        helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
-        helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
+        *gather,
         helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [f"{n}.weight"]),
     ]
-    return helper.make_function(DOMAIN, f"Decode{bits}", [f"{n}.{p}" for p in DECODE_INPUTS],
-                                [f"{n}.weight"], nodes, [helper.make_opsetid("", opset)])  # fmt: skip
+    inputs = PAIRS_INPUTS if pairs else DECODE_INPUTS
+    return helper.make_function(DOMAIN, f"Decode{'Pairs' if pairs else ''}{bits}",
+                                [f"{n}.{p}" for p in inputs], [f"{n}.weight"], nodes,
+                                [helper.make_opsetid("", opset)])  # fmt: skip
 
 
 def _compact_names(graph) -> None:
@@ -574,14 +612,18 @@ def _coreml_model(model: nn.Module, *, check: bool):
         # norms' scales and shifts (mul, add) stay float32, whatever values they hold.
         # A per-channel codebook becomes one table per output channel (dimension 0 of
         # the weight, as in the file; group size 1 of coremltools' grouped channels).
+        # A codebook of pairs becomes one table of 2-vectors along dimension 0.
         per_channel = OpPalettizerConfig(mode="unique", granularity="per_grouped_channel",
                                          group_size=1, channel_axis=0, weight_threshold=1)  # fmt: skip
+        pairs = OpPalettizerConfig(mode="unique", cluster_dim=2, weight_threshold=1)
+        program = converted._mil_program
         config = OptimizationConfig(
             global_config=OpPalettizerConfig(mode="unique", weight_threshold=1),
             op_type_configs={"mul": None, "add": None},
-            op_name_configs=dict.fromkeys(
-                _per_channel_constants(converted._mil_program, model), per_channel
-            ),  # fmt: skip
+            op_name_configs={
+                **dict.fromkeys(_constants_of(program, model, Granularity.CHANNEL), per_channel),
+                **dict.fromkeys(_constants_of(program, model, Granularity.PAIRS), pairs),
+            },
         )
         palettized = palettize_weights(converted, config)
     except Exception as e:  # coremltools raises many types for what it cannot convert
@@ -595,13 +637,13 @@ def _coreml_model(model: nn.Module, *, check: bool):
     return palettized
 
 
-def _per_channel_constants(program, model: nn.Module) -> list[str]:
-    """Names of the program's constants that hold a clustered weight with one codebook
-    per channel: found by value (the converter names constants its own way), among
-    constants of such a weight's shape."""
+def _constants_of(program, model: nn.Module, granularity: Granularity) -> list[str]:
+    """Names of the program's constants that hold a clustered weight of ``granularity``
+    (per channel, or pairs): found by value (the converter names constants its own
+    way), among constants of such a weight's shape."""
     wanted: dict[tuple[int, ...], list[np.ndarray]] = {}
     for c in clusters_of(model).values():
-        if c.codebook.shape[0] > 1:
+        if c.granularity is granularity:
             wanted.setdefault(tuple(c.shape), []).append(c.decode().numpy())
     names = []
     for function in program.functions.values() if wanted else ():
@@ -649,13 +691,16 @@ def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:
     """(values (G, L), indices (the weight's shape)) of every lookup table in a Core ML
     program (in memory, or read back from a saved package with coremltools'
     ``milproto`` loader): G = 1 for a table of the whole tensor, else one row per
-    channel of dimension 0, which row g of the indices reads (``read_codebook_tensor``)."""
+    channel of dimension 0, which row g of the indices reads (``read_codebook_tensor``).
+    A table of pairs: values (1, L, 2), indices the weight's shape with dimension 0
+    halved."""
     tables = []
     for function in program.functions.values():
         for op in function.operations:
             if op.op_type == "constexpr_lut_to_dense":
-                lut = np.asarray(op.inputs["lut"].val)  # (G, 1, ..., L, 1)
-                tables.append((lut.reshape(lut.shape[0], -1),
+                lut = np.asarray(op.inputs["lut"].val)  # (G, 1, ..., L, vector size)
+                values = lut.reshape(lut.shape[0], -1, lut.shape[-1])
+                tables.append((values if lut.shape[-1] > 1 else values[..., 0],
                                np.asarray(op.inputs["indices"].val)))  # fmt: skip
     return tables
 
@@ -663,13 +708,18 @@ def coreml_tables(program) -> list[tuple[np.ndarray, np.ndarray]]:
 def _has_table(c, tables) -> bool:
     """Whether some table decodes to exactly ``c``'s weights."""
     decoded = c.decode().numpy()
-    return any(indices.shape == decoded.shape
+    return any(values.ndim == c.codebook.dim() and indices.shape == tuple(c.indices.shape)
                and np.array_equal(read_codebook_tensor(values, indices), decoded)
                for values, indices in tables)  # fmt: skip
 
 
 def read_codebook_tensor(codebook: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Decode an exported pair: row g of ``indices`` (the tensor's shape) reads row g of
-    ``codebook`` (G, K); for tests and readers of the safetensors export."""
+    """Decode an exported codebook and its indices: row g of ``indices`` (the tensor's
+    shape) reads row g of ``codebook`` (G, K); for a codebook of pairs (1, K, 2),
+    index [i, ...] gives the tensor's [2i, ...] and [2i + 1, ...]. For tests and
+    readers of the safetensors export."""
+    if codebook.ndim == 3:
+        pairs = codebook[0][indices.astype(np.int64)]  # (O/2, ..., 2)
+        return np.moveaxis(pairs, -1, 1).reshape(2 * indices.shape[0], *indices.shape[1:])
     rows = indices.reshape(codebook.shape[0], -1).astype(np.int64)
     return np.take_along_axis(codebook, rows, 1).reshape(indices.shape)

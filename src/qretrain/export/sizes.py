@@ -6,7 +6,9 @@ sit in the program itself. A float32 tensor of n values is one blob of 4n bytes;
 lookup table (``constexpr_lut_to_dense``) is its indices at ``bits`` per value and a
 table of 2^bits float32 values (coremltools pads a table of k values to the width its
 indices address) per row: one row for a table of the whole tensor, one per output
-channel for a codebook per channel; the table is a blob too from 16 values on. The rest of the program (its
+channel for a codebook per channel; the table is a blob too from 16 values on. A
+table of 2-vectors (``vector=2``) has one index per pair of values and twice the
+table's values. The rest of the program (its
 operations and names) and the package's manifest are not counted here: a planner
 measures them by converting the model (``export.formats.coreml_package_bytes``).
 """
@@ -33,23 +35,23 @@ def lut_bits(k: int) -> int:
     return next(b for b in LUT_BITS if 2**b >= k)
 
 
-def coreml_blobs(numel: int, k: int | None = None, rows: int = 1) -> list[int]:
+def coreml_blobs(numel: int, k: int | None = None, rows: int = 1, vector: int = 1) -> list[int]:
     """Bytes of each weight-file blob of a tensor of ``numel`` values: float32 (``k``
-    None) or a lookup table of ``k`` values per row, ``rows`` rows (1: the whole
-    tensor's; the output channels: one per channel): indices, then the tables when they
-    hold the 10 values a blob needs."""
+    None) or a lookup table of ``k`` entries of ``vector`` values per row, ``rows``
+    rows (1: the whole tensor's; the output channels: one per channel): indices, then
+    the tables when they hold the 10 values a blob needs."""
     if k is None:
         return [blob_bytes(4 * numel)] if numel >= IN_FILE_FROM else []
     bits = lut_bits(k)
-    blobs = [blob_bytes(math.ceil(numel * bits / 8))]
-    if rows * 2**bits >= IN_FILE_FROM:
-        blobs.append(blob_bytes(4 * rows * 2**bits))
+    blobs = [blob_bytes(math.ceil(numel // vector * bits / 8))]
+    if rows * 2**bits * vector >= IN_FILE_FROM:
+        blobs.append(blob_bytes(4 * rows * 2**bits * vector))
     return blobs
 
 
-def coreml_tensor_bytes(numel: int, k: int | None = None, rows: int = 1) -> int:
-    """Package bytes of a tensor of ``numel`` values, float32 or tables of ``k`` values
-    in ``rows`` rows: its blobs, and the float32 values of a constant too small for the
-    weight file (4 bytes each, in the program)."""
-    values = numel if k is None else rows * 2 ** lut_bits(k)  # the float32 values it holds
-    return sum(coreml_blobs(numel, k, rows)) + (4 * values if values < IN_FILE_FROM else 0)
+def coreml_tensor_bytes(numel: int, k: int | None = None, rows: int = 1, vector: int = 1) -> int:
+    """Package bytes of a tensor of ``numel`` values, float32 or tables of ``k`` entries
+    of ``vector`` values in ``rows`` rows: its blobs, and the float32 values of a
+    constant too small for the weight file (4 bytes each, in the program)."""
+    values = numel if k is None else rows * 2 ** lut_bits(k) * vector  # float32 values held
+    return sum(coreml_blobs(numel, k, rows, vector)) + (4 * values if values < IN_FILE_FROM else 0)

@@ -50,7 +50,7 @@ from torch.utils.data import Dataset
 from qretrain.analysis.record import Sweep, cell_label
 from qretrain.cluster.options import Granularity
 from qretrain.cluster.state import clusters_of, plans_of
-from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values
+from qretrain.cluster.tensor import ClusteredTensor, _cluster_many, check_values, pairs_fit
 from qretrain.data.batches import image_batches
 from qretrain.errors import QretrainError
 from qretrain.export.options import EXACT_K, Deploy
@@ -76,8 +76,8 @@ SIZE_SLACK = 0.01  # a measured artifact this much under the target is chosen ag
 
 @dataclass(frozen=True)
 class Pick:
-    """One chosen cell: cluster ``kind`` tensors of ``unit`` to ``k`` values, with one
-    codebook per tensor or per output channel (``granularity``)."""
+    """One chosen cell: cluster ``kind`` tensors of ``unit`` to ``k`` values (or pairs),
+    with one codebook per tensor, per output channel, or of pairs (``granularity``)."""
 
     unit: str
     layers: str
@@ -86,7 +86,7 @@ class Pick:
     tensors: tuple[str, ...]
     cost: float  # predicted drop, points
     saving: int  # bytes off the packed file (or the ``deploy`` artifact)
-    granularity: str = "tensor"  # one codebook per tensor, or per output channel
+    granularity: str = "tensor"  # one codebook per tensor, per output channel, or of pairs
     weight: float = 1.0  # how many times the cost counts when choosing (last_layer_weight)
 
     @property
@@ -277,8 +277,9 @@ def _groups(
     """(unit, kind) -> options, by ascending k (per tensor before per channel), with
     predicted costs (points, or for the kl metric millinats: a cell's mean KL, which
     needs no floor), those of a unit holding the model's last layer weighted by
-    ``last_layer_weight`` for the choice. A sweep of both granularities gives each unit
-    both to choose from: one codebook per channel costs bytes and saves error."""
+    ``last_layer_weight`` for the choice. A sweep of several granularities gives each
+    unit each to choose from: one codebook per channel costs bytes and saves error, one
+    of pairs saves error for a few bytes of codebook."""
     if metric == "kl":
         drops, slope = [(KL_SCALE * c.kl, c.kl) for c in sweep.cells], 0.0
     else:
@@ -348,7 +349,10 @@ def _coreml_groups(groups, model: nn.Module | None, progress: bool):
 def _table_bytes(shape: torch.Size, pick: Pick) -> int:
     """Package bytes of a tensor of ``shape`` as ``pick``'s lookup table: one row per
     output channel for a codebook per channel, as wide as a row can need (a row of
-    fewer values than k holds no more than it has)."""
+    fewer values than k holds no more than it has); a table of pairs where the output
+    channels pair up (else the one table a codebook of pairs falls back to)."""
+    if pick.granularity == "pairs" and pairs_fit(shape):
+        return coreml_tensor_bytes(shape.numel(), min(pick.k, shape.numel() // 2), vector=2)
     rows = shape[0] if pick.granularity == "channel" else 1
     return coreml_tensor_bytes(shape.numel(), min(pick.k, shape.numel() // rows), rows)
 
@@ -481,7 +485,7 @@ def _result(sweep, picks: list[Pick], metric, max_drop, target_size, base: int,
 
 def plan_from_picks(picks: list[Pick], method: str = "kmeans", seed: int = 0) -> Plan:
     """One exact-name rule per module and kind, in forward order; a rule names its
-    granularity only when it is per channel (the plan's default is per tensor)."""
+    granularity only when it is not per tensor (the plan's default)."""
     rules = []
     for p in picks:
         modules = dict.fromkeys(t.rpartition(".")[0] for t in p.tensors)

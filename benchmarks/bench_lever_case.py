@@ -42,12 +42,13 @@ def _folders(values: list[str]) -> dict[int, Path]:
 
 def _size(folder: Path) -> dict:
     """What the case's plan measured: the artifact's bytes and how many of its cells
-    have a codebook per channel."""
+    have a codebook per channel, or of pairs."""
     plan = _common.read_json(folder / "plan.json", {})
     rules = (folder / "plan.yaml").read_text()
     return {
         "plan_bytes": plan.get("file_bytes"),
         "channel_rules": rules.count("granularity: channel"),
+        "pairs_rules": rules.count("granularity: pairs"),
     }
 
 
@@ -82,7 +83,7 @@ def main() -> None:
             print(f"{side} seed {seed}: GCompris KL {run['label_free']['gcompris']['mean_kl']:.4f}, "
                   f"agreement {run['label_free']['gcompris']['agreement']:.2%} (start KL "
                   f"{run['clustered']['gcompris']['mean_kl']:.4f}); {run['channel_rules']} "
-                  "rules per channel", flush=True)  # fmt: skip
+                  f"rules per channel, {run['pairs_rules']} of pairs", flush=True)  # fmt: skip
     seeds = sorted(anchor)
 
     def judged(side: str, seed: int, key: str) -> float:

@@ -103,12 +103,12 @@ def test_a_record_with_another_granularity_is_refused(both, tmp_path):
     raw["cells"][0]["granularity"] = "group"
     (tmp_path / "sweep.json").write_text(json.dumps(raw))
     with pytest.raises(QretrainFileError, match="granularity is 'group'; expected one of "
-                                                "tensor, channel"):  # fmt: skip
+                                                "tensor, channel, pairs"):  # fmt: skip
         Sweep.load(tmp_path)
 
 
 def test_settings_name_known_granularities_and_records_keep_their_keys():
-    with pytest.raises(QretrainError, match="must be some of tensor, channel; got"):
+    with pytest.raises(QretrainError, match="must be some of tensor, channel, pairs; got"):
         AnalyzeSettings(granularities="tensor,group")
     assert "granularities" not in AnalyzeSettings().to_dict()  # records made before it
     assert AnalyzeSettings(granularities="channel,tensor").granularities == ("channel", "tensor")
@@ -139,3 +139,25 @@ def test_the_planner_takes_a_channel_cell_where_it_saves_error_and_the_file_is_r
     cluster_(model, chosen.plan)
     assert file_bytes(model) == chosen.file_bytes
     assert Granularity.CHANNEL in {c.granularity for c in clusters_of(model).values()}
+
+
+def test_pairs_cells_are_swept_where_output_channels_pair_up_within_a_group():
+    """Pairs of a depthwise convolution would join two groups, which Core ML cannot
+    store as a table of pairs: such layers, odd ones and biases get no pairs cells."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.ReLU(),  # depthwise: one channel a group
+        torch.nn.Conv2d(8, 8, 3, groups=2), torch.nn.ReLU(),  # four channels a group
+        torch.nn.Conv2d(8, 5, 3), torch.nn.Flatten(), torch.nn.Linear(5 * 20 * 20, 10),
+    ).eval()  # fmt: skip
+    settings = AnalyzeSettings(ks=(4, 16), granularities=("tensor", "pairs"))
+    sweep = analyze(net, images(16), settings=settings, progress=False, plots=False)
+    paired = {(c.unit, c.kind) for c in sweep.cells if c.granularity == "pairs"}
+    units = {c.unit for c in sweep.cells}
+    assert len(units) == 5
+    weights = {unit for unit, kind in paired if kind == "weight"}
+    assert len(weights) == 3 and len({u for u, kind in paired if kind == "bias"}) == 0
+    for c in sweep.cells:
+        if c.granularity == "pairs":
+            assert c.file_bytes > 0 and c.kl >= 0

@@ -47,13 +47,16 @@ class Cell:
     exact: bool  # k >= distinct values: nothing changed
     seconds: float
     predicted: bool = False
-    granularity: str = "tensor"  # one codebook per tensor, or per output channel
+    granularity: str = "tensor"  # one codebook per tensor, per output channel, or of pairs
 
 
 def cell_label(kind: str, granularity: str) -> str:
-    """How progress, summaries and plans name a cell's kind: ``weight``, or ``weight
-    per channel`` for one codebook per output channel."""
-    return kind if granularity == "tensor" else f"{kind} per {granularity}"
+    """How progress, summaries and plans name a cell's kind: ``weight``, ``weight per
+    channel`` for one codebook per output channel, ``weight in pairs`` for a codebook
+    of pairs."""
+    if granularity == "tensor":
+        return kind
+    return f"{kind} in pairs" if granularity == "pairs" else f"{kind} per {granularity}"
 
 
 @dataclass

@@ -18,8 +18,9 @@ DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Sweep kinds: what one analysis cell clusters in a layer. "bn" is the four
 # batch-norm tensors of the layer's batch norm, as plans' ``kinds: [bn]`` selects them.
 SWEEP_KINDS = ("weight", "bias", "bn")
-# Codebooks a sweep may try: one per tensor, or one per output channel (tensors of two
-# or more dimensions only; a unit holding a 1-D tensor of the kind has no channel cells).
+# Codebooks a sweep may try: one per tensor, one per output channel, or one of pairs of
+# output channels (tensors of two or more dimensions only, an even number of channels for
+# pairs; a unit holding another tensor of the kind has no such cells).
 GRANULARITIES = tuple(g.value for g in Granularity)
 
 
@@ -74,8 +75,9 @@ class AnalyzeSettings(Settings):
     granularities: tuple[str, ...] = setting(
         ("tensor",),
         subset_of(GRANULARITIES),
-        "codebooks to sweep: tensor (one per tensor), channel (one per output channel); "
-        "tensor,channel gives the planner both to choose from per layer (default: tensor)",
+        "codebooks to sweep: tensor (one per tensor), channel (one per output channel), "
+        "pairs (one of 2-vectors of neighbouring output channels); several, e.g. "
+        "tensor,pairs, give the planner each to choose from per layer (default: tensor)",
     )
     unit: Unit = setting(
         Unit.LAYER,

@@ -5,8 +5,9 @@ A *unit* is a layer or a block (see ``census``); a *kind* is ``weight``, ``bias`
 rest of the model as it was. With ``granularities: [tensor, channel]`` a unit and
 kind whose tensors have output channels is also swept with one codebook of k values
 per output channel (more bytes of codebook, less error), at each k whose codebooks
-stay small beside the indices (``_channels_pay``), so that a planner can choose
-between the two layer by layer at their bytes. Quality needs no labels: agreement (share of equal
+stay small beside the indices (``_channels_pay``); with ``pairs``, where every tensor's
+output channels pair up within a group, with one codebook of k pairs; so that a planner can choose
+between them layer by layer at their bytes. Quality needs no labels: agreement (share of equal
 top-1 predictions) and mean KL against the unclustered model, plus top-1 accuracy
 when the data has labels.
 
@@ -50,7 +51,7 @@ from qretrain.analysis.record import RECORD, Cell, Sweep, cell_label
 from qretrain.analysis.settings import AnalyzeSettings, Signal, Unit
 from qretrain.analysis.staged import Stages
 from qretrain.cluster.options import Granularity
-from qretrain.cluster.tensor import _cluster_many, check_values, index_bits
+from qretrain.cluster.tensor import _cluster_many, check_values, index_bits, pairs_fit
 from qretrain.data.batches import image_batches
 from qretrain.device import fast_bfloat16
 from qretrain.distributed import Ranks
@@ -118,7 +119,7 @@ def analyze(
         if u.tensors.get(kind)
         for g in settings.granularities
         for k in settings.ks
-        if g == "tensor" or _channels_pay(model, u.tensors[kind], k)
+        if _cell_fits(model, u.tensors[kind], k, g)
         if (u.name, kind, k, g) not in done
     ]
     if settings.signal is Signal.FISHER:
@@ -275,6 +276,27 @@ def _baseline(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor,
         "file_bytes": file_bytes(model) if packed_bytes is None else packed_bytes,
         "float32_bytes": float32_bytes,
     }
+
+
+def _cell_fits(model: nn.Module, names: tuple[str, ...], k: int, granularity: str) -> bool:
+    """Whether a unit's tensors ``names`` get a cell of ``granularity`` at ``k``: always
+    per tensor; per channel where it pays (``_channels_pay``); as pairs where every
+    tensor's output channels pair up within a group (``_pairs_fit``)."""
+    if granularity == "channel":
+        return _channels_pay(model, names, k)
+    if granularity == "pairs":
+        return all(_pairs_fit(model, n) for n in names)
+    return True
+
+
+def _pairs_fit(model: nn.Module, name: str) -> bool:
+    """Whether tensor ``name`` pairs up its output channels within each group of its
+    convolution: a depthwise convolution's pairs would join two groups, which Core ML's
+    tables of pairs cannot hold (coremltools' ``is_cluster_dim_valid``), so its cells
+    would be float32 in a package sized for tables."""
+    shape = get_tensor(model, name).shape
+    groups = getattr(model.get_submodule(name.rpartition(".")[0]), "groups", 1)
+    return pairs_fit(shape) and (shape[0] // groups) % 2 == 0
 
 
 def _channels_pay(model: nn.Module, names: tuple[str, ...], k: int) -> bool:

@@ -153,9 +153,10 @@ class RecipeSettings(Settings):
     granularities: tuple[str, ...] = setting(
         ("tensor",),
         subset_of(GRANULARITIES),
-        "codebooks the plan may use: tensor (one per tensor, default), or "
-        "tensor,channel (the planner also weighs one codebook per output channel, "
-        "layer by layer, at its bytes)",
+        "codebooks the plan may use: tensor (one per tensor, default), or also "
+        "channel (one per output channel) or pairs (one of 2-vectors of neighbouring "
+        "output channels), e.g. tensor,pairs: the planner weighs each layer by layer, "
+        "at its bytes",
     )
     epochs: int | None = setting(
         None,

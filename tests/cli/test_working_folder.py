@@ -19,6 +19,7 @@ import torch
 import yaml
 
 import qretrain
+from qretrain.testing.ranks import torchrun_qretrain
 
 PLANTED = ("onnx", "h5py", "efficientnet_lite_pytorch", "torchvision", "torch", "numpy",
            "yaml", "safetensors", "PIL", "matplotlib")  # fmt: skip
@@ -100,6 +101,19 @@ def test_entry_points_skip_the_working_folder(stranger, entry):
     result = subprocess.run([*command, "export", "m.h5", "--format", "onnx", "-o", "m.onnx"],
                             cwd=stranger, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ran(stranger) == [] and result.returncode == 0, result.stderr[-2000:]
+
+
+def test_torchrun_without_python_skips_the_working_folder(stranger):
+    """``torchrun -m qretrain`` would import a planted ``qretrain.py`` (Python resolves
+    ``-m`` from the working folder first); ``torchrun --no-python qretrain``, as the docs
+    give it, runs the console script, which does not."""
+    (stranger / "qretrain.py").write_text(
+        f"open({str(stranger / 'RAN-qretrain')!r}, 'w').close()\n"
+        "raise SystemExit('planted module imported')\n"
+    )
+    torchrun_qretrain(["export", "m.h5", "--format", "onnx", "-o", "m.onnx"], processes=1,
+                      cwd=stranger)  # fmt: skip
+    assert ran(stranger) == [] and (stranger / "m.onnx").is_file()
 
 
 def test_a_typed_spec_is_imported_from_the_working_folder_for_that_import_only(stranger):

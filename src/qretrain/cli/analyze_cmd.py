@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep.json, sweep.csv, census.txt, summary.md and PNG plots to DIR; rerunning "
         "into DIR skips finished cells. With --signal fisher each cell's KL is predicted "
         "instead, from its clustering error weighted by the Fisher information (one "
-        "forward and backward pass over the images in all): a sweep to plan on the kl metric from. Under "
-        "torchrun (torchrun --nproc-per-node N -m qretrain analyze ...) the processes share "
-        "the cells out (gloo on cpu, nccl on cuda) and rank 0 writes the same record one "
-        "process would.",
+        "forward and backward pass over the images in all): a sweep to plan on the kl "
+        "metric from. Under torchrun (torchrun --nproc-per-node N --no-python qretrain "
+        "analyze ...) the processes share the cells out (gloo on cpu, nccl on cuda) and "
+        "rank 0 writes the same record one process would.",
         example=EXAMPLE,
     )
     add_model_arguments(parser)

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "codebooks, so OUT.h5 keeps the size of STUDENT.h5. Writes OUT.json with the "
         "run record and a checkpoint OUT.ckpt after every epoch (OUT.blocks.ckpt after every "
         "pass over a block). Under torchrun "
-        "(torchrun --nproc-per-node N -m qretrain retrain ...) each process trains on "
+        "(torchrun --nproc-per-node N --no-python qretrain retrain ...) each process trains on "
         "its shard of D (gloo on cpu, nccl on cuda; --batch-size is per process) and "
         "rank 0 writes the files: output matching with DistributedDataParallel; "
         "--objective blocks sums each step's gradients over the processes, so that it "

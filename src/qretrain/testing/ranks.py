@@ -5,9 +5,11 @@ spawned worker starts with, and the command line under torchrun itself."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
@@ -26,12 +28,26 @@ def join_gloo(rank: int, world_size: int, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
 
 
-def torchrun_qretrain(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node PROCESSES -m qretrain ARGS`` (the module
-    torchrun runs, ``torch.distributed.run``), its output captured; fails the caller's
-    test with the end of its stderr when it exits non-zero."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(processes), "-m", "qretrain", *args]  # fmt: skip
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
+def torchrun_qretrain(args: list[str], processes: int = 2,
+                      cwd: str | Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """``torchrun --standalone --nproc-per-node PROCESSES --no-python qretrain ARGS`` as
+    the docs give it (both programs this interpreter's console scripts, so neither
+    resolves a module from the working folder ``cwd``), its output captured; fails the
+    caller's test with the end of its stderr when it exits non-zero."""
+    torchrun, qretrain = (_program(name) for name in ("torchrun", "qretrain"))
+    command = [torchrun, "--standalone", "--nproc-per-node", str(processes), "--no-python",
+               qretrain, *args]  # fmt: skip
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300,
+                          cwd=cwd)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return done
+
+
+def _program(name: str) -> str:
+    """The console script ``name`` beside this interpreter (a virtual environment's), or
+    on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"no {name} program beside {sys.executable} or on PATH")
+    return found

@@ -106,3 +106,13 @@ def test_clustering_that_makes_a_tensor_larger_is_warned(caplog):
     assert "take more bytes" not in caplog.text
     qretrain.cluster_(model, {"rules": [{"type": "Linear", "k": 9}]}, warn_larger=False)
     assert "take more bytes" not in caplog.text
+
+
+def test_pairs_where_channels_do_not_pair_up_say_so(tiny_vgg, caplog):
+    with caplog.at_level("INFO", logger="qretrain"):
+        qretrain.cluster_(tiny_vgg, {"granularity": "pairs", "rules": [
+            {"type": "Linear", "k": 4, "kinds": ["weight", "bias"]}]})  # fmt: skip
+    books = clusters_of(tiny_vgg)
+    assert books["classifier.1.weight"].granularity.value == "pairs"
+    assert books["classifier.1.bias"].granularity.value == "tensor"
+    assert "3 tensor(s) of granularity 'pairs' have no pairs of output channels" in caplog.text

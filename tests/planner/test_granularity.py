@@ -161,3 +161,15 @@ def test_pairs_cells_are_swept_where_output_channels_pair_up_within_a_group():
     for c in sweep.cells:
         if c.granularity == "pairs":
             assert c.file_bytes > 0 and c.kl >= 0
+
+
+def test_pairs_need_kmeans_and_a_layer_core_ml_pairs_along_its_output_channels():
+    from qretrain.analysis.sweep import _pairs_fit
+
+    with pytest.raises(QretrainError, match="granularity 'pairs' clusters with method 'kmeans' "
+                                            "only; got method 'linear'"):  # fmt: skip
+        AnalyzeSettings(granularities="tensor,pairs", method="linear")
+    net = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 8, 3), torch.nn.Conv2d(8, 8, 3),
+                              torch.nn.Linear(4, 6), torch.nn.Bilinear(2, 2, 4))  # fmt: skip
+    fits = {name: _pairs_fit(net, f"{name}.weight") for name in ("0", "1", "2", "3")}
+    assert fits == {"0": False, "1": True, "2": True, "3": False}

@@ -322,3 +322,21 @@ def test_block_wise_retraining_of_pairs_keeps_their_codebooks_and_saves(pairs, t
     loaded = qretrain.load(tmp_path / "m.h5")
     assert all(torch.equal(clusters_of(loaded)[n].indices, c.indices) for n, c in clustered.items())
     assert torch.allclose(loaded(images), student.eval()(images), atol=1e-5)
+
+
+def test_a_pair_whose_next_nearest_is_its_twin_is_not_free(pairs):
+    """Tuning may leave two equal pairs in a codebook: the line between them has no
+    length, so such a pair keeps its centroid instead of dividing by zero."""
+    teacher, student = pairs
+    name = next(iter(clusters_of(student)))
+    cluster = clusters_of(student)[name]
+    with torch.no_grad():
+        cluster.codebook[0, 1] = cluster.codebook[0, 0]  # a twin of pair 0
+        get_tensor(student, name).copy_(cluster.decode())
+    tuner, rounding = assignments(student, teacher)
+    lo, free = rounding.lo[name][0], rounding.free[name][0]
+    twins = lo == 0  # their next nearest pair is pair 1, now pair 0's twin
+    assert twins.any() and not free[twins].any() and free[~twins].any()
+    rounding.write()
+    assert all(torch.isfinite(v).all() for v in rounding.v.values())
+    assert torch.isfinite(get_tensor(student, name)).all()

@@ -19,7 +19,7 @@ def doc_reader():
 
 def test_the_documented_reader_decodes_every_tensor(tmp_path, tiny_resnet):
     read_qretrain, code = doc_reader()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 34
+    assert len([line for line in code.splitlines() if line.strip()]) <= 36
     qretrain.cluster_(tiny_resnet, {"rules": [
         {"type": "Conv2d", "k": 16}, {"type": "Linear", "k": 5, "granularity": "channel"},
         {"kinds": ["bn_running_mean"], "k": 1},

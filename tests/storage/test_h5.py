@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qretrain
+from qretrain.analysis.census import module_census
 from qretrain.storage import QretrainFileError
 from qretrain.storage import h5 as h5_module
 from qretrain.storage.schema import read_manifest
@@ -291,6 +292,8 @@ def test_a_file_of_pairs_is_checked_like_any_other(tmp_path, tiny_vgg):
     entry = tensor_entry(doc, "features.0.weight")
     assert entry["cluster"]["granularity"] == "pairs" and entry["cluster"]["width"] == 6
     assert doc["format_version"] == 4  # a version-3 reader would misread the pairs
+    rows = {r["name"]: r["clustered"] for r in module_census(qretrain.load(path)).modules}
+    assert rows["features.0"] == ["weight:6 pairs", "bias:1"]  # as `qretrain inspect` prints
 
     def as_version_3(doc):
         doc["format_version"] = 3
@@ -308,8 +311,8 @@ def test_a_file_of_pairs_is_checked_like_any_other(tmp_path, tiny_vgg):
     odd = tmp_path / "odd.h5"
     odd.write_bytes(path.read_bytes())
     edit_manifest(odd, pairs_of_a_bias)
-    with pytest.raises(QretrainFileError, match="'features.0.bias': granularity 'pairs' needs 2 or "
-                                                "more dimensions and an even first one"):  # fmt: skip
+    with pytest.raises(QretrainFileError, match="'features.0.bias': granularity 'pairs' "
+                       "needs 2 or more dimensions and an even first one"):  # fmt: skip
         qretrain.load(odd)
     # An index of 7 into 6 pairs (3 bits each, the first index of the packed bytes).
     with h5py.File(path, "r+") as f:

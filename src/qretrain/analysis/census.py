@@ -233,7 +233,7 @@ class ModuleCensus:
     model: str
     layer_order: str  # "forward" (an example input numbered them) or "registration"
     modules: list[dict[str, Any]]  # layer, name, type, weight_shape, counts, bytes, share,
-    #                                clustered ("attr:k" per clustered tensor)
+    #                                clustered ("attr:k" per clustered tensor, "attr:k pairs")
     parameters: int
     buffers: int
     bytes: int
@@ -281,8 +281,10 @@ def module_census(model: nn.Module) -> ModuleCensus:
         group = "bn" if info.kind in BN_KINDS else (info.kind.value if info.kind else "other")
         row["counts"][group] += info.numel
         row["bytes"] += info.nbytes
-        if info.name in clusters:
-            row["clustered"].append(f"{info.attr}:{int(clusters[info.name].sizes.max())}")
+        if info.name in clusters:  # "weight:16", or "weight:64 pairs" for a codebook of pairs
+            c = clusters[info.name]
+            pairs = " pairs" if c.vector > 1 else ""
+            row["clustered"].append(f"{info.attr}:{int(c.sizes.max())}{pairs}")
     rows = list(modules.values())
     for row in rows:
         row["counts"] = dict(row["counts"])

@@ -124,4 +124,7 @@ class AnalyzeSettings(Settings):
                     "have none of: sweep kinds weight,bias, or signal 'measured'"
                 )
             ]
+        if "pairs" in self.granularities and self.method is not Method.KMEANS:
+            return [f"granularity 'pairs' clusters with method 'kmeans' only; got method "
+                    f"{self.method.value!r}: drop pairs from granularities, or use kmeans"]  # fmt: skip
         return []

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 from torch.utils.data import Dataset
 
 from qretrain.analysis.census import LayerCensus, take_census
@@ -290,13 +291,17 @@ def _cell_fits(model: nn.Module, names: tuple[str, ...], k: int, granularity: st
 
 
 def _pairs_fit(model: nn.Module, name: str) -> bool:
-    """Whether tensor ``name`` pairs up its output channels within each group of its
-    convolution: a depthwise convolution's pairs would join two groups, which Core ML's
-    tables of pairs cannot hold (coremltools' ``is_cluster_dim_valid``), so its cells
-    would be float32 in a package sized for tables."""
+    """Whether tensor ``name`` is the weight of a convolution or linear layer whose
+    output channels pair up within each group. Core ML stores pairs along the output
+    channels of those layers only: a transposed convolution's output axis is its
+    second, and a depthwise convolution's pairs would join two groups
+    (coremltools' ``is_cluster_dim_valid``), so such cells would be float32 in a
+    package sized for tables."""
+    module = model.get_submodule(name.rpartition(".")[0])
+    if not isinstance(module, (nn.Linear, _ConvNd)) or getattr(module, "transposed", False):
+        return False
     shape = get_tensor(model, name).shape
-    groups = getattr(model.get_submodule(name.rpartition(".")[0]), "groups", 1)
-    return pairs_fit(shape) and (shape[0] // groups) % 2 == 0
+    return pairs_fit(shape) and (shape[0] // getattr(module, "groups", 1)) % 2 == 0
 
 
 def _channels_pay(model: nn.Module, names: tuple[str, ...], k: int) -> bool:

@@ -64,6 +64,7 @@ def cluster_(
             )
         importance = fisher_importance(model, data, sensitive, seed=plan.seed)
     clusters = clusters_of(model)
+    unpaired = []  # pairs asked for, where the output channels do not pair up
     for d in track(chosen, "Clustering", unit="tensors", enabled=progress):
         tensor = get_tensor(model, d.info.name)
         k = d.choice.k  # the plan checked it; _validate checked the tensor
@@ -72,7 +73,13 @@ def cluster_(
         with torch.no_grad():
             tensor.copy_(decoded)
         clusters[d.info.name] = clustered
+        if d.choice.granularity is Granularity.PAIRS and clustered.vector == 1:
+            unpaired.append(d.info.name)
         logger.debug("clustered %s to %d values", d.info.name, clustered.sizes.max().item())
+    if unpaired:
+        logger.info("%d tensor(s) of granularity 'pairs' have no pairs of output channels (one "
+                    "dimension, or an odd first one) and got one codebook of k values each (%s)",
+                    len(unpaired), ", ".join(unpaired[:3]))  # fmt: skip
     plans_of(model).append(plan.to_dict())
     if warn_larger:
         _warn_if_larger(chosen, clusters)

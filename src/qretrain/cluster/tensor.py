@@ -4,8 +4,9 @@
 ``_cluster_many``, for callers that checked their input once already (plans check
 k, ``compress`` and the sweep check each tensor with ``check_values``), and the
 private ``_cluster_*`` functions assume valid input: a finite, non-empty,
-contiguous float32 1-D tensor and ``1 <= k <= 256``; they return the codebook sorted ascending with only values in use, the
-indices, and the squared error.
+contiguous float32 1-D tensor (``_cluster_pairs``: (O, ...), O even) and
+``1 <= k <= 256``; they return the codebook sorted ascending with only values in use,
+the indices, and the squared error.
 
 Granularity ``pairs`` clusters the 2-vectors of neighbouring output channels at each
 position (``to_pairs``) by Lloyd's k-means (``_pair_kmeans``); a tensor whose output
@@ -41,7 +42,8 @@ class ClusteredTensor:
 
     codebook: (G, K) float32, G = 1 per tensor or the number of output channels;
         row g holds ``sizes[g]`` used values ascending, then repeats its last one.
-        For granularity ``pairs``: (1, K, 2), K 2-vectors, all in use, in no order.
+        For granularity ``pairs``: (1, K, 2), K 2-vectors in no order (all in use
+        when clustered; retraining may leave some unused).
     sizes: (G,) int64, values (or pairs) in use per row (<= k).
     indices: uint8, the tensor's shape, each entry < sizes[its row]. For ``pairs``
         the shape with dimension 0 halved: index [i, ...] gives weights [2i, ...] and
@@ -129,6 +131,11 @@ def from_pairs(pairs: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torc
     return pairs.reshape(shape[0] // 2, -1, 2).transpose(1, 2).reshape(shape)
 
 
+def pair_index_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of the indices of a tensor of ``shape`` stored as pairs: (O/2, ...)."""
+    return (shape[0] // 2, *shape[1:])
+
+
 def pairs_fit(shape: torch.Size | tuple[int, ...]) -> bool:
     """Whether a tensor of ``shape`` can be stored as pairs of output channels."""
     return len(shape) >= 2 and shape[0] % 2 == 0
@@ -176,9 +183,6 @@ def cluster_many(values: torch.Tensor, ks: list[int], method: Method | str = Met
     if bad:
         raise QretrainError(f"k for {name} must be an int in [1, {MAX_K}]; got {bad[0]!r}")
     check_values(values, name)
-    if granularity is Granularity.PAIRS and method is not Method.KMEANS:
-        raise QretrainError(f"{name}: granularity 'pairs' clusters with method 'kmeans' only; "
-                            f"got {method.value!r}")  # fmt: skip
     if method is Method.SENSITIVE:
         if importance is None:
             raise QretrainError(f"{name}: method 'sensitive-kmeans' needs the importance of "
@@ -212,6 +216,9 @@ def _cluster_many(values: torch.Tensor, ks: list[int], method: Method,
                   importance: torch.Tensor | None = None) -> Clusterings:  # fmt: skip
     """``cluster_many`` on input it has checked: ks in [1, MAX_K], finite float values,
     importance (for ``sensitive-kmeans``) finite, >= 0, of the values' shape."""
+    if granularity is Granularity.PAIRS and method is not Method.KMEANS:
+        raise QretrainError(f"granularity 'pairs' clusters with method 'kmeans' only; got "
+                            f"{method.value!r}")  # fmt: skip
     x = values.detach().to("cpu", torch.float32).contiguous()
     if granularity is Granularity.CHANNEL and x.dim() < 2:
         granularity = Granularity.TENSOR
@@ -265,7 +272,7 @@ def _cluster_pairs(x: torch.Tensor, ks: list[int], seed: int) -> Clusterings:
         clustered = ClusteredTensor(
             codebook=codebook.unsqueeze(0),
             sizes=torch.tensor([len(codebook)], dtype=torch.int64),
-            indices=index.reshape(x.shape[0] // 2, *x.shape[1:]),
+            indices=index.reshape(pair_index_shape(x.shape)),
             k=k,
             method=Method.KMEANS,
             granularity=Granularity.PAIRS,

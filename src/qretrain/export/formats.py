@@ -190,32 +190,24 @@ def _write_onnx(model: nn.Module, path: Path) -> None:
         if c is None:
             kept.append(init)
             continue
-        n, groups, width, bits = init.name, c.codebook.shape[0], c.codebook.shape[1], c.bits or 1
+        n, bits, pairs = init.name, c.bits or 1, c.granularity is Granularity.PAIRS
         flat = c.indices.numpy().reshape(-1).astype(np.uint8)
-        pairs = c.granularity is Granularity.PAIRS
-        rows = [c.indices.shape[0], -1] if pairs else [groups, -1]
+        if pairs:  # a (K, 2) codebook; the indices as (O/2, R)
+            codebook, rows, extra = c.codebook.numpy()[0], [c.indices.shape[0], -1], []
+        else:  # a flat codebook; row g's indices offset by g K
+            groups, width = c.codebook.shape
+            codebook, rows = c.codebook.numpy().reshape(-1), [groups, -1]
+            offsets = np.arange(groups, dtype=np.int64)[:, None] * width
+            extra = [numpy_helper.from_array(offsets, f"{n}.offsets")]
         kept += [
             *_stored_indices(n, flat, bits, numpy_helper),
-            numpy_helper.from_array(
-                c.codebook.numpy()[0]
-                if pairs  # (K, 2)
-                else c.codebook.numpy().reshape(-1),
-                f"{n}.codebook",
-            ),
-            *(
-                []
-                if pairs
-                else [
-                    numpy_helper.from_array(
-                        np.arange(groups, dtype=np.int64)[:, None] * width, f"{n}.offsets"
-                    )
-                ]
-            ),
+            numpy_helper.from_array(codebook, f"{n}.codebook"),
+            *extra,
             numpy_helper.from_array(np.array(rows, dtype=np.int64), f"{n}.rows"),
             numpy_helper.from_array(np.array(c.shape, dtype=np.int64), f"{n}.shape"),
         ]
         inputs = PAIRS_INPUTS if pairs else DECODE_INPUTS
-        decoders.append(helper.make_node(f"Decode{'Pairs' if pairs else ''}{bits}",
+        decoders.append(helper.make_node(_decoder_name(bits, pairs),
                                          [f"{n}.{part}" for part in inputs], [n],
                                          domain=DOMAIN))  # fmt: skip
         widths.add((bits, pairs))
@@ -268,26 +260,30 @@ def _decode_function(bits: int, pairs: bool, opset: int, numpy_helper, helper, T
     constants, unpack = _unpacker(n, bits, numpy_helper, helper, TensorProto)
     if pairs:
         gather = [
-            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
             helper.make_node("Gather", [f"{n}.codebook", f"{n}.by_row"], [f"{n}.pairs"]),
             helper.make_node("Transpose", [f"{n}.pairs"], [f"{n}.values"], perm=[0, 2, 1]),
         ]
     else:
         gather = [
-            helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
             helper.make_node("Add", [f"{n}.by_row", f"{n}.offsets"], [f"{n}.flat"]),
             helper.make_node("Gather", [f"{n}.codebook", f"{n}.flat"], [f"{n}.values"]),
         ]
     nodes = [
         *(helper.make_node("Constant", [], [c.name], value=c) for c in constants),
         *unpack,
+        helper.make_node("Reshape", [f"{n}.idx", f"{n}.rows"], [f"{n}.by_row"]),
         *gather,
         helper.make_node("Reshape", [f"{n}.values", f"{n}.shape"], [f"{n}.weight"]),
     ]
     inputs = PAIRS_INPUTS if pairs else DECODE_INPUTS
-    return helper.make_function(DOMAIN, f"Decode{'Pairs' if pairs else ''}{bits}",
+    return helper.make_function(DOMAIN, _decoder_name(bits, pairs),
                                 [f"{n}.{p}" for p in inputs], [f"{n}.weight"], nodes,
                                 [helper.make_opsetid("", opset)])  # fmt: skip
+
+
+def _decoder_name(bits: int, pairs: bool) -> str:
+    """The ONNX function that decodes a codebook (of pairs) with ``bits``-bit indices."""
+    return f"DecodePairs{bits}" if pairs else f"Decode{bits}"
 
 
 def _compact_names(graph) -> None:

@@ -274,7 +274,7 @@ def _fit_measured_size(result: AutoPlan, sweep, groups, model, data, settings: P
 def _groups(
     sweep, metric: str, last_layer_weight: float = 1.0
 ) -> dict[tuple[str, str], list[Pick]]:
-    """(unit, kind) -> options, by ascending k (per tensor before per channel), with
+    """(unit, kind) -> options, by ascending k (per tensor first at each k), with
     predicted costs (points, or for the kl metric millinats: a cell's mean KL, which
     needs no floor), those of a unit holding the model's last layer weighted by
     ``last_layer_weight`` for the choice. A sweep of several granularities gives each

@@ -20,7 +20,8 @@ above its largest (and those whose index is neither neighbour) keep their index.
 A codebook of pairs (granularity ``pairs``) has no order: each pair chooses between
 its centroid ``c_lo`` and the pair nearest to its original values after it, ``c_hi``,
 and moves along the line between them, ``h`` starting at the original pair's
-projection onto that line.
+projection onto that line. Counts of free and moved assignments in the record are then
+of pairs, and the rounding term has one ``h`` per pair (half as many as weights).
 
 Centroid values train with the assignments (they reach the codebooks through the same
 soft weights); ``CentroidTuner`` holds both. The neighbours come from the clustering the
@@ -83,7 +84,8 @@ class LearnedAssignments:
             w0 = clustered.points(originals[name].detach().reshape(clustered.shape).to(codebook))
             if clustered.vector > 1:  # a pair: its centroid, or the next nearest to it
                 lo, hi = index, _second_nearest(codebook, w0, index)
-                free = lo != hi
+                # (a pair equal to its centroid, after tuning, has no line to move along)
+                free = (lo != hi) & (lookup(codebook, lo) != lookup(codebook, hi)).any(-1)
             else:
                 lo, hi = _neighbours(codebook, clustered.sizes.to(device), w0)
                 free = (lo != hi) & ((index == lo) | (index == hi))

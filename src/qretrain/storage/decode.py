@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from qretrain.cluster.options import Granularity
-from qretrain.cluster.tensor import ClusteredTensor, nearest_pairs, to_pairs
+from qretrain.cluster.tensor import ClusteredTensor, nearest_pairs, pair_index_shape, to_pairs
 from qretrain.errors import QretrainFileError
 from qretrain.storage.bitpack import unpack_indices
 from qretrain.storage.schema import EntryMeta
@@ -106,7 +106,7 @@ def _packed(entry: EntryMeta, parts: dict[str, np.ndarray], label: str) -> Clust
 
 def _index_shape(entry: EntryMeta) -> tuple[int, ...]:
     """The shape of an entry's indices: its own, dimension 0 halved for pairs."""
-    return (entry.shape[0] // entry.vector, *entry.shape[1:])
+    return pair_index_shape(entry.shape) if entry.vector > 1 else entry.shape
 
 
 def _from_values(entry: EntryMeta, tensor: torch.Tensor, codebook: torch.Tensor,

@@ -184,3 +184,17 @@ def test_a_plan_sized_for_core_ml_says_so_with_the_package_it_measured(tmp_path)
     assert "measures 1,180 bytes (3.00x" in write_report(tmp_path)[0].read_text()
     write_run(tmp_path)  # a plan file: nothing said of a package
     assert "Core ML" not in write_report(tmp_path)[0].read_text()
+
+
+def test_the_file_table_names_codebooks_of_pairs(tmp_path):
+    write_run(tmp_path)
+    compress = json.loads((tmp_path / "compress.json").read_text()) | {
+        "tensor_file_bytes": {"fc.weight": 600, "conv.weight": 300},
+        "report": {"tensors": [
+            {"name": "fc.weight", "clustered": True, "k_used": 64, "granularity": "pairs",
+             "numel": 1600},
+            {"name": "conv.weight", "clustered": True, "k_used": 16, "granularity": "tensor",
+             "numel": 600}]}}  # fmt: skip
+    (tmp_path / "compress.json").write_text(json.dumps(compress))
+    text = write_report(tmp_path)[0].read_text()
+    assert "| fc.weight | 64 pairs | 3.00 |" in text and "| conv.weight | 16 | 4.00 |" in text

@@ -138,6 +138,8 @@ def _file_table(c: dict) -> list[Block]:
     for name in order[:TENSOR_ROWS]:
         r = records.get(name, {})
         k = str(r.get("k_used")) if r.get("clustered") else "float32"
+        if r.get("clustered") and r.get("granularity") == "pairs":
+            k += " pairs"  # k_used 2-vectors, as `qretrain inspect` prints them
         bits = f"{8 * sizes[name] / r['numel']:.2f}" if r.get("numel") else "-"
         rows.append([name, k, bits, f"{sizes[name]:,}", f"{sizes[name] / c['file_bytes']:.1%}"])
     rest = sum(sizes[n] for n in order[TENSOR_ROWS:])

@@ -295,25 +295,21 @@ def test_a_file_of_pairs_is_checked_like_any_other(tmp_path, tiny_vgg):
     rows = {r["name"]: r["clustered"] for r in module_census(qretrain.load(path)).modules}
     assert rows["features.0"] == ["weight:6 pairs", "bias:1"]  # as `qretrain inspect` prints
 
-    def as_version_3(doc):
-        doc["format_version"] = 3
+    def refused(edit, match: str) -> None:  # a copy of the file, edited and sealed again
+        copy = tmp_path / "edited.h5"
+        copy.write_bytes(path.read_bytes())
+        edit_manifest(copy, edit)
+        with pytest.raises(QretrainFileError, match=match):
+            qretrain.load(copy)
 
-    old = tmp_path / "old.h5"
-    old.write_bytes(path.read_bytes())
-    edit_manifest(old, as_version_3)
-    with pytest.raises(QretrainFileError, match="format version 3 with codebooks of pairs; they "
-                                                "are version 4, other files 3"):  # fmt: skip
-        qretrain.load(old)
-
-    def pairs_of_a_bias(doc):
-        tensor_entry(doc, "features.0.bias")["cluster"]["granularity"] = "pairs"
-
-    odd = tmp_path / "odd.h5"
-    odd.write_bytes(path.read_bytes())
-    edit_manifest(odd, pairs_of_a_bias)
-    with pytest.raises(QretrainFileError, match="'features.0.bias': granularity 'pairs' "
-                       "needs 2 or more dimensions and an even first one"):  # fmt: skip
-        qretrain.load(odd)
+    refused(
+        lambda doc: doc.update(format_version=3),
+        "format version 3 with codebooks of pairs; they are version 4, other files 3",
+    )
+    refused(
+        lambda doc: tensor_entry(doc, "features.0.bias")["cluster"].update(granularity="pairs"),
+        "'features.0.bias': granularity 'pairs' needs 2 or more dimensions and an even first",
+    )
     # An index of 7 into 6 pairs (3 bits each, the first index of the packed bytes).
     with h5py.File(path, "r+") as f:
         entry = next(e for e in read_manifest(f, "m.h5").entries

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plan", metavar="PLAN.yaml", help="cluster as this plan says (no retraining)"
     )
     add_flags(parser, RecipeSettings, "metric", "recover", "epochs", "signal", "deploy",
-              "granularities", epochs={"metavar": "E"}, granularities={"metavar": "G"},
+              "granularities", "channel_scales", epochs={"metavar": "E"}, granularities={"metavar": "G"},
               metric={"choices": [m.value for m in Metric if m is not Metric.ACCURACY]})  # fmt: skip
     parser.add_argument(
         "--work",
@@ -140,6 +140,7 @@ def _with_plan(args: argparse.Namespace) -> int:
                    ("--signal", args.signal is not None),
                    ("--deploy", args.deploy != RecipeSettings.default("deploy").value),
                    ("--granularities", args.granularities != "tensor"),  # the default's text
+                   ("--channel-scales", args.channel_scales),
                    ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "

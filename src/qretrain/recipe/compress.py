@@ -10,6 +10,7 @@ clustered start on images nothing was trained or chosen on. The step functions
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import logging
@@ -33,6 +34,7 @@ from qretrain.errors import QretrainError
 from qretrain.export.options import Deploy
 from qretrain.metrics.quality import agreement, mean_kl, predict
 from qretrain.models import get_arch, load_model
+from qretrain.models.channels import scale_channels
 from qretrain.models.fingerprint import model_fingerprint
 from qretrain.plan import Plan
 from qretrain.planner import PlanSettings
@@ -228,14 +230,21 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
                                  metric=settings.metric, deploy=settings.deploy,
                                  last_layer_weight=weight)  # fmt: skip
     write_text_atomic(work / "split.json", json.dumps(parts.to_dict(), indent=2))
+    # What is swept, planned and clustered: the model, or a copy of the same function
+    # whose convolutions' channels are scaled into their batch norms (models.channels).
+    # The original stays the teacher.
+    source = model
+    if settings.channel_scales:
+        source = copy.deepcopy(model)
+        scale_channels(source)
     stages("analyze", work / "analyze" / "summary.md", lambda: sweep_stage(
-        model, parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,
+        source, parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,
         model_name=model_name))  # fmt: skip
     stages("plan", work / "plan.json",
-           lambda: plan_stage(model, parts.verify, work, plan_settings, device=device,
+           lambda: plan_stage(source, parts.verify, work, plan_settings, device=device,
                               progress=progress))  # fmt: skip
     stages("compress", work / "compress.json",
-           lambda: cluster_stage(model, work, CompressSettings()), pair=work / CLUSTERED)  # fmt: skip
+           lambda: cluster_stage(source, work, CompressSettings()), pair=work / CLUSTERED)  # fmt: skip
     config = settings.retrain_config()
     if config is not None:
         stages(f"retrain ({settings.recover.value})", work / f"{RECOVERED}.json",

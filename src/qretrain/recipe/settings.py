@@ -10,7 +10,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from qretrain._settings import Settings, choice, integer, number, optional, setting, subset_of
+from qretrain._settings import (
+    Settings,
+    boolean,
+    choice,
+    integer,
+    number,
+    optional,
+    setting,
+    subset_of,
+)
 from qretrain.analysis.settings import GRANULARITIES, AnalyzeSettings, Signal
 from qretrain.errors import QretrainError
 from qretrain.export.options import Deploy
@@ -158,6 +167,12 @@ class RecipeSettings(Settings):
         "output channels), e.g. tensor,pairs: the planner weighs each layer by layer, "
         "at its bytes",
     )
+    channel_scales: bool = setting(
+        False,
+        boolean,
+        "cluster each convolution's output channels at their own scale, the batch norm "
+        "after it taking the scale back (no byte more)",
+    )
     epochs: int | None = setting(
         None,
         optional(integer(1)),
@@ -218,4 +233,6 @@ class RecipeSettings(Settings):
             del d["deploy"]
         if self.granularities == ("tensor",):  # the same
             del d["granularities"]
+        if not self.channel_scales:  # the same
+            del d["channel_scales"]
         return d

@@ -67,6 +67,7 @@ from qretrain.cluster.state import clusters_of
 from qretrain.data.batches import image_batches
 from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError, QretrainFileError
+from qretrain.models.channels import batch_norm_after, in_channel_scales
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
 from qretrain.progress import Progress, track
@@ -306,6 +307,9 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
         logger.info("resuming block-wise retraining at block %d, pass %d", at.block + 1,
                     at.epoch + 1)  # fmt: skip
     history = at.history
+    # Which weights a batch norm scales: the learned assignments start from the
+    # teacher's values in the student's channel scales (models.channels).
+    after = batch_norm_after(student) if config.tune_assignments else {}
     teacher_in = student_in = images
     passes = Progress("Block-wise", len(plan.blocks) * config.block_epochs, "block passes",
                       enabled=progress)  # fmt: skip
@@ -335,8 +339,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             groups = [{"params": params}]
             if first < soft:
                 steps = soft * _steps(total, per_pass, config.batch_size * ranks.world_size)
-                rounding = LearnedAssignments(tuner, books, _originals(teacher, student, books),
-                                              steps, target[0].numel(),
+                originals = _originals(teacher, student, books, after)
+                rounding = LearnedAssignments(tuner, books, originals, steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
                 groups.append({"params": rounding.parameters(), "lr": ROUNDING_LR,
                                "weight_decay": 0.0})  # fmt: skip
@@ -421,10 +425,11 @@ def _without_rounding(optimizer: torch.optim.Adam) -> torch.optim.Adam:
     return fresh
 
 
-def _originals(teacher: nn.Module, student: nn.Module, names: list[str]) -> dict:
+def _originals(teacher: nn.Module, student: nn.Module, names: list[str],
+               after: dict[str, str]) -> dict:  # fmt: skip
     """The teacher's values of the student's clustered tensors ``names`` (the values
-    the learned assignments start from)."""
-    originals = {}
+    the learned assignments start from), in the student's channel scales (``after``:
+    the student's ``models.channels.batch_norm_after``)."""
     for name in names:
         value = get_tensor(teacher, name)
         if value.shape != get_tensor(student, name).shape:
@@ -432,8 +437,7 @@ def _originals(teacher: nn.Module, student: nn.Module, names: list[str]) -> dict
                                 f"{tuple(value.shape)}, the student's "
                                 f"{tuple(get_tensor(student, name).shape)}; "
                                 "retrain with the original as the teacher")  # fmt: skip
-        originals[name] = value
-    return originals
+    return in_channel_scales(teacher, student, names, after)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from PIL import Image
 
 import qretrain
 from qretrain.cli.main import main
+from qretrain.models.channels import batch_norm_after, scale_channels
 from qretrain.recipe import RecipeSettings, Target, split
 from qretrain.recipe import stages
 from qretrain.recipe.settings import BFLOAT16_FROM, LAST_LAYER_WEIGHT
@@ -223,6 +224,65 @@ def test_the_fisher_signal_plans_from_predicted_kl_and_verifies_by_measuring(tea
     assert plan["metric"] == "kl" and plan["measured_drop"] is not None  # measured on verify
     assert "measured drop" in (work / "plan.yaml").read_text()
     assert json.loads(out.with_suffix(".json").read_text())["settings"]["signal"] == "fisher"
+
+
+def _uneven_resnet():
+    """A small ResNet trained a little on the blobs, then each convolution's output
+    channels multiplied by factors of 0.1 to 10 and its batch norm's statistics with
+    them: the same function, with channels that differ in size by up to 100x (as a
+    trained depthwise convolution's do)."""
+    torch.manual_seed(0)
+    model = qretrain.build_model("qretrain.zoo:resnet_small", width=4, blocks=1)
+    x, y = _blobs(400, seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    model.train()
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model((x - 0.286) / 0.353), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, bn in batch_norm_after(model).items():
+            factor = 10 ** (torch.rand(len(modules[bn].running_mean)) * 2 - 1)
+            dict(model.named_parameters())[name].mul_(factor.reshape(-1, 1, 1, 1))
+            modules[bn].running_mean.mul_(factor)
+            modules[bn].running_var.mul_(factor.square())
+    return model.eval()
+
+
+def test_channel_scales_cluster_the_scaled_copy_and_retrain_from_scaled_values(images, monkeypatch):
+    """With channel_scales the recipe sweeps, plans and clusters the scaled copy (the
+    file's weights are the scaled ones, clustered), and block-wise retraining's learned
+    assignments start from the original's weights in the student's scales. How much
+    closer the start is: tests/models/test_channels.py, benchmarks/bench_channel_scale.py."""
+    from qretrain.retrain import blocks
+
+    model = _uneven_resnet()
+    assert "channel_scales" not in RecipeSettings(target=4).to_dict()  # as records before it
+    originals = {}
+
+    def learned(tuner, names, values, *args):
+        originals.update(values)
+        return real(tuner, names, values, *args)
+
+    real = blocks.LearnedAssignments
+    monkeypatch.setattr(blocks, "LearnedAssignments", learned)
+    settings = RecipeSettings(target="4x", channel_scales=True, epochs=1)
+    scaled = qretrain.compress(model, images, settings=settings)
+    assert scaled.settings.to_dict()["channel_scales"] is True
+    assert scaled.file_bytes <= round(scaled.float32_bytes / 4)
+    expected = copy.deepcopy(model)
+    scales = scale_channels(expected)
+    weights = dict(expected.named_parameters())
+    assert set(originals) & set(scales), originals.keys()  # some scaled weights were tuned
+    for name, value in originals.items():
+        torch.testing.assert_close(value, weights[name].detach(), rtol=1e-5, atol=1e-7)
+    # The kept model's weights are the scaled ones: every channel's largest near 1
+    # (clustered, perhaps retrained), where the original's reach 1.5 and beyond.
+    kept, original = dict(scaled.model.named_parameters()), dict(model.named_parameters())
+    assert max(original[n].detach().abs().max() for n in scales) > 1.5
+    assert all(kept[n].detach().abs().max() < 1.5 for n in scales)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -140,10 +140,16 @@ def test_corrupted_bytes_are_refused(tmp_path, tiny_vgg):
 def test_unknown_version_and_foreign_files(tmp_path, tiny_vgg):
     path = tmp_path / "m.h5"
     qretrain.save(tiny_vgg, path)
+    original = path.read_bytes()
     edit_manifest(path, lambda doc: doc.update(format_version=2))
     with pytest.raises(
         QretrainFileError, match="format version 2; this qretrain reads versions 3 and 4 only"
     ):
+        qretrain.load(path)
+    path.write_bytes(original)  # version 4 is for files with codebooks of pairs only
+    edit_manifest(path, lambda doc: doc.update(format_version=4))
+    with pytest.raises(QretrainFileError, match="format version 4 without codebooks of pairs; "
+                       "they are version 4, other files 3"):  # fmt: skip
         qretrain.load(path)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)

@@ -79,8 +79,8 @@ def test_compress_paper_layout_and_method_override(tmp_path, tiny_weights, plan_
         (["compress", TINY, "--plan", "{plan}", "-o", "x.txt"], "must end in .h5"),
         (["compress", TINY, "--plan", "{plan}", "--signal", "fisher", "-o", "x.h5"],
          "--signal: for the recipe (--target or --max-drop), not --plan"),
-        (["compress", TINY, "--plan", "{plan}", "--channel-scales", "-o", "x.h5"],
-         "--channel-scales: for the recipe (--target or --max-drop), not --plan"),
+        (["compress", TINY, "--plan", "{plan}", "--no-channel-scales", "-o", "x.h5"],
+         "--no-channel-scales: for the recipe (--target or --max-drop), not --plan"),
         (["inspect", "{dir}/nothing.h5"], "does not exist"),
     ],
 )  # fmt: skip

@@ -252,14 +252,14 @@ def _uneven_resnet():
 
 
 def test_channel_scales_cluster_the_scaled_copy_and_retrain_from_scaled_values(images, monkeypatch):
-    """With channel_scales the recipe sweeps, plans and clusters the scaled copy (the
-    file's weights are the scaled ones, clustered), and block-wise retraining's learned
+    """With channel_scales (the default) the recipe sweeps, plans and clusters the scaled
+    copy (the file's weights are the scaled ones, clustered), and block-wise retraining's learned
     assignments start from the original's weights in the student's scales. How much
     closer the start is: tests/models/test_channels.py, benchmarks/bench_channel_scale.py."""
     from qretrain.retrain import blocks
 
     model = _uneven_resnet()
-    assert "channel_scales" not in RecipeSettings(target=4).to_dict()  # as records before it
+    assert RecipeSettings(target=4).to_dict()["channel_scales"] is True  # the default
     originals = {}
 
     def learned(tuner, names, values, *args):

@@ -140,7 +140,7 @@ def _with_plan(args: argparse.Namespace) -> int:
                    ("--signal", args.signal is not None),
                    ("--deploy", args.deploy != RecipeSettings.default("deploy").value),
                    ("--granularities", args.granularities != "tensor"),  # the default's text
-                   ("--channel-scales", args.channel_scales),
+                   ("--no-channel-scales", not args.channel_scales),
                    ("--work", args.work), ("--overwrite", args.overwrite)) if given]  # fmt: skip
     if recipe_only:
         raise QretrainError(f"{', '.join(recipe_only)}: for the recipe (--target or "

@@ -168,10 +168,11 @@ class RecipeSettings(Settings):
         "at its bytes",
     )
     channel_scales: bool = setting(
-        False,
+        True,
         boolean,
-        "cluster each convolution's output channels at their own scale, the batch norm "
-        "after it taking the scale back (no byte more)",
+        "cluster each convolution's weights as they are, not each output channel at its "
+        "own scale with the batch norm after it taking the scale back (the default: no "
+        "byte more, a closer start)",
     )
     epochs: int | None = setting(
         None,
@@ -233,6 +234,4 @@ class RecipeSettings(Settings):
             del d["deploy"]
         if self.granularities == ("tensor",):  # the same
             del d["granularities"]
-        if not self.channel_scales:  # the same
-            del d["channel_scales"]
         return d

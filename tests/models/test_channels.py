@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from qretrain.cluster.tensor import cluster_tensor
-from qretrain.models.channels import batch_norm_after, in_channel_scales, scale_channels
+from qretrain.models.channels import (
+    batch_norm_after,
+    in_student_scales,
+    scale_channels,
+    teacher_ratios,
+)
 
 
 class _Functional(nn.Module):
@@ -126,17 +131,72 @@ def test_one_codebook_fits_channels_of_every_size_once_scaled():
 def test_the_teacher_values_are_read_in_the_students_scales():
     teacher = _net()
     student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for model in (teacher, student):  # a channel its batch norm zeroes: ratio 0 / 0
+            model.bn.weight[2] = 0
     scale_channels(student)
-    after = batch_norm_after(student)
+    ratios = teacher_ratios(teacher, student)
+    assert set(ratios) == {"conv.weight", "depthwise.weight", "functional.weight"}
+    assert ratios["conv.weight"][2] == 1  # not NaN: a channel with no effect keeps its values
     names = ["conv.weight", "depthwise.weight", "fc.weight"]
-    values = in_channel_scales(teacher, student, names, after)
+    values = in_student_scales(teacher, names, ratios)
     params = dict(student.named_parameters())
+    values["conv.weight"][2] = params["conv.weight"][2]  # (its scale is not in either model)
     for name in ("conv.weight", "depthwise.weight"):
         torch.testing.assert_close(values[name], params[name].detach(), rtol=1e-5, atol=1e-6)
     assert torch.equal(values["fc.weight"], teacher.fc.weight)  # no batch norm after it
-    # An unscaled student reads the teacher's values exactly (no rounding).
-    same = in_channel_scales(teacher, copy.deepcopy(teacher), names, after)
+    # An unscaled student, its batch norms folded, reads the teacher's values exactly.
+    folded = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for bn in (m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.div_(torch.sqrt(bn.running_var + bn.eps))
+            bn.bias.sub_(bn.running_mean * bn.weight)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1 - bn.eps)
+    assert teacher_ratios(teacher, folded) == {}
+    same = in_student_scales(teacher, names, {})
     assert all(torch.equal(same[n], dict(teacher.named_parameters())[n]) for n in names)
+
+
+class _Shared(nn.Module):
+    """What must not be scaled: one batch norm after two convolutions, one weight tied
+    into two modules, a batch norm in training mode; and a functional convolution whose
+    bias is a parameter of another name, which must be scaled with it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c, self.d = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.d.weight = self.c.weight  # tied
+        self.bn_c, self.bn_d = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+        self.e, self.bn_e = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+        self.kernel = nn.Parameter(torch.randn(4, 3, 1, 1))
+        self.offset = nn.Parameter(torch.randn(4))
+        self.bn_f = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.bn(self.a(x)) + self.bn(self.b(x)) + self.bn_c(self.c(x)) + self.bn_d(self.d(x))
+        return y + self.bn_e(self.e(x)) + self.bn_f(F.conv2d(x, self.kernel, self.offset))
+
+
+def test_shared_batch_norms_tied_weights_and_training_mode_are_left_alone():
+    model = _Shared().eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+        model.kernel.mul_(10)
+    assert batch_norm_after(model) == {"e.weight": "bn_e", "kernel": "bn_f"}
+    model.bn_e.train()
+    assert batch_norm_after(model) == {"kernel": "bn_f"}
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        before = model(x)
+    scales = scale_channels(model)
+    assert set(scales) == {"kernel"} and (scales["kernel"] > 1).all()
+    with torch.no_grad():  # the bias, found from the call, was divided with the weight
+        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
 
 
 def test_a_model_fx_cannot_trace_has_nothing_to_scale():

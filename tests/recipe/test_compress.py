@@ -1,6 +1,7 @@
 """qretrain.compress and `qretrain compress --target`: the recipe in one call and one command."""
 
 import copy
+import importlib
 import json
 import logging
 import re
@@ -243,7 +244,7 @@ def _uneven_resnet():
         optimizer.step()
     modules = dict(model.named_modules())
     with torch.no_grad():
-        for name, bn in batch_norm_after(model).items():
+        for name, bn in batch_norm_after(model.eval()).items():
             factor = 10 ** (torch.rand(len(modules[bn].running_mean)) * 2 - 1)
             dict(model.named_parameters())[name].mul_(factor.reshape(-1, 1, 1, 1))
             modules[bn].running_mean.mul_(factor)
@@ -258,19 +259,31 @@ def test_channel_scales_cluster_the_scaled_copy_and_retrain_from_scaled_values(i
     closer the start is: tests/models/test_channels.py, benchmarks/bench_channel_scale.py."""
     from qretrain.retrain import blocks
 
+    compress_module = importlib.import_module("qretrain.recipe.compress")  # not the function
+
     model = _uneven_resnet()
-    assert RecipeSettings(target=4).to_dict()["channel_scales"] is True  # the default
     originals = {}
 
     def learned(tuner, names, values, *args):
         originals.update(values)
         return real(tuner, names, values, *args)
 
-    real = blocks.LearnedAssignments
+    teachers = []
+
+    def retrain_stage(name, teacher, *args, **kwargs):
+        teachers.append({k: v.clone() for k, v in teacher.state_dict().items()})
+        return stage(name, teacher, *args, **kwargs)
+
+    real, stage = blocks.LearnedAssignments, compress_module.retrain_stage
     monkeypatch.setattr(blocks, "LearnedAssignments", learned)
-    settings = RecipeSettings(target="4x", channel_scales=True, epochs=1)
-    scaled = qretrain.compress(model, images, settings=settings)
-    assert scaled.settings.to_dict()["channel_scales"] is True
+    monkeypatch.setattr(compress_module, "retrain_stage", retrain_stage)
+    scaled = qretrain.compress(
+        model, images, target="4x", settings=RecipeSettings(target=4, epochs=1)
+    )
+    assert scaled.settings.channel_scales  # the default
+    # The teacher is the original, not the scaled copy.
+    (taught,) = teachers
+    assert all(torch.equal(taught[k], v) for k, v in model.state_dict().items())
     assert scaled.file_bytes <= round(scaled.float32_bytes / 4)
     expected = copy.deepcopy(model)
     scales = scale_channels(expected)

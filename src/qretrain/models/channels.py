@@ -18,6 +18,8 @@ plan's KL 29% lower).
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,90 +29,117 @@ from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
 
 logger = logging.getLogger(__name__)
-_CONV_FUNCTIONS = (torch.conv2d, F.conv2d)
+CONV_FUNCTIONS = (torch.conv2d, F.conv2d)  # what fx records for a module calling F.conv2d
+
+
+@dataclass(frozen=True)
+class _Conv:
+    """A convolution whose output only a batch norm reads: its weight, its bias (None
+    if it has none) and the batch norm module, by name."""
+
+    weight: str
+    bias: str | None
+    bn: str
 
 
 def batch_norm_after(model: nn.Module) -> dict[str, str]:
     """weight name -> name of the batch norm module that alone reads the output of the
-    2-D convolution using that weight (and the weight is used by that convolution only).
+    2-D convolution using that weight, for convolutions whose weight (and bias) nothing
+    else reads, under one name only, and whose batch norm is called once, in eval mode.
     Empty for a model fx cannot trace."""
+    return {c.weight: c.bn for c in _convs(model)}
+
+
+def _convs(model: nn.Module) -> list[_Conv]:
     graph = Graph.trace(model, "finding the batch norms after convolutions")
     if graph is None:
-        return {}
+        return []
     modules = dict(model.named_modules())
-    reads: dict[str, int] = {}  # weight name -> nodes using it (a shared weight is left alone)
-    found: dict[str, str] = {}
+    reads: Counter[str] = Counter()  # tensor name -> nodes reading it
+    calls: Counter[str] = Counter()  # module name -> calls
+    found = []
     for node in graph.nodes:
-        weight = _conv_weight(node, modules)
-        if weight is not None:
-            reads[weight] = reads.get(weight, 0) + 1
+        if node.op == "get_attr":
+            reads[str(node.target)] += len(node.users)
+        elif node.op == "call_module":
+            calls[str(node.target)] += 1
+            if type(modules.get(str(node.target))) is nn.Conv2d:
+                reads[f"{node.target}.weight"] += 1
+                reads[f"{node.target}.bias"] += 1
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
             continue
-        bn = modules.get(str(node.target))
         (conv,) = node.args
-        if (not _with_affine_statistics(bn) or not isinstance(conv, fx.Node)
-                or len(conv.users) != 1):  # fmt: skip
-            continue
-        weight = _conv_weight(conv, modules)
-        if weight is not None:
-            found[weight] = str(node.target)
+        if (_eval_batch_norm(modules.get(str(node.target))) and isinstance(conv, fx.Node)
+                and len(conv.users) == 1):  # fmt: skip
+            found += [_Conv(*pair, str(node.target)) for pair in [_conv_tensors(conv, modules)]
+                      if pair is not None]  # fmt: skip
+    names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     params = dict(model.named_parameters())
-    return {w: bn for w, bn in found.items() if reads.get(w) == 1 and w in params
-            and params[w].shape[0] == modules[bn].num_features}  # fmt: skip
+
+    def alone(name: str | None) -> bool:  # read by one node, under one name
+        return name is None or (name in params and reads[name] == 1
+                                and names[id(params[name])] == 1)  # fmt: skip
+
+    return [c for c in found if calls[c.bn] == 1 and alone(c.weight) and alone(c.bias)
+            and params[c.weight].shape[0] == modules[c.bn].num_features]  # fmt: skip
 
 
-def _with_affine_statistics(module: nn.Module | None) -> bool:
-    """A 2-D batch norm with a weight and running statistics (what eval mode scales by)."""
-    return (type(module) is nn.BatchNorm2d and module.affine and module.track_running_stats
-            and module.running_mean is not None)  # fmt: skip
+def _eval_batch_norm(module: nn.Module | None) -> bool:
+    """A 2-D batch norm in eval mode with a weight and running statistics: one scale
+    and one shift per channel."""
+    return (type(module) is nn.BatchNorm2d and not module.training and module.affine
+            and module.track_running_stats and module.running_mean is not None)  # fmt: skip
 
 
-def _conv_weight(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
-    """The weight's name if ``node`` is a 2-D convolution (an ``nn.Conv2d`` of its own
-    or a module's ``F.conv2d`` call on a parameter), else None."""
-    if node.op == "call_module" and type(modules.get(str(node.target))) is nn.Conv2d:
-        return f"{node.target}.weight"
-    if node.op == "call_function" and node.target in _CONV_FUNCTIONS and len(node.args) > 1:
-        weight = node.args[1]
-        if isinstance(weight, fx.Node) and weight.op == "get_attr":
-            return str(weight.target)
-    return None
-
-
-def conv_bias(model: nn.Module, weight: str) -> torch.Tensor | None:
-    """The bias beside ``weight`` (``name.bias`` for ``name.weight``), if there is one."""
-    if not weight.endswith(".weight"):
+def _conv_tensors(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, str | None] | None:
+    """(weight, bias) names if ``node`` is a 2-D convolution (an ``nn.Conv2d`` of its
+    own, or a module's ``F.conv2d`` call on parameters), else None; None too for a
+    functional call whose bias is computed rather than a parameter."""
+    if node.op == "call_module":
+        conv = modules.get(str(node.target))
+        if type(conv) is not nn.Conv2d:
+            return None
+        return f"{node.target}.weight", None if conv.bias is None else f"{node.target}.bias"
+    if node.op != "call_function" or node.target not in CONV_FUNCTIONS or len(node.args) < 2:
         return None
-    bias = dict(model.named_parameters()).get(weight[: -len("weight")] + "bias")
-    return bias
+    weight = node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if not isinstance(weight, fx.Node) or weight.op != "get_attr":
+        return None
+    if bias is None:
+        return str(weight.target), None
+    if isinstance(bias, fx.Node) and bias.op == "get_attr":
+        return str(weight.target), str(bias.target)
+    return None
 
 
 @torch.no_grad()
 def scale_channels(model: nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Divide each output channel of every weight in ``names`` (by default all) that a
-    batch norm follows (``batch_norm_after``) by its largest magnitude, the batch norm
-    taking the scale back (the module doc): ``model`` computes the same function up to
-    float rounding, in place. A channel of zeros keeps scale 1. Returns weight name ->
-    the scales s (O,) it was divided by."""
-    after = batch_norm_after(model)
+    batch norm follows (``batch_norm_after``; ``model`` in eval mode) by its largest
+    magnitude, its bias with it, the batch norm taking the scale back (the module doc):
+    ``model`` computes the same function up to float rounding, in place. A channel of
+    zeros (or of magnitudes too small to divide by) keeps scale 1. Returns weight name
+    -> the scales s (O,) it was divided by."""
+    convs = _convs(model)
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     scales = {}
-    for name, bn_name in after.items():
-        if names is not None and name not in names:
+    for conv in convs:
+        if names is not None and conv.weight not in names:
             continue
-        weight, bn = params[name], modules[bn_name]
+        weight, bn = params[conv.weight], modules[conv.bn]
         scale = weight.detach().reshape(len(weight), -1).abs().amax(1)
-        scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.ones_like(scale))
+        usable = torch.isfinite(scale) & (scale > torch.finfo(scale.dtype).tiny)
+        scale = torch.where(usable, scale, torch.ones_like(scale))
         weight.div_(scale.reshape((-1,) + (1,) * (weight.dim() - 1)))
-        bias = conv_bias(model, name)
-        if bias is not None:
-            bias.div_(scale)
+        if conv.bias is not None:
+            params[conv.bias].div_(scale)
         bn.weight.mul_(scale)
         bn.running_mean.div_(scale)
-        scales[name] = scale
+        scales[conv.weight] = scale
     logger.info("channel scales: %d of %d convolution weights scaled into their batch norms",
-                len(scales), len(after))  # fmt: skip
+                len(scales), len(convs))  # fmt: skip
     return scales
 
 
@@ -119,24 +148,35 @@ def batch_norm_scale(bn: nn.Module) -> torch.Tensor:
     return bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
 
 
-def in_channel_scales(teacher: nn.Module, student: nn.Module, names: list[str],
-                      after: dict[str, str]) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The teacher's values of ``names`` expressed in the student's channel scales: where
-    a batch norm follows the weight (``after``, the student's ``batch_norm_after``) and
-    scales its channels by other factors in the two models (``scale_channels``, or a
-    batch norm retrained), teacher channel o times teacher_bn_o / student_bn_o, so that
-    the student's weight times its batch norm meets the teacher's. A factor within float
-    rounding of 1 (batch norm folded into a scale and a shift) leaves the values as
-    they are."""
+def teacher_ratios(teacher: nn.Module, student: nn.Module) -> dict[str, torch.Tensor]:
+    """weight name -> teacher_bn_o / student_bn_o (O,): for each weight that a batch norm
+    follows in ``student``, by how much the teacher's batch norm scales channel o more
+    than the student's (``scale_channels``), where that differs from 1 beyond float
+    rounding (a batch norm folded into a scale and a shift does not). A channel that
+    either batch norm zeroes keeps 1. Read the student before its batch norms train:
+    the ratios are of the start, whenever the run resumes."""
     teacher_modules, student_modules = dict(teacher.named_modules()), dict(student.named_modules())
+    ratios = {}
+    for weight, bn in batch_norm_after(student).items():
+        if not _eval_batch_norm(teacher_modules.get(bn)):
+            continue
+        ratio = batch_norm_scale(teacher_modules[bn]) / batch_norm_scale(student_modules[bn])
+        ratio = torch.where(torch.isfinite(ratio), ratio, torch.ones_like(ratio))
+        if not torch.allclose(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5):
+            ratios[weight] = ratio
+    return ratios
+
+
+def in_student_scales(teacher: nn.Module, names: list[str],
+                      ratios: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The teacher's values of ``names``, channel o of each weight in ``ratios`` times
+    its ratio (``teacher_ratios``): what the student's weight times its batch norm must
+    be to meet the teacher's."""
     values = {}
     for name in names:
         value = get_tensor(teacher, name).detach()
-        bn = after.get(name)
-        if bn is not None and _with_affine_statistics(teacher_modules.get(bn)):
-            ratio = batch_norm_scale(teacher_modules[bn]) / batch_norm_scale(student_modules[bn])
-            if ratio.shape == value.shape[:1] and not torch.allclose(ratio, torch.ones_like(ratio),
-                                                                     rtol=0, atol=1e-5):  # fmt: skip
-                value = value * ratio.reshape((-1,) + (1,) * (value.dim() - 1))
+        ratio = ratios.get(name)
+        if ratio is not None and ratio.shape == value.shape[:1]:
+            value = value * ratio.reshape((-1,) + (1,) * (value.dim() - 1))
         values[name] = value
     return values

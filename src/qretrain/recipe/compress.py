@@ -230,21 +230,15 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
                                  metric=settings.metric, deploy=settings.deploy,
                                  last_layer_weight=weight)  # fmt: skip
     write_text_atomic(work / "split.json", json.dumps(parts.to_dict(), indent=2))
-    # What is swept, planned and clustered: the model, or a copy of the same function
-    # whose convolutions' channels are scaled into their batch norms (models.channels).
-    # The original stays the teacher.
-    source = model
-    if settings.channel_scales:
-        source = copy.deepcopy(model)
-        scale_channels(source)
+    source = functools.cache(lambda: _to_cluster(model, settings))  # made if a stage runs
     stages("analyze", work / "analyze" / "summary.md", lambda: sweep_stage(
-        source, parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,
+        source(), parts.sweep, work, settings.analyze_settings(float32_bytes, fast_bfloat16(device)), device=device, progress=progress,
         model_name=model_name))  # fmt: skip
     stages("plan", work / "plan.json",
-           lambda: plan_stage(source, parts.verify, work, plan_settings, device=device,
+           lambda: plan_stage(source(), parts.verify, work, plan_settings, device=device,
                               progress=progress))  # fmt: skip
     stages("compress", work / "compress.json",
-           lambda: cluster_stage(source, work, CompressSettings()), pair=work / CLUSTERED)  # fmt: skip
+           lambda: cluster_stage(source(), work, CompressSettings()), pair=work / CLUSTERED)  # fmt: skip
     config = settings.retrain_config()
     if config is not None:
         stages(f"retrain ({settings.recover.value})", work / f"{RECOVERED}.json",
@@ -254,6 +248,17 @@ def run_recipe(model: nn.Module, parts: Parts, settings: RecipeSettings, work: P
                pair=work / f"{RECOVERED}.h5")  # fmt: skip
     return _result(model, parts, settings, work, float32_bytes, stages, started, device,
                    trust_code)  # fmt: skip
+
+
+def _to_cluster(model: nn.Module, settings: RecipeSettings) -> nn.Module:
+    """What the recipe sweeps, plans and clusters: ``model``, or with ``channel_scales`` a
+    copy of the same function whose convolutions' channels are scaled into the batch
+    norms after them (``models.channels``). The original stays the teacher."""
+    if not settings.channel_scales:
+        return model
+    scaled = copy.deepcopy(model).eval()
+    scale_channels(scaled)
+    return scaled
 
 
 def _check_reachable(model: nn.Module, target: int, float32_bytes: int) -> None:

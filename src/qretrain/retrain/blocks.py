@@ -67,7 +67,7 @@ from qretrain.cluster.state import clusters_of
 from qretrain.data.batches import image_batches
 from qretrain.distributed import Ranks
 from qretrain.errors import QretrainError, QretrainFileError
-from qretrain.models.channels import batch_norm_after, in_channel_scales
+from qretrain.models.channels import in_student_scales, teacher_ratios
 from qretrain.models.graph import Graph
 from qretrain.models.layers import get_tensor
 from qretrain.progress import Progress, track
@@ -301,15 +301,15 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
     # convolution before it, the same function at a fraction of the cost (retrain.fuse).
     students = [fuse_frozen(segment) for segment in plan.student]
     teachers = [fuse_frozen(segment) for segment in plan.teacher]
+    # The learned assignments start from the teacher's values in the student's channel
+    # scales (models.channels), read before any batch norm trains or a checkpoint loads.
+    ratios = teacher_ratios(teacher, student) if config.tune_assignments else {}
     at = _Position()
     if resume and checkpoint is not None and checkpoint.exists():
         at = _load(checkpoint, student, tuner, config, fingerprints or {}, ranks.world_size)
         logger.info("resuming block-wise retraining at block %d, pass %d", at.block + 1,
                     at.epoch + 1)  # fmt: skip
     history = at.history
-    # Which weights a batch norm scales: the learned assignments start from the
-    # teacher's values in the student's channel scales (models.channels).
-    after = batch_norm_after(student) if config.tune_assignments else {}
     teacher_in = student_in = images
     passes = Progress("Block-wise", len(plan.blocks) * config.block_epochs, "block passes",
                       enabled=progress)  # fmt: skip
@@ -339,7 +339,7 @@ def reconstruct(student: nn.Module, teacher: nn.Module, plan: BlockPlan, data: D
             groups = [{"params": params}]
             if first < soft:
                 steps = soft * _steps(total, per_pass, config.batch_size * ranks.world_size)
-                originals = _originals(teacher, student, books, after)
+                originals = _originals(teacher, student, books, ratios)
                 rounding = LearnedAssignments(tuner, books, originals, steps, target[0].numel(),
                                               config.rounding_lambda)  # fmt: skip
                 groups.append({"params": rounding.parameters(), "lr": ROUNDING_LR,
@@ -426,10 +426,10 @@ def _without_rounding(optimizer: torch.optim.Adam) -> torch.optim.Adam:
 
 
 def _originals(teacher: nn.Module, student: nn.Module, names: list[str],
-               after: dict[str, str]) -> dict:  # fmt: skip
+               ratios: dict[str, torch.Tensor]) -> dict:  # fmt: skip
     """The teacher's values of the student's clustered tensors ``names`` (the values
-    the learned assignments start from), in the student's channel scales (``after``:
-    the student's ``models.channels.batch_norm_after``)."""
+    the learned assignments start from), in the student's channel scales (``ratios``:
+    ``models.channels.teacher_ratios``)."""
     for name in names:
         value = get_tensor(teacher, name)
         if value.shape != get_tensor(student, name).shape:
@@ -437,7 +437,7 @@ def _originals(teacher: nn.Module, student: nn.Module, names: list[str],
                                 f"{tuple(value.shape)}, the student's "
                                 f"{tuple(get_tensor(student, name).shape)}; "
                                 "retrain with the original as the teacher")  # fmt: skip
-    return in_channel_scales(teacher, student, names, after)
+    return in_student_scales(teacher, names, ratios)
 
 
 @dataclass

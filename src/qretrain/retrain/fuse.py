@@ -25,15 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
+from qretrain.models.channels import CONV_FUNCTIONS
 from qretrain.retrain.layout import pointwise_with_stride
 from qretrain.storage.fold import foldable
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
-_CONV_FUNCTIONS = (torch.conv2d, F.conv2d)
 
 
 def conv_bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -85,7 +84,7 @@ def fuse_frozen(segment: Callable) -> Callable:
 def _conv_call(node: fx.Node, modules: dict[str, nn.Module]):
     """The arguments of a 2-D convolution ``node`` as a dict of ``_CONV_ARGS`` (weight
     and bias as nodes), or None if it is not one this module rewrites."""
-    if node.op == "call_function" and node.target in _CONV_FUNCTIONS:
+    if node.op == "call_function" and node.target in CONV_FUNCTIONS:
         if len(node.args) > len(_CONV_ARGS) or set(node.kwargs) - set(_CONV_ARGS):
             return None
         call = {**_CONV_DEFAULTS, **dict(zip(_CONV_ARGS, node.args)), **node.kwargs}
@@ -134,7 +133,7 @@ def _fold_padding(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     call = None
     if node.op == "call_function" and node.target is conv_bn:
         padding = node.args[9]
-    elif node.op == "call_function" and node.target in _CONV_FUNCTIONS:
+    elif node.op == "call_function" and node.target in CONV_FUNCTIONS:
         call = _conv_call(node, modules)
         if call is None:
             return False

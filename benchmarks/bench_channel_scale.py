@@ -35,29 +35,6 @@ PLAN = _common.ROOT / "benchmarks" / "results" / "case_effnet_8x_last_layer" / "
 SCALINGS = ("max", "rms", "folded")
 
 
-def batch_norm_after(model) -> dict[str, str]:
-    """weight name -> the batch norm module that alone reads its convolution's output."""
-    import torch
-    import torch.nn.functional as F
-    from torch import fx, nn
-
-    traced = fx.symbolic_trace(model)
-    modules = dict(model.named_modules())
-    found = {}
-    for node in traced.graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
-            continue
-        (conv,) = node.args
-        if not isinstance(conv, fx.Node) or len(conv.users) != 1:
-            continue
-        if conv.op == "call_module" and isinstance(modules.get(conv.target), nn.Conv2d):
-            found[f"{conv.target}.weight"] = str(node.target)
-        elif (conv.op == "call_function" and conv.target in (torch.conv2d, F.conv2d)
-                and conv.args[1].op == "get_attr"):  # fmt: skip
-            found[str(conv.args[1].target)] = str(node.target)  # a module calling F.conv2d
-    return found
-
-
 def channel_scale(weight, way: str, state: dict, bn: str, eps: float):
     """s (O,) for ``weight`` (O, ...) by ``way``; ``bn`` and ``eps``: the batch norm
     after it, for the folded way."""
@@ -84,6 +61,7 @@ def main() -> None:
     import torch
 
     from qretrain.cluster.tensor import cluster_tensor
+    from qretrain.models.channels import batch_norm_after
 
     probe = _common.LayersAlone(PLAN, args.images)
     original, ks, kl_of = probe.original, probe.ks, probe.kl_of

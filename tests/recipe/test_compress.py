@@ -24,7 +24,11 @@ from qretrain.recipe.stages import guard
 def teacher():
     """A tiny VGG-style net trained a little on blobs, so its outputs mean something."""
     torch.manual_seed(0)
-    model = qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16)
+    return _trained(qretrain.build_model("qretrain.zoo:vgg_small", width=4, hidden=16))
+
+
+def _trained(model):
+    """``model`` after 30 Adam steps on 400 blobs, in eval mode."""
     x, y = _blobs(400, seed=1)
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)
     model.train()
@@ -233,18 +237,10 @@ def _uneven_resnet():
     them: the same function, with channels that differ in size by up to 100x (as a
     trained depthwise convolution's do)."""
     torch.manual_seed(0)
-    model = qretrain.build_model("qretrain.zoo:resnet_small", width=4, blocks=1)
-    x, y = _blobs(400, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    model.train()
-    for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model((x - 0.286) / 0.353), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model = _trained(qretrain.build_model("qretrain.zoo:resnet_small", width=4, blocks=1))
     modules = dict(model.named_modules())
     with torch.no_grad():
-        for name, bn in batch_norm_after(model.eval()).items():
+        for name, bn in batch_norm_after(model).items():
             factor = 10 ** (torch.rand(len(modules[bn].running_mean)) * 2 - 1)
             dict(model.named_parameters())[name].mul_(factor.reshape(-1, 1, 1, 1))
             modules[bn].running_mean.mul_(factor)

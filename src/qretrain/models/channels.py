@@ -69,10 +69,11 @@ def _convs(model: nn.Module) -> list[_Conv]:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
             continue
         (conv,) = node.args
-        if (_eval_batch_norm(modules.get(str(node.target))) and isinstance(conv, fx.Node)
-                and len(conv.users) == 1):  # fmt: skip
-            found += [_Conv(*pair, str(node.target)) for pair in [_conv_tensors(conv, modules)]
-                      if pair is not None]  # fmt: skip
+        if not _eval_batch_norm(modules.get(str(node.target))):
+            continue
+        tensors = _conv_tensors(conv, modules) if isinstance(conv, fx.Node) else None
+        if tensors is not None and len(conv.users) == 1:
+            found.append(_Conv(*tensors, str(node.target)))
     names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     params = dict(model.named_parameters())
 
@@ -114,9 +115,9 @@ def _conv_tensors(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[str, st
 
 
 @torch.no_grad()
-def scale_channels(model: nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Divide each output channel of every weight in ``names`` (by default all) that a
-    batch norm follows (``batch_norm_after``; ``model`` in eval mode) by its largest
+def scale_channels(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Divide each output channel of every weight that a batch norm follows
+    (``batch_norm_after``; ``model`` in eval mode) by its largest
     magnitude, its bias with it, the batch norm taking the scale back (the module doc):
     ``model`` computes the same function up to float rounding, in place. A channel of
     zeros (or of magnitudes too small to divide by) keeps scale 1. Returns weight name
@@ -126,13 +127,11 @@ def scale_channels(model: nn.Module, names: list[str] | None = None) -> dict[str
     params = dict(model.named_parameters())
     scales = {}
     for conv in convs:
-        if names is not None and conv.weight not in names:
-            continue
         weight, bn = params[conv.weight], modules[conv.bn]
         scale = weight.detach().reshape(len(weight), -1).abs().amax(1)
         usable = torch.isfinite(scale) & (scale > torch.finfo(scale.dtype).tiny)
         scale = torch.where(usable, scale, torch.ones_like(scale))
-        weight.div_(scale.reshape((-1,) + (1,) * (weight.dim() - 1)))
+        weight.div_(_per_channel(scale, weight))
         if conv.bias is not None:
             params[conv.bias].div_(scale)
         bn.weight.mul_(scale)
@@ -175,8 +174,10 @@ def in_student_scales(teacher: nn.Module, names: list[str],
     values = {}
     for name in names:
         value = get_tensor(teacher, name).detach()
-        ratio = ratios.get(name)
-        if ratio is not None and ratio.shape == value.shape[:1]:
-            value = value * ratio.reshape((-1,) + (1,) * (value.dim() - 1))
-        values[name] = value
+        values[name] = value * _per_channel(ratios[name], value) if name in ratios else value
     return values
+
+
+def _per_channel(factors: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``factors`` (O,) shaped to multiply ``like`` (O, ...) channel by channel."""
+    return factors.reshape((-1,) + (1,) * (like.dim() - 1))
